@@ -1,0 +1,24 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong turning files into batches.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A buffer does not have the length its declared shape needs.
+    #[error("buffer of {len} values does not hold a {channels}x{height}x{width} image")]
+    Shape {
+        len: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
+    /// A configuration value that cannot work, naming its key.
+    #[error("invalid value for `{key}`: {reason}")]
+    Config { key: String, reason: String },
+    /// An image file that could not be read or decoded.
+    #[error("cannot decode image {path}")]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+}

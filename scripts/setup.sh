@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Idempotent setup: a Python venv in .venv/ holding the libtorch that tch 0.26 links
+# against (PyPI's torch==2.13.0) and the packages the fixture and baseline scripts
+# use, a .venv/libtorch link that .cargo/config.toml points cargo at, and Debian's
+# Fashion-MNIST (the demo's data) when apt is available.
+# A second run on a set-up machine only checks, and says so.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+# Pinned: fixtures are generated with these versions; torch must be the one tch expects.
+requirements=(torch==2.13.0 torchvision==0.28.0 transformers==5.24.0 safetensors==0.8.0)
+stamp="$venv/.setup-complete"
+want="${requirements[*]}"
+fmnist=/usr/share/datasets/fashion-mnist
+
+die() { echo "setup.sh: $*" >&2; exit 1; }
+say() { echo "setup.sh: $*"; }
+
+setup_python() {
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -e "$venv/libtorch/lib/libtorch_cpu.so" ]]; then
+        say "Python venv already set up ($want)"
+        return
+    fi
+    command -v python3 >/dev/null || die "python3 not found: install Python 3.9+ (e.g. apt-get install python3 python3-venv)"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        say "creating $venv"
+        python3 -m venv "$venv" || die "python3 -m venv failed: install the venv module (e.g. apt-get install python3-venv)"
+    fi
+    "$venv/bin/python" -m pip --version >/dev/null 2>&1 || die "pip is missing in $venv: install python3-pip / ensurepip"
+    say "installing ${want} (first run: ~5 GB, a few minutes)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}" \
+        || die "pip install of ${want} failed (see pip's output above)"
+    local torch_dir
+    torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
+        || die "torch does not import from $venv"
+    ln -sfn "$torch_dir" "$venv/libtorch"
+    [[ -e "$venv/libtorch/lib/libtorch_cpu.so" ]] || die "no libtorch_cpu.so under $torch_dir/lib"
+    echo "$want" > "$stamp"
+    say "libtorch ready at $venv/libtorch -> $torch_dir"
+}
+
+setup_data() {
+    if [[ -d "$fmnist" ]]; then
+        say "Fashion-MNIST present in $fmnist"
+        return
+    fi
+    if ! command -v apt-get >/dev/null; then
+        say "warning: no apt-get; the demo needs Fashion-MNIST's IDX files in $fmnist"
+        return
+    fi
+    local sudo=""
+    [[ "$(id -u)" == 0 ]] || sudo="sudo"
+    say "installing Debian's dataset-fashion-mnist"
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
+        || die "apt-get install dataset-fashion-mnist failed (see above)"
+    [[ -d "$fmnist" ]] || die "dataset-fashion-mnist installed but $fmnist is missing"
+}
+
+setup_python
+setup_data
