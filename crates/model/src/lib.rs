@@ -1,30 +1,58 @@
 //! # clip-model
 //!
-//! CLIP in [`tch`]: the vision and text towers, Hugging Face checkpoints, the
-//! tokenizer, classification heads and LoRA adapters.
+//! CLIP in [`tch`]: the vision and text towers, Hugging Face checkpoints (load and
+//! save, every tensor named as its Hugging Face key), the tokenizer, the image
+//! classifier with random or zero-shot heads, typed parameter tags, dropout and
+//! drop-path, and per-block gradient checkpointing.
 //!
 //! Layering: this is the bottom crate of the workspace. It knows nothing of
 //! optimizers (`clip-optim`), data (`clip-data`) or training (`clip-train`); those
-//! read the typed parameter tags this crate attaches when it creates each tensor.
+//! read the typed parameter tags ([`ParamTag`]) this crate attaches when it creates
+//! each tensor.
 //!
 //! ```
-//! use clip_model::Device;
-//! let device = Device::Cpu;
-//! let x = tch::Tensor::ones([2, 3], (tch::Kind::Float, device));
-//! assert_eq!(x.sum(tch::Kind::Float).double_value(&[]), 6.0);
+//! use clip_model::{ClipConfig, ClipModel, Tower};
+//! let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+//! let model = ClipModel::new(&vs.root(), &ClipConfig::tiny()).unwrap();
+//! let pixels = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+//! let ids = tch::Tensor::from_slice(&[49406i64, 320, 49407]).view([1, 3]);
+//! let out = model.forward(&pixels, &ids, false, None, false).unwrap();
+//! assert_eq!(out.logits_per_image.size(), [2, 1]);
+//! // Freeze the text tower, as classification fine-tuning does.
+//! model.params().set_tower_trainable(Tower::Text, 0..=u32::MAX, false);
+//! assert!(model.params().trainable_count() < model.params().count(|_| true));
 //! ```
 
+mod attention;
+mod checkpoint;
+mod classifier;
+mod clip;
+mod config;
+mod encoder;
+mod error;
+mod hub;
+mod layers;
+mod tags;
+mod text;
+mod tokenizer;
+mod vision;
+mod weights;
+
+pub use checkpoint::GradTape;
+pub use classifier::{ClipClassifier, HeadConfig, HeadInit, zero_shot_weights};
+pub use clip::{ClipModel, ClipOutput, l2_normalize};
+pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
+pub use encoder::Regularization;
+pub use error::{ModelError, Result};
+pub use hub::ModelFiles;
+pub use layers::{LayerNorm, Linear};
+pub use tags::{
+    DecayClass, Module, Param, ParamReport, ParamTable, ParamTag, ReportRow, Scope, Tower,
+};
 pub use tch::Device;
-
-#[cfg(test)]
-mod tests {
-    use tch::{Kind, Tensor};
-
-    #[test]
-    fn libtorch_links_and_computes() {
-        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
-        let b = Tensor::from_slice(&[4.0f32, 5.0, 6.0]);
-        let dot = (&a * &b).sum(Kind::Float).double_value(&[]);
-        assert_eq!(dot, 32.0);
-    }
-}
+pub use text::TextOutput;
+pub use tokenizer::ClipTokenizer;
+pub use vision::VisionOutput;
+pub use weights::{
+    assign, read_safetensors, read_weights, weight_files, write_atomic, write_safetensors,
+};

@@ -1,0 +1,111 @@
+//! Gradient checkpointing. libtorch has no `torch.utils.checkpoint`, so a
+//! [`GradTape`] records, for each checkpointed block, its input and a detached
+//! output leaf; the forward keeps no activations inside blocks. [`GradTape::backward`]
+//! back-propagates the loss to the last leaf, then recomputes the blocks one at a
+//! time in reverse, back-propagating `sum(y * dL/dy)` through each, so only one
+//! block's activations are alive at once. Random draws (dropout, drop-path) are
+//! replayed from a per-block seed, so the recomputation equals the forward.
+
+use tch::{Kind, Tensor};
+
+use crate::encoder::EncoderLayer;
+
+struct Segment<'m> {
+    layer: &'m EncoderLayer,
+    input: Tensor,
+    output: Tensor,
+    seed: Option<i64>,
+    train: bool,
+}
+
+/// The record of checkpointed blocks of one forward pass; see the module docs.
+#[derive(Default)]
+pub struct GradTape<'m> {
+    segments: Vec<Segment<'m>>,
+}
+
+impl<'m> GradTape<'m> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of blocks recorded.
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    pub(crate) fn checkpoint(
+        &mut self,
+        layer: &'m EncoderLayer,
+        input: Tensor,
+        train: bool,
+    ) -> Tensor {
+        let needs_grad = input.requires_grad() || layer_has_trainable(layer);
+        if !needs_grad {
+            return layer.forward(&input, train);
+        }
+        let seed = (train && layer.is_stochastic()).then(|| {
+            let s =
+                Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]);
+            tch::manual_seed(s);
+            s
+        });
+        let output = tch::no_grad(|| layer.forward(&input, train))
+            .detach()
+            .set_requires_grad(true);
+        self.segments.push(Segment {
+            layer,
+            input,
+            output: output.shallow_clone(),
+            seed,
+            train,
+        });
+        output
+    }
+
+    /// Back-propagates `loss` (a scalar) through the whole graph, recomputing the
+    /// checkpointed blocks. Call it under the same autocast state as the forward.
+    /// Equivalent to `loss.backward()` when nothing was recorded.
+    pub fn backward(self, loss: &Tensor) -> Result<(), tch::TchError> {
+        loss.f_backward()?;
+        for seg in self.segments.into_iter().rev() {
+            let grad = seg.output.grad();
+            if !grad.defined() {
+                continue;
+            }
+            let input_needs_grad = seg.input.requires_grad();
+            let x = seg.input.detach().set_requires_grad(input_needs_grad);
+            if let Some(s) = seg.seed {
+                tch::manual_seed(s);
+            }
+            let y = seg.layer.forward(&x, seg.train);
+            (y * &grad).sum(Kind::Float).f_backward()?;
+            if input_needs_grad {
+                let gx = x.grad();
+                (&seg.input * gx).sum(Kind::Float).f_backward()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn layer_has_trainable(layer: &EncoderLayer) -> bool {
+    let a = &layer.self_attn;
+    [
+        &a.q_proj,
+        &a.k_proj,
+        &a.v_proj,
+        &a.out_proj,
+        &layer.fc1,
+        &layer.fc2,
+    ]
+    .iter()
+    .any(|l| l.weight.requires_grad() || l.bias.as_ref().is_some_and(Tensor::requires_grad))
+        || [&layer.layer_norm1, &layer.layer_norm2]
+            .iter()
+            .any(|n| n.weight.requires_grad() || n.bias.requires_grad())
+}

@@ -1,0 +1,370 @@
+//! `ClipClassifier`: the vision tower, `visual_projection`, L2 normalisation and a
+//! scaled linear head. The head starts random or from zero-shot text embeddings of
+//! prompt templates (the starting point of WiSE-FT and FLYP), and is saved with the
+//! class names beside the CLIP weights.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor, nn};
+
+use crate::checkpoint::GradTape;
+use crate::clip::{ClipModel, l2_normalize};
+use crate::config::ClipConfig;
+use crate::error::{ModelError, Result};
+use crate::hub::ModelFiles;
+use crate::layers::{Linear, dropout};
+use crate::tags::{DecayClass, Module, ParamReport, ParamTable, Scope, Tower};
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::{assign, read_weights};
+
+/// How the head's weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadInit {
+    /// PyTorch's `nn.Linear` initialisation.
+    #[default]
+    Random,
+    /// Normalised text embeddings of the templates for each class name, averaged
+    /// over templates; scale `exp(logit_scale)`, bias zero.
+    ZeroShot,
+}
+
+/// The head section of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadConfig {
+    pub init: HeadInit,
+    pub bias: bool,
+    /// Dropout on the normalised features before the head.
+    pub dropout: f64,
+    /// Multiplier of the logits; `None` takes `exp(logit_scale)` of the model.
+    pub scale: Option<f64>,
+    /// Prompt templates for `zero_shot`, `{}` standing for the class name.
+    pub templates: Vec<String>,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            init: HeadInit::Random,
+            bias: true,
+            dropout: 0.0,
+            scale: None,
+            templates: vec!["a photo of a {}.".into()],
+        }
+    }
+}
+
+impl HeadConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ModelError::config(
+                "model.head.dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
+            ));
+        }
+        if let Some(s) = self.scale.filter(|s| !(*s > 0.0 && s.is_finite())) {
+            return Err(ModelError::config(
+                "model.head.scale",
+                format!("must be a positive number, got {s}"),
+            ));
+        }
+        if self.init == HeadInit::ZeroShot
+            && (self.templates.is_empty() || self.templates.iter().any(|t| !t.contains("{}")))
+        {
+            return Err(ModelError::config(
+                "model.head.templates",
+                "zero_shot needs at least one template, each containing `{}`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What is stored in `config.json` beside the CLIP config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredHead {
+    bias: bool,
+    scale: f64,
+    dropout: f64,
+}
+
+/// CLIP image classifier: `scale * head(dropout(normalize(visual_projection(pooled))))`.
+#[derive(Debug)]
+pub struct ClipClassifier {
+    pub clip: ClipModel,
+    pub head: Linear,
+    scale: f64,
+    dropout: f64,
+    class_names: Vec<String>,
+}
+
+impl ClipClassifier {
+    fn build(
+        path: &nn::Path,
+        config: &ClipConfig,
+        class_names: Vec<String>,
+        bias: bool,
+        dropout: f64,
+        scale: Option<f64>,
+    ) -> Result<Self> {
+        config.validate()?;
+        if class_names.is_empty() {
+            return Err(ModelError::config(
+                "class_names",
+                "a classifier needs at least one class",
+            ));
+        }
+        let scope = Scope::new(path.clone());
+        let mut clip = ClipModel::build(&scope, config);
+        let proj = config.projection_dim;
+        let bound = (proj as f64).powf(-0.5);
+        let h = scope
+            .tower(Tower::Head)
+            .depth(config.vision_config.num_hidden_layers as u32 + 1)
+            .module(Module::Head)
+            .sub("classification_head");
+        let n = class_names.len() as i64;
+        let head = Linear {
+            weight: h.param(
+                "weight",
+                &[n, proj],
+                nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+                DecayClass::Weight,
+            ),
+            bias: bias.then(|| {
+                h.param(
+                    "bias",
+                    &[n],
+                    nn::Init::Uniform {
+                        lo: -bound,
+                        up: bound,
+                    },
+                    DecayClass::Bias,
+                )
+            }),
+        };
+        *clip.params_mut() = ParamTable::new(scope.into_params());
+        let scale = scale.unwrap_or_else(|| clip.logit_scale_value().exp());
+        Ok(Self {
+            clip,
+            head,
+            scale,
+            dropout,
+            class_names,
+        })
+    }
+
+    /// A randomly initialised classifier.
+    pub fn new(
+        path: &nn::Path,
+        config: &ClipConfig,
+        class_names: Vec<String>,
+        head: &HeadConfig,
+    ) -> Result<Self> {
+        head.validate()?;
+        if head.init == HeadInit::ZeroShot {
+            return Err(ModelError::config(
+                "model.head.init",
+                "zero_shot needs pretrained weights and a tokenizer (from_clip)",
+            ));
+        }
+        Self::build(
+            path,
+            config,
+            class_names,
+            head.bias,
+            head.dropout,
+            head.scale,
+        )
+    }
+
+    /// A classifier on pretrained CLIP weights, its head initialised as `head.init`
+    /// says (`zero_shot` needs the tokenizer).
+    pub fn from_clip(
+        path: &nn::Path,
+        files: &ModelFiles,
+        class_names: Vec<String>,
+        head: &HeadConfig,
+        tokenizer: Option<&ClipTokenizer>,
+    ) -> Result<Self> {
+        head.validate()?;
+        let config = ClipConfig::from_json_file(&files.config)?;
+        let mut model = Self::build(
+            path,
+            &config,
+            class_names,
+            head.bias,
+            head.dropout,
+            head.scale,
+        )?;
+        assign(
+            model.clip.params(),
+            read_weights(&files.weights)?,
+            &files.weights[0],
+            |p| p.tag.tower == Tower::Head,
+        )?;
+        if head.scale.is_none() {
+            model.scale = model.clip.logit_scale_value().exp();
+        }
+        if head.init == HeadInit::ZeroShot {
+            let tok = tokenizer.ok_or_else(|| {
+                ModelError::config(
+                    "model.head.init",
+                    "zero_shot needs the model's tokenizer.json",
+                )
+            })?;
+            model.init_zero_shot(tok, &head.templates)?;
+        }
+        Ok(model)
+    }
+
+    /// Loads a classifier saved by [`ClipClassifier::save_pretrained`].
+    pub fn load(path: &nn::Path, dir: &Path) -> Result<Self> {
+        let files = ModelFiles::from_dir(dir)?;
+        let text = std::fs::read_to_string(&files.config)
+            .map_err(|e| ModelError::io("cannot read", &files.config, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ModelError::ConfigParse {
+                path: files.config.clone(),
+                source,
+            })?;
+        let parse = |source| ModelError::ConfigParse {
+            path: files.config.clone(),
+            source,
+        };
+        let config: ClipConfig = serde_json::from_value(json.clone()).map_err(parse)?;
+        let stored: StoredHead = serde_json::from_value(json.get("clip_classifier").cloned().ok_or_else(|| ModelError::NotFound {
+            model: dir.display().to_string(),
+            reason: "config.json has no `clip_classifier` section: this is a plain CLIP, not a saved classifier".into(),
+        })?)
+        .map_err(parse)?;
+        let id2label: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(json["id2label"].clone()).map_err(parse)?;
+        let mut names: Vec<(usize, String)> = id2label
+            .into_iter()
+            .map(|(k, v)| k.parse::<usize>().map(|i| (i, v)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| ModelError::config("id2label", format!("has a non-integer id: {e}")))?;
+        names.sort();
+        let model = Self::build(
+            path,
+            &config,
+            names.into_iter().map(|(_, n)| n).collect(),
+            stored.bias,
+            stored.dropout,
+            Some(stored.scale),
+        )?;
+        assign(
+            model.clip.params(),
+            read_weights(&files.weights)?,
+            &files.weights[0],
+            |_| false,
+        )?;
+        Ok(model)
+    }
+
+    /// Writes the CLIP weights with the head, and a `config.json` that transformers'
+    /// `CLIPModel` reads (with `id2label` / `label2id` and the head's settings).
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        let mut json = self.clip.config().to_hf_json();
+        json["id2label"] = self
+            .class_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i.to_string(), serde_json::Value::from(n.as_str())))
+            .collect();
+        json["label2id"] = self
+            .class_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), serde_json::Value::from(i)))
+            .collect();
+        json["clip_classifier"] = serde_json::to_value(StoredHead {
+            bias: self.head.bias.is_some(),
+            scale: self.scale,
+            dropout: self.dropout,
+        })
+        .unwrap_or_default();
+        self.clip.save_with(dir, json)
+    }
+
+    /// Sets the head to the zero-shot classifier of `templates`.
+    pub fn init_zero_shot(
+        &mut self,
+        tokenizer: &ClipTokenizer,
+        templates: &[String],
+    ) -> Result<()> {
+        let names: Vec<&str> = self.class_names.iter().map(String::as_str).collect();
+        let weights = zero_shot_weights(&self.clip, tokenizer, &names, templates)?;
+        tch::no_grad(|| -> Result<()> {
+            self.head.weight.shallow_clone().f_copy_(&weights)?;
+            if let Some(b) = &self.head.bias {
+                let _ = b.shallow_clone().zero_();
+            }
+            Ok(())
+        })?;
+        self.scale = self.clip.logit_scale_value().exp();
+        Ok(())
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    pub fn params(&self) -> &ParamTable {
+        self.clip.params()
+    }
+
+    pub fn report(&self) -> ParamReport {
+        self.clip.report()
+    }
+
+    /// Class logits `[batch, classes]`. With a tape and gradient checkpointing on,
+    /// blocks are recomputed in [`GradTape::backward`].
+    pub fn forward<'m>(
+        &'m self,
+        pixel_values: &Tensor,
+        train: bool,
+        tape: Option<&mut GradTape<'m>>,
+    ) -> Result<Tensor> {
+        let pooled = self.clip.vision(pixel_values, train, tape, false)?.pooled;
+        let features = l2_normalize(&self.clip.visual_projection.forward(&pooled));
+        Ok(self.head.forward(&dropout(features, self.dropout, train)) * self.scale)
+    }
+}
+
+/// Zero-shot classifier weights `[classes, projection_dim]`: for each class, the
+/// normalised text embeddings of every template, averaged and renormalised.
+pub fn zero_shot_weights(
+    clip: &ClipModel,
+    tokenizer: &ClipTokenizer,
+    class_names: &[&str],
+    templates: &[String],
+) -> Result<Tensor> {
+    tch::no_grad(|| {
+        let device = clip.logit_scale.device();
+        let mut rows = Vec::with_capacity(class_names.len());
+        for name in class_names {
+            let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", name)).collect();
+            let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+            let ids = tokenizer.encode(&refs)?.to_device(device);
+            let emb = l2_normalize(&clip.text_features(&ids)?.to_kind(Kind::Float));
+            rows.push(l2_normalize(&emb.mean_dim(
+                [0i64].as_slice(),
+                false,
+                Kind::Float,
+            )));
+        }
+        Ok(Tensor::stack(&rows, 0))
+    })
+}

@@ -1,0 +1,95 @@
+//! The small building blocks: linear layers, layer norms, dropout and drop-path.
+
+use tch::{Kind, Tensor, nn};
+
+use crate::config::Activation;
+use crate::tags::{DecayClass, Scope};
+
+/// `y = x W^T + b`, with Hugging Face's `weight` / `bias` names.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A linear layer `in_dim -> out_dim` whose weight is drawn from N(0, std²).
+    pub fn new(scope: &Scope, in_dim: i64, out_dim: i64, bias: bool, std: f64) -> Self {
+        let weight = scope.param(
+            "weight",
+            &[out_dim, in_dim],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+            DecayClass::Weight,
+        );
+        let bias =
+            bias.then(|| scope.param("bias", &[out_dim], nn::Init::Const(0.0), DecayClass::Bias));
+        Self { weight, bias }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// Layer normalisation over the last dimension.
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    eps: f64,
+    dim: i64,
+}
+
+impl LayerNorm {
+    pub fn new(scope: &Scope, dim: i64, eps: f64) -> Self {
+        Self {
+            weight: scope.param("weight", &[dim], nn::Init::Const(1.0), DecayClass::Norm),
+            bias: scope.param("bias", &[dim], nn::Init::Const(0.0), DecayClass::Norm),
+            eps,
+            dim,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
+
+pub(crate) fn activate(x: &Tensor, act: Activation) -> Tensor {
+    match act {
+        Activation::QuickGelu => x * (x * 1.702).sigmoid(),
+        Activation::Gelu => x.gelu("none"),
+        Activation::GeluTanh => x.gelu("tanh"),
+    }
+}
+
+/// Element-wise dropout, active only when `train` and `p > 0`.
+pub(crate) fn dropout(x: Tensor, p: f64, train: bool) -> Tensor {
+    if train && p > 0.0 {
+        x.dropout(p, true)
+    } else {
+        x
+    }
+}
+
+/// Stochastic depth: drops the whole residual branch per sample with probability
+/// `p` and rescales the kept ones by `1 / (1 - p)`.
+pub(crate) fn drop_path(x: Tensor, p: f64, train: bool) -> Tensor {
+    if !train || p <= 0.0 {
+        return x;
+    }
+    let keep = 1.0 - p;
+    let mut shape = vec![1i64; x.dim()];
+    shape[0] = x.size()[0];
+    let mask = Tensor::empty(shape.as_slice(), (Kind::Float, x.device())).bernoulli_float_(keep);
+    x * mask / keep
+}

@@ -1,0 +1,229 @@
+//! Reading and writing safetensors checkpoints in Hugging Face's layout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use tch::{Kind, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::tags::{Param, ParamTable};
+
+/// Reads every tensor of one safetensors file. Floating-point tensors (fp16, bf16,
+/// fp64) come back as fp32; a truncated or corrupt file is an error naming it.
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| ModelError::io("cannot read checkpoint", path, e))?;
+    let bad = |reason: String| ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::with_capacity(st.len());
+    for (name, view) in st.tensors() {
+        let (kind, float) = match view.dtype() {
+            Dtype::F32 => (Kind::Float, true),
+            Dtype::F16 => (Kind::Half, true),
+            Dtype::BF16 => (Kind::BFloat16, true),
+            Dtype::F64 => (Kind::Double, true),
+            Dtype::I64 => (Kind::Int64, false),
+            Dtype::I32 => (Kind::Int, false),
+            Dtype::U8 => (Kind::Uint8, false),
+            Dtype::BOOL => (Kind::Bool, false),
+            other => {
+                return Err(bad(format!(
+                    "tensor `{name}` has unsupported dtype {other:?}"
+                )));
+            }
+        };
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        out.push((
+            name,
+            if float && kind != Kind::Float {
+                t.to_kind(Kind::Float)
+            } else {
+                t
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The weight files of a model folder: `model.safetensors`, or the shards listed in
+/// `model.safetensors.index.json`.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| ModelError::io("cannot read", &index, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ModelError::ConfigParse {
+                path: index.clone(),
+                source,
+            })?;
+        let map = json["weight_map"]
+            .as_object()
+            .ok_or_else(|| ModelError::Checkpoint {
+                path: index.clone(),
+                reason: "no `weight_map` object".into(),
+            })?;
+        let mut shards: Vec<PathBuf> = map
+            .values()
+            .filter_map(|v| v.as_str())
+            .map(|f| dir.join(f))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        return Ok(shards);
+    }
+    Err(ModelError::NotFound {
+        model: dir.display().to_string(),
+        reason: "no model.safetensors or model.safetensors.index.json in the folder (PyTorch .bin checkpoints are not read: \
+                 convert with `model.save_pretrained(dir, safe_serialization=True)`)"
+            .into(),
+    })
+}
+
+/// Reads weight files (a checkpoint and its shards) into one map.
+pub fn read_weights(files: &[PathBuf]) -> Result<HashMap<String, Tensor>> {
+    let mut all = HashMap::new();
+    for file in files {
+        all.extend(read_safetensors(file)?);
+    }
+    Ok(all)
+}
+
+/// Copies checkpoint tensors into the parameters of `table` by name. Legacy
+/// `position_ids` buffers are ignored; parameters for which `optional` is true may
+/// be absent. Missing, unexpected and wrongly-shaped tensors are all reported in
+/// one error naming `source`.
+pub fn assign(
+    table: &ParamTable,
+    mut tensors: HashMap<String, Tensor>,
+    source: &Path,
+    optional: impl Fn(&Param) -> bool,
+) -> Result<()> {
+    tensors.retain(|k, _| !k.ends_with("position_ids"));
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for p in table.iter() {
+            match tensors.remove(&p.name) {
+                None if optional(p) => {}
+                None => missing.push(p.name.clone()),
+                Some(t) if t.size() != p.tensor.size() => mismatched.push(format!(
+                    "{} (checkpoint {:?}, model {:?})",
+                    p.name,
+                    t.size(),
+                    p.tensor.size()
+                )),
+                Some(t) => {
+                    let mut dst = p.tensor.shallow_clone();
+                    dst.f_copy_(&t.to_device(dst.device()))?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut unexpected: Vec<String> = tensors.into_keys().collect();
+    unexpected.sort();
+    if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
+        return Ok(());
+    }
+    let mut details = String::new();
+    for (what, list) in [
+        ("missing", &missing),
+        ("unexpected", &unexpected),
+        ("wrong shape", &mismatched),
+    ] {
+        if !list.is_empty() {
+            details.push_str(&format!("\n  {} {what}: {}", list.len(), list.join(", ")));
+        }
+    }
+    Err(ModelError::Mismatch {
+        path: source.to_path_buf(),
+        details,
+    })
+}
+
+/// Writes named tensors as one safetensors file (with `format = pt` metadata, as
+/// transformers requires), atomically: a temporary file in the same folder, then a
+/// rename, so an interrupted write never leaves a broken file behind.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: BTreeMap<String, String>,
+) -> Result<()> {
+    let mut buffers = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t.detach().to_device(tch::Device::Cpu).contiguous();
+        let dtype = match t.kind() {
+            Kind::Float => Dtype::F32,
+            Kind::Half => Dtype::F16,
+            Kind::BFloat16 => Dtype::BF16,
+            Kind::Double => Dtype::F64,
+            Kind::Int64 => Dtype::I64,
+            Kind::Int => Dtype::I32,
+            Kind::Uint8 => Dtype::U8,
+            Kind::Bool => Dtype::BOOL,
+            other => {
+                return Err(ModelError::Checkpoint {
+                    path: path.to_path_buf(),
+                    reason: format!("cannot write tensor `{name}` of kind {other:?}"),
+                });
+            }
+        };
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        buffers.push((name.clone(), dtype, shape, data));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| ModelError::Checkpoint {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut meta: HashMap<String, String> = metadata.into_iter().collect();
+    meta.entry("format".into()).or_insert_with(|| "pt".into());
+    let bytes =
+        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| ModelError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io("cannot create folder", dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ModelError::io("cannot write", path, e));
+    }
+    Ok(())
+}
