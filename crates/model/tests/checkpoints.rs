@@ -1,5 +1,7 @@
 //! Loading, saving and the errors of bad checkpoints.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! Parity with transformers' CLIPModel on the committed fixtures made by
 //! scripts/gen_model_fixtures.py (tiny random checkpoints and reference outputs).
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
