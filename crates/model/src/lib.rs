@@ -24,6 +24,7 @@
 //! ```
 
 mod attention;
+mod autocast;
 mod checkpoint;
 mod classifier;
 mod clip;
@@ -38,6 +39,7 @@ mod tokenizer;
 mod vision;
 mod weights;
 
+pub use autocast::{autocast_enabled, with_autocast};
 pub use checkpoint::GradTape;
 pub use classifier::{ClipClassifier, HeadConfig, HeadInit, zero_shot_weights};
 pub use clip::{ClipModel, ClipOutput, l2_normalize};

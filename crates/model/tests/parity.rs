@@ -152,3 +152,55 @@ fn hidden_states_are_returned_per_block() {
     assert_eq!(hs.len(), 4, "embeddings + 3 blocks");
     assert_eq!(max_abs_diff(&hs[3], &v.last_hidden_state), 0.0);
 }
+
+#[test]
+fn bf16_autocast_runs_low_precision_matmuls_and_keeps_fp32_gradients() {
+    let (_vs, mut model) = load("tiny-a");
+    let r = reference("tiny-a");
+    let cpu = tch::Device::Cpu;
+    assert!(!clip_model::autocast_enabled(cpu));
+    let (pooled, features) = tch::no_grad(|| {
+        clip_model::with_autocast(cpu, Kind::BFloat16, || {
+            assert!(clip_model::autocast_enabled(cpu));
+            let v = model
+                .vision(&r["pixel_values"], false, None, false)
+                .unwrap();
+            (v.pooled.kind(), model.visual_projection.forward(&v.pooled))
+        })
+    });
+    assert!(
+        !clip_model::autocast_enabled(cpu),
+        "state restored after the closure"
+    );
+    assert_eq!(pooled, Kind::Float, "layer norm stays fp32 under autocast");
+    assert_eq!(
+        features.kind(),
+        Kind::BFloat16,
+        "linear runs in bf16 under autocast"
+    );
+    // Training step in bf16 with checkpointing: close to fp32, gradients fp32.
+    model.set_gradient_checkpointing(true);
+    let mut tape = GradTape::new();
+    clip_model::with_autocast(cpu, Kind::BFloat16, || {
+        let out = model
+            .forward(
+                &r["pixel_values"],
+                &r["input_ids"],
+                true,
+                Some(&mut tape),
+                false,
+            )
+            .unwrap();
+        let d = max_abs_diff(
+            &out.logits_per_image.to_kind(Kind::Float),
+            &r["logits_per_image"],
+        );
+        let scale = r["logits_per_image"].abs().max().double_value(&[]);
+        assert!(d < 0.05 * scale, "bf16 logits off by {d} (scale {scale})");
+        let loss = (&out.logits_per_image * &r["loss_weights"]).sum(Kind::Float);
+        tape.backward(&loss).unwrap();
+    });
+    for p in model.params().iter() {
+        assert_eq!(p.tensor.grad().kind(), Kind::Float, "{}", p.name);
+    }
+}
