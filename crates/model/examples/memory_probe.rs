@@ -2,7 +2,10 @@
 //! or without gradient checkpointing. Prints resident memory after building the
 //! model, the process peak, and their difference (activations and gradients).
 //!
-//! `cargo run --release -p clip-model --example memory_probe -- [--checkpointing] [--batch 32]`
+//! `cargo run --release -p clip-model --example memory_probe -- [--checkpointing] [--batch 32] [--glibc-default]`
+//!
+//! Unless `--glibc-default`, it calls `release_freed_activations()` first, as the
+//! trainer does.
 
 use anyhow::Context;
 use clip_model::{ClipClassifier, ClipConfig, GradTape, HeadConfig, Tower};
@@ -24,6 +27,13 @@ fn status_kib(field: &str) -> anyhow::Result<i64> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let checkpointing = args.iter().any(|a| a == "--checkpointing");
+    let glibc_default = args.iter().any(|a| a == "--glibc-default");
+    if !glibc_default {
+        anyhow::ensure!(
+            clip_model::release_freed_activations(),
+            "mallopt refused the mmap threshold"
+        );
+    }
     let batch: i64 = args
         .iter()
         .position(|a| a == "--batch")
@@ -63,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         / (1024.0 * 1024.0);
     let step = mib(peak - base);
     println!(
-        "{{\"checkpointing\": {checkpointing}, \"batch\": {batch}, \"rss_after_build_mib\": {:.0}, \"peak_mib\": {:.0}, \"step_peak_minus_base_mib\": {step:.0}, \"gradients_mib\": {grads_mib:.0}, \"activations_mib\": {:.0}, \"step_seconds\": {secs:.2}}}",
+        "{{\"checkpointing\": {checkpointing}, \"glibc_default\": {glibc_default}, \"batch\": {batch}, \"rss_after_build_mib\": {:.0}, \"peak_mib\": {:.0}, \"step_peak_minus_base_mib\": {step:.0}, \"gradients_mib\": {grads_mib:.0}, \"activations_mib\": {:.0}, \"step_seconds\": {secs:.2}}}",
         mib(base),
         mib(peak),
         step - grads_mib

@@ -38,22 +38,19 @@ impl<'m> GradTape<'m> {
         self.segments.is_empty()
     }
 
+    /// Runs `layer` without keeping activations; `seed` is the one the generator
+    /// was just reseeded with, when the block draws random numbers.
     pub(crate) fn checkpoint(
         &mut self,
         layer: &'m EncoderLayer,
         input: Tensor,
         train: bool,
+        seed: Option<i64>,
     ) -> Tensor {
         let needs_grad = input.requires_grad() || layer_has_trainable(layer);
         if !needs_grad {
             return layer.forward(&input, train);
         }
-        let seed = (train && layer.is_stochastic()).then(|| {
-            let s =
-                Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]);
-            tch::manual_seed(s);
-            s
-        });
         let output = tch::no_grad(|| layer.forward(&input, train))
             .detach()
             .set_requires_grad(true);

@@ -60,6 +60,11 @@ impl EncoderLayer {
         self.self_attn.dropout > 0.0 || self.residual_dropout > 0.0 || self.drop_path > 0.0
     }
 
+    /// This block's stochastic-depth rate.
+    pub fn drop_path_rate(&self) -> f64 {
+        self.drop_path
+    }
+
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let branch = |h: Tensor| {
             drop_path(
@@ -178,8 +183,12 @@ impl Encoder {
             if let Some(h) = hidden.as_deref_mut() {
                 h.push(x.shallow_clone());
             }
+            // A block that draws random numbers runs from a seed of its own, with or
+            // without checkpointing, so the recomputation can replay its draws and
+            // both modes give the same numbers.
+            let seed = (train && layer.is_stochastic()).then(reseed);
             x = match tape.as_deref_mut() {
-                Some(tape) => tape.checkpoint(layer, x, train),
+                Some(tape) => tape.checkpoint(layer, x, train, seed),
                 None => layer.forward(&x, train),
             };
         }
@@ -188,4 +197,11 @@ impl Encoder {
         }
         x
     }
+}
+
+/// Draws a seed from the global generator and reseeds it with that seed.
+fn reseed() -> i64 {
+    let s = Tensor::randint(i64::MAX, [1], (tch::Kind::Int64, tch::Device::Cpu)).int64_value(&[0]);
+    tch::manual_seed(s);
+    s
 }

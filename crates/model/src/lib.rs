@@ -33,6 +33,7 @@ mod encoder;
 mod error;
 mod hub;
 mod layers;
+mod memory;
 mod tags;
 mod text;
 mod tokenizer;
@@ -48,6 +49,7 @@ pub use encoder::Regularization;
 pub use error::{ModelError, Result};
 pub use hub::ModelFiles;
 pub use layers::{LayerNorm, Linear};
+pub use memory::release_freed_activations;
 pub use tags::{
     DecayClass, Module, Param, ParamReport, ParamTable, ParamTag, ReportRow, Scope, Tower,
 };
