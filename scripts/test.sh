@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project: sets up libtorch (scripts/setup.sh), then the Rust
-# tests of the whole workspace, clip-data on its own without libtorch, and the
-# Python interop checks against transformers when the venv has it.
+# Runs every test of the project: sets up libtorch and the Python references
+# (scripts/setup.sh), then the Rust tests of the whole workspace (the interop tests
+# call the venv's transformers) and clip-data on its own without libtorch.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,9 +13,3 @@ cargo test --workspace --doc
 
 echo "== cargo test -p clip-data (without libtorch)"
 cargo test -p clip-data --all-targets
-
-shopt -s nullglob
-for check in scripts/check_*.py; do
-    echo "== $check"
-    .venv/bin/python "$check"
-done

@@ -9,8 +9,8 @@ use tch::{Kind, Tensor};
 use crate::error::{ModelError, Result};
 use crate::tags::{Param, ParamTable};
 
-/// Reads every tensor of one safetensors file. Floating-point tensors (fp16, bf16,
-/// fp64) come back as fp32; a truncated or corrupt file is an error naming it.
+/// Reads every tensor of one safetensors file. fp16 and bf16 tensors come back as
+/// fp32 (fp64 stays fp64); a truncated or corrupt file is an error naming it.
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let bytes =
         std::fs::read(path).map_err(|e| ModelError::io("cannot read checkpoint", path, e))?;
@@ -21,11 +21,11 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {
-        let (kind, float) = match view.dtype() {
-            Dtype::F32 => (Kind::Float, true),
+        let (kind, widen) = match view.dtype() {
+            Dtype::F32 => (Kind::Float, false),
             Dtype::F16 => (Kind::Half, true),
             Dtype::BF16 => (Kind::BFloat16, true),
-            Dtype::F64 => (Kind::Double, true),
+            Dtype::F64 => (Kind::Double, false),
             Dtype::I64 => (Kind::Int64, false),
             Dtype::I32 => (Kind::Int, false),
             Dtype::U8 => (Kind::Uint8, false),
@@ -39,14 +39,7 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
             .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-        out.push((
-            name,
-            if float && kind != Kind::Float {
-                t.to_kind(Kind::Float)
-            } else {
-                t
-            },
-        ));
+        out.push((name, if widen { t.to_kind(Kind::Float) } else { t }));
     }
     Ok(out)
 }

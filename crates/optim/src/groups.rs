@@ -1,0 +1,349 @@
+//! Parameter groups from `clip-model`'s tags: layer-wise LR decay (standard and
+//! the tutorial's form), discriminative bands, no-decay classes and frozen towers.
+
+use serde::{Deserialize, Serialize};
+
+use clip_model::{ParamTable, ParamTag, Tower};
+
+use crate::OptimError;
+
+/// How learning rates vary across the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LrPolicy {
+    /// Every group at `optim.lr` (the head at `head_lr` if set).
+    Uniform {
+        #[serde(default)]
+        head_lr: Option<f64>,
+    },
+    /// BEiT / open_clip: a parameter at depth `d` of a tower with `L` blocks gets
+    /// `lr * decay^(L + 1 - d)`; the head gets `head_lr`, or `lr`.
+    Llrd {
+        decay: f64,
+        #[serde(default)]
+        head_lr: Option<f64>,
+    },
+    /// The tutorial's `get_parameter_groups`: vision block `i` gets
+    /// `lr * decay^(L - 1 - i)`, every other parameter `lr`.
+    TutorialLlrd { decay: f64 },
+    /// The tutorial's discriminative fine-tuning: bottom / middle / top thirds of
+    /// each tower's blocks (embeddings with the bottom, post-norm and projection with
+    /// the top) and the head.
+    Discriminative {
+        #[serde(default = "d_bottom")]
+        bottom: f64,
+        #[serde(default = "d_middle")]
+        middle: f64,
+        #[serde(default = "d_top")]
+        top: f64,
+        #[serde(default = "d_head")]
+        head: f64,
+    },
+}
+
+fn d_bottom() -> f64 {
+    1e-6
+}
+fn d_middle() -> f64 {
+    5e-6
+}
+fn d_top() -> f64 {
+    1e-5
+}
+fn d_head() -> f64 {
+    1e-4
+}
+
+impl Default for LrPolicy {
+    fn default() -> Self {
+        LrPolicy::Llrd {
+            decay: 0.95,
+            head_lr: None,
+        }
+    }
+}
+
+/// Which parameters are exempt from weight decay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoDecay {
+    /// Biases, norms, embeddings and `logit_scale` (by their tags).
+    #[default]
+    Auto,
+    /// Decay everything, as the tutorial's single `weight_decay=0.01` does.
+    None,
+}
+
+/// The `[optim]` section (without the schedule, which has its own type).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub no_decay: NoDecay,
+    pub lr_policy: LrPolicy,
+    /// Towers that get no optimizer state at all (the text tower and `logit_scale`
+    /// by default: classification does not use them).
+    pub frozen_towers: Vec<Tower>,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-5,
+            weight_decay: 0.01,
+            no_decay: NoDecay::Auto,
+            lr_policy: LrPolicy::default(),
+            frozen_towers: vec![Tower::Text, Tower::Shared],
+        }
+    }
+}
+
+/// One parameter group: its tensors share lr and weight decay.
+#[derive(Debug)]
+pub struct ParamGroup {
+    pub name: String,
+    pub tower: Tower,
+    pub depth_min: u32,
+    pub depth_max: u32,
+    /// LR before the schedule's factor.
+    pub base_lr: f64,
+    pub weight_decay: f64,
+    /// `(name, tensor)` of each parameter (tensors share storage with the model).
+    pub params: Vec<(String, tch::Tensor)>,
+}
+
+impl ParamGroup {
+    pub fn numel(&self) -> i64 {
+        self.params.iter().map(|(_, t)| t.numel() as i64).sum()
+    }
+}
+
+fn positive(key: &str, v: f64, problems: &mut Vec<String>) {
+    if !(v > 0.0 && v.is_finite()) {
+        problems.push(format!("`optim.{key}` must be a positive number, got {v}"));
+    }
+}
+
+impl GroupConfig {
+    /// Reports every bad value at once, each naming its key.
+    pub fn validate(&self) -> Result<(), OptimError> {
+        let mut problems = Vec::new();
+        positive("lr", self.lr, &mut problems);
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            problems.push(format!(
+                "`optim.weight_decay` must be >= 0, got {}",
+                self.weight_decay
+            ));
+        }
+        match &self.lr_policy {
+            LrPolicy::Uniform { head_lr } => head_lr
+                .iter()
+                .for_each(|h| positive("lr_policy.head_lr", *h, &mut problems)),
+            LrPolicy::Llrd { decay, head_lr } => {
+                if !(*decay > 0.0 && *decay <= 1.0) {
+                    problems.push(format!(
+                        "`optim.lr_policy.decay` must be in (0, 1], got {decay}"
+                    ));
+                }
+                head_lr
+                    .iter()
+                    .for_each(|h| positive("lr_policy.head_lr", *h, &mut problems));
+            }
+            LrPolicy::TutorialLlrd { decay } => {
+                if !(*decay > 0.0 && *decay <= 1.0) {
+                    problems.push(format!(
+                        "`optim.lr_policy.decay` must be in (0, 1], got {decay}"
+                    ));
+                }
+            }
+            LrPolicy::Discriminative {
+                bottom,
+                middle,
+                top,
+                head,
+            } => {
+                for (k, v) in [
+                    ("bottom", bottom),
+                    ("middle", middle),
+                    ("top", top),
+                    ("head", head),
+                ] {
+                    positive(&format!("lr_policy.{k}"), *v, &mut problems);
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(OptimError::config("optim", problems.join("; ")))
+        }
+    }
+
+    /// The learning rate of a parameter with tag `t`, in a model whose towers have
+    /// `blocks(tower)` encoder blocks.
+    pub fn lr_for(&self, t: &ParamTag, blocks: impl Fn(Tower) -> u32) -> f64 {
+        let lr = self.lr;
+        let l = blocks(t.tower) as i32;
+        let d = t.depth as i32;
+        match &self.lr_policy {
+            LrPolicy::Uniform { head_lr } => match t.tower {
+                Tower::Head => head_lr.unwrap_or(lr),
+                _ => lr,
+            },
+            LrPolicy::Llrd { decay, head_lr } => match t.tower {
+                Tower::Head => head_lr.unwrap_or(lr),
+                Tower::Shared => lr,
+                _ => lr * decay.powi(l + 1 - d),
+            },
+            LrPolicy::TutorialLlrd { decay } => {
+                if t.tower == Tower::Vision && t.module == clip_model::Module::Block {
+                    lr * decay.powi(l - d) // block i = depth - 1: decay^(L - 1 - i)
+                } else {
+                    lr
+                }
+            }
+            LrPolicy::Discriminative {
+                bottom,
+                middle,
+                top,
+                head,
+            } => match t.tower {
+                Tower::Head => *head,
+                Tower::Shared => *top,
+                _ if d == 0 => *bottom,
+                _ if d > l => *top,
+                // Block i = d - 1 of L: thirds by i * 3 / L.
+                _ => match (d - 1) * 3 / l.max(1) {
+                    0 => *bottom,
+                    1 => *middle,
+                    _ => *top,
+                },
+            },
+        }
+    }
+
+    /// Groups the parameters of `table` (those not in a frozen tower) by tower, depth
+    /// and decay; `blocks(tower)` is the number of encoder blocks of that tower.
+    pub fn build(
+        &self,
+        table: &ParamTable,
+        blocks: impl Fn(Tower) -> u32,
+    ) -> Result<Vec<ParamGroup>, OptimError> {
+        self.validate()?;
+        let mut groups: Vec<ParamGroup> = Vec::new();
+        for p in table.select(|t| !self.frozen_towers.contains(&t.tower)) {
+            let t = &p.tag;
+            let decayed = self.no_decay == NoDecay::None || !t.decay.is_no_decay();
+            let wd = if decayed { self.weight_decay } else { 0.0 };
+            let lr = self.lr_for(t, &blocks);
+            let name = format!(
+                "{}.d{}.{}",
+                tower_name(t.tower),
+                t.depth,
+                if decayed { "decay" } else { "no_decay" }
+            );
+            match groups.iter_mut().find(|g| g.name == name) {
+                Some(g) => g.params.push((p.name.clone(), p.tensor.shallow_clone())),
+                None => groups.push(ParamGroup {
+                    name,
+                    tower: t.tower,
+                    depth_min: t.depth,
+                    depth_max: t.depth,
+                    base_lr: lr,
+                    weight_decay: wd,
+                    params: vec![(p.name.clone(), p.tensor.shallow_clone())],
+                }),
+            }
+        }
+        if groups.is_empty() {
+            return Err(OptimError::config(
+                "optim.frozen_towers",
+                "freezes every parameter: nothing to optimize",
+            ));
+        }
+        Ok(groups)
+    }
+}
+
+pub(crate) fn tower_name(t: Tower) -> &'static str {
+    match t {
+        Tower::Vision => "vision",
+        Tower::Text => "text",
+        Tower::Head => "head",
+        Tower::Shared => "shared",
+    }
+}
+
+/// One line of a [`GroupReport`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupRow {
+    pub group: String,
+    pub tower: Tower,
+    pub depth_min: u32,
+    pub depth_max: u32,
+    pub tensors: usize,
+    pub parameters: i64,
+    /// Tensors that currently require gradients.
+    pub trainable_tensors: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+/// The optimizer's groups as a table ([`std::fmt::Display`]) or JSON (serde).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupReport {
+    pub rows: Vec<GroupRow>,
+}
+
+impl GroupReport {
+    /// Rows for `groups` at the LRs `lrs` (e.g. `AdamW::lrs()`, or base LRs).
+    pub fn new(groups: &[ParamGroup], lrs: &[f64]) -> Self {
+        let rows = groups
+            .iter()
+            .zip(lrs)
+            .map(|(g, &lr)| GroupRow {
+                group: g.name.clone(),
+                tower: g.tower,
+                depth_min: g.depth_min,
+                depth_max: g.depth_max,
+                tensors: g.params.len(),
+                parameters: g.numel(),
+                trainable_tensors: g.params.iter().filter(|(_, t)| t.requires_grad()).count(),
+                lr,
+                weight_decay: g.weight_decay,
+            })
+            .collect();
+        Self { rows }
+    }
+}
+
+impl std::fmt::Display for GroupReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:<7} {:>5} {:>7} {:>12} {:>9} {:>10} {:>6}",
+            "group", "tower", "depth", "tensors", "parameters", "trainable", "lr", "wd"
+        )?;
+        for r in &self.rows {
+            let depth = if r.depth_min == r.depth_max {
+                r.depth_min.to_string()
+            } else {
+                format!("{}-{}", r.depth_min, r.depth_max)
+            };
+            writeln!(
+                f,
+                "{:<24} {:<7} {:>5} {:>7} {:>12} {:>9} {:>10.3e} {:>6}",
+                r.group,
+                tower_name(r.tower),
+                depth,
+                r.tensors,
+                r.parameters,
+                format!("{}/{}", r.trainable_tensors, r.tensors),
+                r.lr,
+                r.weight_decay
+            )?;
+        }
+        Ok(())
+    }
+}
