@@ -1,25 +1,6 @@
-//! Compiles the autocast shim (src/autocast.cpp) against the libtorch torch-sys
-//! found, and gives this package's binaries, tests and benches an rpath to that
-//! libtorch (torch-sys adds none), so they run without LD_LIBRARY_PATH.
-use std::path::PathBuf;
+//! Compiles the autocast shim and gives this package's binaries an rpath to libtorch.
+include!("../libtorch_build.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/autocast.cpp");
-    let lib = PathBuf::from(
-        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB"),
-    );
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    let include = lib
-        .parent()
-        .map(|p| p.join("include"))
-        .expect("libtorch lib folder has a parent");
-    cc::Build::new()
-        .cpp(true)
-        .file("src/autocast.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .warnings(false)
-        .compile("clip_autocast");
+    compile_shim("src/autocast.cpp", "clip_autocast");
 }
