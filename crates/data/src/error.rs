@@ -15,10 +15,26 @@ pub enum DataError {
     #[error("invalid value for `{key}`: {reason}")]
     Config { key: String, reason: String },
     /// An image file that could not be read or decoded.
-    #[error("cannot decode image {path}")]
+    #[error("cannot decode image {path}: {source}")]
     Decode {
         path: PathBuf,
         #[source]
         source: image::ImageError,
     },
+    /// A file that could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DataError {
+    pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        DataError::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
 }

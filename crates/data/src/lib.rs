@@ -1,22 +1,43 @@
 //! # clip-data
 //!
-//! Image sources, decoding, CLIP preprocessing and the augmentation pipeline on
-//! rayon. Batches are assembled into plain contiguous buffers; the optional `tch`
-//! feature turns them into tensors, so without it this crate builds and tests
-//! without libtorch.
+//! Image sources, decoding, CLIP preprocessing and the augmentation pipeline.
+//! Transforms behave like torchvision's on PIL images (Pillow's resampler, PIL's
+//! colour blends and HSV, torchvision's crop sampling), checked pixel by pixel
+//! against fixtures made with those libraries. Randomness is addressable: a
+//! sample's draws come from `(seed, epoch, index)`. The crate builds and tests
+//! without libtorch; the `tch` feature turns batches into tensors.
 //!
 //! Layering: used by `clip-train`; depends on no other crate of the workspace.
 //!
 //! ```
-//! use clip_data::Normalize;
-//! let norm = Normalize::clip();
-//! let mut pixels = vec![0.5f32; 3 * 2 * 2]; // CHW, values in [0, 1]
-//! norm.apply_chw(&mut pixels, 2, 2).unwrap();
-//! assert!((pixels[0] - (0.5 - 0.481_454_66) / 0.268_629_54).abs() < 1e-6);
+//! use clip_data::{Pipeline, RgbImage, SampleRng};
+//! let img = RgbImage::filled(300, 200, [255, 128, 0]);
+//! let eval = Pipeline::clip_eval(224);
+//! let mut out = vec![0f32; 3 * 224 * 224];
+//! eval.apply_into(img, &mut SampleRng::new(0, 0, 0), &mut out).unwrap();
+//! assert!((out[0] - (1.0 - 0.481_454_66) / 0.268_629_54).abs() < 1e-5);
 //! ```
 
+mod color;
 mod error;
+mod geometry;
+mod image;
+mod loader;
 mod normalize;
+mod resample;
+mod rng;
+mod sources;
+mod transforms;
 
+pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation};
 pub use error::DataError;
+pub use geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate};
+pub use image::RgbImage;
+pub use loader::{Batch, EpochIter, Loader, LoaderConfig};
 pub use normalize::Normalize;
+pub use resample::{Interpolation, resize, resize_region, shorter_side_size};
+pub use rng::SampleRng;
+pub use sources::{
+    Dataset, FASHION_MNIST_CLASSES, IMAGE_EXTENSIONS, SourceConfig, Summary, read_idx,
+};
+pub use transforms::{Pipeline, Size, TransformConfig, resized_crop};

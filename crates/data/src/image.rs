@@ -1,0 +1,100 @@
+//! Decoding to 8-bit RGB, as PIL's `Image.open(path).convert("RGB")` does.
+
+use std::path::Path;
+
+use image::DynamicImage;
+
+use crate::DataError;
+
+/// An 8-bit RGB image, row-major, interleaved (`HWC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self, DataError> {
+        if data.len() != width * height * 3 {
+            return Err(DataError::Shape {
+                len: data.len(),
+                channels: 3,
+                height,
+                width,
+            });
+        }
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// An image filled with one colour.
+    pub fn filled(width: usize, height: usize, rgb: [u8; 3]) -> Self {
+        Self {
+            width,
+            height,
+            data: rgb
+                .iter()
+                .copied()
+                .cycle()
+                .take(width * height * 3)
+                .collect(),
+        }
+    }
+
+    #[inline]
+    pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.width + x) * 3;
+        [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+
+    /// Decodes an image file (JPEG, PNG, WebP, BMP, GIF's first frame).
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::decode(&bytes).map_err(|source| DataError::Decode {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Decodes encoded bytes, converting every mode to RGB as PIL's
+    /// `convert("RGB")`: alpha dropped (not composited), grey replicated, palette
+    /// expanded; 16-bit grey clamped to 255 (PIL's `I;16` → `L`), 16-bit colour
+    /// reduced to its high byte.
+    pub fn decode(bytes: &[u8]) -> Result<Self, image::ImageError> {
+        let img = image::load_from_memory(bytes)?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let data = match img {
+            DynamicImage::ImageLuma16(g) => g
+                .into_raw()
+                .into_iter()
+                .flat_map(|v| [v.min(255) as u8; 3])
+                .collect(),
+            DynamicImage::ImageLumaA16(g) => g
+                .into_raw()
+                .chunks_exact(2)
+                .flat_map(|p| [p[0].min(255) as u8; 3])
+                .collect(),
+            DynamicImage::ImageRgb16(c) => {
+                c.into_raw().into_iter().map(|v| (v >> 8) as u8).collect()
+            }
+            DynamicImage::ImageRgba16(c) => c
+                .into_raw()
+                .chunks_exact(4)
+                .flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
+                .collect(),
+            other => other.into_rgb8().into_raw(),
+        };
+        Ok(Self {
+            width: w,
+            height: h,
+            data,
+        })
+    }
+}

@@ -1,0 +1,279 @@
+//! Batches: seeded epoch order (optionally class-balanced), samples decoded and
+//! augmented in parallel on rayon straight into one contiguous buffer, and a
+//! bounded prefetch on a background thread that stops cleanly when dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+use crate::rng::SampleRng;
+use crate::sources::Dataset;
+use crate::transforms::Pipeline;
+
+/// How batches are formed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    pub shuffle: bool,
+    /// Draw classes uniformly (with replacement) instead of the dataset's mix.
+    pub balanced: bool,
+    pub drop_last: bool,
+    /// Decoding threads (0 = all cores).
+    pub threads: usize,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            shuffle: true,
+            balanced: false,
+            drop_last: false,
+            threads: 0,
+            prefetch: 2,
+        }
+    }
+}
+
+/// One batch: `images` is `batch x 3 x height x width` f32, normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<i64>,
+    /// Dataset indices of the samples.
+    pub indices: Vec<usize>,
+    pub height: usize,
+    pub width: usize,
+    pub epoch: u64,
+    /// Position of the batch in its epoch.
+    pub step: usize,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// `(images [B, 3, H, W] f32, labels [B] i64)` on `device` (pinned host memory
+    /// first when the device is CUDA).
+    #[cfg(feature = "tch")]
+    pub fn to_tensors(&self, device: tch::Device) -> (tch::Tensor, tch::Tensor) {
+        let b = self.len() as i64;
+        let images = tch::Tensor::from_slice(&self.images).view([
+            b,
+            3,
+            self.height as i64,
+            self.width as i64,
+        ]);
+        let labels = tch::Tensor::from_slice(&self.labels);
+        if device.is_cuda() {
+            (
+                images.pin_memory(device).to_device(device),
+                labels.to_device(device),
+            )
+        } else {
+            (images, labels)
+        }
+    }
+}
+
+/// Turns a dataset and a pipeline into batches.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    dataset: Dataset,
+    pipeline: Arc<Pipeline>,
+    config: LoaderConfig,
+    seed: u64,
+    pool: Arc<rayon::ThreadPool>,
+    size: (usize, usize),
+}
+
+impl Loader {
+    pub fn new(
+        dataset: Dataset,
+        pipeline: Pipeline,
+        config: LoaderConfig,
+        seed: u64,
+    ) -> Result<Self, DataError> {
+        if config.batch_size == 0 {
+            return Err(DataError::config(
+                "data.loader.batch_size",
+                "must be at least 1",
+            ));
+        }
+        let size = pipeline.output_size().ok_or_else(|| {
+            DataError::config("data.transforms", "must end in a fixed size: add `center_crop` or `random_resized_crop` (or resize to [h, w])")
+        })?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .thread_name(|i| format!("clip-data-{i}"))
+            .build()
+            .map_err(|e| DataError::config("data.loader.threads", e.to_string()))?;
+        Ok(Self {
+            dataset,
+            pipeline: Arc::new(pipeline),
+            config,
+            seed,
+            pool: Arc::new(pool),
+            size,
+        })
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// Batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        if self.config.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// The order of dataset indices in `epoch`.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let n = self.dataset.len();
+        let mut rng = SampleRng::new(self.seed, epoch, u64::MAX);
+        if self.config.balanced {
+            let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.dataset.classes().len()];
+            for i in 0..n {
+                by_class[self.dataset.label(i)].push(i);
+            }
+            by_class.retain(|c| !c.is_empty());
+            if by_class.is_empty() {
+                return Vec::new();
+            }
+            return (0..n)
+                .map(|_| {
+                    let c = &by_class[rng.int_range(0, by_class.len() as i64 - 1) as usize];
+                    c[rng.int_range(0, c.len() as i64 - 1) as usize]
+                })
+                .collect();
+        }
+        if self.config.shuffle {
+            rng.permutation(n)
+        } else {
+            (0..n).collect()
+        }
+    }
+
+    /// Builds one batch of the given dataset indices. A sample's random draws come
+    /// from `(seed, epoch, index)`, so the batch does not depend on the threads.
+    pub fn make_batch(
+        &self,
+        epoch: u64,
+        step: usize,
+        indices: &[usize],
+    ) -> Result<Batch, DataError> {
+        let (h, w) = self.size;
+        let per = 3 * h * w;
+        let mut images = vec![0f32; indices.len() * per];
+        self.pool.install(|| {
+            images
+                .par_chunks_mut(per)
+                .zip(indices.par_iter())
+                .try_for_each(|(out, &i)| {
+                    let img = self.dataset.image(i)?;
+                    let mut rng = SampleRng::new(self.seed, epoch, i as u64);
+                    self.pipeline.apply_into(img, &mut rng, out).map(|_| ())
+                })
+        })?;
+        Ok(Batch {
+            images,
+            labels: indices
+                .iter()
+                .map(|&i| self.dataset.label(i) as i64)
+                .collect(),
+            indices: indices.to_vec(),
+            height: h,
+            width: w,
+            epoch,
+            step,
+        })
+    }
+
+    /// The batches of `epoch` from `start` on, prepared `prefetch` ahead on a
+    /// background thread.
+    pub fn epoch(&self, epoch: u64, start: usize) -> EpochIter {
+        let order = self.epoch_order(epoch);
+        let b = self.config.batch_size;
+        let total = self.batches_per_epoch();
+        let (tx, rx) = sync_channel(self.config.prefetch.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (loader, stop2) = (self.clone(), stop.clone());
+        let worker = std::thread::Builder::new()
+            .name("clip-data-prefetch".into())
+            .spawn(move || produce(&loader, epoch, &order, b, start, total, &tx, &stop2))
+            .ok();
+        EpochIter {
+            rx: Some(rx),
+            stop,
+            worker,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn produce(
+    loader: &Loader,
+    epoch: u64,
+    order: &[usize],
+    b: usize,
+    start: usize,
+    total: usize,
+    tx: &SyncSender<Result<Batch, DataError>>,
+    stop: &AtomicBool,
+) {
+    for step in start..total {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let idx = &order[step * b..((step + 1) * b).min(order.len())];
+        let batch = loader.make_batch(epoch, step, idx);
+        let failed = batch.is_err();
+        if tx.send(batch).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Iterator over an epoch's batches; dropping it stops the background thread.
+pub struct EpochIter {
+    rx: Option<Receiver<Result<Batch, DataError>>>,
+    stop: Arc<AtomicBool>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Iterator for EpochIter {
+    type Item = Result<Batch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for EpochIter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receiver unblocks a producer waiting to send.
+        self.rx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Where images and labels come from: an ImageFolder tree, a CSV manifest, or the
+//! MNIST family's IDX files (gzipped or not), with a stratified split.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+use crate::image::RgbImage;
+use crate::rng::SampleRng;
+
+/// Extensions an ImageFolder source reads (torchvision's, less the formats the
+/// `image` crate is not built with here).
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "gif"];
+
+/// Fashion-MNIST's class names, in label order.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// A data source as written in a config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// `root/class_name/**/*.{jpg,png,...}`; classes sorted by name.
+    ImageFolder { path: PathBuf },
+    /// A `path,label` CSV with a header; paths relative to the CSV's folder.
+    Csv { path: PathBuf },
+    /// IDX image and label files (e.g. Debian's Fashion-MNIST); class names
+    /// default to `"0"`, `"1"`, ...
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+        #[serde(default)]
+        class_names: Option<Vec<String>>,
+    },
+}
+
+#[derive(Debug)]
+enum Storage {
+    Files(Vec<PathBuf>),
+    /// Grey images, `count x rows x cols`.
+    Idx {
+        pixels: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    },
+}
+
+/// A loaded source: class names, labels and where each image is.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    classes: Arc<Vec<String>>,
+    storage: Arc<Storage>,
+    labels: Arc<Vec<usize>>,
+    /// Indices into storage/labels that this view holds (all, or one side of a split).
+    view: Arc<Vec<usize>>,
+    skipped: Arc<Vec<(PathBuf, String)>>,
+}
+
+/// What a source holds, for the user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub images: usize,
+    pub classes: usize,
+    pub per_class: BTreeMap<String, usize>,
+    /// Files that were not used, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} images in {} classes", self.images, self.classes)?;
+        if !self.skipped.is_empty() {
+            write!(f, " ({} files skipped)", self.skipped.len())?;
+        }
+        Ok(())
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Dataset {
+    pub fn load(cfg: &SourceConfig) -> Result<Self, DataError> {
+        match cfg {
+            SourceConfig::ImageFolder { path } => Self::image_folder(path),
+            SourceConfig::Csv { path } => Self::csv(path),
+            SourceConfig::Idx {
+                images,
+                labels,
+                class_names,
+            } => Self::idx(images, labels, class_names.clone()),
+        }
+    }
+
+    fn from_parts(
+        classes: Vec<String>,
+        storage: Storage,
+        labels: Vec<usize>,
+        skipped: Vec<(PathBuf, String)>,
+    ) -> Self {
+        Self {
+            view: Arc::new((0..labels.len()).collect()),
+            classes: Arc::new(classes),
+            storage: Arc::new(storage),
+            labels: Arc::new(labels),
+            skipped: Arc::new(skipped),
+        }
+    }
+
+    fn image_folder(root: &Path) -> Result<Self, DataError> {
+        let mut classes: Vec<String> = std::fs::read_dir(root)
+            .map_err(io(root))?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        classes.sort();
+        if classes.is_empty() {
+            return Err(DataError::config(
+                "data.source.path",
+                format!(
+                    "{} has no class folders (expected root/class_name/image.jpg)",
+                    root.display()
+                ),
+            ));
+        }
+        let (mut files, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+        for (label, class) in classes.iter().enumerate() {
+            let mut found = Vec::new();
+            walk(&root.join(class), &mut found)?;
+            found.sort();
+            for f in found {
+                let ext = f
+                    .extension()
+                    .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+                    files.push(f);
+                    labels.push(label);
+                } else {
+                    skipped.push((f, "not an image extension".to_string()));
+                }
+            }
+        }
+        Ok(Self::from_parts(
+            classes,
+            Storage::Files(files),
+            labels,
+            skipped,
+        ))
+    }
+
+    fn csv(path: &Path) -> Result<Self, DataError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        let header = lines.next().map(|(_, l)| l.trim().to_ascii_lowercase());
+        if header.as_deref() != Some("path,label") {
+            return Err(DataError::config(
+                format!("{}: line 1", path.display()),
+                format!("the header must be `path,label`, got {header:?}"),
+            ));
+        }
+        let mut rows = Vec::new();
+        for (i, line) in lines {
+            let Some((p, label)) = line.rsplit_once(',') else {
+                return Err(DataError::config(
+                    format!("{}: line {}", path.display(), i + 1),
+                    "expected `path,label`",
+                ));
+            };
+            let unquote = |s: &str| s.trim().trim_matches('"').to_string();
+            rows.push((dir.join(unquote(p)), unquote(label)));
+        }
+        let mut classes: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        let labels = rows
+            .iter()
+            .map(|(_, l)| classes.binary_search(l).unwrap_or_default())
+            .collect();
+        let files = rows.into_iter().map(|(p, _)| p).collect();
+        Ok(Self::from_parts(
+            classes,
+            Storage::Files(files),
+            labels,
+            Vec::new(),
+        ))
+    }
+
+    fn idx(
+        images: &Path,
+        labels: &Path,
+        class_names: Option<Vec<String>>,
+    ) -> Result<Self, DataError> {
+        let (dims, pixels) = read_idx(images)?;
+        let (ldims, label_bytes) = read_idx(labels)?;
+        if dims.len() != 3 || ldims.len() != 1 || dims[0] != ldims[0] {
+            return Err(DataError::config(
+                "data.source",
+                format!(
+                    "IDX files do not match: {} has dims {dims:?}, {} has {ldims:?} (expected [n, rows, cols] and [n])",
+                    images.display(),
+                    labels.display()
+                ),
+            ));
+        }
+        let labels: Vec<usize> = label_bytes.iter().map(|&l| l as usize).collect();
+        let n_classes = labels.iter().max().map_or(0, |m| m + 1);
+        let classes = match class_names {
+            Some(names) if names.len() >= n_classes => names,
+            Some(names) => {
+                return Err(DataError::config(
+                    "data.source.class_names",
+                    format!("{} names for labels up to {}", names.len(), n_classes - 1),
+                ));
+            }
+            None => (0..n_classes).map(|i| i.to_string()).collect(),
+        };
+        Ok(Self::from_parts(
+            classes,
+            Storage::Idx {
+                pixels,
+                rows: dims[1],
+                cols: dims[2],
+            },
+            labels,
+            Vec::new(),
+        ))
+    }
+
+    pub fn len(&self) -> usize {
+        self.view.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.view.is_empty()
+    }
+
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The label of item `i` of this view.
+    pub fn label(&self, i: usize) -> usize {
+        self.labels[self.view[i]]
+    }
+
+    /// A printable name for item `i` (its path, or `idx:N`).
+    pub fn name(&self, i: usize) -> String {
+        match &*self.storage {
+            Storage::Files(files) => files[self.view[i]].display().to_string(),
+            Storage::Idx { .. } => format!("idx:{}", self.view[i]),
+        }
+    }
+
+    /// Decodes item `i` (an error names the file).
+    pub fn image(&self, i: usize) -> Result<RgbImage, DataError> {
+        let k = self.view[i];
+        match &*self.storage {
+            Storage::Files(files) => RgbImage::open(&files[k]),
+            Storage::Idx { pixels, rows, cols } => {
+                let n = rows * cols;
+                let grey = &pixels[k * n..(k + 1) * n];
+                Ok(RgbImage {
+                    width: *cols,
+                    height: *rows,
+                    data: grey.iter().flat_map(|&g| [g; 3]).collect(),
+                })
+            }
+        }
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut per_class: BTreeMap<String, usize> =
+            self.classes.iter().map(|c| (c.clone(), 0)).collect();
+        for i in 0..self.len() {
+            if let Some(c) = per_class.get_mut(&self.classes[self.label(i)]) {
+                *c += 1;
+            }
+        }
+        Summary {
+            images: self.len(),
+            classes: self.classes.len(),
+            per_class,
+            skipped: self.skipped.to_vec(),
+        }
+    }
+
+    /// A view of the first `n` items (for quick runs).
+    pub fn take(&self, n: usize) -> Self {
+        Self {
+            view: Arc::new(self.view.iter().copied().take(n).collect()),
+            ..self.clone()
+        }
+    }
+
+    /// Splits into `(train, validation)`, taking `fraction` of each class for
+    /// validation, chosen by `seed`.
+    pub fn split_stratified(&self, fraction: f64, seed: u64) -> Result<(Self, Self), DataError> {
+        if !(0.0..1.0).contains(&fraction) || fraction == 0.0 {
+            return Err(DataError::config(
+                "data.val_fraction",
+                format!("must be in (0, 1), got {fraction}"),
+            ));
+        }
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.classes.len()];
+        for (i, &k) in self.view.iter().enumerate() {
+            by_class[self.labels[k]].push(i);
+        }
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for (c, members) in by_class.iter().enumerate() {
+            let order = SampleRng::new(seed, u64::MAX, c as u64).permutation(members.len());
+            let n_val = (members.len() as f64 * fraction).round() as usize;
+            for (j, &o) in order.iter().enumerate() {
+                let k = self.view[members[o]];
+                if j < n_val {
+                    val.push(k)
+                } else {
+                    train.push(k)
+                }
+            }
+        }
+        train.sort_unstable();
+        val.sort_unstable();
+        let with = |v: Vec<usize>| Self {
+            view: Arc::new(v),
+            ..self.clone()
+        };
+        Ok((with(train), with(val)))
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads an IDX file of unsigned bytes (gzipped when it starts with gzip's magic).
+pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let raw = std::fs::read(path).map_err(io(path))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(io(path))?;
+        out
+    } else {
+        raw
+    };
+    let bad = |reason: String| DataError::config(path.display().to_string(), reason);
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        return Err(bad("not an IDX file (bad magic number)".into()));
+    }
+    if bytes[2] != 0x08 {
+        return Err(bad(format!(
+            "IDX element type 0x{:02x} is not unsigned bytes (0x08)",
+            bytes[2]
+        )));
+    }
+    let ndim = bytes[3] as usize;
+    let header = 4 + 4 * ndim;
+    if bytes.len() < header {
+        return Err(bad("truncated IDX header".into()));
+    }
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| {
+            u32::from_be_bytes([
+                bytes[4 + 4 * i],
+                bytes[5 + 4 * i],
+                bytes[6 + 4 * i],
+                bytes[7 + 4 * i],
+            ]) as usize
+        })
+        .collect();
+    let n: usize = dims.iter().product();
+    if bytes.len() != header + n {
+        return Err(bad(format!(
+            "holds {} data bytes, its header says {n}",
+            bytes.len() - header
+        )));
+    }
+    Ok((dims, bytes[header..].to_vec()))
+}

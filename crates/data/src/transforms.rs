@@ -1,0 +1,388 @@
+//! The augmentation pipeline: an ordered list of named transforms that behave like
+//! torchvision's on PIL images, configured in TOML as tagged tables, e.g.
+//!
+//! ```toml
+//! [[data.train_transforms]]
+//! op = "random_resized_crop"
+//! size = 224
+//! scale = [0.8, 1.0]
+//! [[data.train_transforms]]
+//! op = "color_jitter"
+//! brightness = 0.4
+//! ```
+//!
+//! Image operations work on 8-bit RGB; the pipeline ends in a normalised `CHW` f32
+//! buffer (`to_tensor` is implied at the end; `normalize` applies after it).
+
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+use crate::color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation};
+use crate::geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate};
+use crate::image::RgbImage;
+use crate::normalize::Normalize;
+use crate::resample::{Interpolation, resize, shorter_side_size};
+use crate::rng::SampleRng;
+
+/// A size: one number (square, or the shorter side for `resize`) or `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    One(usize),
+    Hw([usize; 2]),
+}
+
+/// One transform of the list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TransformConfig {
+    /// Shorter side to `size` (keeping the aspect ratio), or exactly `[h, w]`.
+    Resize {
+        size: Size,
+        #[serde(default)]
+        interpolation: Interpolation,
+    },
+    CenterCrop {
+        size: Size,
+    },
+    RandomResizedCrop {
+        size: Size,
+        #[serde(default = "default_scale")]
+        scale: [f64; 2],
+        #[serde(default = "default_ratio")]
+        ratio: [f64; 2],
+        #[serde(default)]
+        interpolation: Interpolation,
+    },
+    RandomHorizontalFlip {
+        #[serde(default = "half")]
+        p: f64,
+    },
+    /// Factors drawn uniformly from `[1 - x, 1 + x]` (hue from `[-h, h]`), applied
+    /// in a random order, as torchvision's `ColorJitter`.
+    ColorJitter {
+        #[serde(default)]
+        brightness: f64,
+        #[serde(default)]
+        contrast: f64,
+        #[serde(default)]
+        saturation: f64,
+        #[serde(default)]
+        hue: f64,
+    },
+    /// Angle uniform in `[-degrees, degrees]`.
+    RandomRotation {
+        degrees: f64,
+        #[serde(default = "nearest")]
+        interpolation: Interpolation,
+        #[serde(default)]
+        fill: [u8; 3],
+    },
+    /// `(x - mean) / std` on the `[0, 1]` tensor; CLIP's statistics by default.
+    Normalize {
+        #[serde(default = "clip_mean")]
+        mean: [f32; 3],
+        #[serde(default = "clip_std")]
+        std: [f32; 3],
+    },
+    /// Explicit `[0, 255] -> [0, 1]` conversion (implied at the end anyway).
+    ToTensor,
+}
+
+fn default_scale() -> [f64; 2] {
+    [0.08, 1.0]
+}
+fn default_ratio() -> [f64; 2] {
+    [3.0 / 4.0, 4.0 / 3.0]
+}
+fn half() -> f64 {
+    0.5
+}
+fn nearest() -> Interpolation {
+    Interpolation::Nearest
+}
+fn clip_mean() -> [f32; 3] {
+    Normalize::CLIP_MEAN
+}
+fn clip_std() -> [f32; 3] {
+    Normalize::CLIP_STD
+}
+
+impl Size {
+    fn hw(self) -> (usize, usize) {
+        match self {
+            Size::One(s) => (s, s),
+            Size::Hw([h, w]) => (h, w),
+        }
+    }
+}
+
+/// A validated, ready-to-run list of transforms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    ops: Vec<TransformConfig>,
+}
+
+fn check_factor(key: String, v: f64, max: f64, problems: &mut Vec<String>) {
+    if !(0.0..=max).contains(&v) {
+        problems.push(format!("`{key}` must be in [0, {max}], got {v}"));
+    }
+}
+
+impl Pipeline {
+    /// Validates every transform (reporting all problems, each with its position
+    /// in `section`, e.g. `data.train_transforms[2].scale`).
+    pub fn new(ops: Vec<TransformConfig>, section: &str) -> Result<Self, DataError> {
+        let mut problems = Vec::new();
+        let mut normalized = false;
+        for (i, op) in ops.iter().enumerate() {
+            let key = |k: &str| format!("{section}[{i}].{k}");
+            if normalized && !matches!(op, TransformConfig::ToTensor) {
+                problems.push(format!(
+                    "`{}`: image transforms must come before `normalize`",
+                    key("op")
+                ));
+            }
+            match op {
+                TransformConfig::Resize { size, .. }
+                | TransformConfig::CenterCrop { size }
+                | TransformConfig::RandomResizedCrop { size, .. } => {
+                    let (h, w) = size.hw();
+                    if h == 0 || w == 0 {
+                        problems.push(format!("`{}` must be positive", key("size")));
+                    }
+                }
+                _ => {}
+            }
+            match op {
+                TransformConfig::RandomResizedCrop { scale, ratio, .. } => {
+                    if !(scale[0] > 0.0 && scale[0] <= scale[1] && scale[1] <= 1.0) {
+                        problems.push(format!(
+                            "`{}` must satisfy 0 < min <= max <= 1, got {scale:?}",
+                            key("scale")
+                        ));
+                    }
+                    if !(ratio[0] > 0.0 && ratio[0] <= ratio[1]) {
+                        problems.push(format!(
+                            "`{}` must satisfy 0 < min <= max, got {ratio:?}",
+                            key("ratio")
+                        ));
+                    }
+                }
+                TransformConfig::RandomHorizontalFlip { p } => {
+                    check_factor(key("p"), *p, 1.0, &mut problems)
+                }
+                TransformConfig::ColorJitter {
+                    brightness,
+                    contrast,
+                    saturation,
+                    hue,
+                } => {
+                    check_factor(key("brightness"), *brightness, 1.0, &mut problems);
+                    check_factor(key("contrast"), *contrast, 1.0, &mut problems);
+                    check_factor(key("saturation"), *saturation, 1.0, &mut problems);
+                    check_factor(key("hue"), *hue, 0.5, &mut problems);
+                }
+                TransformConfig::RandomRotation { degrees, .. } => {
+                    check_factor(key("degrees"), *degrees, 180.0, &mut problems)
+                }
+                TransformConfig::Normalize { mean, std } => {
+                    if let Err(e) = (Normalize {
+                        mean: *mean,
+                        std: *std,
+                    })
+                    .validate()
+                    {
+                        problems.push(format!("{}: {e}", key("std")));
+                    }
+                    normalized = true;
+                }
+                TransformConfig::Resize { .. }
+                | TransformConfig::CenterCrop { .. }
+                | TransformConfig::ToTensor => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { ops })
+        } else {
+            Err(DataError::config(section, problems.join("; ")))
+        }
+    }
+
+    /// CLIP's evaluation preprocessing (transformers' `CLIPImageProcessor`): shorter
+    /// side to `size` with bicubic, centre crop `size`, rescale, CLIP normalisation.
+    pub fn clip_eval(size: usize) -> Self {
+        Self {
+            ops: vec![
+                TransformConfig::Resize {
+                    size: Size::One(size),
+                    interpolation: Interpolation::Bicubic,
+                },
+                TransformConfig::CenterCrop {
+                    size: Size::One(size),
+                },
+                TransformConfig::Normalize {
+                    mean: Normalize::CLIP_MEAN,
+                    std: Normalize::CLIP_STD,
+                },
+            ],
+        }
+    }
+
+    pub fn ops(&self) -> &[TransformConfig] {
+        &self.ops
+    }
+
+    /// Runs the 8-bit image operations (everything but `normalize`/`to_tensor`).
+    pub fn apply_u8(&self, mut img: RgbImage, rng: &mut SampleRng) -> RgbImage {
+        for op in &self.ops {
+            img = apply_one(op, img, rng);
+        }
+        img
+    }
+
+    /// The full pipeline into `out` (`3 x H x W` f32), which must have the output size.
+    pub fn apply_into(
+        &self,
+        img: RgbImage,
+        rng: &mut SampleRng,
+        out: &mut [f32],
+    ) -> Result<(usize, usize), DataError> {
+        let img = self.apply_u8(img, rng);
+        let (h, w) = (img.height, img.width);
+        let plane = h * w;
+        if out.len() != 3 * plane {
+            return Err(DataError::Shape {
+                len: out.len(),
+                channels: 3,
+                height: h,
+                width: w,
+            });
+        }
+        let norm = self.ops.iter().find_map(|op| match op {
+            TransformConfig::Normalize { mean, std } => Some(Normalize {
+                mean: *mean,
+                std: *std,
+            }),
+            _ => None,
+        });
+        let (scale, bias) = match &norm {
+            Some(n) => (
+                n.std.map(|s| 1.0 / (255.0 * s)),
+                [0, 1, 2].map(|c| -n.mean[c] / n.std[c]),
+            ),
+            None => ([1.0 / 255.0; 3], [0.0; 3]),
+        };
+        for (i, px) in img.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = px[c] as f32 * scale[c] + bias[c];
+            }
+        }
+        Ok((h, w))
+    }
+
+    /// The output `(height, width)` for an input of the given size, when fixed by a
+    /// crop or an exact resize (`None` if it depends on the input's aspect ratio).
+    pub fn output_size(&self) -> Option<(usize, usize)> {
+        let mut size = None;
+        for op in &self.ops {
+            match op {
+                TransformConfig::CenterCrop { size: s }
+                | TransformConfig::RandomResizedCrop { size: s, .. } => size = Some(s.hw()),
+                TransformConfig::Resize {
+                    size: Size::Hw([h, w]),
+                    ..
+                } => size = Some((*h, *w)),
+                TransformConfig::Resize {
+                    size: Size::One(_), ..
+                } => size = None,
+                _ => {}
+            }
+        }
+        size
+    }
+}
+
+fn apply_one(op: &TransformConfig, img: RgbImage, rng: &mut SampleRng) -> RgbImage {
+    match op {
+        TransformConfig::Resize {
+            size,
+            interpolation,
+        } => {
+            let (w, h) = match size {
+                Size::One(s) => shorter_side_size(img.width, img.height, *s),
+                Size::Hw([h, w]) => (*w, *h),
+            };
+            resize(&img, w, h, *interpolation)
+        }
+        TransformConfig::CenterCrop { size } => {
+            let (h, w) = size.hw();
+            center_crop(&img, h, w)
+        }
+        TransformConfig::RandomResizedCrop {
+            size,
+            scale,
+            ratio,
+            interpolation,
+        } => {
+            let (top, left, h, w) =
+                random_resized_crop_params(img.width, img.height, *scale, *ratio, rng);
+            resized_crop(&img, top, left, h, w, size.hw(), *interpolation)
+        }
+        TransformConfig::RandomHorizontalFlip { p } => {
+            let mut img = img;
+            if rng.bernoulli(*p) {
+                hflip(&mut img);
+            }
+            img
+        }
+        TransformConfig::ColorJitter {
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        } => {
+            let mut img = img;
+            let order = rng.permutation(4);
+            let factor = |rng: &mut SampleRng, x: f64| rng.uniform((1.0 - x).max(0.0), 1.0 + x);
+            let b = factor(rng, *brightness);
+            let c = factor(rng, *contrast);
+            let s = factor(rng, *saturation);
+            let h = rng.uniform(-hue, *hue);
+            for i in order {
+                match i {
+                    0 if *brightness > 0.0 => adjust_brightness(&mut img, b),
+                    1 if *contrast > 0.0 => adjust_contrast(&mut img, c),
+                    2 if *saturation > 0.0 => adjust_saturation(&mut img, s),
+                    3 if *hue > 0.0 => adjust_hue(&mut img, h),
+                    _ => {}
+                }
+            }
+            img
+        }
+        TransformConfig::RandomRotation {
+            degrees,
+            interpolation,
+            fill,
+        } => {
+            let angle = rng.uniform(-degrees, *degrees);
+            rotate(&img, angle, *interpolation, *fill)
+        }
+        TransformConfig::Normalize { .. } | TransformConfig::ToTensor => img,
+    }
+}
+
+/// torchvision's `resized_crop`: crop `height x width` at `(top, left)`, then
+/// resize to `size = (height, width)`.
+pub fn resized_crop(
+    img: &RgbImage,
+    top: usize,
+    left: usize,
+    height: usize,
+    width: usize,
+    size: (usize, usize),
+    interpolation: Interpolation,
+) -> RgbImage {
+    let cropped = crop(img, top as i64, left as i64, height, width);
+    resize(&cropped, size.1, size.0, interpolation)
+}

@@ -1,0 +1,179 @@
+//! Pixel parity with PIL, torchvision and transformers' CLIP image processor on the
+//! fixtures made by scripts/gen_data_fixtures.py.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+
+use clip_data::{
+    Interpolation, Pipeline, RgbImage, SampleRng, Size, TransformConfig, adjust_brightness,
+    adjust_contrast, adjust_hue, adjust_saturation, center_crop, hflip, resize, resized_crop,
+    rotate,
+};
+use safetensors::SafeTensors;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data")
+}
+
+struct Refs(Vec<u8>);
+
+impl Refs {
+    fn load() -> Self {
+        Refs(std::fs::read(dir().join("reference.safetensors")).unwrap())
+    }
+    fn get(&self, key: &str) -> RgbImage {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let t = st.tensor(key).unwrap_or_else(|_| panic!("no {key}"));
+        let s = t.shape();
+        RgbImage::new(s[1], s[0], t.data().to_vec()).unwrap()
+    }
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let mut k: Vec<String> = st
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+            .map(str::to_string)
+            .collect();
+        k.sort();
+        k
+    }
+}
+
+/// (mean, max) absolute difference in 8-bit units.
+fn diff(a: &RgbImage, b: &RgbImage) -> (f64, u8) {
+    assert_eq!((a.width, a.height), (b.width, b.height), "sizes differ");
+    let d: Vec<u8> = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| x.abs_diff(*y))
+        .collect();
+    (
+        d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64,
+        d.iter().copied().max().unwrap_or(0),
+    )
+}
+
+#[test]
+fn decoding_matches_pil_convert_rgb() {
+    let refs = Refs::load();
+    let keys = refs.keys("rgb.");
+    assert!(keys.len() >= 12);
+    for key in keys {
+        let file = &key["rgb.".len()..];
+        let ours = RgbImage::open(&dir().join("images").join(file)).unwrap();
+        let (mean, max) = diff(&ours, &refs.get(&key));
+        // JPEG decoders differ in IDCT rounding; every lossless format is exact.
+        let tol = if file.ends_with(".jpg") { 4 } else { 0 };
+        assert!(
+            max <= tol,
+            "{file}: decoded pixels differ from PIL's by up to {max} (mean {mean:.3})"
+        );
+    }
+}
+
+#[test]
+fn clip_eval_preprocessing_matches_transformers() {
+    let refs = Refs::load();
+    let pipeline = Pipeline::clip_eval(224);
+    for key in refs.keys("clip.") {
+        let file = &key["clip.".len()..];
+        let src = refs.get(&format!("rgb.{file}"));
+        let ours = pipeline.apply_u8(src, &mut SampleRng::new(0, 0, 0));
+        let (mean, max) = diff(&ours, &refs.get(&key));
+        assert!(
+            mean < 0.5 && max < 3,
+            "{file}: mean {mean:.4}, max {max} (/255) vs CLIPImageProcessorPil"
+        );
+    }
+}
+
+#[test]
+fn deterministic_ops_match_torchvision() {
+    let refs = Refs::load();
+    let src = refs.get("rgb.gradient_97x131.png");
+    let ours: Vec<(&str, RgbImage)> = vec![
+        ("hflip", {
+            let mut i = src.clone();
+            hflip(&mut i);
+            i
+        }),
+        ("center_crop_60x51", center_crop(&src, 60, 51)),
+        ("center_crop_150x150", center_crop(&src, 150, 150)),
+        ("resize_bilinear_64", {
+            let p = Pipeline::new(
+                vec![TransformConfig::Resize {
+                    size: Size::One(64),
+                    interpolation: Interpolation::Bilinear,
+                }],
+                "t",
+            )
+            .unwrap();
+            p.apply_u8(src.clone(), &mut SampleRng::new(0, 0, 0))
+        }),
+        (
+            "resize_bicubic_50x70",
+            resize(&src, 70, 50, Interpolation::Bicubic),
+        ),
+        ("resize_bicubic_up_200", {
+            let (w, h) = clip_data::shorter_side_size(src.width, src.height, 200);
+            resize(&src, w, h, Interpolation::Bicubic)
+        }),
+        ("brightness_1.3", with(&src, |i| adjust_brightness(i, 1.3))),
+        ("contrast_0.7", with(&src, |i| adjust_contrast(i, 0.7))),
+        ("saturation_1.4", with(&src, |i| adjust_saturation(i, 1.4))),
+        ("hue_0.1", with(&src, |i| adjust_hue(i, 0.1))),
+        ("hue_-0.3", with(&src, |i| adjust_hue(i, -0.3))),
+        (
+            "rotate_15_nearest",
+            rotate(&src, 15.0, Interpolation::Nearest, [0, 0, 0]),
+        ),
+        (
+            "rotate_-20_bilinear_fill",
+            rotate(&src, -20.0, Interpolation::Bilinear, [10, 20, 30]),
+        ),
+        (
+            "resized_crop_10_5_60_40_to_32",
+            resized_crop(&src, 10, 5, 60, 40, (32, 32), Interpolation::Bilinear),
+        ),
+    ];
+    let mut report = Vec::new();
+    for (name, img) in &ours {
+        let (mean, max) = diff(img, &refs.get(&format!("tv.{name}")));
+        report.push(format!("{name}: mean {mean:.4} max {max}"));
+    }
+    eprintln!("{}", report.join("\n"));
+    for (name, img) in &ours {
+        let (mean, max) = diff(img, &refs.get(&format!("tv.{name}")));
+        if name.starts_with("resize") || name.starts_with("resized_crop") {
+            // Resizing: the eval-preprocessing bound (mean < 0.5/255, max < 3/255)
+            // plus one level: this Pillow 13 wheel sometimes runs the vertical pass
+            // first (Pillow's C source runs horizontal first, as we do), which moves
+            // the 8-bit rounding between the passes.
+            assert!(
+                mean < 0.5 && max <= 4,
+                "{name}: mean {mean:.4}, max {max} vs torchvision"
+            );
+        } else if name.starts_with("hue") || name.starts_with("rotate") {
+            // HSV round trips and nearest sampling on exact pixel boundaries: a few
+            // pixels differ by float rounding.
+            assert!(
+                mean < 0.01 && max <= 12,
+                "{name}: mean {mean:.4}, max {max} vs torchvision"
+            );
+        } else {
+            assert!(
+                max <= 1,
+                "{name}: differs from torchvision by up to {max}/255 (mean {mean:.4})"
+            );
+        }
+    }
+}
+
+fn with(src: &RgbImage, f: impl FnOnce(&mut RgbImage)) -> RgbImage {
+    let mut i = src.clone();
+    f(&mut i);
+    i
+}

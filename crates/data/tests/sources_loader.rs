@@ -1,0 +1,322 @@
+//! Sources (ImageFolder, CSV, IDX), the stratified split, the transform config and
+//! the loader's determinism, resume and error behaviour.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::io::Write;
+use std::path::Path;
+
+use clip_data::{Dataset, Loader, LoaderConfig, Pipeline, SourceConfig, TransformConfig};
+
+fn png(path: &Path, w: u32, h: u32, shade: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([shade, (x * 7) as u8, (y * 5) as u8])
+    });
+    img.save(path).unwrap();
+}
+
+/// root/{cat,dog,bird}/..., 4 + 3 + 5 images (one nested), plus a text file.
+fn folder(root: &Path) {
+    for (class, n) in [("cat", 4), ("dog", 3), ("bird", 5)] {
+        for i in 0..n {
+            let sub = if i == 0 {
+                format!("{class}/nested/{i}.png")
+            } else {
+                format!("{class}/{i}.png")
+            };
+            png(&root.join(sub), 40 + i, 30, i as u8 * 40);
+        }
+    }
+    std::fs::write(root.join("cat/notes.txt"), "not an image").unwrap();
+}
+
+fn train_pipeline() -> Pipeline {
+    let ops: Vec<TransformConfig> = toml::from_str::<toml::Table>(
+        r#"
+        t = [
+          { op = "random_resized_crop", size = 24, scale = [0.8, 1.0] },
+          { op = "random_horizontal_flip" },
+          { op = "color_jitter", brightness = 0.4, contrast = 0.4, saturation = 0.4 },
+          { op = "random_rotation", degrees = 15 },
+          { op = "normalize" },
+        ]
+        "#,
+    )
+    .unwrap()["t"]
+        .clone()
+        .try_into()
+        .unwrap();
+    Pipeline::new(ops, "data.train_transforms").unwrap()
+}
+
+#[test]
+fn image_folder_sorts_classes_recurses_and_reports_skipped_files() {
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    let ds = Dataset::load(&SourceConfig::ImageFolder {
+        path: dir.path().into(),
+    })
+    .unwrap();
+    assert_eq!(ds.classes(), ["bird", "cat", "dog"]);
+    let s = ds.summary();
+    assert_eq!((s.images, s.classes), (12, 3));
+    assert_eq!(s.per_class["bird"], 5);
+    assert_eq!(s.per_class["cat"], 4);
+    assert_eq!(s.skipped.len(), 1);
+    assert!(s.skipped[0].0.ends_with("cat/notes.txt"));
+    // torchvision's order: a folder's own files (sorted) before its subfolders'.
+    assert!(ds.name(0).ends_with("bird/1.png") && ds.name(4).ends_with("bird/nested/0.png"));
+    assert_eq!(ds.image(0).unwrap().width, 41);
+    let err = Dataset::load(&SourceConfig::ImageFolder {
+        path: dir.path().join("cat/nested"),
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("no class folders"), "{err}");
+}
+
+#[test]
+fn csv_manifest_resolves_paths_relative_to_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    let csv = dir.path().join("train.csv");
+    std::fs::write(
+        &csv,
+        "path,label\ncat/1.png,cat\ndog/1.png,dog\n\"dog/2.png\",dog\n",
+    )
+    .unwrap();
+    let ds = Dataset::load(&SourceConfig::Csv { path: csv.clone() }).unwrap();
+    assert_eq!(ds.classes(), ["cat", "dog"]);
+    assert_eq!((0..3).map(|i| ds.label(i)).collect::<Vec<_>>(), [0, 1, 1]);
+    assert_eq!(ds.image(2).unwrap().width, 42);
+    std::fs::write(&csv, "file,class\ncat/1.png,cat\n").unwrap();
+    let err = Dataset::load(&SourceConfig::Csv { path: csv })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train.csv: line 1") && err.contains("path,label"),
+        "{err}"
+    );
+}
+
+fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend(d.to_be_bytes());
+    }
+    v.extend(data);
+    v
+}
+
+#[test]
+fn idx_files_plain_and_gzipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pixels: Vec<u8> = (0..3 * 4 * 5).map(|i| i as u8).collect();
+    std::fs::write(
+        dir.path().join("images.idx"),
+        idx_bytes(&[3, 4, 5], &pixels),
+    )
+    .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&idx_bytes(&[3], &[2, 0, 1])).unwrap();
+    std::fs::write(dir.path().join("labels.idx.gz"), gz.finish().unwrap()).unwrap();
+    let cfg = SourceConfig::Idx {
+        images: dir.path().join("images.idx"),
+        labels: dir.path().join("labels.idx.gz"),
+        class_names: None,
+    };
+    let ds = Dataset::load(&cfg).unwrap();
+    assert_eq!(ds.classes(), ["0", "1", "2"]);
+    assert_eq!(ds.label(0), 2);
+    let img = ds.image(1).unwrap();
+    assert_eq!((img.width, img.height), (5, 4));
+    assert_eq!(img.pixel(0, 0), [20, 20, 20]);
+    std::fs::write(dir.path().join("labels.idx.gz"), idx_bytes(&[2], &[0, 1])).unwrap();
+    let err = Dataset::load(&cfg).unwrap_err().to_string();
+    assert!(err.contains("do not match"), "{err}");
+}
+
+#[test]
+fn debian_fashion_mnist_loads() {
+    let root = Path::new("/usr/share/datasets/fashion-mnist");
+    assert!(
+        root.is_dir(),
+        "{} missing: run scripts/setup.sh (installs dataset-fashion-mnist)",
+        root.display()
+    );
+    let ds = Dataset::load(&SourceConfig::Idx {
+        images: root.join("t10k-images-idx3-ubyte.gz"),
+        labels: root.join("t10k-labels-idx1-ubyte.gz"),
+        class_names: Some(
+            clip_data::FASHION_MNIST_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ),
+    })
+    .unwrap();
+    let s = ds.summary();
+    assert_eq!((s.images, s.classes), (10_000, 10));
+    assert!(s.per_class.values().all(|&n| n == 1000));
+    let (train, val) = ds.split_stratified(0.1, 7).unwrap();
+    assert_eq!((train.len(), val.len()), (9000, 1000));
+    assert!(val.summary().per_class.values().all(|&n| n == 100));
+}
+
+#[test]
+fn batches_do_not_depend_on_threads_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    let ds = Dataset::load(&SourceConfig::ImageFolder {
+        path: dir.path().into(),
+    })
+    .unwrap();
+    let cfg = |threads| LoaderConfig {
+        batch_size: 5,
+        threads,
+        ..LoaderConfig::default()
+    };
+    let one = Loader::new(ds.clone(), train_pipeline(), cfg(1), 42).unwrap();
+    let two = Loader::new(ds.clone(), train_pipeline(), cfg(2), 42).unwrap();
+    assert_eq!(one.batches_per_epoch(), 3);
+    let a: Vec<_> = one.epoch(3, 0).map(Result::unwrap).collect();
+    let b: Vec<_> = two.epoch(3, 0).map(Result::unwrap).collect();
+    assert_eq!(a, b, "batches must not depend on the number of threads");
+    assert_eq!(a.iter().map(|b| b.len()).collect::<Vec<_>>(), [5, 5, 2]);
+    assert_eq!(a[0].images.len(), 5 * 3 * 24 * 24);
+    let resumed: Vec<_> = one.epoch(3, 1).map(Result::unwrap).collect();
+    assert_eq!(
+        resumed,
+        a[1..],
+        "a resumed epoch continues with the same samples"
+    );
+    let other_epoch: Vec<_> = one.epoch(4, 0).map(Result::unwrap).collect();
+    assert_ne!(other_epoch[0].images, a[0].images);
+    // Every sample appears once per epoch.
+    let mut seen: Vec<usize> = a.iter().flat_map(|b| b.indices.clone()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..12).collect::<Vec<_>>());
+    // Dropping mid-epoch stops the prefetch thread.
+    let mut it = one.epoch(5, 0);
+    assert!(it.next().unwrap().is_ok());
+    drop(it);
+}
+
+#[test]
+fn balanced_sampling_and_drop_last() {
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    let ds = Dataset::load(&SourceConfig::ImageFolder {
+        path: dir.path().into(),
+    })
+    .unwrap();
+    let cfg = LoaderConfig {
+        batch_size: 5,
+        balanced: true,
+        drop_last: true,
+        ..LoaderConfig::default()
+    };
+    let loader = Loader::new(ds.clone(), Pipeline::clip_eval(16), cfg, 1).unwrap();
+    assert_eq!(loader.batches_per_epoch(), 2);
+    let mut counts = [0usize; 3];
+    for e in 0..200 {
+        for i in loader.epoch_order(e) {
+            counts[ds.label(i)] += 1;
+        }
+    }
+    let total: usize = counts.iter().sum();
+    for c in counts {
+        let share = c as f64 / total as f64;
+        assert!((share - 1.0 / 3.0).abs() < 0.03, "class share {share}");
+    }
+}
+
+#[test]
+fn a_corrupt_image_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    std::fs::write(dir.path().join("dog/broken.png"), b"\x89PNG garbage").unwrap();
+    let ds = Dataset::load(&SourceConfig::ImageFolder {
+        path: dir.path().into(),
+    })
+    .unwrap();
+    let loader = Loader::new(
+        ds,
+        Pipeline::clip_eval(16),
+        LoaderConfig {
+            shuffle: false,
+            batch_size: 12,
+            ..LoaderConfig::default()
+        },
+        0,
+    )
+    .unwrap();
+    let err = loader.epoch(0, 0).next().unwrap().unwrap_err().to_string();
+    assert!(err.contains("broken.png"), "{err}");
+}
+
+#[test]
+fn bad_transform_configs_name_their_position() {
+    let err = Pipeline::new(
+        vec![
+            TransformConfig::RandomHorizontalFlip { p: 1.5 },
+            TransformConfig::Normalize {
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            },
+            TransformConfig::CenterCrop {
+                size: clip_data::Size::One(8),
+            },
+        ],
+        "data.train_transforms",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("data.train_transforms[0].p"), "{err}");
+    assert!(err.contains("data.train_transforms[2].op"), "{err}");
+    let parsed =
+        toml::from_str::<toml::Table>("t = [{ op = \"center_crop\", size = 8, sise = 3 }]")
+            .unwrap()["t"]
+            .clone()
+            .try_into::<Vec<TransformConfig>>();
+    assert!(parsed.unwrap_err().to_string().contains("sise"));
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    let ds = Dataset::load(&SourceConfig::ImageFolder {
+        path: dir.path().into(),
+    })
+    .unwrap();
+    let flip_only =
+        Pipeline::new(vec![TransformConfig::RandomHorizontalFlip { p: 0.5 }], "t").unwrap();
+    let no_size = Loader::new(ds, flip_only, LoaderConfig::default(), 0);
+    assert!(no_size.unwrap_err().to_string().contains("fixed size"));
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn batches_become_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    let ds = Dataset::load(&SourceConfig::ImageFolder {
+        path: dir.path().into(),
+    })
+    .unwrap();
+    let loader = Loader::new(
+        ds,
+        Pipeline::clip_eval(16),
+        LoaderConfig {
+            batch_size: 4,
+            ..LoaderConfig::default()
+        },
+        0,
+    )
+    .unwrap();
+    let batch = loader.epoch(0, 0).next().unwrap().unwrap();
+    let (x, y) = batch.to_tensors(tch::Device::Cpu);
+    assert_eq!(x.size(), [4, 3, 16, 16]);
+    assert_eq!(Vec::<i64>::try_from(&y).unwrap(), batch.labels);
+    assert_eq!(
+        x.double_value(&[1, 2, 3, 4]) as f32,
+        batch.images[3 * 256 + 2 * 256 + 3 * 16 + 4]
+    );
+}
