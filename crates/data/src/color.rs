@@ -26,9 +26,15 @@ fn luma(p: &[u8]) -> u8 {
     ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
+/// Applies `v -> blend(base, v, factor)` through a 256-entry table.
+fn blend_all(img: &mut RgbImage, base: u8, factor: f64) {
+    let lut: Vec<u8> = (0..=255u8).map(|v| blend(base, v, factor)).collect();
+    img.data.iter_mut().for_each(|v| *v = lut[*v as usize]);
+}
+
 /// `adjust_brightness`: blend with black.
 pub fn adjust_brightness(img: &mut RgbImage, factor: f64) {
-    img.data.iter_mut().for_each(|v| *v = blend(0, *v, factor));
+    blend_all(img, 0, factor);
 }
 
 /// `adjust_contrast`: blend with the rounded mean of the grey image.

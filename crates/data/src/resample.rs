@@ -106,14 +106,17 @@ fn horizontal(src: &RgbImage, out_w: usize, c: &Coeffs) -> RgbImage {
         for (xx, px) in out.chunks_exact_mut(3).enumerate() {
             let (xmin, n) = c.bounds[xx];
             let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
-            let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
-            for (x, &w) in k.iter().enumerate() {
-                let p = &row[(xmin + x) * 3..(xmin + x) * 3 + 3];
-                acc[0] += p[0] as i32 * w;
-                acc[1] += p[1] as i32 * w;
-                acc[2] += p[2] as i32 * w;
+            let src = &row[xmin * 3..(xmin + n) * 3];
+            let half = 1i32 << (PRECISION_BITS - 1);
+            let (mut a0, mut a1, mut a2) = (half, half, half);
+            for (p, &w) in src.chunks_exact(3).zip(k) {
+                a0 += p[0] as i32 * w;
+                a1 += p[1] as i32 * w;
+                a2 += p[2] as i32 * w;
             }
-            px.copy_from_slice(&[clip8(acc[0]), clip8(acc[1]), clip8(acc[2])]);
+            px[0] = clip8(a0);
+            px[1] = clip8(a1);
+            px[2] = clip8(a2);
         }
     }
     RgbImage {

@@ -1,0 +1,75 @@
+//! Times the data pipeline on one thread: decode + the tutorial's training
+//! augmentation, and decode + CLIP's eval preprocessing, per image. Prints JSON.
+//! Used by scripts/bench_data_vs_torchvision.py.
+//!
+//! `cargo run --release -p clip-data --example pipeline_bench -- IMAGE... [--repeat N]`
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clip_data::{Pipeline, RgbImage, SampleRng, TransformConfig};
+
+fn tutorial_train() -> anyhow::Result<Pipeline> {
+    let ops: Vec<TransformConfig> = toml::from_str::<toml::Table>(
+        r#"
+        t = [
+          { op = "random_resized_crop", size = 224, scale = [0.8, 1.0], interpolation = "bilinear" },
+          { op = "random_horizontal_flip" },
+          { op = "color_jitter", brightness = 0.4, contrast = 0.4, saturation = 0.4 },
+          { op = "random_rotation", degrees = 15 },
+          { op = "normalize", mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] },
+        ]
+        "#,
+    )?["t"]
+        .clone()
+        .try_into()?;
+    Ok(Pipeline::new(ops, "train")?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let repeat: usize = args
+        .iter()
+        .position(|a| a == "--repeat")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(5);
+    let files: Vec<PathBuf> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && a.parse::<usize>().is_err())
+        .map(PathBuf::from)
+        .collect();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "usage: pipeline_bench IMAGE... [--repeat N]"
+    );
+    let bytes: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).with_context(|| f.display().to_string()))
+        .collect::<Result<_, _>>()?;
+    let train = tutorial_train()?;
+    let eval = Pipeline::clip_eval(224);
+    let mut out = vec![0f32; 3 * 224 * 224];
+    let mut result = serde_json::Map::new();
+    for (name, pipeline) in [("train", &train), ("eval", &eval)] {
+        let mut per_image = Vec::new();
+        for r in 0..repeat {
+            let t = Instant::now();
+            for (i, b) in bytes.iter().enumerate() {
+                let img = RgbImage::decode(b)?;
+                pipeline.apply_into(img, &mut SampleRng::new(0, r as u64, i as u64), &mut out)?;
+            }
+            per_image.push(t.elapsed().as_secs_f64() * 1e3 / bytes.len() as f64);
+        }
+        result.insert(format!("{name}_ms_per_image"), median(per_image).into());
+    }
+    println!("{}", serde_json::Value::Object(result));
+    Ok(())
+}
