@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p clip-data --bench pipeline`
 
-use clip_data::{Pipeline, RgbImage, SampleRng, TransformConfig};
+use clip_data::{Normalize, Pipeline, RgbImage, SampleRng};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn image() -> RgbImage {
@@ -19,30 +19,16 @@ fn image() -> RgbImage {
     }
 }
 
-fn train() -> Pipeline {
-    let ops: Vec<TransformConfig> = toml::from_str::<toml::Table>(
-        r#"t = [
-          { op = "random_resized_crop", size = 224, scale = [0.8, 1.0], interpolation = "bilinear" },
-          { op = "random_horizontal_flip" },
-          { op = "color_jitter", brightness = 0.4, contrast = 0.4, saturation = 0.4 },
-          { op = "random_rotation", degrees = 15 },
-          { op = "normalize" },
-        ]"#,
-    )
-    .expect("toml")["t"]
-        .clone()
-        .try_into()
-        .expect("ops");
-    Pipeline::new(ops, "train").expect("pipeline")
-}
-
 fn bench(c: &mut Criterion) {
     let img = image();
     let mut out = vec![0f32; 3 * 224 * 224];
     let mut g = c.benchmark_group("pipeline/500x375");
     g.throughput(Throughput::Elements(1));
     for (name, p) in [
-        ("tutorial_train", train()),
+        (
+            "tutorial_train",
+            Pipeline::tutorial_train(224, Normalize::clip()),
+        ),
         ("clip_eval", Pipeline::clip_eval(224)),
     ] {
         let mut i = 0u64;

@@ -8,24 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use clip_data::{Pipeline, RgbImage, SampleRng, TransformConfig};
-
-fn tutorial_train() -> anyhow::Result<Pipeline> {
-    let ops: Vec<TransformConfig> = toml::from_str::<toml::Table>(
-        r#"
-        t = [
-          { op = "random_resized_crop", size = 224, scale = [0.8, 1.0], interpolation = "bilinear" },
-          { op = "random_horizontal_flip" },
-          { op = "color_jitter", brightness = 0.4, contrast = 0.4, saturation = 0.4 },
-          { op = "random_rotation", degrees = 15 },
-          { op = "normalize", mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] },
-        ]
-        "#,
-    )?["t"]
-        .clone()
-        .try_into()?;
-    Ok(Pipeline::new(ops, "train")?)
-}
+use clip_data::{Normalize, Pipeline, RgbImage, SampleRng};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -54,7 +37,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|f| std::fs::read(f).with_context(|| f.display().to_string()))
         .collect::<Result<_, _>>()?;
-    let train = tutorial_train()?;
+    let train = Pipeline::tutorial_train(224, Normalize::imagenet());
     let eval = Pipeline::clip_eval(224);
     let mut out = vec![0f32; 3 * 224 * 224];
     let mut result = serde_json::Map::new();

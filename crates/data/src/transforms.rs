@@ -229,6 +229,40 @@ impl Pipeline {
         }
     }
 
+    /// The tutorial's training augmentation: `RandomResizedCrop(size, scale=(0.8, 1.0))`,
+    /// horizontal flip, `ColorJitter(0.4, 0.4, 0.4)`, `RandomRotation(15)`, normalise.
+    /// The tutorial's snippet normalises with ImageNet's statistics; a pretrained CLIP
+    /// expects its own, which this preset uses (`Normalize::imagenet()` reproduces the
+    /// snippet).
+    pub fn tutorial_train(size: usize, norm: Normalize) -> Self {
+        Self {
+            ops: vec![
+                TransformConfig::RandomResizedCrop {
+                    size: Size::One(size),
+                    scale: [0.8, 1.0],
+                    ratio: default_ratio(),
+                    interpolation: Interpolation::Bilinear,
+                },
+                TransformConfig::RandomHorizontalFlip { p: 0.5 },
+                TransformConfig::ColorJitter {
+                    brightness: 0.4,
+                    contrast: 0.4,
+                    saturation: 0.4,
+                    hue: 0.0,
+                },
+                TransformConfig::RandomRotation {
+                    degrees: 15.0,
+                    interpolation: Interpolation::Nearest,
+                    fill: [0, 0, 0],
+                },
+                TransformConfig::Normalize {
+                    mean: norm.mean,
+                    std: norm.std,
+                },
+            ],
+        }
+    }
+
     pub fn ops(&self) -> &[TransformConfig] {
         &self.ops
     }

@@ -32,32 +32,18 @@ fn folder(root: &Path) {
 }
 
 fn train_pipeline() -> Pipeline {
-    let ops: Vec<TransformConfig> = toml::from_str::<toml::Table>(
-        r#"
-        t = [
-          { op = "random_resized_crop", size = 24, scale = [0.8, 1.0] },
-          { op = "random_horizontal_flip" },
-          { op = "color_jitter", brightness = 0.4, contrast = 0.4, saturation = 0.4 },
-          { op = "random_rotation", degrees = 15 },
-          { op = "normalize" },
-        ]
-        "#,
-    )
-    .unwrap()["t"]
-        .clone()
-        .try_into()
-        .unwrap();
-    Pipeline::new(ops, "data.train_transforms").unwrap()
+    Pipeline::tutorial_train(24, clip_data::Normalize::clip())
+}
+
+fn folder_dataset(root: &Path) -> Dataset {
+    folder(root);
+    Dataset::load(&SourceConfig::ImageFolder { path: root.into() }).unwrap()
 }
 
 #[test]
 fn image_folder_sorts_classes_recurses_and_reports_skipped_files() {
     let dir = tempfile::tempdir().unwrap();
-    folder(dir.path());
-    let ds = Dataset::load(&SourceConfig::ImageFolder {
-        path: dir.path().into(),
-    })
-    .unwrap();
+    let ds = folder_dataset(dir.path());
     assert_eq!(ds.classes(), ["bird", "cat", "dog"]);
     let s = ds.summary();
     assert_eq!((s.images, s.classes), (12, 3));
@@ -166,11 +152,7 @@ fn debian_fashion_mnist_loads() {
 #[test]
 fn batches_do_not_depend_on_threads_and_resume_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    folder(dir.path());
-    let ds = Dataset::load(&SourceConfig::ImageFolder {
-        path: dir.path().into(),
-    })
-    .unwrap();
+    let ds = folder_dataset(dir.path());
     let cfg = |threads| LoaderConfig {
         batch_size: 5,
         threads,
@@ -205,11 +187,7 @@ fn batches_do_not_depend_on_threads_and_resume_exactly() {
 #[test]
 fn balanced_sampling_and_drop_last() {
     let dir = tempfile::tempdir().unwrap();
-    folder(dir.path());
-    let ds = Dataset::load(&SourceConfig::ImageFolder {
-        path: dir.path().into(),
-    })
-    .unwrap();
+    let ds = folder_dataset(dir.path());
     let cfg = LoaderConfig {
         batch_size: 5,
         balanced: true,
@@ -281,11 +259,7 @@ fn bad_transform_configs_name_their_position() {
             .try_into::<Vec<TransformConfig>>();
     assert!(parsed.unwrap_err().to_string().contains("sise"));
     let dir = tempfile::tempdir().unwrap();
-    folder(dir.path());
-    let ds = Dataset::load(&SourceConfig::ImageFolder {
-        path: dir.path().into(),
-    })
-    .unwrap();
+    let ds = folder_dataset(dir.path());
     let flip_only =
         Pipeline::new(vec![TransformConfig::RandomHorizontalFlip { p: 0.5 }], "t").unwrap();
     let no_size = Loader::new(ds, flip_only, LoaderConfig::default(), 0);
@@ -296,11 +270,7 @@ fn bad_transform_configs_name_their_position() {
 #[test]
 fn batches_become_tensors() {
     let dir = tempfile::tempdir().unwrap();
-    folder(dir.path());
-    let ds = Dataset::load(&SourceConfig::ImageFolder {
-        path: dir.path().into(),
-    })
-    .unwrap();
+    let ds = folder_dataset(dir.path());
     let loader = Loader::new(
         ds,
         Pipeline::clip_eval(16),

@@ -52,6 +52,7 @@ pub use layers::{LayerNorm, Linear};
 pub use memory::release_freed_activations;
 pub use tags::{
     DecayClass, Module, Param, ParamReport, ParamTable, ParamTag, ReportRow, Scope, Tower,
+    depth_label,
 };
 pub use tch::Device;
 pub use text::TextOutput;

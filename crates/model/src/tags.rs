@@ -23,6 +23,27 @@ pub enum Tower {
     Shared,
 }
 
+impl Tower {
+    /// The lower-case name used in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tower::Vision => "vision",
+            Tower::Text => "text",
+            Tower::Head => "head",
+            Tower::Shared => "shared",
+        }
+    }
+}
+
+/// `"3"` for a single depth, `"1-12"` for a range (reports).
+pub fn depth_label(min: u32, max: u32) -> String {
+    if min == max {
+        min.to_string()
+    } else {
+        format!("{min}-{max}")
+    }
+}
+
 /// What a parameter is inside its tower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -302,15 +323,11 @@ impl std::fmt::Display for ParamReport {
             "tower", "module", "depth", "no-decay", "trainable", "tensors", "parameters"
         )?;
         for r in &self.rows {
-            let depth = if r.depth_min == r.depth_max {
-                r.depth_min.to_string()
-            } else {
-                format!("{}-{}", r.depth_min, r.depth_max)
-            };
+            let depth = depth_label(r.depth_min, r.depth_max);
             writeln!(
                 f,
                 "{:<8} {:<12} {:>7} {:>8} {:>9} {:>7} {:>14}",
-                format!("{:?}", r.tower).to_lowercase(),
+                r.tower.name(),
                 format!("{:?}", r.module).to_lowercase(),
                 depth,
                 if r.no_decay { "yes" } else { "no" },

@@ -239,7 +239,7 @@ impl GroupConfig {
             let lr = self.lr_for(t, &blocks);
             let name = format!(
                 "{}.d{}.{}",
-                tower_name(t.tower),
+                t.tower.name(),
                 t.depth,
                 if decayed { "decay" } else { "no_decay" }
             );
@@ -263,15 +263,6 @@ impl GroupConfig {
             ));
         }
         Ok(groups)
-    }
-}
-
-pub(crate) fn tower_name(t: Tower) -> &'static str {
-    match t {
-        Tower::Vision => "vision",
-        Tower::Text => "text",
-        Tower::Head => "head",
-        Tower::Shared => "shared",
     }
 }
 
@@ -326,16 +317,12 @@ impl std::fmt::Display for GroupReport {
             "group", "tower", "depth", "tensors", "parameters", "trainable", "lr", "wd"
         )?;
         for r in &self.rows {
-            let depth = if r.depth_min == r.depth_max {
-                r.depth_min.to_string()
-            } else {
-                format!("{}-{}", r.depth_min, r.depth_max)
-            };
+            let depth = clip_model::depth_label(r.depth_min, r.depth_max);
             writeln!(
                 f,
                 "{:<24} {:<7} {:>5} {:>7} {:>12} {:>9} {:>10.3e} {:>6}",
                 r.group,
-                tower_name(r.tower),
+                r.tower.name(),
                 depth,
                 r.tensors,
                 r.parameters,
