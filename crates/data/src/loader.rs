@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
+use crate::mix::{MixConfig, mix_batch};
 use crate::rng::SampleRng;
 use crate::sources::Dataset;
 use crate::transforms::Pipeline;
@@ -28,6 +29,8 @@ pub struct LoaderConfig {
     pub threads: usize,
     /// Batches prepared ahead of the consumer.
     pub prefetch: usize,
+    /// MixUp / CutMix (off by default).
+    pub mix: MixConfig,
 }
 
 impl Default for LoaderConfig {
@@ -39,6 +42,7 @@ impl Default for LoaderConfig {
             drop_last: false,
             threads: 0,
             prefetch: 2,
+            mix: MixConfig::default(),
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct Batch {
     pub epoch: u64,
     /// Position of the batch in its epoch.
     pub step: usize,
+    /// Soft targets `batch x classes` when MixUp/CutMix is on.
+    pub targets: Option<Vec<f32>>,
 }
 
 impl Batch {
@@ -193,17 +199,33 @@ impl Loader {
                     self.pipeline.apply_into(img, &mut rng, out).map(|_| ())
                 })
         })?;
+        let labels: Vec<i64> = indices
+            .iter()
+            .map(|&i| self.dataset.label(i) as i64)
+            .collect();
+        let targets = self.config.mix.enabled().then(|| {
+            let mut rng = SampleRng::new(self.seed, epoch, (1 << 63) | step as u64);
+            let classes = self.dataset.classes().len();
+            mix_batch(
+                &mut images,
+                &labels,
+                h,
+                w,
+                classes,
+                &self.config.mix,
+                &mut rng,
+            )
+            .0
+        });
         Ok(Batch {
             images,
-            labels: indices
-                .iter()
-                .map(|&i| self.dataset.label(i) as i64)
-                .collect(),
+            labels,
             indices: indices.to_vec(),
             height: h,
             width: w,
             epoch,
             step,
+            targets,
         })
     }
 

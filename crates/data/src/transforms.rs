@@ -87,6 +87,26 @@ pub enum TransformConfig {
     },
     /// Explicit `[0, 255] -> [0, 1]` conversion (implied at the end anyway).
     ToTensor,
+    /// torchvision's `RandomErasing` on the normalised tensor (after `normalize`):
+    /// with probability `p`, a rectangle of area fraction in `scale` and aspect
+    /// ratio in `ratio` is set to `value` (0 = the mean after normalisation).
+    RandomErasing {
+        #[serde(default = "half")]
+        p: f64,
+        #[serde(default = "erase_scale")]
+        scale: [f64; 2],
+        #[serde(default = "erase_ratio")]
+        ratio: [f64; 2],
+        #[serde(default)]
+        value: f32,
+    },
+}
+
+fn erase_scale() -> [f64; 2] {
+    [0.02, 0.33]
+}
+fn erase_ratio() -> [f64; 2] {
+    [0.3, 3.3]
 }
 
 fn default_scale() -> [f64; 2] {
@@ -137,7 +157,12 @@ impl Pipeline {
         let mut normalized = false;
         for (i, op) in ops.iter().enumerate() {
             let key = |k: &str| format!("{section}[{i}].{k}");
-            if normalized && !matches!(op, TransformConfig::ToTensor) {
+            if normalized
+                && !matches!(
+                    op,
+                    TransformConfig::ToTensor | TransformConfig::RandomErasing { .. }
+                )
+            {
                 problems.push(format!(
                     "`{}`: image transforms must come before `normalize`",
                     key("op")
@@ -171,6 +196,23 @@ impl Pipeline {
                 }
                 TransformConfig::RandomHorizontalFlip { p } => {
                     check_factor(key("p"), *p, 1.0, &mut problems)
+                }
+                TransformConfig::RandomErasing {
+                    p, scale, ratio, ..
+                } => {
+                    check_factor(key("p"), *p, 1.0, &mut problems);
+                    if !(scale[0] > 0.0 && scale[0] <= scale[1] && scale[1] < 1.0) {
+                        problems.push(format!(
+                            "`{}` must satisfy 0 < min <= max < 1, got {scale:?}",
+                            key("scale")
+                        ));
+                    }
+                    if !(ratio[0] > 0.0 && ratio[0] <= ratio[1]) {
+                        problems.push(format!(
+                            "`{}` must satisfy 0 < min <= max, got {ratio:?}",
+                            key("ratio")
+                        ));
+                    }
                 }
                 TransformConfig::ColorJitter {
                     brightness,
@@ -312,6 +354,17 @@ impl Pipeline {
                 out[c * plane + i] = px[c] as f32 * scale[c] + bias[c];
             }
         }
+        for op in &self.ops {
+            if let TransformConfig::RandomErasing {
+                p,
+                scale,
+                ratio,
+                value,
+            } = op
+            {
+                random_erasing(out, h, w, *p, *scale, *ratio, *value, rng);
+            }
+        }
         Ok((h, w))
     }
 
@@ -402,7 +455,9 @@ fn apply_one(op: &TransformConfig, img: RgbImage, rng: &mut SampleRng) -> RgbIma
             let angle = rng.uniform(-degrees, *degrees);
             rotate(&img, angle, *interpolation, *fill)
         }
-        TransformConfig::Normalize { .. } | TransformConfig::ToTensor => img,
+        TransformConfig::Normalize { .. }
+        | TransformConfig::ToTensor
+        | TransformConfig::RandomErasing { .. } => img,
     }
 }
 
@@ -419,4 +474,41 @@ pub fn resized_crop(
 ) -> RgbImage {
     let cropped = crop(img, top as i64, left as i64, height, width);
     resize(&cropped, size.1, size.0, interpolation)
+}
+
+/// torchvision's `RandomErasing.get_params` and erase, on a `3 x h x w` buffer.
+#[allow(clippy::too_many_arguments)]
+fn random_erasing(
+    out: &mut [f32],
+    h: usize,
+    w: usize,
+    p: f64,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+    value: f32,
+    rng: &mut SampleRng,
+) {
+    if !rng.bernoulli(p) {
+        return;
+    }
+    let area = (h * w) as f64;
+    let (lo, hi) = (ratio[0].ln(), ratio[1].ln());
+    for _ in 0..10 {
+        let erase = area * rng.uniform(scale[0], scale[1]);
+        let aspect = rng.uniform(lo, hi).exp();
+        let eh = (erase * aspect).sqrt().round_ties_even() as usize;
+        let ew = (erase / aspect).sqrt().round_ties_even() as usize;
+        if !(eh < h && ew < w) || eh == 0 || ew == 0 {
+            continue;
+        }
+        let top = rng.int_range(0, (h - eh) as i64) as usize;
+        let left = rng.int_range(0, (w - ew) as i64) as usize;
+        for c in 0..3 {
+            for y in top..top + eh {
+                let row = c * h * w + y * w;
+                out[row + left..row + left + ew].fill(value);
+            }
+        }
+        return;
+    }
 }

@@ -290,3 +290,73 @@ fn batches_become_tensors() {
         batch.images[3 * 256 + 2 * 256 + 3 * 16 + 4]
     );
 }
+
+#[test]
+fn mixing_and_erasing_are_deterministic_and_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = folder_dataset(dir.path());
+    let mut ops = Pipeline::clip_eval(16).ops().to_vec();
+    ops.push(TransformConfig::RandomErasing {
+        p: 1.0,
+        scale: [0.1, 0.3],
+        ratio: [0.5, 2.0],
+        value: 7.0,
+    });
+    let pipeline = Pipeline::new(ops, "data.train_transforms").unwrap();
+    let cfg = |threads| LoaderConfig {
+        batch_size: 6,
+        threads,
+        mix: clip_data::MixConfig {
+            mixup_alpha: 0.8,
+            cutmix_alpha: 1.0,
+            ..clip_data::MixConfig::default()
+        },
+        ..LoaderConfig::default()
+    };
+    let a: Vec<_> = Loader::new(ds.clone(), pipeline.clone(), cfg(1), 9)
+        .unwrap()
+        .epoch(0, 0)
+        .map(Result::unwrap)
+        .collect();
+    let b: Vec<_> = Loader::new(ds, pipeline, cfg(2), 9)
+        .unwrap()
+        .epoch(0, 0)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(a, b);
+    for batch in &a {
+        let t = batch.targets.as_ref().unwrap();
+        assert_eq!(t.len(), batch.len() * 3);
+        for row in t.chunks(3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+    // Erasing without mixing: each image holds a rectangle of exactly 7.0.
+    let dir = tempfile::tempdir().unwrap();
+    let ds = folder_dataset(dir.path());
+    let mut ops = Pipeline::clip_eval(16).ops().to_vec();
+    ops.push(TransformConfig::RandomErasing {
+        p: 1.0,
+        scale: [0.1, 0.3],
+        ratio: [0.5, 2.0],
+        value: 7.0,
+    });
+    let loader = Loader::new(
+        ds,
+        Pipeline::new(ops, "t").unwrap(),
+        LoaderConfig {
+            batch_size: 12,
+            ..LoaderConfig::default()
+        },
+        0,
+    )
+    .unwrap();
+    let batch = loader.epoch(0, 0).next().unwrap().unwrap();
+    for img in batch.images.chunks(3 * 256) {
+        let erased = img.iter().filter(|v| **v == 7.0).count();
+        assert!(
+            erased >= 3 * 256 / 20 && erased <= 3 * 256 / 2,
+            "{erased} erased values"
+        );
+    }
+}
