@@ -355,7 +355,7 @@ fn mixing_and_erasing_are_deterministic_and_well_formed() {
     for img in batch.images.chunks(3 * 256) {
         let erased = img.iter().filter(|v| **v == 7.0).count();
         assert!(
-            erased >= 3 * 256 / 20 && erased <= 3 * 256 / 2,
+            (3 * 256 / 20..=3 * 256 / 2).contains(&erased),
             "{erased} erased values"
         );
     }
