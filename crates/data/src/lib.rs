@@ -34,7 +34,7 @@ pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturatio
 pub use error::DataError;
 pub use geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate};
 pub use image::RgbImage;
-pub use loader::{Batch, EpochIter, Loader, LoaderConfig};
+pub use loader::{Batch, EpochIter, Loader, LoaderConfig, OnCorrupt};
 pub use mix::{MixConfig, beta, mix_batch};
 pub use normalize::Normalize;
 pub use resample::{Interpolation, resize, resize_region, shorter_side_size};

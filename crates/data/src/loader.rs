@@ -16,6 +16,18 @@ use crate::rng::SampleRng;
 use crate::sources::Dataset;
 use crate::transforms::Pipeline;
 
+/// What to do with an image that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorrupt {
+    /// Stop with an error naming the file.
+    #[default]
+    Error,
+    /// Use the next decodable image of the dataset in its place and count it in
+    /// [`Batch::replaced`].
+    Skip,
+}
+
 /// How batches are formed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,6 +43,7 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// MixUp / CutMix (off by default).
     pub mix: MixConfig,
+    pub on_corrupt: OnCorrupt,
 }
 
 impl Default for LoaderConfig {
@@ -43,6 +56,7 @@ impl Default for LoaderConfig {
             threads: 0,
             prefetch: 2,
             mix: MixConfig::default(),
+            on_corrupt: OnCorrupt::Error,
         }
     }
 }
@@ -61,6 +75,8 @@ pub struct Batch {
     pub step: usize,
     /// Soft targets `batch x classes` when MixUp/CutMix is on.
     pub targets: Option<Vec<f32>>,
+    /// Names of undecodable images that were replaced (`on_corrupt = "skip"`).
+    pub replaced: Vec<String>,
 }
 
 impl Batch {
@@ -189,16 +205,21 @@ impl Loader {
         let (h, w) = self.size;
         let per = 3 * h * w;
         let mut images = vec![0f32; indices.len() * per];
+        let replaced = std::sync::Mutex::new(Vec::new());
+        let mut used: Vec<usize> = indices.to_vec();
         self.pool.install(|| {
             images
                 .par_chunks_mut(per)
-                .zip(indices.par_iter())
-                .try_for_each(|(out, &i)| {
-                    let img = self.dataset.image(i)?;
-                    let mut rng = SampleRng::new(self.seed, epoch, i as u64);
+                .zip(used.par_iter_mut())
+                .try_for_each(|(out, i)| {
+                    let img = self.decode_or_replace(i, &replaced)?;
+                    let mut rng = SampleRng::new(self.seed, epoch, *i as u64);
                     self.pipeline.apply_into(img, &mut rng, out).map(|_| ())
                 })
         })?;
+        let mut replaced = replaced.into_inner().unwrap_or_else(|e| e.into_inner());
+        replaced.sort();
+        let indices = used;
         let labels: Vec<i64> = indices
             .iter()
             .map(|&i| self.dataset.label(i) as i64)
@@ -220,13 +241,44 @@ impl Loader {
         Ok(Batch {
             images,
             labels,
-            indices: indices.to_vec(),
+            indices,
             height: h,
             width: w,
             epoch,
             step,
             targets,
+            replaced,
         })
+    }
+
+    /// Decodes item `*i`; with `on_corrupt = "skip"`, moves `*i` to the next
+    /// decodable item and records the replaced name.
+    fn decode_or_replace(
+        &self,
+        i: &mut usize,
+        replaced: &std::sync::Mutex<Vec<String>>,
+    ) -> Result<crate::RgbImage, DataError> {
+        let n = self.dataset.len();
+        let mut first_err = None;
+        for k in 0..n {
+            let j = (*i + k) % n;
+            match self.dataset.image(j) {
+                Ok(img) => {
+                    if k > 0 {
+                        if let Ok(mut r) = replaced.lock() {
+                            r.push(self.dataset.name(*i));
+                        }
+                        *i = j;
+                    }
+                    return Ok(img);
+                }
+                Err(e) if self.config.on_corrupt == OnCorrupt::Error => return Err(e),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| DataError::config("data.source", "is empty")))
     }
 
     /// The batches of `epoch` from `start` on, prepared `prefetch` ahead on a

@@ -210,7 +210,7 @@ fn balanced_sampling_and_drop_last() {
 }
 
 #[test]
-fn a_corrupt_image_is_an_error_naming_the_file() {
+fn a_corrupt_image_is_an_error_naming_the_file_or_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     folder(dir.path());
     std::fs::write(dir.path().join("dog/broken.png"), b"\x89PNG garbage").unwrap();
@@ -218,19 +218,32 @@ fn a_corrupt_image_is_an_error_naming_the_file() {
         path: dir.path().into(),
     })
     .unwrap();
+    let cfg = |on_corrupt| LoaderConfig {
+        shuffle: false,
+        batch_size: 13,
+        on_corrupt,
+        ..LoaderConfig::default()
+    };
     let loader = Loader::new(
-        ds,
+        ds.clone(),
         Pipeline::clip_eval(16),
-        LoaderConfig {
-            shuffle: false,
-            batch_size: 12,
-            ..LoaderConfig::default()
-        },
+        cfg(clip_data::OnCorrupt::Error),
         0,
     )
     .unwrap();
     let err = loader.epoch(0, 0).next().unwrap().unwrap_err().to_string();
     assert!(err.contains("broken.png"), "{err}");
+    let loader = Loader::new(
+        ds,
+        Pipeline::clip_eval(16),
+        cfg(clip_data::OnCorrupt::Skip),
+        0,
+    )
+    .unwrap();
+    let batch = loader.epoch(0, 0).next().unwrap().unwrap();
+    assert_eq!(batch.len(), 13);
+    assert_eq!(batch.replaced.len(), 1);
+    assert!(batch.replaced[0].ends_with("broken.png"));
 }
 
 #[test]
