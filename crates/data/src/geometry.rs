@@ -141,6 +141,23 @@ fn bilinear_at(img: &RgbImage, xin: f64, yin: f64) -> Option<[u8; 3]> {
     Some(out)
 }
 
+/// One draw of torchvision's box sampling (RandomResizedCrop, RandomErasing): an
+/// area fraction uniform in `scale`, a log-uniform aspect ratio in `ratio`; returns
+/// `(round(sqrt(a * r)), round(sqrt(a / r)))` with Python's rounding.
+pub(crate) fn sample_box(
+    area: f64,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+    rng: &mut SampleRng,
+) -> (usize, usize) {
+    let target = area * rng.uniform(scale[0], scale[1]);
+    let aspect = rng.uniform(ratio[0].ln(), ratio[1].ln()).exp();
+    (
+        (target * aspect).sqrt().round_ties_even() as usize,
+        (target / aspect).sqrt().round_ties_even() as usize,
+    )
+}
+
 /// torchvision's `RandomResizedCrop.get_params`: up to 10 draws of an area fraction
 /// in `scale` and a log-uniform aspect ratio in `ratio`, then the central fallback.
 /// Returns `(top, left, height, width)`.
@@ -152,12 +169,8 @@ pub fn random_resized_crop_params(
     rng: &mut SampleRng,
 ) -> (usize, usize, usize, usize) {
     let area = (width * height) as f64;
-    let (log_lo, log_hi) = (ratio[0].ln(), ratio[1].ln());
     for _ in 0..10 {
-        let target = area * rng.uniform(scale[0], scale[1]);
-        let aspect = rng.uniform(log_lo, log_hi).exp();
-        let w = (target * aspect).sqrt().round_ties_even() as usize;
-        let h = (target / aspect).sqrt().round_ties_even() as usize;
+        let (w, h) = sample_box(area, scale, ratio, rng);
         if w > 0 && w <= width && h > 0 && h <= height {
             let top = rng.int_range(0, (height - h) as i64) as usize;
             let left = rng.int_range(0, (width - w) as i64) as usize;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation};
-use crate::geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate};
+use crate::geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate, sample_box};
 use crate::image::RgbImage;
 use crate::normalize::Normalize;
 use crate::resample::{Interpolation, resize, shorter_side_size};
@@ -492,12 +492,8 @@ fn random_erasing(
         return;
     }
     let area = (h * w) as f64;
-    let (lo, hi) = (ratio[0].ln(), ratio[1].ln());
     for _ in 0..10 {
-        let erase = area * rng.uniform(scale[0], scale[1]);
-        let aspect = rng.uniform(lo, hi).exp();
-        let eh = (erase * aspect).sqrt().round_ties_even() as usize;
-        let ew = (erase / aspect).sqrt().round_ties_even() as usize;
+        let (eh, ew) = sample_box(area, scale, ratio, rng);
         if !(eh < h && ew < w) || eh == 0 || ew == 0 {
             continue;
         }
