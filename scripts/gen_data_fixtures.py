@@ -92,6 +92,12 @@ def main():
         "rotate_15_nearest": TF.rotate(img, 15, InterpolationMode.NEAREST),
         "rotate_-20_bilinear_fill": TF.rotate(img, -20, InterpolationMode.BILINEAR, fill=[10, 20, 30]),
         "resized_crop_10_5_60_40_to_32": TF.resized_crop(img, 10, 5, 60, 40, [32, 32], InterpolationMode.BILINEAR),
+        "posterize_3": TF.posterize(img, 3),
+        "solarize_128": TF.solarize(img, 128),
+        "autocontrast": TF.autocontrast(img),
+        "equalize": TF.equalize(img),
+        "sharpness_1.7": TF.adjust_sharpness(img, 1.7),
+        "sharpness_0.3": TF.adjust_sharpness(img, 0.3),
     }
     for k, v in ops.items():
         out[f"tv.{k}"] = arr(v)

@@ -114,3 +114,127 @@ pub fn adjust_hue(img: &mut RgbImage, factor: f64) {
         p.copy_from_slice(&hsv_to_rgb(h.wrapping_add(shift), s, v));
     }
 }
+
+fn apply_lut(img: &mut RgbImage, luts: &[[u8; 256]; 3]) {
+    for p in img.data.chunks_exact_mut(3) {
+        for (c, v) in p.iter_mut().enumerate() {
+            *v = luts[c][*v as usize];
+        }
+    }
+}
+
+fn histograms(img: &RgbImage) -> [[u64; 256]; 3] {
+    let mut h = [[0u64; 256]; 3];
+    for p in img.data.chunks_exact(3) {
+        for c in 0..3 {
+            h[c][p[c] as usize] += 1;
+        }
+    }
+    h
+}
+
+/// `posterize`: keep the `bits` high bits of each channel.
+pub fn posterize(img: &mut RgbImage, bits: u8) {
+    let mask = !((1u16 << (8 - bits.min(8))) - 1) as u8;
+    img.data.iter_mut().for_each(|v| *v &= mask);
+}
+
+/// `solarize`: invert every value at or above `threshold`.
+pub fn solarize(img: &mut RgbImage, threshold: u8) {
+    img.data.iter_mut().for_each(|v| {
+        if *v >= threshold {
+            *v = 255 - *v
+        }
+    });
+}
+
+/// PIL's `ImageOps.autocontrast` (no cutoff): stretch each channel's range to 0..255.
+pub fn autocontrast(img: &mut RgbImage) {
+    let hist = histograms(img);
+    let luts = hist.map(|h| {
+        let mut lut = [0u8; 256];
+        let lo = h.iter().position(|&n| n > 0).unwrap_or(0);
+        let hi = h.iter().rposition(|&n| n > 0).unwrap_or(0);
+        if hi <= lo {
+            lut.iter_mut().enumerate().for_each(|(i, v)| *v = i as u8);
+        } else {
+            let scale = 255.0 / (hi - lo) as f64;
+            let offset = -(lo as f64) * scale;
+            for (i, v) in lut.iter_mut().enumerate() {
+                *v = ((i as f64 * scale + offset) as i64).clamp(0, 255) as u8;
+            }
+        }
+        lut
+    });
+    apply_lut(img, &luts);
+}
+
+/// PIL's `ImageOps.equalize`: per-channel histogram equalisation.
+pub fn equalize(img: &mut RgbImage) {
+    let hist = histograms(img);
+    let luts = hist.map(|h| {
+        let mut lut = [0u8; 256];
+        let used: Vec<u64> = h.iter().copied().filter(|&n| n > 0).collect();
+        let step = if used.len() <= 1 {
+            0
+        } else {
+            (used.iter().sum::<u64>() - used[used.len() - 1]) / 255
+        };
+        if step == 0 {
+            lut.iter_mut().enumerate().for_each(|(i, v)| *v = i as u8);
+        } else {
+            let mut n = step / 2;
+            for (i, v) in lut.iter_mut().enumerate() {
+                *v = (n / step).min(255) as u8;
+                n += h[i];
+            }
+        }
+        lut
+    });
+    apply_lut(img, &luts);
+}
+
+/// PIL's `ImageFilter.SMOOTH` (3x3, centre 5, others 1, over 13) in single
+/// precision, in PIL's order of operations; the outermost pixels are copied.
+fn smooth(img: &RgbImage) -> RgbImage {
+    let (w, h) = (img.width, img.height);
+    let mut out = img.clone();
+    if w < 3 || h < 3 {
+        return out;
+    }
+    let k = [
+        1.0f32 / 13.0,
+        1.0f32 / 13.0,
+        1.0f32 / 13.0,
+        1.0f32 / 13.0,
+        5.0f32 / 13.0,
+        1.0f32 / 13.0,
+        1.0f32 / 13.0,
+        1.0f32 / 13.0,
+        1.0f32 / 13.0,
+    ];
+    let px = |x: usize, y: usize, c: usize| img.data[(y * w + x) * 3 + c] as f32;
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            for c in 0..3 {
+                let row = |yy: usize, kk: &[f32]| {
+                    px(x - 1, yy, c) * kk[0] + px(x, yy, c) * kk[1] + px(x + 1, yy, c) * kk[2]
+                };
+                let mut ss = 0.5f32;
+                ss += row(y + 1, &k[0..3]);
+                ss += row(y, &k[3..6]);
+                ss += row(y - 1, &k[6..9]);
+                out.data[(y * w + x) * 3 + c] = ss.clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// `adjust_sharpness`: blend with PIL's smoothed image.
+pub fn adjust_sharpness(img: &mut RgbImage, factor: f64) {
+    let smoothed = smooth(img);
+    for (v, s) in img.data.iter_mut().zip(&smoothed.data) {
+        *v = blend(*s, *v, factor);
+    }
+}

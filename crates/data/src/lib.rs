@@ -30,7 +30,10 @@ mod rng;
 mod sources;
 mod transforms;
 
-pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation};
+pub use color::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, adjust_sharpness,
+    autocontrast, equalize, posterize, solarize,
+};
 pub use error::DataError;
 pub use geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate};
 pub use image::RgbImage;
