@@ -143,6 +143,35 @@ pub struct Pipeline {
     ops: Vec<TransformConfig>,
 }
 
+/// The area-fraction and aspect-ratio ranges of a box sampler (RandomResizedCrop
+/// allows the whole image, RandomErasing does not).
+fn check_box(
+    key: &dyn Fn(&str) -> String,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+    whole: bool,
+    problems: &mut Vec<String>,
+) {
+    let upper_ok = if whole {
+        scale[1] <= 1.0
+    } else {
+        scale[1] < 1.0
+    };
+    if !(scale[0] > 0.0 && scale[0] <= scale[1] && upper_ok) {
+        let bound = if whole { "<= 1" } else { "< 1" };
+        problems.push(format!(
+            "`{}` must satisfy 0 < min <= max {bound}, got {scale:?}",
+            key("scale")
+        ));
+    }
+    if !(ratio[0] > 0.0 && ratio[0] <= ratio[1]) {
+        problems.push(format!(
+            "`{}` must satisfy 0 < min <= max, got {ratio:?}",
+            key("ratio")
+        ));
+    }
+}
+
 fn check_factor(key: String, v: f64, max: f64, problems: &mut Vec<String>) {
     if !(0.0..=max).contains(&v) {
         problems.push(format!("`{key}` must be in [0, {max}], got {v}"));
@@ -181,18 +210,7 @@ impl Pipeline {
             }
             match op {
                 TransformConfig::RandomResizedCrop { scale, ratio, .. } => {
-                    if !(scale[0] > 0.0 && scale[0] <= scale[1] && scale[1] <= 1.0) {
-                        problems.push(format!(
-                            "`{}` must satisfy 0 < min <= max <= 1, got {scale:?}",
-                            key("scale")
-                        ));
-                    }
-                    if !(ratio[0] > 0.0 && ratio[0] <= ratio[1]) {
-                        problems.push(format!(
-                            "`{}` must satisfy 0 < min <= max, got {ratio:?}",
-                            key("ratio")
-                        ));
-                    }
+                    check_box(&key, *scale, *ratio, true, &mut problems)
                 }
                 TransformConfig::RandomHorizontalFlip { p } => {
                     check_factor(key("p"), *p, 1.0, &mut problems)
@@ -201,18 +219,7 @@ impl Pipeline {
                     p, scale, ratio, ..
                 } => {
                     check_factor(key("p"), *p, 1.0, &mut problems);
-                    if !(scale[0] > 0.0 && scale[0] <= scale[1] && scale[1] < 1.0) {
-                        problems.push(format!(
-                            "`{}` must satisfy 0 < min <= max < 1, got {scale:?}",
-                            key("scale")
-                        ));
-                    }
-                    if !(ratio[0] > 0.0 && ratio[0] <= ratio[1]) {
-                        problems.push(format!(
-                            "`{}` must satisfy 0 < min <= max, got {ratio:?}",
-                            key("ratio")
-                        ));
-                    }
+                    check_box(&key, *scale, *ratio, false, &mut problems);
                 }
                 TransformConfig::ColorJitter {
                     brightness,

@@ -331,7 +331,7 @@ fn mixing_and_erasing_are_deterministic_and_well_formed() {
         .epoch(0, 0)
         .map(Result::unwrap)
         .collect();
-    let b: Vec<_> = Loader::new(ds, pipeline, cfg(2), 9)
+    let b: Vec<_> = Loader::new(ds.clone(), pipeline.clone(), cfg(2), 9)
         .unwrap()
         .epoch(0, 0)
         .map(Result::unwrap)
@@ -345,25 +345,11 @@ fn mixing_and_erasing_are_deterministic_and_well_formed() {
         }
     }
     // Erasing without mixing: each image holds a rectangle of exactly 7.0.
-    let dir = tempfile::tempdir().unwrap();
-    let ds = folder_dataset(dir.path());
-    let mut ops = Pipeline::clip_eval(16).ops().to_vec();
-    ops.push(TransformConfig::RandomErasing {
-        p: 1.0,
-        scale: [0.1, 0.3],
-        ratio: [0.5, 2.0],
-        value: 7.0,
-    });
-    let loader = Loader::new(
-        ds,
-        Pipeline::new(ops, "t").unwrap(),
-        LoaderConfig {
-            batch_size: 12,
-            ..LoaderConfig::default()
-        },
-        0,
-    )
-    .unwrap();
+    let plain = LoaderConfig {
+        batch_size: 12,
+        ..LoaderConfig::default()
+    };
+    let loader = Loader::new(ds, pipeline, plain, 0).unwrap();
     let batch = loader.epoch(0, 0).next().unwrap().unwrap();
     for img in batch.images.chunks(3 * 256) {
         let erased = img.iter().filter(|v| **v == 7.0).count();
