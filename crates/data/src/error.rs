@@ -21,6 +21,13 @@ pub enum DataError {
         #[source]
         source: image::ImageError,
     },
+    /// An image that could not be written.
+    #[error("cannot write image {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
     /// A file that could not be read.
     #[error("cannot read {path}: {source}")]
     Io {

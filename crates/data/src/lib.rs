@@ -25,6 +25,7 @@ mod image;
 mod loader;
 mod mix;
 mod normalize;
+mod preview;
 mod resample;
 mod rng;
 mod sources;
@@ -40,6 +41,7 @@ pub use image::RgbImage;
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, OnCorrupt};
 pub use mix::{MixConfig, beta, mix_batch};
 pub use normalize::Normalize;
+pub use preview::{preview_grid, write_preview};
 pub use resample::{Interpolation, resize, resize_region, shorter_side_size};
 pub use rng::SampleRng;
 pub use sources::{

@@ -6,12 +6,12 @@
 //! [`LrSchedule::factor_at`]. The trainer advances them per optimizer step, not per
 //! micro-batch.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::OptimError;
 
 /// Linear warmup length, in optimizer steps or as a fraction of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Warmup {
     Steps(u64),
@@ -25,7 +25,7 @@ impl Default for Warmup {
 }
 
 /// The schedule as written in a config file.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
     /// Warmup, then half a cosine from 1 down to `min_lr_ratio`.

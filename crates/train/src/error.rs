@@ -1,7 +1,62 @@
+use std::path::PathBuf;
+
 /// Errors of the training crate.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A configuration value that cannot work, naming its key.
     #[error("invalid value for `{key}`: {reason}")]
     Config { key: String, reason: String },
+    /// Several configuration problems, reported together.
+    #[error("{path}: {} problem(s) in the config:\n  - {}", problems.len(), problems.join("\n  - "))]
+    Invalid { path: String, problems: Vec<String> },
+    /// A config file that is not valid TOML for the run's sections.
+    #[error("{path}: {reason}")]
+    Parse { path: String, reason: String },
+    /// A file or folder that cannot be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint or run folder that cannot be resumed from.
+    #[error("cannot resume from {path}: {reason}")]
+    Resume { path: PathBuf, reason: String },
+    /// The loss became NaN or infinite.
+    #[error(
+        "the loss is not finite ({loss}) at step {step} (epoch {epoch}); the last good checkpoint is kept. Lower the learning rate, enable clipping or use fp32"
+    )]
+    NonFinite { step: u64, epoch: u64, loss: f64 },
+    #[error(transparent)]
+    Model(#[from] clip_model::ModelError),
+    #[error(transparent)]
+    Data(#[from] clip_data::DataError),
+    #[error(transparent)]
+    Optim(#[from] clip_optim::OptimError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
 }
+
+impl TrainError {
+    pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        TrainError::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -1,21 +1,56 @@
 //! # clip-train
 //!
 //! The fine-tuning loop: mixed precision through libtorch autocast, gradient
-//! accumulation, gradient checkpointing, evaluation, early stopping, checkpoints
-//! and exact resume, with observers (progress bars, metrics files, plots) that
-//! only watch events.
+//! accumulation, gradient checkpointing, progressive unfreezing, EMA, evaluation,
+//! early stopping, checkpoints and exact resume, with observers (progress bars,
+//! metrics files, plots) that only watch events.
 //!
 //! Layering: `train-cli -> clip-train -> {clip-optim, clip-data, clip-model}`.
 //!
 //! ```
-//! use clip_train::Precision;
-//! let p: Precision = "bf16".parse().unwrap();
-//! assert_eq!(p, Precision::Bf16);
-//! assert_eq!(p.autocast_kind(), Some(tch::Kind::BFloat16));
+//! use clip_train::{Precision, RunConfig};
+//! let cfg = RunConfig::from_toml(
+//!     r#"
+//!     [model.architecture]
+//!     preset = "tiny"
+//!     [data]
+//!     train = { kind = "image_folder", path = "data/train" }
+//!     [train]
+//!     precision = "bf16"
+//!     "#,
+//!     "example.toml",
+//!     &["optim.lr=3e-5".into()],
+//! )
+//! .unwrap();
+//! assert_eq!(cfg.train.precision, Precision::Bf16);
+//! assert_eq!(cfg.optim.lr, 3e-5);
 //! ```
 
+mod config;
 mod error;
+mod metrics;
+mod observe;
+mod plots;
+mod policies;
 mod precision;
+mod trainer;
 
-pub use error::TrainError;
+pub use config::{
+    Architecture, CheckpointConfig, DataSection, DeviceChoice, EarlyStoppingConfig, EmaConfig,
+    Metric, ModelSection, OptimSection, RunConfig, RunSection, TrainSection, Unfreeze,
+};
+pub use error::{Result, TrainError};
+pub use metrics::{EvalReport, Prediction, autocast, evaluate, predictions};
+pub use observe::{
+    EvalRecord, Event, Log, MetricsFiles, MetricsLine, Observer, Plots, Progress, StartInfo,
+    StepMetrics, read_metrics,
+};
+pub use plots::write_all as write_plots;
+pub use policies::{
+    CheckpointEntry, Decision, EarlyStopping, apply_unfreeze, best_entry, open_blocks, retention,
+};
 pub use precision::Precision;
+pub use trainer::{
+    BenchReport, Best, FitReport, TrainState, Trainer, build_model, eval_loader, latest_checkpoint,
+    load_datasets, peak_memory_mib, pipelines,
+};

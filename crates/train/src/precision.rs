@@ -1,6 +1,6 @@
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use crate::TrainError;
@@ -8,7 +8,7 @@ use crate::TrainError;
 /// Numeric precision of the forward and backward passes. Weights, optimizer state
 /// and gradients of leaves stay fp32 in every mode; `bf16` and `fp16` run matmuls
 /// and convolutions under libtorch autocast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]

@@ -1,0 +1,717 @@
+//! The run's TOML file: one section per crate (`[model]`, `[data]`, `[optim]`,
+//! `[train]`) plus `[run]`. Unknown keys anywhere are errors naming the key and
+//! the file; `--set section.key=value` overrides any value; [`RunConfig::validate`]
+//! reports every problem at once.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use clip_data::{LoaderConfig, SourceConfig, TransformConfig};
+use clip_model::{ClipConfig, HeadConfig, Regularization, TextConfig, Tower, VisionConfig};
+use clip_optim::{AdamWConfig, GroupConfig, LrPolicy, NoDecay, ScalerConfig, Schedule};
+
+use crate::error::{Result, TrainError};
+use crate::precision::Precision;
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub run: RunSection,
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub optim: OptimSection,
+    pub train: TrainSection,
+}
+
+/// Where devices and files go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when available, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceChoice {
+    pub fn device(self) -> Result<tch::Device> {
+        match self {
+            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+            DeviceChoice::Cuda => Err(TrainError::config(
+                "run.device",
+                "\"cuda\" was asked for but libtorch sees no CUDA device; use \"auto\" or \"cpu\"",
+            )),
+        }
+    }
+}
+
+/// `[run]`: name, output folder, seed, device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSection {
+    pub name: String,
+    /// The run folder is `output_dir/name`.
+    pub output_dir: PathBuf,
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// Replace an existing run folder instead of refusing to touch it.
+    pub overwrite: bool,
+    /// libtorch intra-op threads (0 = libtorch's default).
+    pub threads: usize,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            name: "run".into(),
+            output_dir: "runs".into(),
+            seed: 42,
+            device: DeviceChoice::Auto,
+            overwrite: false,
+            threads: 0,
+        }
+    }
+}
+
+impl RunSection {
+    pub fn dir(&self) -> PathBuf {
+        self.output_dir.join(&self.name)
+    }
+}
+
+/// A CLIP architecture for training from random weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Architecture {
+    /// `vit-b-32`, `vit-b-16`, `vit-l-14` or `tiny`; `vision` / `text` replace a tower.
+    pub preset: String,
+    pub vision: Option<VisionConfig>,
+    pub text: Option<TextConfig>,
+    pub projection_dim: Option<i64>,
+}
+
+impl Default for Architecture {
+    fn default() -> Self {
+        Self {
+            preset: "tiny".into(),
+            vision: None,
+            text: None,
+            projection_dim: None,
+        }
+    }
+}
+
+impl Architecture {
+    pub fn config(&self) -> Result<ClipConfig> {
+        let mut c = ClipConfig::preset(&self.preset).map_err(|_| {
+            TrainError::config(
+                "model.architecture.preset",
+                format!(
+                    "{:?} is unknown; expected vit-b-32, vit-b-16, vit-l-14 or tiny",
+                    self.preset
+                ),
+            )
+        })?;
+        if let Some(v) = &self.vision {
+            c.vision_config = v.clone();
+        }
+        if let Some(t) = &self.text {
+            c.text_config = t.clone();
+        }
+        if let Some(p) = self.projection_dim {
+            c.projection_dim = p;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `[model]`: where the weights come from, the head and regularisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// A hub id (`openai/clip-vit-base-patch32`) or a Hugging Face-layout folder.
+    pub pretrained: Option<String>,
+    /// Train from random weights with this architecture instead.
+    pub architecture: Option<Architecture>,
+    pub head: HeadConfig,
+    pub regularization: Regularization,
+}
+
+/// `[data]`: sources, transforms and the loader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    pub train: Option<SourceConfig>,
+    /// Validation source; without one, `val_fraction` of `train` is split off.
+    pub val: Option<SourceConfig>,
+    pub val_fraction: f64,
+    /// Use only the first N training / validation images (quick runs).
+    pub train_limit: Option<usize>,
+    pub val_limit: Option<usize>,
+    /// Training augmentation; default: the tutorial's.
+    pub train_transforms: Option<Vec<TransformConfig>>,
+    /// Evaluation preprocessing; default: CLIP's image processor.
+    pub eval_transforms: Option<Vec<TransformConfig>>,
+    pub loader: LoaderConfig,
+    /// Evaluation batch size (default: twice the training batch).
+    pub eval_batch_size: Option<usize>,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            train: None,
+            val: None,
+            val_fraction: 0.1,
+            train_limit: None,
+            val_limit: None,
+            train_transforms: None,
+            eval_transforms: None,
+            loader: LoaderConfig::default(),
+            eval_batch_size: None,
+        }
+    }
+}
+
+/// `[optim]`: AdamW, parameter groups, schedule, clipping and loss scaling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimSection {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub amsgrad: bool,
+    pub no_decay: NoDecay,
+    pub lr_policy: LrPolicy,
+    pub frozen_towers: Vec<Tower>,
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this value (`0` disables).
+    pub max_grad_norm: f64,
+    /// GradScaler settings (used with `train.precision = "fp16"`).
+    pub scaler: ScalerConfig,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        let g = GroupConfig::default();
+        let a = AdamWConfig::default();
+        Self {
+            lr: g.lr,
+            weight_decay: g.weight_decay,
+            betas: a.betas,
+            eps: a.eps,
+            amsgrad: a.amsgrad,
+            no_decay: g.no_decay,
+            lr_policy: g.lr_policy,
+            frozen_towers: g.frozen_towers,
+            schedule: Schedule::default(),
+            max_grad_norm: 1.0,
+            scaler: ScalerConfig::default(),
+        }
+    }
+}
+
+impl OptimSection {
+    pub fn groups(&self) -> GroupConfig {
+        GroupConfig {
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            no_decay: self.no_decay,
+            lr_policy: self.lr_policy.clone(),
+            frozen_towers: self.frozen_towers.clone(),
+        }
+    }
+
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            betas: self.betas,
+            eps: self.eps,
+            amsgrad: self.amsgrad,
+        }
+    }
+}
+
+/// Which parameters train when.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Unfreeze {
+    /// Every parameter of the optimised towers trains from the start.
+    #[default]
+    All,
+    /// Only the head (a linear probe on frozen features).
+    HeadOnly,
+    /// The tutorial's progressive unfreezing: at epoch `e` of `E`, the top
+    /// `floor(e / E * L)` vision blocks train (with the post-norm and projection once
+    /// any block is open), plus `min_blocks`; the head always trains.
+    Progressive {
+        #[serde(default)]
+        min_blocks: u32,
+    },
+}
+
+/// A metric to select checkpoints or stop early on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    #[default]
+    Accuracy,
+    Top5,
+    Loss,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Top5 => "top5",
+            Metric::Loss => "loss",
+        }
+    }
+
+    /// Whether larger is better.
+    pub fn maximize(self) -> bool {
+        self != Metric::Loss
+    }
+}
+
+/// Early stopping: stop when `metric` has not improved by `min_delta` for
+/// `patience` evaluations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EarlyStoppingConfig {
+    pub metric: Metric,
+    pub patience: u32,
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStoppingConfig {
+    fn default() -> Self {
+        Self {
+            metric: Metric::Accuracy,
+            patience: 3,
+            min_delta: 0.0,
+        }
+    }
+}
+
+/// Which checkpoints are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The most recent N checkpoints (at least 1: resuming needs it).
+    pub keep_last: usize,
+    /// The best K by `metric`.
+    pub keep_best: usize,
+    pub metric: Metric,
+    /// Also write a checkpoint every N optimizer steps (besides each epoch's end).
+    pub every_steps: Option<u64>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            keep_last: 2,
+            keep_best: 1,
+            metric: Metric::Accuracy,
+            every_steps: None,
+        }
+    }
+}
+
+/// An exponential moving average of the trained weights, evaluated beside them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmaConfig {
+    pub decay: f64,
+}
+
+impl Default for EmaConfig {
+    fn default() -> Self {
+        Self { decay: 0.999 }
+    }
+}
+
+/// `[train]`: the loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSection {
+    pub epochs: u64,
+    /// Stop after this many optimizer steps (the schedule spans them).
+    pub max_steps: Option<u64>,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub precision: Precision,
+    pub gradient_checkpointing: bool,
+    pub label_smoothing: f64,
+    pub unfreeze: Unfreeze,
+    pub ema: Option<EmaConfig>,
+    /// Evaluate every N optimizer steps besides each epoch's end.
+    pub eval_every_steps: Option<u64>,
+    /// Write a metrics line every N optimizer steps.
+    pub log_every_steps: u64,
+    pub early_stopping: Option<EarlyStoppingConfig>,
+    pub checkpoints: CheckpointConfig,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            max_steps: None,
+            grad_accum: 1,
+            precision: Precision::Fp32,
+            gradient_checkpointing: false,
+            label_smoothing: 0.1,
+            unfreeze: Unfreeze::All,
+            ema: None,
+            eval_every_steps: None,
+            log_every_steps: 10,
+            early_stopping: None,
+            checkpoints: CheckpointConfig::default(),
+        }
+    }
+}
+
+/// Sets `dotted.key = value` in a TOML table; `value` is read as TOML, or as a
+/// string when it is not valid TOML (`--set run.name=foo`).
+fn set_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let (key, raw) = spec.split_once('=').ok_or_else(|| {
+        TrainError::config(
+            spec,
+            "an override must look like `section.key=value` (e.g. `optim.lr=3e-5`)",
+        )
+    })?;
+    let key = key.trim();
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.trim().into()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(TrainError::config(key, "is not a dotted key"));
+    }
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| TrainError::config(key, format!("`{p}` is a value, not a section")))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+impl RunConfig {
+    /// Parses TOML text (`origin` names it in errors), applies overrides, rejects
+    /// unknown keys and validates.
+    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| TrainError::Parse {
+            path: origin.into(),
+            reason: e.to_string().trim_end().to_string(),
+        })?;
+        for o in overrides {
+            set_override(&mut table, o)?;
+        }
+        let mut unknown = Vec::new();
+        let cfg: RunConfig = serde_ignored::deserialize(table, |path| {
+            unknown.push(path.to_string());
+        })
+        .map_err(|e: toml::de::Error| TrainError::Parse {
+            path: origin.into(),
+            reason: e.to_string().trim_end().to_string(),
+        })?;
+        if !unknown.is_empty() {
+            return Err(TrainError::Invalid {
+                path: origin.into(),
+                problems: unknown
+                    .into_iter()
+                    .map(|k| format!("unknown key `{k}`"))
+                    .collect(),
+            });
+        }
+        cfg.validate().map_err(|problems| TrainError::Invalid {
+            path: origin.into(),
+            problems,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(TrainError::io("cannot read config", path))?;
+        Self::from_toml(&text, &path.display().to_string(), overrides)
+    }
+
+    /// The config as TOML (what `config.resolved.toml` holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    /// A stable hash of the resolved config (FNV-1a of its TOML), stored in every
+    /// checkpoint.
+    pub fn hash(&self) -> String {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in self.to_toml().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// Every problem, each naming its key.
+    pub fn validate(&self) -> std::result::Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        let m = &self.model;
+        match (&m.pretrained, &m.architecture) {
+            (None, None) => p.push(
+                "`model.pretrained` (a hub id or folder) or `model.architecture` (random init) is required".into(),
+            ),
+            (Some(_), Some(_)) => p.push(
+                "`model.pretrained` and `model.architecture` exclude each other: pick one".into(),
+            ),
+            (None, Some(a)) => {
+                if let Err(e) = a.config() {
+                    p.push(e.to_string());
+                }
+            }
+            _ => {}
+        }
+        if let Err(e) = m.head.validate() {
+            p.push(e.to_string());
+        }
+        if m.head.init == clip_model::HeadInit::ZeroShot && m.pretrained.is_none() {
+            p.push("`model.head.init = \"zero_shot\"` needs `model.pretrained` (a text tower and tokenizer)".into());
+        }
+        if let Err(e) = m.regularization.validate("model.regularization") {
+            p.push(e.to_string());
+        }
+        let d = &self.data;
+        if d.train.is_none() {
+            p.push("`data.train` is required (e.g. `{ kind = \"image_folder\", path = \"data/train\" }`)".into());
+        }
+        if d.val.is_none() && !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
+            p.push(format!(
+                "`data.val_fraction` must be in (0, 1) when `data.val` is not given, got {}",
+                d.val_fraction
+            ));
+        }
+        for (key, v) in [("train_limit", d.train_limit), ("val_limit", d.val_limit)] {
+            if v == Some(0) {
+                p.push(format!("`data.{key}` must be at least 1"));
+            }
+        }
+        if d.loader.batch_size == 0 {
+            p.push("`data.loader.batch_size` must be at least 1".into());
+        }
+        if d.eval_batch_size == Some(0) {
+            p.push("`data.eval_batch_size` must be at least 1".into());
+        }
+        if let Err(e) = d.loader.mix.validate() {
+            p.push(e.to_string());
+        }
+        for (key, ops) in [
+            ("data.train_transforms", &d.train_transforms),
+            ("data.eval_transforms", &d.eval_transforms),
+        ] {
+            if let Some(ops) = ops
+                && let Err(e) = clip_data::Pipeline::new(ops.clone(), key)
+            {
+                p.push(e.to_string());
+            }
+        }
+        let o = &self.optim;
+        if let Err(e) = o.groups().validate() {
+            p.push(e.to_string());
+        }
+        if let Err(e) = o.adamw().validate() {
+            p.push(e.to_string());
+        }
+        if let Err(e) = o.scaler.validate() {
+            p.push(e.to_string());
+        }
+        if !(o.max_grad_norm >= 0.0 && o.max_grad_norm.is_finite()) {
+            p.push(format!(
+                "`optim.max_grad_norm` must be >= 0 (0 disables clipping), got {}",
+                o.max_grad_norm
+            ));
+        }
+        let t = &self.train;
+        if t.epochs == 0 && t.max_steps.is_none() {
+            p.push("`train.epochs` must be at least 1 (or set `train.max_steps`)".into());
+        }
+        if t.max_steps == Some(0) {
+            p.push("`train.max_steps` must be at least 1".into());
+        }
+        if t.grad_accum == 0 {
+            p.push("`train.grad_accum` must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            p.push(format!(
+                "`train.label_smoothing` must be in [0, 1), got {}",
+                t.label_smoothing
+            ));
+        }
+        if t.label_smoothing > 0.0 && d.loader.mix.label_smoothing > 0.0 {
+            p.push("`train.label_smoothing` and `data.loader.mix.label_smoothing` are both set: use one".into());
+        }
+        if let Some(e) = t.ema
+            && !(e.decay > 0.0 && e.decay < 1.0)
+        {
+            p.push(format!(
+                "`train.ema.decay` must be in (0, 1), got {}",
+                e.decay
+            ));
+        }
+        if let Some(es) = t.early_stopping {
+            if es.patience == 0 {
+                p.push("`train.early_stopping.patience` must be at least 1".into());
+            }
+            if !(es.min_delta >= 0.0 && es.min_delta.is_finite()) {
+                p.push(format!(
+                    "`train.early_stopping.min_delta` must be >= 0, got {}",
+                    es.min_delta
+                ));
+            }
+        }
+        if t.checkpoints.keep_last == 0 {
+            p.push("`train.checkpoints.keep_last` must be at least 1 (resuming needs the latest checkpoint)".into());
+        }
+        for (key, v) in [
+            ("train.eval_every_steps", t.eval_every_steps),
+            ("train.checkpoints.every_steps", t.checkpoints.every_steps),
+        ] {
+            if v == Some(0) {
+                p.push(format!("`{key}` must be at least 1"));
+            }
+        }
+        if t.log_every_steps == 0 {
+            p.push("`train.log_every_steps` must be at least 1".into());
+        }
+        if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
+            p.push(format!(
+                "`run.name` must be a plain folder name, got {:?}",
+                self.run.name
+            ));
+        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[model.architecture]
+preset = "tiny"
+[data]
+train = { kind = "image_folder", path = "data/train" }
+"#;
+
+    #[test]
+    fn minimal_config_takes_the_tutorial_defaults() {
+        let c = RunConfig::from_toml(MINIMAL, "t.toml", &[]).unwrap();
+        assert_eq!(c.optim.lr, 1e-5);
+        assert_eq!(c.optim.weight_decay, 0.01);
+        assert_eq!(c.optim.max_grad_norm, 1.0);
+        assert_eq!(c.train.label_smoothing, 0.1);
+        assert_eq!(
+            c.optim.lr_policy,
+            LrPolicy::Llrd {
+                decay: 0.95,
+                head_lr: None
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let text = format!("{MINIMAL}\n[train]\nepochz = 3\n");
+        let err = RunConfig::from_toml(&text, "bad.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.toml") && err.contains("epochz"), "{err}");
+        let text = format!("{MINIMAL}\n[model.architecture.vision]\nhiden_size = 3\n");
+        let err = RunConfig::from_toml(&text, "bad.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.architecture.vision.hiden_size"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = format!(
+            "{MINIMAL}\n[train]\ngrad_accum = 0\nlabel_smoothing = 1.5\n[optim]\nlr = -1.0\n"
+        );
+        let err = RunConfig::from_toml(&text, "c.toml", &[])
+            .unwrap_err()
+            .to_string();
+        for key in ["train.grad_accum", "train.label_smoothing", "optim.lr"] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn overrides_set_any_value_and_change_the_hash() {
+        let base = RunConfig::from_toml(MINIMAL, "t.toml", &[]).unwrap();
+        let c = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &[
+                "optim.lr=3e-5".into(),
+                "run.name=exp1".into(),
+                "train.precision=\"bf16\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.optim.lr, 3e-5);
+        assert_eq!(c.run.name, "exp1");
+        assert_eq!(c.train.precision, Precision::Bf16);
+        assert_ne!(base.hash(), c.hash());
+        let err = RunConfig::from_toml(MINIMAL, "t.toml", &["optim.lrr=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("optim.lrr"), "{err}");
+    }
+
+    #[test]
+    fn resolved_toml_round_trips() {
+        let c = RunConfig::from_toml(MINIMAL, "t.toml", &["train.ema.decay=0.99".into()]).unwrap();
+        let back = RunConfig::from_toml(&c.to_toml(), "resolved.toml", &[]).unwrap();
+        assert_eq!(c, back);
+        assert_eq!(c.hash(), back.hash());
+    }
+
+    #[test]
+    fn model_source_is_required_and_exclusive() {
+        let err = RunConfig::from_toml(
+            "[data]\ntrain = { kind = \"csv\", path = \"a.csv\" }",
+            "x.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("model.pretrained"), "{err}");
+        let err = RunConfig::from_toml(
+            &format!("{MINIMAL}\n[model]\npretrained = \"openai/clip-vit-base-patch32\"\n"),
+            "x.toml",
+            &[],
+        );
+        assert!(err.is_err());
+    }
+}

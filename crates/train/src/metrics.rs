@@ -1,0 +1,133 @@
+//! Evaluation: loss, top-1, top-5, per-class accuracy and the confusion matrix.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use clip_data::{Batch, Loader};
+use clip_model::ClipClassifier;
+
+use crate::config::Metric;
+use crate::error::Result;
+use crate::precision::Precision;
+
+/// The metrics of one pass over a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Mean cross-entropy (without label smoothing).
+    pub loss: f64,
+    pub accuracy: f64,
+    pub top5: f64,
+    pub images: usize,
+    pub class_names: Vec<String>,
+    /// Accuracy of each class (`NaN` for a class without images is written as null).
+    pub per_class: Vec<Option<f64>>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+impl EvalReport {
+    pub fn metric(&self, m: Metric) -> f64 {
+        match m {
+            Metric::Accuracy => self.accuracy,
+            Metric::Top5 => self.top5,
+            Metric::Loss => self.loss,
+        }
+    }
+}
+
+/// One image's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub path: String,
+    pub label: i64,
+    pub pred: i64,
+    pub logits: Vec<f32>,
+}
+
+/// Runs `f` under autocast when `precision` asks for it.
+pub fn autocast<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> T {
+    match precision.autocast_kind() {
+        Some(kind) => clip_model::with_autocast(device, kind, f),
+        None => f(),
+    }
+}
+
+/// Evaluates `model` on every batch of `loader` (epoch 0, in order); `on_batch`
+/// sees each batch with its fp32 logits (for prediction files).
+pub fn evaluate(
+    model: &ClipClassifier,
+    loader: &Loader,
+    precision: Precision,
+    device: Device,
+    mut on_batch: impl FnMut(&Batch, &Tensor) -> Result<()>,
+) -> Result<EvalReport> {
+    let classes = model.class_names().len();
+    let mut confusion = vec![vec![0u64; classes]; classes];
+    let (mut loss_sum, mut top5, mut n) = (0.0f64, 0u64, 0usize);
+    for batch in loader.epoch(0, 0) {
+        let batch = batch?;
+        let (x, y) = batch.to_tensors(device);
+        let logits =
+            tch::no_grad(|| autocast(precision, device, || model.forward(&x, false, None)))?
+                .to_kind(Kind::Float);
+        let loss =
+            logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?;
+        loss_sum += loss.double_value(&[]);
+        let k = classes.min(5) as i64;
+        let (_, topk) = logits.topk(k, -1, true, true);
+        let hit5 = topk.eq_tensor(&y.unsqueeze(-1)).any_dim(-1, false);
+        top5 += hit5.sum(Kind::Int64).int64_value(&[]) as u64;
+        let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false))?;
+        for (&t, &p) in batch.labels.iter().zip(&pred) {
+            confusion[t as usize][p as usize] += 1;
+        }
+        n += batch.len();
+        on_batch(&batch, &logits)?;
+    }
+    let correct: u64 = (0..classes).map(|i| confusion[i][i]).sum();
+    let per_class = confusion
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let total: u64 = row.iter().sum();
+            (total > 0).then(|| row[i] as f64 / total as f64)
+        })
+        .collect();
+    let denom = n.max(1) as f64;
+    Ok(EvalReport {
+        loss: loss_sum / denom,
+        accuracy: correct as f64 / denom,
+        top5: top5 as f64 / denom,
+        images: n,
+        class_names: model.class_names().to_vec(),
+        per_class,
+        confusion,
+    })
+}
+
+/// Per-image predictions of a batch.
+pub fn predictions(loader: &Loader, batch: &Batch, logits: &Tensor) -> Result<Vec<Prediction>> {
+    let rows: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(logits.to_kind(Kind::Float))?;
+    Ok(batch
+        .indices
+        .iter()
+        .zip(&batch.labels)
+        .zip(rows)
+        .map(|((&i, &label), logits)| {
+            let pred = logits
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (j, &v)| if v > b.1 { (j, v) } else { b },
+                )
+                .0 as i64;
+            Prediction {
+                path: loader.dataset().name(i),
+                label,
+                pred,
+                logits,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,355 @@
+//! Events of a run and the observers that watch them: progress bars, tracing
+//! logs, metrics files and plots. Observers never change the run.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::metrics::EvalReport;
+
+/// One optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub epoch: u64,
+    /// Optimizer steps done, this one included.
+    pub step: u64,
+    /// Mean training loss over the step's micro-batches.
+    pub loss: f64,
+    /// The largest group LR used by this step (the head's under LLRD).
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The GradScaler's scale (fp16 only).
+    pub loss_scale: Option<f64>,
+    pub images_per_s: f64,
+    /// The step was skipped by the GradScaler (inf/NaN gradients).
+    pub skipped: bool,
+}
+
+/// One evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub epoch: u64,
+    pub step: u64,
+    /// Mean training loss since the previous evaluation.
+    pub train_loss: Option<f64>,
+    pub val: EvalReport,
+    /// The same evaluation with the EMA weights.
+    pub ema: Option<EvalReport>,
+}
+
+/// What the start of a run looks like.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    pub run_dir: PathBuf,
+    pub epochs: u64,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+    pub start_step: u64,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub groups: String,
+}
+
+/// Events of a run, in order.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Start(&'a StartInfo),
+    EpochStart { epoch: u64, trainable: i64 },
+    Step(&'a StepMetrics),
+    Eval(&'a EvalRecord),
+    Checkpoint(&'a Path),
+    Finish(&'a crate::trainer::FitReport),
+}
+
+/// Watches a run.
+pub trait Observer {
+    fn event(&mut self, event: &Event) -> Result<()>;
+}
+
+/// Progress bars on stderr (hidden when stderr is not a terminal).
+#[derive(Default)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    steps_per_epoch: u64,
+    epochs: u64,
+}
+
+impl Observer for Progress {
+    fn event(&mut self, event: &Event) -> Result<()> {
+        match event {
+            Event::Start(s) => {
+                self.steps_per_epoch = s.steps_per_epoch;
+                self.epochs = s.epochs;
+            }
+            Event::EpochStart { epoch, .. } => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+                let bar = ProgressBar::new(self.steps_per_epoch);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(format!("{}/{}", epoch + 1, self.epochs));
+                bar.enable_steady_tick(Duration::from_millis(500));
+                self.bar = Some(bar);
+            }
+            Event::Step(m) => {
+                if let Some(b) = &self.bar {
+                    b.set_position((m.step - 1) % self.steps_per_epoch.max(1) + 1);
+                    b.set_message(format!(
+                        "loss {:.4} lr {:.2e} {:.0} img/s",
+                        m.loss, m.lr, m.images_per_s
+                    ));
+                }
+            }
+            Event::Eval(r) => {
+                let line = eval_line(r);
+                match &self.bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            Event::Finish(_) => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+            }
+            Event::Checkpoint(_) => {}
+        }
+        Ok(())
+    }
+}
+
+fn eval_line(r: &EvalRecord) -> String {
+    let mut s = format!(
+        "epoch {} step {}: val loss {:.4} acc {:.2}% top5 {:.2}%",
+        r.epoch + 1,
+        r.step,
+        r.val.loss,
+        r.val.accuracy * 100.0,
+        r.val.top5 * 100.0
+    );
+    if let Some(e) = &r.ema {
+        s.push_str(&format!(" | ema acc {:.2}%", e.accuracy * 100.0));
+    }
+    s
+}
+
+/// `tracing` lines for each event (step lines at debug level).
+#[derive(Default)]
+pub struct Log;
+
+impl Observer for Log {
+    fn event(&mut self, event: &Event) -> Result<()> {
+        match event {
+            Event::Start(s) => tracing::info!(
+                run_dir = %s.run_dir.display(),
+                train_images = s.train_images,
+                val_images = s.val_images,
+                epochs = s.epochs,
+                total_steps = s.total_steps,
+                start_step = s.start_step,
+                "training"
+            ),
+            Event::EpochStart { epoch, trainable } => {
+                tracing::info!(epoch = epoch + 1, trainable, "epoch start")
+            }
+            Event::Step(m) => tracing::debug!(
+                step = m.step,
+                loss = m.loss,
+                lr = m.lr,
+                grad_norm = m.grad_norm,
+                images_per_s = m.images_per_s,
+                "step"
+            ),
+            Event::Eval(r) => tracing::info!(
+                step = r.step,
+                val_loss = r.val.loss,
+                accuracy = r.val.accuracy,
+                top5 = r.val.top5,
+                ema_accuracy = r.ema.as_ref().map(|e| e.accuracy),
+                "eval"
+            ),
+            Event::Checkpoint(p) => tracing::info!(path = %p.display(), "checkpoint"),
+            Event::Finish(f) => tracing::info!(
+                steps = f.global_step,
+                wall_s = f.wall_s,
+                best = f.best.as_ref().map(|b| b.value),
+                "finished"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// A line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MetricsLine {
+    Step(StepMetrics),
+    Eval(EvalRecord),
+}
+
+impl MetricsLine {
+    fn step(&self) -> u64 {
+        match self {
+            MetricsLine::Step(m) => m.step,
+            MetricsLine::Eval(r) => r.step,
+        }
+    }
+}
+
+/// Reads `metrics.jsonl` (lines that do not parse are skipped).
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsLine>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TrainError::io("cannot read", path)(e)),
+    };
+    Ok(BufReader::new(file)
+        .lines()
+        .map_while(std::result::Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect())
+}
+
+/// `metrics.jsonl` (every step line and eval) and `metrics.csv` (one row per
+/// step line or eval). On resume, lines after the checkpoint's step are dropped.
+pub struct MetricsFiles {
+    jsonl: BufWriter<File>,
+    csv: BufWriter<File>,
+    log_every: u64,
+}
+
+const CSV_HEADER: &str = "kind,epoch,step,loss,lr,grad_norm,loss_scale,images_per_s,val_loss,val_accuracy,val_top5,ema_accuracy";
+
+fn csv_row(line: &MetricsLine) -> String {
+    let o = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    match line {
+        MetricsLine::Step(m) => format!(
+            "step,{},{},{},{},{},{},{},,,,",
+            m.epoch,
+            m.step,
+            m.loss,
+            m.lr,
+            m.grad_norm,
+            o(m.loss_scale),
+            m.images_per_s
+        ),
+        MetricsLine::Eval(r) => format!(
+            "eval,{},{},{},,,,,{},{},{},{}",
+            r.epoch,
+            r.step,
+            o(r.train_loss),
+            r.val.loss,
+            r.val.accuracy,
+            r.val.top5,
+            o(r.ema.as_ref().map(|e| e.accuracy))
+        ),
+    }
+}
+
+impl MetricsFiles {
+    /// Opens the files in `run_dir`, keeping the lines up to `keep_until` (the
+    /// resumed checkpoint's step) or none for a fresh run.
+    pub fn open(run_dir: &Path, keep_until: Option<u64>, log_every: u64) -> Result<Self> {
+        let jp = run_dir.join("metrics.jsonl");
+        let cp = run_dir.join("metrics.csv");
+        let kept: Vec<MetricsLine> = match keep_until {
+            Some(step) => read_metrics(&jp)?
+                .into_iter()
+                .filter(|l| l.step() <= step)
+                .collect(),
+            None => Vec::new(),
+        };
+        let create = |p: &Path| File::create(p).map_err(TrainError::io("cannot write", p));
+        let mut me = Self {
+            jsonl: BufWriter::new(create(&jp)?),
+            csv: BufWriter::new(create(&cp)?),
+            log_every: log_every.max(1),
+        };
+        writeln!(me.csv, "{CSV_HEADER}").map_err(TrainError::io("cannot write", &cp))?;
+        for l in &kept {
+            me.write(l)?;
+        }
+        me.flush()?;
+        Ok(me)
+    }
+
+    fn write(&mut self, line: &MetricsLine) -> Result<()> {
+        let json = serde_json::to_string(line).unwrap_or_default();
+        let err = |e| TrainError::Io {
+            action: "cannot write metrics",
+            path: "metrics.jsonl".into(),
+            source: e,
+        };
+        writeln!(self.jsonl, "{json}").map_err(err)?;
+        writeln!(self.csv, "{}", csv_row(line)).map_err(err)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let err = |e| TrainError::Io {
+            action: "cannot write metrics",
+            path: "metrics.jsonl".into(),
+            source: e,
+        };
+        self.jsonl.flush().map_err(err)?;
+        self.csv.flush().map_err(err)
+    }
+}
+
+impl Observer for MetricsFiles {
+    fn event(&mut self, event: &Event) -> Result<()> {
+        match event {
+            Event::Step(m) if m.step % self.log_every == 0 || m.step == 1 => {
+                self.write(&MetricsLine::Step((*m).clone()))
+            }
+            Event::Eval(r) => {
+                self.write(&MetricsLine::Eval((*r).clone()))?;
+                self.flush()
+            }
+            Event::Checkpoint(_) | Event::Finish(_) => self.flush(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Redraws the PNG plots after each evaluation and at the end.
+pub struct Plots {
+    run_dir: PathBuf,
+    warned: bool,
+}
+
+impl Plots {
+    pub fn new(run_dir: &Path) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            warned: false,
+        }
+    }
+}
+
+impl Observer for Plots {
+    fn event(&mut self, event: &Event) -> Result<()> {
+        if matches!(event, Event::Eval(_) | Event::Finish(_)) {
+            let lines = read_metrics(&self.run_dir.join("metrics.jsonl"))?;
+            if let Err(e) = crate::plots::write_all(&self.run_dir, &lines)
+                && !self.warned
+            {
+                tracing::warn!("plots not drawn: {e}");
+                self.warned = true;
+            }
+        }
+        Ok(())
+    }
+}

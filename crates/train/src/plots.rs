@@ -1,0 +1,221 @@
+//! PNG plots of a run (plotters): loss, accuracy and LR curves, and the confusion
+//! matrix of the latest evaluation. Text needs a TrueType font: the first of
+//! `CLIP_PLOT_FONT` or the usual DejaVu / Liberation paths (setup installs
+//! `fonts-dejavu-core`).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+
+use crate::observe::MetricsLine;
+
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+fn font() -> Result<(), String> {
+    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let candidates: Vec<String> = std::env::var("CLIP_PLOT_FONT")
+            .into_iter()
+            .chain(FONT_PATHS.iter().map(|s| s.to_string()))
+            .collect();
+        for p in &candidates {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                return plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                    .map_err(|_| format!("{p} is not a usable TrueType font"));
+            }
+        }
+        Err(format!(
+            "no TrueType font found (tried {}); set CLIP_PLOT_FONT=/path/to/font.ttf or install fonts-dejavu-core",
+            candidates.join(", ")
+        ))
+    })
+    .clone()
+}
+
+type Series = Vec<(f64, f64)>;
+
+fn line_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[(&str, Series, RGBColor)],
+) -> Result<(), String> {
+    let points: Vec<&(f64, f64)> = series.iter().flat_map(|s| &s.1).collect();
+    if points.is_empty() {
+        return Ok(());
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &&(x, y) in &points {
+        if y.is_finite() {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+    }
+    if x0 > x1 {
+        return Ok(());
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-9);
+    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+    let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("optimizer step")
+        .y_desc(y_label)
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (name, s, color) in series {
+        if s.is_empty() {
+            continue;
+        }
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                s.iter().copied().filter(|p| p.1.is_finite()),
+                color.stroke_width(2),
+            ))
+            .map_err(|x| e(&x))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))
+}
+
+fn confusion_chart(path: &Path, names: &[String], m: &[Vec<u64>]) -> Result<(), String> {
+    let n = m.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let root = BitMapBackend::new(path, (760, 700)).into_drawing_area();
+    let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "confusion matrix (rows: true, columns: predicted)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(90)
+        .y_label_area_size(120)
+        .build_cartesian_2d(0..n, 0..n)
+        .map_err(|x| e(&x))?;
+    let label = |i: &usize| names.get(*i).cloned().unwrap_or_default();
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(n)
+        .y_labels(n)
+        .x_label_formatter(&label)
+        .y_label_formatter(&|i| label(&(n - 1 - *i)))
+        .x_label_style(
+            ("sans-serif", 11)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .draw()
+        .map_err(|x| e(&x))?;
+    let rows: Vec<u64> = m.iter().map(|r| r.iter().sum::<u64>().max(1)).collect();
+    chart
+        .draw_series(m.iter().enumerate().flat_map(|(t, row)| {
+            let total = rows[t];
+            row.iter().enumerate().map(move |(p, &c)| {
+                let frac = c as f64 / total as f64;
+                let shade = (255.0 * (1.0 - frac)) as u8;
+                Rectangle::new(
+                    [(p, n - 1 - t), (p + 1, n - t)],
+                    RGBColor(shade, shade, 255).filled(),
+                )
+            })
+        }))
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))
+}
+
+/// Draws `loss.png`, `accuracy.png`, `lr.png` and `confusion.png` into `dir`.
+pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
+    font()?;
+    let (mut train, mut val, mut acc, mut top5, mut ema, mut lr) = (
+        Series::new(),
+        Series::new(),
+        Series::new(),
+        Series::new(),
+        Series::new(),
+        Series::new(),
+    );
+    let mut last_eval = None;
+    for l in lines {
+        match l {
+            MetricsLine::Step(m) => {
+                train.push((m.step as f64, m.loss));
+                lr.push((m.step as f64, m.lr));
+            }
+            MetricsLine::Eval(r) => {
+                let x = r.step as f64;
+                val.push((x, r.val.loss));
+                acc.push((x, r.val.accuracy * 100.0));
+                top5.push((x, r.val.top5 * 100.0));
+                if let Some(e) = &r.ema {
+                    ema.push((x, e.accuracy * 100.0));
+                }
+                last_eval = Some(r);
+            }
+        }
+    }
+    line_chart(
+        &dir.join("loss.png"),
+        "loss",
+        "cross-entropy",
+        &[("train", train, BLUE), ("validation", val, RED)],
+    )?;
+    line_chart(
+        &dir.join("accuracy.png"),
+        "validation accuracy",
+        "%",
+        &[
+            ("top-1", acc, BLUE),
+            ("top-5", top5, GREEN),
+            ("top-1 (EMA)", ema, MAGENTA),
+        ],
+    )?;
+    line_chart(
+        &dir.join("lr.png"),
+        "learning rate (largest group)",
+        "lr",
+        &[("lr", lr, BLUE)],
+    )?;
+    if let Some(r) = last_eval {
+        confusion_chart(
+            &dir.join("confusion.png"),
+            &r.val.class_names,
+            &r.val.confusion,
+        )?;
+    }
+    Ok(())
+}

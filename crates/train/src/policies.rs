@@ -1,0 +1,220 @@
+//! Policies return decisions; the loop carries them out.
+
+use serde::{Deserialize, Serialize};
+
+use clip_model::{ParamTable, Tower};
+
+use crate::config::{CheckpointConfig, EarlyStoppingConfig, Metric, Unfreeze};
+
+/// Whether `a` beats `b` by more than `min_delta` under `metric`.
+fn improves(metric: Metric, a: f64, b: f64, min_delta: f64) -> bool {
+    if metric.maximize() {
+        a > b + min_delta
+    } else {
+        a < b - min_delta
+    }
+}
+
+/// What early stopping says after an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Continue,
+    Stop,
+}
+
+/// Early stopping's state (saved in checkpoints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EarlyStopping {
+    pub best: Option<f64>,
+    pub bad_evals: u32,
+}
+
+impl EarlyStopping {
+    pub fn observe(&mut self, cfg: &EarlyStoppingConfig, value: f64) -> Decision {
+        match self.best {
+            Some(b) if !improves(cfg.metric, value, b, cfg.min_delta) => {
+                self.bad_evals += 1;
+                if self.bad_evals >= cfg.patience {
+                    return Decision::Stop;
+                }
+            }
+            _ => {
+                self.best = Some(value);
+                self.bad_evals = 0;
+            }
+        }
+        Decision::Continue
+    }
+}
+
+/// A checkpoint on disk, as the retention policy sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointEntry {
+    pub name: String,
+    pub step: u64,
+    /// The selection metric of the evaluation at that step, if there was one.
+    pub metric: Option<f64>,
+}
+
+/// The names to delete so that the newest `keep_last` and the best `keep_best`
+/// (by `metric`) remain.
+pub fn retention(cfg: &CheckpointConfig, entries: &[CheckpointEntry]) -> Vec<String> {
+    let mut by_step: Vec<&CheckpointEntry> = entries.iter().collect();
+    by_step.sort_by_key(|e| std::cmp::Reverse(e.step));
+    let mut keep: Vec<&str> = by_step
+        .iter()
+        .take(cfg.keep_last)
+        .map(|e| e.name.as_str())
+        .collect();
+    let mut scored: Vec<&CheckpointEntry> = entries.iter().filter(|e| e.metric.is_some()).collect();
+    scored.sort_by(|a, b| {
+        let (x, y) = (a.metric.unwrap_or(0.0), b.metric.unwrap_or(0.0));
+        let o = if cfg.metric.maximize() {
+            y.total_cmp(&x)
+        } else {
+            x.total_cmp(&y)
+        };
+        // Ties go to the earlier checkpoint.
+        o.then(a.step.cmp(&b.step))
+    });
+    keep.extend(scored.iter().take(cfg.keep_best).map(|e| e.name.as_str()));
+    entries
+        .iter()
+        .filter(|e| !keep.contains(&e.name.as_str()))
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+/// The best entry by `metric`, if any was scored.
+pub fn best_entry(metric: Metric, entries: &[CheckpointEntry]) -> Option<&CheckpointEntry> {
+    entries
+        .iter()
+        .filter(|e| e.metric.is_some())
+        .fold(None, |best, e| match best {
+            Some(b)
+                if !improves(
+                    metric,
+                    e.metric.unwrap_or(0.0),
+                    b.metric.unwrap_or(0.0),
+                    0.0,
+                ) =>
+            {
+                Some(b)
+            }
+            _ => Some(e),
+        })
+}
+
+/// Number of top vision blocks open at `epoch` of `epochs` (the tutorial's
+/// `int(epoch / epochs * L)`, at least `min_blocks`).
+pub fn open_blocks(epoch: u64, epochs: u64, layers: u32, min_blocks: u32) -> u32 {
+    let frac = (epoch as f64 / epochs.max(1) as f64 * f64::from(layers)).floor() as u32;
+    frac.max(min_blocks).min(layers)
+}
+
+/// Sets `requires_grad` for epoch `epoch` as `unfreeze` says. Towers outside
+/// `trained` stay frozen; the head always trains. Returns the trainable count.
+pub fn apply_unfreeze(
+    table: &ParamTable,
+    unfreeze: Unfreeze,
+    trained: &[Tower],
+    epoch: u64,
+    epochs: u64,
+    vision_layers: u32,
+) -> i64 {
+    table.set_trainable(false, |_| true);
+    table.set_trainable(true, |t| t.tower == Tower::Head);
+    match unfreeze {
+        Unfreeze::All => {
+            table.set_trainable(true, |t| trained.contains(&t.tower));
+        }
+        Unfreeze::HeadOnly => {}
+        Unfreeze::Progressive { min_blocks } => {
+            let open = open_blocks(epoch, epochs, vision_layers, min_blocks);
+            // Blocks are at depths 1..=L; the post-norm and projection at L + 1.
+            let first = vision_layers + 1 - open;
+            if open > 0 && trained.contains(&Tower::Vision) {
+                table.set_trainable(true, |t| t.tower == Tower::Vision && t.depth >= first);
+            }
+        }
+    }
+    table.trainable_count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, step: u64, metric: Option<f64>) -> CheckpointEntry {
+        CheckpointEntry {
+            name: name.into(),
+            step,
+            metric,
+        }
+    }
+
+    #[test]
+    fn early_stopping_waits_for_patience_and_resets_on_improvement() {
+        let cfg = EarlyStoppingConfig {
+            metric: Metric::Accuracy,
+            patience: 2,
+            min_delta: 0.01,
+        };
+        let mut es = EarlyStopping::default();
+        assert_eq!(es.observe(&cfg, 0.5), Decision::Continue);
+        assert_eq!(es.observe(&cfg, 0.505), Decision::Continue); // within min_delta: bad
+        assert_eq!(es.observe(&cfg, 0.6), Decision::Continue); // improvement resets
+        assert_eq!(es.observe(&cfg, 0.6), Decision::Continue);
+        assert_eq!(es.observe(&cfg, 0.59), Decision::Stop);
+        let loss = EarlyStoppingConfig {
+            metric: Metric::Loss,
+            patience: 1,
+            min_delta: 0.0,
+        };
+        let mut es = EarlyStopping::default();
+        es.observe(&loss, 1.0);
+        assert_eq!(es.observe(&loss, 0.9), Decision::Continue);
+        assert_eq!(es.observe(&loss, 0.95), Decision::Stop);
+    }
+
+    #[test]
+    fn retention_keeps_last_n_and_best_k() {
+        let cfg = CheckpointConfig {
+            keep_last: 2,
+            keep_best: 1,
+            metric: Metric::Accuracy,
+            every_steps: None,
+        };
+        let e = [
+            entry("a", 10, Some(0.5)),
+            entry("b", 20, Some(0.9)),
+            entry("c", 30, Some(0.7)),
+            entry("d", 40, None),
+            entry("e", 50, Some(0.6)),
+        ];
+        assert_eq!(retention(&cfg, &e), vec!["a".to_string(), "c".to_string()]);
+        assert_eq!(
+            best_entry(Metric::Accuracy, &e).map(|b| b.name.as_str()),
+            Some("b")
+        );
+        assert_eq!(
+            best_entry(Metric::Loss, &e).map(|b| b.name.as_str()),
+            Some("a")
+        );
+        let min = CheckpointConfig {
+            metric: Metric::Loss,
+            keep_best: 2,
+            ..cfg
+        };
+        assert_eq!(retention(&min, &e), vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn progressive_unfreezing_follows_the_tutorial() {
+        // 12 blocks over 4 epochs: 0, 3, 6, 9 open.
+        let open: Vec<u32> = (0..4).map(|e| open_blocks(e, 4, 12, 0)).collect();
+        assert_eq!(open, vec![0, 3, 6, 9]);
+        assert_eq!(open_blocks(0, 4, 12, 2), 2);
+        assert_eq!(open_blocks(9, 4, 12, 0), 12);
+    }
+}

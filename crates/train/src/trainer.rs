@@ -1,0 +1,978 @@
+//! The training loop: accumulation, mixed precision, clipping, unfreezing, EMA,
+//! evaluation, early stopping, checkpoints and exact resume.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+use clip_data::{Batch, Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline};
+use clip_model::{
+    ClipClassifier, ClipTokenizer, GradTape, HeadInit, ModelFiles, Tower, read_safetensors,
+    write_atomic, write_safetensors,
+};
+use clip_optim::{AdamW, GradScaler, GroupReport, LrSchedule, clip_grad_norm};
+
+use crate::config::{Metric, RunConfig};
+use crate::error::{Result, TrainError};
+use crate::metrics::{EvalReport, autocast, evaluate};
+use crate::observe::{EvalRecord, Event, Observer, StartInfo, StepMetrics};
+use crate::policies::{
+    CheckpointEntry, Decision, EarlyStopping, apply_unfreeze, best_entry, retention,
+};
+
+/// Progress that must survive a restart (`trainer_state.json` in a checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrainState {
+    /// The epoch in progress (0-based).
+    pub epoch: u64,
+    /// The next micro-batch of that epoch.
+    pub batch_in_epoch: usize,
+    /// Optimizer steps done.
+    pub global_step: u64,
+    pub early_stopping: EarlyStopping,
+    pub checkpoints: Vec<CheckpointEntry>,
+    pub config_hash: String,
+    /// Training wall time before this process, seconds.
+    pub wall_s: f64,
+    pub stopped_early: bool,
+    /// The latest evaluation.
+    pub last_eval: Option<EvalRecord>,
+}
+
+/// The best checkpoint of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub metric: String,
+    pub value: f64,
+    pub step: u64,
+    pub checkpoint: PathBuf,
+}
+
+/// What a run produced (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitReport {
+    pub run_dir: PathBuf,
+    pub epochs_completed: u64,
+    pub global_step: u64,
+    pub best: Option<Best>,
+    pub last_eval: Option<EvalRecord>,
+    pub wall_s: f64,
+    pub peak_memory_mib: f64,
+    pub total_parameters: i64,
+    pub trainable_parameters: i64,
+    pub trainable_share: f64,
+    pub interrupted: bool,
+    pub stopped_early: bool,
+    pub latest_checkpoint: Option<PathBuf>,
+}
+
+/// What `train-cli bench` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub precision: String,
+    pub train_images_per_s: f64,
+    pub loader_images_per_s: f64,
+    pub median_step_s: f64,
+    pub peak_memory_mib: f64,
+    pub trainable_parameters: i64,
+}
+
+/// Peak resident memory of this process (VmHWM), MiB; 0 where unknown.
+pub fn peak_memory_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The datasets of a config: `(train, val)`.
+pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
+    let d = &cfg.data;
+    let train_src = d
+        .train
+        .as_ref()
+        .ok_or_else(|| TrainError::config("data.train", "is required"))?;
+    let all = Dataset::load(train_src)?;
+    let (train, val) = match &d.val {
+        Some(v) => {
+            let val = Dataset::load(v)?;
+            if val.classes() != all.classes() {
+                return Err(TrainError::config(
+                    "data.val",
+                    format!(
+                        "has classes {:?}, data.train has {:?}: they must be the same",
+                        val.classes(),
+                        all.classes()
+                    ),
+                ));
+            }
+            (all, val)
+        }
+        None => all.split_stratified(d.val_fraction, cfg.run.seed)?,
+    };
+    let train = d.train_limit.map_or(train.clone(), |n| train.take(n));
+    let val = d.val_limit.map_or(val.clone(), |n| val.take(n));
+    if train.is_empty() || val.is_empty() {
+        return Err(TrainError::config(
+            "data",
+            format!(
+                "{} training and {} validation images: both need at least one",
+                train.len(),
+                val.len()
+            ),
+        ));
+    }
+    Ok((train, val))
+}
+
+/// The training and evaluation pipelines, checked against the model's image size.
+pub fn pipelines(cfg: &RunConfig, image_size: usize) -> Result<(Pipeline, Pipeline)> {
+    let d = &cfg.data;
+    let train = match &d.train_transforms {
+        Some(ops) => Pipeline::new(ops.clone(), "data.train_transforms")?,
+        None => Pipeline::tutorial_train(image_size, Normalize::clip()),
+    };
+    let eval = match &d.eval_transforms {
+        Some(ops) => Pipeline::new(ops.clone(), "data.eval_transforms")?,
+        None => Pipeline::clip_eval(image_size),
+    };
+    for (key, p) in [
+        ("data.train_transforms", &train),
+        ("data.eval_transforms", &eval),
+    ] {
+        if p.output_size() != Some((image_size, image_size)) {
+            return Err(TrainError::config(
+                key,
+                format!(
+                    "produces {:?} images but the model takes {image_size}x{image_size}: end with a crop of size {image_size}",
+                    p.output_size()
+                ),
+            ));
+        }
+    }
+    Ok((train, eval))
+}
+
+/// The evaluation loader for `dataset`.
+pub fn eval_loader(cfg: &RunConfig, dataset: Dataset, pipeline: Pipeline) -> Result<Loader> {
+    let l = &cfg.data.loader;
+    let config = LoaderConfig {
+        batch_size: cfg.data.eval_batch_size.unwrap_or(l.batch_size * 2),
+        shuffle: false,
+        balanced: false,
+        drop_last: false,
+        mix: MixConfig::default(),
+        ..l.clone()
+    };
+    Ok(Loader::new(dataset, pipeline, config, cfg.run.seed)?)
+}
+
+/// Builds the model a fresh run starts from.
+pub fn build_model(
+    cfg: &RunConfig,
+    vs: &nn::VarStore,
+    classes: Vec<String>,
+) -> Result<ClipClassifier> {
+    let m = &cfg.model;
+    let mut model = match (&m.pretrained, &m.architecture) {
+        (Some(spec), _) => {
+            let files = ModelFiles::resolve(spec)?;
+            let tokenizer = match (&files.tokenizer, m.head.init) {
+                (Some(t), HeadInit::ZeroShot) => Some(ClipTokenizer::from_file(t, 77)?),
+                _ => None,
+            };
+            ClipClassifier::from_clip(&vs.root(), &files, classes, &m.head, tokenizer.as_ref())?
+        }
+        (None, Some(a)) => ClipClassifier::new(&vs.root(), &a.config()?, classes, &m.head)?,
+        (None, None) => {
+            return Err(TrainError::config(
+                "model",
+                "set `model.pretrained` or `model.architecture`",
+            ));
+        }
+    };
+    model.clip.set_regularization(m.regularization)?;
+    model
+        .clip
+        .set_gradient_checkpointing(cfg.train.gradient_checkpointing);
+    Ok(model)
+}
+
+/// Exponential moving average of the optimised parameters.
+struct Ema {
+    decay: f64,
+    params: Vec<(String, Tensor, Tensor)>,
+}
+
+impl Ema {
+    fn new(decay: f64, model: &ClipClassifier, towers: &[Tower]) -> Self {
+        let params = model
+            .params()
+            .select(|t| towers.contains(&t.tower))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.tensor.shallow_clone(),
+                    p.tensor.detach().copy(),
+                )
+            })
+            .collect();
+        Self { decay, params }
+    }
+
+    fn update(&self) {
+        tch::no_grad(|| {
+            for (_, p, e) in &self.params {
+                let _ = e.shallow_clone().lerp_(p, 1.0 - self.decay);
+            }
+        });
+    }
+
+    /// Swaps the model's weights with the averages (call twice to swap back).
+    fn swap(&self) {
+        tch::no_grad(|| {
+            for (_, p, e) in &self.params {
+                let tmp = p.detach().copy();
+                p.shallow_clone().copy_(e);
+                e.shallow_clone().copy_(&tmp);
+            }
+        });
+    }
+
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|(n, _, e)| (n.clone(), e.shallow_clone()))
+            .collect()
+    }
+
+    fn load(&self, path: &Path) -> Result<()> {
+        let saved: std::collections::HashMap<String, Tensor> =
+            read_safetensors(path)?.into_iter().collect();
+        for (name, _, e) in &self.params {
+            let t = saved.get(name).ok_or_else(|| TrainError::Resume {
+                path: path.to_path_buf(),
+                reason: format!("the EMA file has no `{name}`"),
+            })?;
+            tch::no_grad(|| e.shallow_clone().f_copy_(t))?;
+        }
+        Ok(())
+    }
+}
+
+/// A training run.
+pub struct Trainer {
+    cfg: RunConfig,
+    run_dir: PathBuf,
+    device: Device,
+    _vs: nn::VarStore,
+    model: ClipClassifier,
+    opt: AdamW,
+    scaler: Option<GradScaler>,
+    schedule: LrSchedule,
+    train: Loader,
+    val: Loader,
+    ema: Option<Ema>,
+    state: TrainState,
+    trained_towers: Vec<Tower>,
+    steps_per_epoch: u64,
+    total_steps: u64,
+    epochs: u64,
+    stop: Arc<AtomicBool>,
+    resumed_from: Option<PathBuf>,
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+
+fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// The newest complete checkpoint of a run folder.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf> {
+    let dir = checkpoints_dir(run_dir);
+    let entries = std::fs::read_dir(&dir).map_err(|e| TrainError::Resume {
+        path: run_dir.to_path_buf(),
+        reason: format!("no checkpoints folder ({e}); is this a run folder?"),
+    })?;
+    let mut best: Option<(u64, PathBuf)> = None;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if e.path().join(STATE_FILE).is_file() && best.as_ref().is_none_or(|b| step > b.0) {
+            best = Some((step, e.path()));
+        }
+    }
+    best.map(|b| b.1).ok_or_else(|| TrainError::Resume {
+        path: run_dir.to_path_buf(),
+        reason: "it holds no complete checkpoint".into(),
+    })
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+impl Trainer {
+    /// A fresh run: creates the run folder (refusing one that holds a run unless
+    /// `run.overwrite`), writes `config.resolved.toml` and builds everything.
+    pub fn new(cfg: RunConfig) -> Result<Self> {
+        let run_dir = cfg.run.dir();
+        if checkpoints_dir(&run_dir).exists() {
+            if !cfg.run.overwrite {
+                return Err(TrainError::config(
+                    "run.name",
+                    format!(
+                        "the run folder {} already holds a run: continue it with `--resume {}`, pick another `run.name`, or set `run.overwrite = true`",
+                        run_dir.display(),
+                        run_dir.display()
+                    ),
+                ));
+            }
+            std::fs::remove_dir_all(&run_dir).map_err(TrainError::io("cannot clear", &run_dir))?;
+        }
+        std::fs::create_dir_all(checkpoints_dir(&run_dir))
+            .map_err(TrainError::io("cannot create the run folder", &run_dir))?;
+        write_atomic(
+            &run_dir.join("config.resolved.toml"),
+            cfg.to_toml().as_bytes(),
+        )?;
+        Self::build(cfg, run_dir, None)
+    }
+
+    /// Continues the run in `run_dir` from its newest checkpoint, with its resolved
+    /// config and `overrides` applied on top.
+    pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
+        let cfg_path = run_dir.join("config.resolved.toml");
+        if !cfg_path.is_file() {
+            return Err(TrainError::Resume {
+                path: run_dir.to_path_buf(),
+                reason: "no config.resolved.toml: give the folder a run was written to (output_dir/name)".into(),
+            });
+        }
+        let mut cfg = RunConfig::load(&cfg_path, overrides)?;
+        // The run lives where it is, whatever output_dir said.
+        if let (Some(parent), Some(name)) = (run_dir.parent(), run_dir.file_name()) {
+            cfg.run.output_dir = parent.to_path_buf();
+            cfg.run.name = name.to_string_lossy().into();
+        }
+        let ckpt = latest_checkpoint(run_dir)?;
+        Self::build(cfg, run_dir.to_path_buf(), Some(ckpt))
+    }
+
+    fn build(cfg: RunConfig, run_dir: PathBuf, resume: Option<PathBuf>) -> Result<Self> {
+        clip_model::release_freed_activations();
+        if cfg.run.threads > 0 {
+            tch::set_num_threads(cfg.run.threads as i32);
+        }
+        let device = cfg.run.device.device()?;
+        tch::manual_seed(cfg.run.seed as i64);
+        let (train_ds, val_ds) = load_datasets(&cfg)?;
+        let classes = train_ds.classes().to_vec();
+        let vs = nn::VarStore::new(device);
+        let mut model = match &resume {
+            Some(ckpt) => {
+                let mut m = ClipClassifier::load(&vs.root(), &ckpt.join("model"))?;
+                if m.class_names() != classes.as_slice() {
+                    return Err(TrainError::Resume {
+                        path: ckpt.clone(),
+                        reason: format!(
+                            "its classes {:?} differ from the data's {:?}",
+                            m.class_names(),
+                            classes
+                        ),
+                    });
+                }
+                m.clip.set_regularization(cfg.model.regularization)?;
+                m.clip
+                    .set_gradient_checkpointing(cfg.train.gradient_checkpointing);
+                m
+            }
+            None => build_model(&cfg, &vs, classes)?,
+        };
+        let image_size = model.clip.config().vision_config.image_size as usize;
+        let (train_pipe, eval_pipe) = pipelines(&cfg, image_size)?;
+        let train = Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?;
+        let val = eval_loader(&cfg, val_ds, eval_pipe)?;
+
+        let groups_cfg = cfg.optim.groups();
+        let vision_layers = model.clip.config().vision_config.num_hidden_layers as u32;
+        let text_layers = model.clip.config().text_config.num_hidden_layers as u32;
+        let groups = groups_cfg.build(model.params(), |t| match t {
+            Tower::Vision => vision_layers,
+            Tower::Text => text_layers,
+            _ => 0,
+        })?;
+        let trained_towers: Vec<Tower> = [Tower::Vision, Tower::Text, Tower::Shared, Tower::Head]
+            .into_iter()
+            .filter(|t| !groups_cfg.frozen_towers.contains(t))
+            .collect();
+        let mut opt = AdamW::new(groups, cfg.optim.adamw())?;
+        let mut scaler = cfg
+            .train
+            .precision
+            .needs_loss_scaling()
+            .then(|| GradScaler::new(cfg.optim.scaler.clone(), device))
+            .transpose()?;
+
+        let batches = train.batches_per_epoch() as u64;
+        if batches == 0 {
+            return Err(TrainError::config(
+                "data.loader.batch_size",
+                format!(
+                    "is larger than the {} training images with drop_last = true",
+                    train.dataset().len()
+                ),
+            ));
+        }
+        let accum = cfg.train.grad_accum as u64;
+        let steps_per_epoch = batches.div_ceil(accum);
+        let total_steps = cfg
+            .train
+            .max_steps
+            .unwrap_or(cfg.train.epochs * steps_per_epoch);
+        let epochs = total_steps.div_ceil(steps_per_epoch);
+        let schedule = cfg.optim.schedule.build(total_steps)?;
+        let ema = cfg
+            .train
+            .ema
+            .map(|e| Ema::new(e.decay, &model, &trained_towers));
+
+        let mut state = TrainState {
+            config_hash: cfg.hash(),
+            ..TrainState::default()
+        };
+        if let Some(ckpt) = &resume {
+            let text = std::fs::read_to_string(ckpt.join(STATE_FILE))
+                .map_err(TrainError::io("cannot read", &ckpt.join(STATE_FILE)))?;
+            let saved: TrainState =
+                serde_json::from_str(&text).map_err(|e| TrainError::Resume {
+                    path: ckpt.clone(),
+                    reason: format!("{STATE_FILE} is unreadable: {e}"),
+                })?;
+            if saved.config_hash != state.config_hash {
+                tracing::warn!(
+                    "the config differs from the one the checkpoint was written with (overrides?); continuing with the new one"
+                );
+            }
+            opt.load(&ckpt.join("optimizer.safetensors"))?;
+            if let Some(s) = scaler.as_mut() {
+                s.load(&ckpt.join("scaler.safetensors"))?;
+            }
+            if let Some(e) = &ema {
+                e.load(&ckpt.join("ema.safetensors"))?;
+            }
+            state = TrainState {
+                config_hash: state.config_hash,
+                ..saved
+            };
+            state
+                .checkpoints
+                .retain(|c| checkpoints_dir(&run_dir).join(&c.name).is_dir());
+        }
+        model.clip.set_regularization(cfg.model.regularization)?;
+        Ok(Self {
+            cfg,
+            run_dir,
+            device,
+            _vs: vs,
+            model,
+            opt,
+            scaler,
+            schedule,
+            train,
+            val,
+            ema,
+            state,
+            trained_towers,
+            steps_per_epoch,
+            total_steps,
+            epochs,
+            stop: Arc::new(AtomicBool::new(false)),
+            resumed_from: resume,
+        })
+    }
+
+    /// A flag that, once set (e.g. by a SIGINT handler), makes the run finish the
+    /// current step, write a checkpoint and return.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    pub fn config(&self) -> &RunConfig {
+        &self.cfg
+    }
+
+    pub fn model(&self) -> &ClipClassifier {
+        &self.model
+    }
+
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    pub fn resumed_from(&self) -> Option<&Path> {
+        self.resumed_from.as_deref()
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.total_steps
+    }
+
+    /// The parameter-group table with the current trainable flags.
+    pub fn group_report(&self) -> GroupReport {
+        GroupReport::new(self.opt.groups(), self.opt.lrs())
+    }
+
+    fn vision_layers(&self) -> u32 {
+        self.model.clip.config().vision_config.num_hidden_layers as u32
+    }
+
+    fn apply_unfreeze(&self, epoch: u64) -> i64 {
+        apply_unfreeze(
+            self.model.params(),
+            self.cfg.train.unfreeze,
+            &self.trained_towers,
+            epoch,
+            self.epochs,
+            self.vision_layers(),
+        )
+    }
+
+    fn loss(&self, logits: &Tensor, batch: &Batch, y: &Tensor) -> Result<Tensor> {
+        let ls = self.cfg.train.label_smoothing;
+        let logits = logits.to_kind(Kind::Float);
+        Ok(match &batch.targets {
+            Some(t) => {
+                let k = logits.size()[1];
+                let t = Tensor::from_slice(t).view([-1, k]).to_device(self.device);
+                let t = t * (1.0 - ls) + ls / k as f64;
+                -(t * logits.log_softmax(-1, Kind::Float))
+                    .sum_dim_intlist(-1, false, Kind::Float)
+                    .mean(Kind::Float)
+            }
+            None => {
+                logits.f_cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, ls)?
+            }
+        })
+    }
+
+    /// One micro-batch forward and backward; returns the unscaled loss.
+    fn micro_step(&self, batch: &Batch, weight: f64, seed: i64) -> Result<f64> {
+        let (x, y) = batch.to_tensors(self.device);
+        tch::manual_seed(seed);
+        let precision = self.cfg.train.precision;
+        autocast(precision, self.device, || -> Result<f64> {
+            let mut tape = GradTape::new();
+            let logits = self.model.forward(&x, true, Some(&mut tape))?;
+            let loss = self.loss(&logits, batch, &y)?;
+            let value = loss.double_value(&[]);
+            if !value.is_finite() && !precision.needs_loss_scaling() {
+                return Ok(value);
+            }
+            let weighted = loss * weight;
+            let to_back = match &self.scaler {
+                Some(s) => s.scale(&weighted),
+                None => weighted,
+            };
+            tape.backward(&to_back)?;
+            Ok(value)
+        })
+    }
+
+    fn evaluate(&self) -> Result<(EvalReport, Option<EvalReport>)> {
+        let prec = self.cfg.train.precision;
+        let val = evaluate(&self.model, &self.val, prec, self.device, |_, _| Ok(()))?;
+        let ema = match &self.ema {
+            Some(e) => {
+                e.swap();
+                let r = evaluate(&self.model, &self.val, prec, self.device, |_, _| Ok(()));
+                e.swap();
+                Some(r?)
+            }
+            None => None,
+        };
+        Ok((val, ema))
+    }
+
+    /// Writes a checkpoint atomically (temp folder + rename) and applies retention.
+    fn save_checkpoint(&mut self, metric: Option<f64>) -> Result<PathBuf> {
+        let dir = checkpoints_dir(&self.run_dir);
+        let name = format!("step-{:08}", self.state.global_step);
+        let tmp = dir.join(format!(".tmp-{name}"));
+        let final_dir = dir.join(&name);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(TrainError::io("cannot clear", &tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(TrainError::io("cannot create", &tmp))?;
+        let written = (|| -> Result<()> {
+            self.model.save_pretrained(&tmp.join("model"))?;
+            self.opt.save(&tmp.join("optimizer.safetensors"))?;
+            if let Some(s) = &self.scaler {
+                s.save(&tmp.join("scaler.safetensors"))?;
+            }
+            if let Some(e) = &self.ema {
+                write_safetensors(
+                    &tmp.join("ema.safetensors"),
+                    &e.tensors(),
+                    Default::default(),
+                )?;
+            }
+            let mut state = self.state.clone();
+            state.checkpoints.retain(|c| c.name != name);
+            state.checkpoints.push(CheckpointEntry {
+                name: name.clone(),
+                step: self.state.global_step,
+                metric,
+            });
+            write_json(&tmp.join(STATE_FILE), &state)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir)
+                .map_err(TrainError::io("cannot replace", &final_dir))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(TrainError::io("cannot finish", &final_dir))?;
+        self.state.checkpoints.retain(|c| c.name != name);
+        self.state.checkpoints.push(CheckpointEntry {
+            name: name.clone(),
+            step: self.state.global_step,
+            metric,
+        });
+        for old in retention(&self.cfg.train.checkpoints, &self.state.checkpoints) {
+            let p = dir.join(&old);
+            if let Err(e) = std::fs::remove_dir_all(&p) {
+                tracing::warn!("cannot delete old checkpoint {}: {e}", p.display());
+            }
+            self.state.checkpoints.retain(|c| c.name != old);
+        }
+        Ok(final_dir)
+    }
+
+    fn emit(observers: &mut [Box<dyn Observer>], e: Event) -> Result<()> {
+        for o in observers.iter_mut() {
+            o.event(&e)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates, records, and (at epoch ends or when asked) checkpoints; returns
+    /// early stopping's decision.
+    fn eval_and_save(
+        &mut self,
+        observers: &mut [Box<dyn Observer>],
+        train_loss: Option<f64>,
+        save: bool,
+    ) -> Result<Decision> {
+        let (val, ema) = self.evaluate()?;
+        let record = EvalRecord {
+            epoch: self
+                .state
+                .epoch
+                .saturating_sub(u64::from(self.state.batch_in_epoch == 0)),
+            step: self.state.global_step,
+            train_loss,
+            val,
+            ema,
+        };
+        Self::emit(observers, Event::Eval(&record))?;
+        let metric = record.val.metric(self.cfg.train.checkpoints.metric);
+        let decision = match &self.cfg.train.early_stopping {
+            Some(es) => self
+                .state
+                .early_stopping
+                .observe(es, record.val.metric(es.metric)),
+            None => Decision::Continue,
+        };
+        if decision == Decision::Stop {
+            self.state.stopped_early = true;
+        }
+        self.state.last_eval = Some(record);
+        if save {
+            let p = self.save_checkpoint(Some(metric))?;
+            Self::emit(observers, Event::Checkpoint(&p))?;
+        }
+        Ok(decision)
+    }
+
+    /// One optimizer step over `n` micro-batches drawn from `iter`: returns the
+    /// mean loss, images, gradient norm and whether the step was taken.
+    fn train_step(
+        &mut self,
+        iter: &mut clip_data::EpochIter,
+        n: usize,
+        epoch: u64,
+    ) -> Result<(f64, usize, f64, bool)> {
+        let accum = self.cfg.train.grad_accum as u64;
+        let seed = self.cfg.run.seed as i64;
+        let (mut step_loss, mut images) = (0.0, 0usize);
+        for micro in 0..n {
+            let batch = iter.next().ok_or_else(|| {
+                TrainError::config("data", "the loader ended before the epoch did")
+            })??;
+            let s = seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add((self.state.global_step * accum + micro as u64) as i64);
+            let l = self.micro_step(&batch, 1.0 / n as f64, s)?;
+            if !l.is_finite() && !self.cfg.train.precision.needs_loss_scaling() {
+                self.opt.zero_grad();
+                return Err(TrainError::NonFinite {
+                    step: self.state.global_step + 1,
+                    epoch: epoch + 1,
+                    loss: l,
+                });
+            }
+            step_loss += l / n as f64;
+            images += batch.len();
+        }
+        let factor = self.schedule.factor_at(self.state.global_step);
+        self.opt.set_lr_factor(factor);
+        if let Some(s) = self.scaler.as_mut() {
+            s.unscale(&self.opt)?;
+        }
+        let max_norm = if self.cfg.optim.max_grad_norm > 0.0 {
+            self.cfg.optim.max_grad_norm
+        } else {
+            f64::INFINITY
+        };
+        let grad_norm = clip_grad_norm(&self.opt.grads(), max_norm)?;
+        let stepped = match self.scaler.as_mut() {
+            Some(s) => {
+                let stepped = s.step(&mut self.opt)?;
+                s.update()?;
+                stepped
+            }
+            None => {
+                if !grad_norm.is_finite() {
+                    self.opt.zero_grad();
+                    return Err(TrainError::NonFinite {
+                        step: self.state.global_step + 1,
+                        epoch: epoch + 1,
+                        loss: grad_norm,
+                    });
+                }
+                self.opt.step()?;
+                true
+            }
+        };
+        self.opt.zero_grad();
+        if stepped && let Some(e) = &self.ema {
+            e.update();
+        }
+        Ok((step_loss, images, grad_norm, stepped))
+    }
+
+    /// Steady-state training speed: `warmup` untimed steps, then `steps` timed
+    /// ones (no evaluation, no checkpoints), and the loader alone over as many
+    /// batches. Leaves the run folder untouched.
+    pub fn bench(&mut self, warmup: usize, steps: usize) -> Result<BenchReport> {
+        self.apply_unfreeze(self.epochs.saturating_sub(1));
+        let accum = self.cfg.train.grad_accum;
+        let batches = self.train.batches_per_epoch();
+        let mut times = Vec::with_capacity(steps);
+        let mut images = 0usize;
+        let mut epoch = 0u64;
+        let mut iter = self.train.epoch(epoch, 0);
+        let mut pos = 0usize;
+        for i in 0..warmup + steps {
+            if pos + accum > batches {
+                epoch += 1;
+                iter = self.train.epoch(epoch, 0);
+                pos = 0;
+            }
+            let t0 = Instant::now();
+            let (_, n_img, _, _) = self.train_step(&mut iter, accum, epoch)?;
+            pos += accum;
+            if i >= warmup {
+                times.push(t0.elapsed().as_secs_f64());
+                images += n_img;
+            }
+        }
+        drop(iter);
+        let train_time: f64 = times.iter().sum();
+        let t0 = Instant::now();
+        let mut loader_images = 0usize;
+        let mut e = 0;
+        while loader_images < images.max(1) {
+            for b in self.train.epoch(1000 + e, 0) {
+                loader_images += b?.len();
+                if loader_images >= images.max(1) {
+                    break;
+                }
+            }
+            e += 1;
+        }
+        let loader_time = t0.elapsed().as_secs_f64();
+        times.sort_by(f64::total_cmp);
+        Ok(BenchReport {
+            steps,
+            batch_size: self.cfg.data.loader.batch_size,
+            grad_accum: accum,
+            precision: format!("{:?}", self.cfg.train.precision).to_lowercase(),
+            train_images_per_s: images as f64 / train_time.max(1e-9),
+            loader_images_per_s: loader_images as f64 / loader_time.max(1e-9),
+            median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
+            peak_memory_mib: peak_memory_mib(),
+            trainable_parameters: self.model.params().trainable_count(),
+        })
+    }
+
+    /// Runs the training to its end (or early stop, or the stop flag).
+    pub fn fit(&mut self, observers: &mut [Box<dyn Observer>]) -> Result<FitReport> {
+        let started = Instant::now();
+        let wall_before = self.state.wall_s;
+        let info = StartInfo {
+            run_dir: self.run_dir.clone(),
+            epochs: self.epochs,
+            steps_per_epoch: self.steps_per_epoch,
+            total_steps: self.total_steps,
+            start_step: self.state.global_step,
+            train_images: self.train.dataset().len(),
+            val_images: self.val.dataset().len(),
+            groups: self.group_report().to_string(),
+        };
+        Self::emit(observers, Event::Start(&info))?;
+        let batches = self.train.batches_per_epoch();
+        let accum = self.cfg.train.grad_accum;
+        let (mut interrupted, mut loss_sum, mut loss_n) = (false, 0.0, 0u64);
+        'run: while self.state.global_step < self.total_steps && !self.state.stopped_early {
+            let epoch = self.state.epoch;
+            let trainable = self.apply_unfreeze(epoch);
+            Self::emit(observers, Event::EpochStart { epoch, trainable })?;
+            let mut iter = self.train.epoch(epoch, self.state.batch_in_epoch);
+            while self.state.batch_in_epoch < batches {
+                let t0 = Instant::now();
+                let n = accum.min(batches - self.state.batch_in_epoch);
+                let (step_loss, images, grad_norm, stepped) =
+                    self.train_step(&mut iter, n, epoch)?;
+                self.state.global_step += 1;
+                self.state.batch_in_epoch += n;
+                if step_loss.is_finite() {
+                    loss_sum += step_loss;
+                    loss_n += 1;
+                }
+                let m = StepMetrics {
+                    epoch,
+                    step: self.state.global_step,
+                    loss: step_loss,
+                    lr: self.opt.lrs().iter().copied().fold(0.0, f64::max),
+                    grad_norm,
+                    loss_scale: self.scaler.as_ref().map(GradScaler::scale_value),
+                    images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                    skipped: !stepped,
+                };
+                Self::emit(observers, Event::Step(&m))?;
+                let step = self.state.global_step;
+                let epoch_done = self.state.batch_in_epoch >= batches;
+                let run_done = step >= self.total_steps;
+                if epoch_done {
+                    self.state.epoch += 1;
+                    self.state.batch_in_epoch = 0;
+                }
+                let eval_now = epoch_done
+                    || run_done
+                    || self
+                        .cfg
+                        .train
+                        .eval_every_steps
+                        .is_some_and(|k| step % k == 0);
+                let ckpt_now = epoch_done
+                    || run_done
+                    || self
+                        .cfg
+                        .train
+                        .checkpoints
+                        .every_steps
+                        .is_some_and(|k| step % k == 0);
+                self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
+                if eval_now {
+                    let train_loss = (loss_n > 0).then(|| loss_sum / loss_n as f64);
+                    (loss_sum, loss_n) = (0.0, 0);
+                    if self.eval_and_save(observers, train_loss, ckpt_now)? == Decision::Stop {
+                        break 'run;
+                    }
+                } else if ckpt_now || self.stop.load(Ordering::SeqCst) {
+                    let p = self.save_checkpoint(None)?;
+                    Self::emit(observers, Event::Checkpoint(&p))?;
+                }
+                if self.stop.load(Ordering::SeqCst) {
+                    if eval_now && !ckpt_now {
+                        let p = self.save_checkpoint(None)?;
+                        Self::emit(observers, Event::Checkpoint(&p))?;
+                    }
+                    interrupted = true;
+                    break 'run;
+                }
+                if run_done {
+                    break 'run;
+                }
+            }
+        }
+        self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
+        let report = self.report(interrupted);
+        write_json(&self.run_dir.join("summary.json"), &report)?;
+        Self::emit(observers, Event::Finish(&report))?;
+        Ok(report)
+    }
+
+    fn report(&self, interrupted: bool) -> FitReport {
+        let metric: Metric = self.cfg.train.checkpoints.metric;
+        let dir = checkpoints_dir(&self.run_dir);
+        let best = best_entry(metric, &self.state.checkpoints).map(|e| Best {
+            metric: metric.name().into(),
+            value: e.metric.unwrap_or(f64::NAN),
+            step: e.step,
+            checkpoint: dir.join(&e.name),
+        });
+        let latest = self
+            .state
+            .checkpoints
+            .iter()
+            .max_by_key(|c| c.step)
+            .map(|c| dir.join(&c.name));
+        let params = self.model.params();
+        let trainable = params.trainable_count();
+        let total = params.count(|_| true);
+        FitReport {
+            run_dir: self.run_dir.clone(),
+            epochs_completed: self.state.epoch,
+            global_step: self.state.global_step,
+            best,
+            last_eval: self.state.last_eval.clone(),
+            wall_s: self.state.wall_s,
+            peak_memory_mib: peak_memory_mib(),
+            total_parameters: total,
+            trainable_parameters: trainable,
+            trainable_share: trainable as f64 / total.max(1) as f64,
+            interrupted,
+            stopped_early: self.state.stopped_early,
+            latest_checkpoint: latest,
+        }
+    }
+}
