@@ -2,76 +2,226 @@
 //! lives in the library crates; this binary parses arguments, composes the config
 //! and reports errors.
 
+mod commands;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 /// Fine-tune CLIP for image classification from one TOML file.
 #[derive(Debug, Parser)]
-#[command(name = "train-cli", version, about)]
+#[command(
+    name = "train-cli",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
-    /// The run's TOML config (see configs/).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config value, e.g. `--set optim.lr=3e-5` (repeatable).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Continue the run stored in this run folder exactly where it stopped.
-    #[arg(long, value_name = "RUN_DIR")]
-    resume: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Only warnings and errors (no progress bars).
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let Some(config) = cli.config else {
-        anyhow::bail!("no config given: pass --config FILE (see configs/), or --help");
-    };
-    anyhow::bail!(
-        "the trainer is not built yet: cannot run {} (clip-train's training loop is still to come)",
-        config.display()
-    )
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `train-cli [train] --config F ...`
+#[derive(Debug, Args, Default)]
+pub struct TrainArgs {
+    /// The run's TOML config (see configs/).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set optim.lr=3e-5` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Continue the run stored in this run folder exactly where it stopped.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Put the run folder under this directory (same as `--set run.output_dir=D`).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train (the default when no subcommand is given).
+    Train(TrainArgs),
+    /// Evaluate a fine-tuned model: metrics as JSON on stdout.
+    Eval {
+        /// An exported folder, a checkpoint, or a run folder (its best checkpoint).
+        #[arg(long)]
+        model: String,
+        /// An image folder, a CSV manifest, or an IDX images file.
+        #[arg(long)]
+        data: PathBuf,
+        /// Per-image predictions with logits (JSONL).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+    },
+    /// Zero-shot accuracy of a CLIP model with the class names of the data.
+    ZeroShot {
+        /// A hub id or a Hugging Face-layout CLIP folder (with tokenizer.json).
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// A prompt template; `{}` stands for the class name.
+        #[arg(long, conflicts_with = "templates")]
+        template: Option<String>,
+        /// A file with one template per line.
+        #[arg(long)]
+        templates: Option<PathBuf>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+    },
+    /// Classify images.
+    Predict {
+        #[arg(long)]
+        model: String,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// One JSON object per image instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a checkpoint as a Hugging Face-layout folder.
+    Export {
+        /// A checkpoint folder (run/checkpoints/step-N) or a run folder (its best).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// The parameter-group report of a config or a model.
+    Inspect {
+        #[arg(long, conflicts_with = "model")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A PNG grid of augmented training views.
+    PreviewAugment {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 6)]
+        images: usize,
+        #[arg(long, default_value_t = 7)]
+        views: usize,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Steady-state training throughput, loader throughput and memory as JSON.
+    Bench {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+fn init_logging(quiet: bool, format: LogFormat) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.compact().init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
+    init_logging(cli.quiet, cli.log_format);
+    let result = match cli.command {
+        None => commands::train(cli.train, cli.quiet),
+        Some(Command::Train(args)) => commands::train(args, cli.quiet),
+        Some(Command::Eval {
+            model,
+            data,
+            output,
+            batch_size,
+        }) => commands::eval(&model, &data, output.as_deref(), batch_size),
+        Some(Command::ZeroShot {
+            model,
+            data,
+            template,
+            templates,
+            output,
+            batch_size,
+        }) => commands::zero_shot(
+            &model,
+            &data,
+            template,
+            templates.as_deref(),
+            output.as_deref(),
+            batch_size,
+        ),
+        Some(Command::Predict {
+            model,
+            images,
+            top_k,
+            json,
+        }) => commands::predict(&model, &images, top_k, json),
+        Some(Command::Export { checkpoint, output }) => commands::export(&checkpoint, &output),
+        Some(Command::Inspect {
+            config,
+            model,
+            overrides,
+            json,
+        }) => commands::inspect(config.as_deref(), model.as_deref(), &overrides, json),
+        Some(Command::PreviewAugment {
+            config,
+            output,
+            images,
+            views,
+            overrides,
+        }) => commands::preview(&config, &output, images, views, &overrides),
+        Some(Command::Bench {
+            config,
+            steps,
+            warmup,
+            overrides,
+        }) => commands::bench(&config, steps, warmup, &overrides),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn parses_repeated_overrides() {
-        let cli = Cli::try_parse_from([
-            "train-cli",
-            "--config",
-            "c.toml",
-            "--set",
-            "optim.lr=1e-4",
-            "--set",
-            "train.epochs=3",
-        ])
-        .unwrap();
-        assert_eq!(cli.config, Some(PathBuf::from("c.toml")));
-        assert_eq!(cli.overrides, ["optim.lr=1e-4", "train.epochs=3"]);
-    }
-
-    #[test]
-    fn missing_config_is_an_error_that_says_what_to_pass() {
-        let err = run(Cli::try_parse_from(["train-cli"]).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("--config"), "{err}");
     }
 }

@@ -26,6 +26,7 @@
 //! assert_eq!(cfg.optim.lr, 3e-5);
 //! ```
 
+mod artifacts;
 mod config;
 mod error;
 mod metrics;
@@ -35,6 +36,7 @@ mod policies;
 mod precision;
 mod trainer;
 
+pub use artifacts::{classifier_dir, export, load_classifier, preprocessor_json, source_from_path};
 pub use config::{
     Architecture, CheckpointConfig, DataSection, DeviceChoice, EarlyStoppingConfig, EmaConfig,
     Metric, ModelSection, OptimSection, RunConfig, RunSection, TrainSection, Unfreeze,

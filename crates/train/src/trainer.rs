@@ -932,6 +932,9 @@ impl Trainer {
                 if run_done {
                     break 'run;
                 }
+                if epoch_done {
+                    break;
+                }
             }
         }
         self.state.wall_s = wall_before + started.elapsed().as_secs_f64();

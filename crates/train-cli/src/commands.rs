@@ -1,0 +1,402 @@
+//! One function per subcommand: compose library calls, print results.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, bail};
+use tch::{Kind, nn};
+
+use clip_data::{Dataset, Pipeline, RgbImage};
+use clip_model::{ClipClassifier, HeadConfig, HeadInit, ModelFiles};
+use clip_train::{
+    Log, MetricsFiles, Observer, Plots, Precision, Progress, RunConfig, Trainer, apply_unfreeze,
+    build_model, eval_loader, evaluate, load_classifier, load_datasets, predictions,
+    source_from_path,
+};
+
+use crate::TrainArgs;
+
+/// Exit code of a run stopped by Ctrl-C (128 + SIGINT).
+const INTERRUPTED: u8 = 130;
+
+fn load_config(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
+    Ok(RunConfig::load(path, overrides)?)
+}
+
+pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut overrides = args.overrides.clone();
+    if let Some(d) = &args.output_dir {
+        overrides.push(format!("run.output_dir={:?}", d.display().to_string()));
+    }
+    let mut trainer = match (&args.resume, &args.config) {
+        (Some(dir), _) => {
+            let t = Trainer::resume(dir, &overrides)?;
+            eprintln!(
+                "resuming {} from {} (step {})",
+                dir.display(),
+                t.resumed_from()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                t.state().global_step
+            );
+            t
+        }
+        (None, Some(cfg)) => Trainer::new(load_config(cfg, &overrides)?)?,
+        (None, None) => bail!(
+            "no config given: pass --config FILE (see configs/) or --resume RUN_DIR; --help lists the commands"
+        ),
+    };
+    let flag = trainer.stop_flag();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+        eprintln!(
+            "\nCtrl-C: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)"
+        );
+    });
+    let run_dir = trainer.run_dir().to_path_buf();
+    let model_report = trainer.model().report();
+    eprintln!("run folder: {}", run_dir.display());
+    eprintln!("{model_report}");
+    eprintln!("{}", trainer.group_report());
+    let resumed_step = trainer.resumed_from().map(|_| trainer.state().global_step);
+    let mut observers: Vec<Box<dyn Observer>> = vec![
+        Box::new(MetricsFiles::open(
+            &run_dir,
+            resumed_step,
+            trainer.config().train.log_every_steps,
+        )?),
+        Box::new(Plots::new(&run_dir)),
+        Box::new(Log),
+    ];
+    if !quiet {
+        observers.push(Box::new(Progress::default()));
+    }
+    let report = trainer.fit(&mut observers)?;
+    if let Some(e) = &report.last_eval {
+        eprintln!(
+            "validation: accuracy {:.2}%, top-5 {:.2}%, loss {:.4} ({} images)",
+            e.val.accuracy * 100.0,
+            e.val.top5 * 100.0,
+            e.val.loss,
+            e.val.images
+        );
+    }
+    if let Some(b) = &report.best {
+        eprintln!(
+            "best {} {:.4} at step {}: {}",
+            b.metric,
+            b.value,
+            b.step,
+            b.checkpoint.display()
+        );
+    }
+    eprintln!(
+        "plots: {dir}/loss.png, accuracy.png, lr.png, confusion.png; metrics: {dir}/metrics.jsonl, metrics.csv; summary: {dir}/summary.json",
+        dir = run_dir.display()
+    );
+    if report.interrupted {
+        eprintln!(
+            "interrupted at step {}; continue with: train-cli --resume {}",
+            report.global_step,
+            run_dir.display()
+        );
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    if report.stopped_early {
+        eprintln!(
+            "stopped early at step {} (no improvement)",
+            report.global_step
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
+    let src = source_from_path(path)?;
+    Ok(Dataset::load(&src).with_context(|| format!("loading {}", path.display()))?)
+}
+
+fn write_jsonl<T: serde::Serialize>(out: &mut impl Write, rows: &[T]) -> anyhow::Result<()> {
+    for r in rows {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+    }
+    Ok(())
+}
+
+fn run_eval(
+    model: &ClipClassifier,
+    data: &Path,
+    output: Option<&Path>,
+    batch_size: usize,
+) -> anyhow::Result<ExitCode> {
+    let ds = dataset_from(data)?;
+    if ds.classes() != model.class_names() {
+        bail!(
+            "{} has classes {:?}, the model {:?}",
+            data.display(),
+            ds.classes(),
+            model.class_names()
+        );
+    }
+    let mut cfg = RunConfig::default();
+    cfg.data.eval_batch_size = Some(batch_size.max(1));
+    let size = model.clip.config().vision_config.image_size as usize;
+    let loader = eval_loader(&cfg, ds, Pipeline::clip_eval(size))?;
+    let mut out = match output {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let report = evaluate(
+        model,
+        &loader,
+        Precision::Fp32,
+        tch::Device::Cpu,
+        |b, logits| {
+            if let Some(o) = out.as_mut() {
+                let rows = predictions(&loader, b, logits)?;
+                write_jsonl(o, &rows).map_err(|e| clip_train::TrainError::Io {
+                    action: "cannot write predictions",
+                    path: PathBuf::from("predictions"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(mut o) = out {
+        o.flush()?;
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn eval(
+    model: &str,
+    data: &Path,
+    output: Option<&Path>,
+    batch_size: usize,
+) -> anyhow::Result<ExitCode> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let model = load_classifier(&vs, model)?;
+    run_eval(&model, data, output, batch_size)
+}
+
+pub fn zero_shot(
+    model: &str,
+    data: &Path,
+    template: Option<String>,
+    templates: Option<&Path>,
+    output: Option<&Path>,
+    batch_size: usize,
+) -> anyhow::Result<ExitCode> {
+    let templates: Vec<String> = match (template, templates) {
+        (Some(t), _) => vec![t],
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read templates {}", f.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        (None, None) => HeadConfig::default().templates,
+    };
+    let files = ModelFiles::resolve(model)?;
+    let tok_path = files.tokenizer.clone().with_context(|| {
+        format!(
+            "{} has no tokenizer.json: zero-shot needs the text side",
+            files.dir.display()
+        )
+    })?;
+    let tokenizer = clip_model::ClipTokenizer::from_file(&tok_path, 77)?;
+    let ds = dataset_from(data)?;
+    let head = HeadConfig {
+        init: HeadInit::ZeroShot,
+        bias: false,
+        templates,
+        ..HeadConfig::default()
+    };
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let clf = ClipClassifier::from_clip(
+        &vs.root(),
+        &files,
+        ds.classes().to_vec(),
+        &head,
+        Some(&tokenizer),
+    )?;
+    run_eval(&clf, data, output, batch_size)
+}
+
+pub fn predict(
+    model: &str,
+    images: &[PathBuf],
+    top_k: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let model = load_classifier(&vs, model)?;
+    let size = model.clip.config().vision_config.image_size as usize;
+    let pipe = Pipeline::clip_eval(size);
+    let k = top_k.clamp(1, model.class_names().len());
+    for path in images {
+        let img = RgbImage::open(path)?;
+        let mut buf = vec![0f32; 3 * size * size];
+        pipe.apply_into(img, &mut clip_data::SampleRng::new(0, 0, 0), &mut buf)?;
+        let x = tch::Tensor::from_slice(&buf).view([1, 3, size as i64, size as i64]);
+        let probs = tch::no_grad(|| model.forward(&x, false, None))?.softmax(-1, Kind::Float);
+        let (p, i) = probs.topk(k as i64, -1, true, true);
+        let p: Vec<f32> = Vec::try_from(p.view([-1]))?;
+        let i: Vec<i64> = Vec::try_from(i.view([-1]))?;
+        let top: Vec<(String, f32)> = i
+            .iter()
+            .zip(&p)
+            .map(|(&c, &p)| (model.class_names()[c as usize].clone(), p))
+            .collect();
+        if json {
+            let top: Vec<_> = top
+                .iter()
+                .map(|(l, p)| serde_json::json!({"label": l, "probability": p}))
+                .collect();
+            println!("{}", serde_json::json!({"path": path, "top": top}));
+        } else {
+            let line: Vec<String> = top
+                .iter()
+                .map(|(l, p)| format!("{l} {:.1}%", p * 100.0))
+                .collect();
+            println!("{}: {}", path.display(), line.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn export(checkpoint: &Path, output: &Path) -> anyhow::Result<ExitCode> {
+    let files = clip_train::export(checkpoint, output)?;
+    eprintln!(
+        "exported {} to {}: {}",
+        checkpoint.display(),
+        output.display(),
+        files.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn inspect(
+    config: Option<&Path>,
+    model: Option<&str>,
+    overrides: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    match (config, model) {
+        (Some(cfg_path), _) => {
+            let cfg = load_config(cfg_path, overrides)?;
+            let (train, _) = load_datasets(&cfg)?;
+            let model = build_model(&cfg, &vs, train.classes().to_vec())?;
+            let g = cfg.optim.groups();
+            let c = model.clip.config();
+            let (vl, tl) = (
+                c.vision_config.num_hidden_layers as u32,
+                c.text_config.num_hidden_layers as u32,
+            );
+            let groups = g.build(model.params(), |t| match t {
+                clip_model::Tower::Vision => vl,
+                clip_model::Tower::Text => tl,
+                _ => 0,
+            })?;
+            let trained: Vec<_> = [
+                clip_model::Tower::Vision,
+                clip_model::Tower::Text,
+                clip_model::Tower::Shared,
+                clip_model::Tower::Head,
+            ]
+            .into_iter()
+            .filter(|t| !g.frozen_towers.contains(t))
+            .collect();
+            apply_unfreeze(
+                model.params(),
+                cfg.train.unfreeze,
+                &trained,
+                0,
+                cfg.train.epochs.max(1),
+                vl,
+            );
+            let lrs: Vec<f64> = groups.iter().map(|g| g.base_lr).collect();
+            let report = clip_optim::GroupReport::new(&groups, &lrs);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"parameters": model.report(), "groups": report})
+                );
+            } else {
+                println!("{}\n{report}", model.report());
+            }
+        }
+        (None, Some(spec)) => {
+            let report = match load_classifier(&vs, spec) {
+                Ok(m) => m.report(),
+                Err(_) => clip_model::ClipModel::from_pretrained(&vs.root(), spec)?.report(),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        (None, None) => bail!("give --config FILE or --model M"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn preview(
+    config: &Path,
+    output: &Path,
+    images: usize,
+    views: usize,
+    overrides: &[String],
+) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(config, overrides)?;
+    let (train, _) = load_datasets(&cfg)?;
+    let size = match (&cfg.model.architecture, &cfg.model.pretrained) {
+        (Some(a), _) => a.config()?.vision_config.image_size as usize,
+        (None, Some(spec)) => {
+            let files = ModelFiles::resolve(spec)?;
+            clip_model::ClipConfig::from_json_file(&files.config)?
+                .vision_config
+                .image_size as usize
+        }
+        (None, None) => bail!("the config names no model"),
+    };
+    let (pipe, _) = clip_train::pipelines(&cfg, size)?;
+    clip_data::write_preview(output, &train, &pipe, images, views, cfg.run.seed)?;
+    eprintln!(
+        "wrote {} ({images} images x {views} augmented views, originals on the left)",
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bench(
+    config: &Path,
+    steps: usize,
+    warmup: usize,
+    overrides: &[String],
+) -> anyhow::Result<ExitCode> {
+    let tmp = std::env::temp_dir().join(format!("train-cli-bench-{}", std::process::id()));
+    let mut o = overrides.to_vec();
+    o.push(format!("run.output_dir={:?}", tmp.display().to_string()));
+    o.push("run.overwrite=true".into());
+    let cfg = load_config(config, &o)?;
+    let result = (|| -> anyhow::Result<clip_train::BenchReport> {
+        let mut trainer = Trainer::new(cfg)?;
+        Ok(trainer.bench(warmup, steps.max(1))?)
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("{}", serde_json::to_string_pretty(&result?)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,172 @@
+//! What a run leaves behind and how other commands find it: model folders,
+//! checkpoints and run folders; data sources given as a path; exports in the
+//! Hugging Face layout.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tch::nn;
+
+use clip_data::{Normalize, SourceConfig};
+use clip_model::{ClipClassifier, ModelFiles, write_atomic};
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use crate::trainer::{FitReport, latest_checkpoint};
+
+/// The folder holding a classifier's `config.json`: `spec` itself (an export),
+/// `spec/model` (a checkpoint), or a run folder's best (else latest) checkpoint.
+pub fn classifier_dir(spec: &Path) -> Result<PathBuf> {
+    if spec.join("config.json").is_file() {
+        return Ok(spec.to_path_buf());
+    }
+    if spec.join("model").join("config.json").is_file() {
+        return Ok(spec.join("model"));
+    }
+    if spec.join("checkpoints").is_dir() {
+        let summary = spec.join("summary.json");
+        let best = std::fs::read_to_string(&summary)
+            .ok()
+            .and_then(|s| serde_json::from_str::<FitReport>(&s).ok())
+            .and_then(|r| r.best.map(|b| b.checkpoint))
+            .filter(|p| p.join("model").is_dir());
+        let ckpt = match best {
+            Some(p) => p,
+            None => latest_checkpoint(spec)?,
+        };
+        return Ok(ckpt.join("model"));
+    }
+    Err(TrainError::Resume {
+        path: spec.to_path_buf(),
+        reason:
+            "not a model folder (config.json), a checkpoint (model/) or a run folder (checkpoints/)"
+                .into(),
+    })
+}
+
+/// Loads a fine-tuned classifier from an export, a checkpoint or a run folder.
+pub fn load_classifier(vs: &nn::VarStore, spec: &str) -> Result<ClipClassifier> {
+    let dir = classifier_dir(Path::new(spec))?;
+    Ok(ClipClassifier::load(&vs.root(), &dir)?)
+}
+
+/// A data source from a path: a folder is an image folder, `*.csv` a manifest,
+/// an IDX images file (`*-images-idx3-ubyte[.gz]`) takes its labels file beside it
+/// (`*-labels-idx1-ubyte[.gz]`); Fashion-MNIST's files get its class names.
+pub fn source_from_path(path: &Path) -> Result<SourceConfig> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if path.is_dir() {
+        return Ok(SourceConfig::ImageFolder { path: path.into() });
+    }
+    if !path.exists() {
+        return Err(TrainError::config(
+            "--data",
+            format!("{} does not exist", path.display()),
+        ));
+    }
+    if name.ends_with(".csv") {
+        return Ok(SourceConfig::Csv { path: path.into() });
+    }
+    if name.contains("images-idx3-ubyte") {
+        let labels = path.with_file_name(name.replace("images-idx3-ubyte", "labels-idx1-ubyte"));
+        let fashion = path.to_string_lossy().contains("fashion");
+        return Ok(SourceConfig::Idx {
+            images: path.into(),
+            labels,
+            class_names: fashion.then(|| {
+                clip_data::FASHION_MNIST_CLASSES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+        });
+    }
+    Err(TrainError::config(
+        "--data",
+        format!(
+            "{}: expected an image folder, a .csv manifest or an IDX images file (*-images-idx3-ubyte[.gz])",
+            path.display()
+        ),
+    ))
+}
+
+/// `preprocessor_config.json` of transformers' `CLIPImageProcessor`.
+pub fn preprocessor_json(image_size: i64, norm: &Normalize) -> serde_json::Value {
+    json!({
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": true,
+        "size": { "shortest_edge": image_size },
+        "resample": 3,
+        "do_center_crop": true,
+        "crop_size": { "height": image_size, "width": image_size },
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": norm.mean,
+        "image_std": norm.std,
+        "do_convert_rgb": true
+    })
+}
+
+const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Exports a checkpoint (or a run folder's best checkpoint) as a Hugging Face
+/// folder: `config.json` (with `id2label`), `model.safetensors` (head included),
+/// `preprocessor_config.json`, and the tokenizer files of the pretrained model
+/// the run started from when they can be found. Returns the files written.
+pub fn export(checkpoint: &Path, output: &Path) -> Result<Vec<String>> {
+    let model_dir = classifier_dir(checkpoint)?;
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let model = ClipClassifier::load(&vs.root(), &model_dir)?;
+    std::fs::create_dir_all(output).map_err(TrainError::io("cannot create", output))?;
+    model.save_pretrained(output)?;
+    let mut written = vec!["config.json".to_string(), "model.safetensors".to_string()];
+    // The run's config, two levels above the checkpoint, says where the weights
+    // came from (for the tokenizer) and how images were normalised.
+    let run_cfg = model_dir
+        .ancestors()
+        .find(|p| p.join("config.resolved.toml").is_file())
+        .and_then(|p| RunConfig::load(&p.join("config.resolved.toml"), &[]).ok());
+    let norm = run_cfg
+        .as_ref()
+        .and_then(|c| c.data.eval_transforms.as_ref())
+        .and_then(|ops| {
+            ops.iter().find_map(|op| match op {
+                clip_data::TransformConfig::Normalize { mean, std } => Some(Normalize {
+                    mean: *mean,
+                    std: *std,
+                }),
+                _ => None,
+            })
+        })
+        .unwrap_or_else(Normalize::clip);
+    let size = model.clip.config().vision_config.image_size;
+    let pre = serde_json::to_string_pretty(&preprocessor_json(size, &norm)).unwrap_or_default();
+    write_atomic(&output.join("preprocessor_config.json"), pre.as_bytes())?;
+    written.push("preprocessor_config.json".into());
+    if let Some(spec) = run_cfg.as_ref().and_then(|c| c.model.pretrained.as_ref()) {
+        match ModelFiles::resolve(spec) {
+            Ok(files) => {
+                for f in TOKENIZER_FILES {
+                    let src = files.dir.join(f);
+                    if src.is_file() {
+                        std::fs::copy(&src, output.join(f))
+                            .map_err(TrainError::io("cannot copy", &src))?;
+                        written.push((*f).into());
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("tokenizer not exported: {e}"),
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,408 @@
+//! End-to-end tests of the training loop on a tiny random CLIP and a generated
+//! image folder: learning, resume, accumulation, early stopping, retention,
+//! corrupt images, precision modes.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use clip_train::{Event, Observer, RunConfig, Trainer};
+
+/// libtorch's generator is global: runs that must be reproducible take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// `root/<class>/<i>.png`: 16x16 images, each class its own colour and stripe
+/// direction, with per-image noise.
+pub fn make_folder(root: &Path, per_class: usize) {
+    let classes: [(&str, [u8; 3], bool); 3] = [
+        ("circle", [200, 40, 40], true),
+        ("square", [40, 200, 40], false),
+        ("triangle", [40, 40, 200], true),
+    ];
+    for (k, (name, rgb, horizontal)) in classes.iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let mut data = Vec::with_capacity(16 * 16 * 3);
+            for y in 0..16usize {
+                for x in 0..16usize {
+                    let stripe = if *horizontal { y } else { x } % 4 < 2;
+                    for (c, &v) in rgb.iter().enumerate() {
+                        let noise = ((i * 31 + x * 7 + y * 13 + c * 5 + k) % 23) as i32 - 11;
+                        let base = if stripe {
+                            i32::from(v)
+                        } else {
+                            i32::from(v) / 2
+                        };
+                        data.push((base + noise).clamp(0, 255) as u8);
+                    }
+                }
+            }
+            image::save_buffer(
+                dir.join(format!("{i}.png")),
+                &data,
+                16,
+                16,
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn config(out: &Path, data: &Path, extra: &[String]) -> RunConfig {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/smoke.toml"
+    ))
+    .unwrap();
+    let mut o = vec![
+        format!("run.output_dir={:?}", out.display().to_string()),
+        format!(
+            "data.train={{kind=\"image_folder\", path={:?}}}",
+            data.display().to_string()
+        ),
+    ];
+    o.extend_from_slice(extra);
+    RunConfig::from_toml(&text, "smoke.toml", &o).unwrap()
+}
+
+fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
+    t.model()
+        .params()
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                Vec::<f32>::try_from(p.tensor.detach().flatten(0, -1)).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn checkpoint_names(run: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Sets the stop flag when a given step is reached (what Ctrl-C does).
+struct StopAt {
+    step: u64,
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Observer for StopAt {
+    fn event(&mut self, e: &Event) -> clip_train::Result<()> {
+        if let Event::Step(m) = e
+            && m.step == self.step
+        {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_tiny_model_overfits_its_training_set() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 12);
+    let val = format!(
+        "data.val={{kind=\"image_folder\", path={:?}}}",
+        data.display().to_string()
+    );
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            val,
+            "train.epochs=12".into(),
+            "train.label_smoothing=0.0".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    let report = t.fit(&mut []).unwrap();
+    let acc = report.last_eval.unwrap().val.accuracy;
+    assert!(acc >= 0.95, "training accuracy {acc}");
+    assert_eq!(report.global_step, 12 * 5);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(report.run_dir.join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["global_step"], 60);
+    assert!(report.run_dir.join("config.resolved.toml").is_file());
+}
+
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted_bit_for_bit() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    // Dropout, drop-path, augmentation, EMA and accumulation all on: every random
+    // draw and every piece of state must come back.
+    let extra = |name: &str| -> Vec<String> {
+        vec![
+            format!("run.name={name}"),
+            "train.epochs=2".into(),
+            "train.grad_accum=2".into(),
+            "train.ema.decay=0.9".into(),
+            "model.regularization.residual_dropout=0.1".into(),
+            "model.regularization.drop_path=0.1".into(),
+            "model.head.dropout=0.1".into(),
+        ]
+    };
+    let mut straight = Trainer::new(config(tmp.path(), &data, &extra("straight"))).unwrap();
+    straight.fit(&mut []).unwrap();
+
+    let mut first = Trainer::new(config(tmp.path(), &data, &extra("resumed"))).unwrap();
+    let total = first.total_steps();
+    assert_eq!(
+        total, 4,
+        "18 images / batch 8 = 3 batches, 2 per step: 2 steps per epoch"
+    );
+    // Stop mid-epoch (after step 1 of epoch 0), then mid-epoch 1 (step 3).
+    let mut stop: Vec<Box<dyn Observer>> = vec![Box::new(StopAt {
+        step: 1,
+        flag: first.stop_flag(),
+    })];
+    let r = first.fit(&mut stop).unwrap();
+    assert!(r.interrupted && r.global_step == 1);
+    let run = first.run_dir().to_path_buf();
+    drop(first);
+    let mut second = Trainer::resume(&run, &[]).unwrap();
+    assert_eq!(second.state().global_step, 1);
+    let mut stop: Vec<Box<dyn Observer>> = vec![Box::new(StopAt {
+        step: 3,
+        flag: second.stop_flag(),
+    })];
+    let r = second.fit(&mut stop).unwrap();
+    assert!(r.interrupted && r.global_step == 3);
+    drop(second);
+    let mut third = Trainer::resume(&run, &[]).unwrap();
+    let r = third.fit(&mut []).unwrap();
+    assert!(!r.interrupted && r.global_step == total);
+    for ((n, a), (_, b)) in weights(&straight).iter().zip(weights(&third).iter()) {
+        assert!(a == b, "{n} differs after resume");
+    }
+    assert_eq!(
+        straight.state().last_eval.as_ref().unwrap().ema,
+        third.state().last_eval.as_ref().unwrap().ema
+    );
+}
+
+#[test]
+fn accumulation_matches_one_big_batch() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let run = |name: &str, batch: usize, accum: usize| -> Vec<(String, Vec<f32>)> {
+        let cfg = config(
+            tmp.path(),
+            &data,
+            &[
+                format!("run.name={name}"),
+                format!("data.loader.batch_size={batch}"),
+                format!("train.grad_accum={accum}"),
+                "data.train_transforms=[{op=\"resize\", size=16}, {op=\"center_crop\", size=16}, {op=\"normalize\"}]".into(),
+                "data.val_fraction=0.5".into(),
+                "train.max_steps=1".into(),
+                "optim.schedule={kind=\"constant\"}".into(),
+            ],
+        );
+        let mut t = Trainer::new(cfg).unwrap();
+        t.fit(&mut []).unwrap();
+        weights(&t)
+    };
+    let a = run("b8", 8, 1);
+    let b = run("b2x4", 2, 4);
+    let mut changed = 0;
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        // k_proj's bias has a zero gradient in exact arithmetic (softmax is
+        // shift-invariant); AdamW's first step turns its rounding noise into +-lr.
+        if n.ends_with("k_proj.bias") {
+            continue;
+        }
+        for (u, v) in x.iter().zip(y) {
+            assert!((u - v).abs() <= 1e-5 * (1.0 + u.abs()), "{n}: {u} vs {v}");
+        }
+        changed += usize::from(n.starts_with("vision_model") || n.starts_with("classification"));
+    }
+    assert!(changed > 0);
+    // And it is a real update: the weights moved from their initial values.
+    let c = run("b8-again", 8, 1);
+    assert_eq!(a, c, "same config, same weights");
+}
+
+#[test]
+fn early_stopping_stops_and_retention_keeps_what_the_policy_says() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    // Nothing improves accuracy by 2.0: the second and third evaluations are bad.
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "train.epochs=10".into(),
+            "train.early_stopping={metric=\"accuracy\", patience=2, min_delta=2.0}".into(),
+            "train.checkpoints={keep_last=2, keep_best=1, every_steps=1}".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    let r = t.fit(&mut []).unwrap();
+    assert!(r.stopped_early);
+    assert_eq!(r.epochs_completed, 3);
+    let steps_per_epoch = 3; // 18 training images, batch 8
+    assert_eq!(r.global_step, 3 * steps_per_epoch);
+    // keep_last 2 -> steps 8 and 9; keep_best 1 -> the best scored (epoch ends:
+    // steps 3, 6, 9), earliest on ties.
+    let best = r.best.unwrap();
+    assert!([3, 6, 9].contains(&best.step));
+    let mut expected = vec!["step-00000008".to_string(), "step-00000009".to_string()];
+    let best_name = format!("step-{:08}", best.step);
+    if !expected.contains(&best_name) {
+        expected.push(best_name);
+        expected.sort();
+    }
+    assert_eq!(checkpoint_names(&r.run_dir), expected);
+}
+
+#[test]
+fn a_run_folder_is_never_overwritten_silently() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "train.max_steps=1".into(),
+            "optim.schedule={kind=\"constant\"}".into(),
+        ],
+    );
+    Trainer::new(cfg.clone()).unwrap().fit(&mut []).unwrap();
+    let err = Trainer::new(cfg.clone()).err().unwrap().to_string();
+    assert!(
+        err.contains("--resume") && err.contains("run.overwrite"),
+        "{err}"
+    );
+    let mut cfg = cfg;
+    cfg.run.overwrite = true;
+    assert!(Trainer::new(cfg).is_ok());
+}
+
+#[test]
+fn corrupt_images_error_or_are_skipped() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 6);
+    std::fs::write(
+        data.join("circle").join("broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    std::fs::write(data.join("square").join("empty.jpg"), b"").unwrap();
+    let val = format!(
+        "data.val={{kind=\"image_folder\", path={:?}}}",
+        data.display().to_string()
+    );
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            val.clone(),
+            "train.max_steps=3".into(),
+            "run.name=err".into(),
+        ],
+    );
+    let err = match Trainer::new(cfg) {
+        Ok(mut t) => t.fit(&mut []).unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("broken.png") || err.contains("empty.jpg"),
+        "{err}"
+    );
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            val,
+            "train.max_steps=3".into(),
+            "run.name=skip".into(),
+            "data.loader.on_corrupt=\"skip\"".into(),
+            "optim.schedule={kind=\"constant\"}".into(),
+        ],
+    );
+    let r = Trainer::new(cfg).unwrap().fit(&mut []).unwrap();
+    assert_eq!(r.global_step, 3);
+}
+
+#[test]
+fn bf16_and_fp16_train_with_finite_losses() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 6);
+    for p in ["bf16", "fp16"] {
+        let cfg = config(
+            tmp.path(),
+            &data,
+            &[
+                format!("run.name={p}"),
+                format!("train.precision=\"{p}\""),
+                "train.gradient_checkpointing=true".into(),
+                "train.epochs=2".into(),
+            ],
+        );
+        let mut t = Trainer::new(cfg).unwrap();
+        let r = t.fit(&mut []).unwrap();
+        let e = r.last_eval.unwrap();
+        assert!(e.val.loss.is_finite(), "{p}: {}", e.val.loss);
+        let lines = std::fs::read_to_string(r.run_dir.join("metrics.jsonl")).unwrap_or_default();
+        assert!(lines.is_empty() || !lines.contains("NaN"));
+    }
+}
+
+#[test]
+fn progressive_unfreezing_opens_top_blocks_by_epoch() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "train.epochs=2".into(),
+            "train.unfreeze={kind=\"progressive\"}".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    let before = weights(&t);
+    t.fit(&mut []).unwrap();
+    let after = weights(&t);
+    let moved = |prefix: &str| {
+        before
+            .iter()
+            .zip(&after)
+            .filter(|((n, _), _)| n.starts_with(prefix))
+            .any(|((_, a), (_, b))| a != b)
+    };
+    // 2 blocks over 2 epochs: epoch 0 trains the head only, epoch 1 block 1 (the top).
+    assert!(moved("classification_head"));
+    assert!(moved("vision_model.encoder.layers.1."));
+    assert!(!moved("vision_model.encoder.layers.0."));
+    assert!(!moved("vision_model.embeddings"));
+    assert!(!moved("text_model"));
+}
