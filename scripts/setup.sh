@@ -40,20 +40,25 @@ setup_python() {
     say "libtorch ready at $venv/libtorch -> $torch_dir"
 }
 
+font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+
 setup_data() {
-    if [[ -d "$fmnist" ]]; then
-        say "Fashion-MNIST present in $fmnist"
+    local packages=()
+    [[ -d "$fmnist" ]] || packages+=(dataset-fashion-mnist)
+    [[ -f "$font" ]] || packages+=(fonts-dejavu-core)
+    if [[ ${#packages[@]} == 0 ]]; then
+        say "Fashion-MNIST present in $fmnist, plot font present"
         return
     fi
     if ! command -v apt-get >/dev/null; then
-        say "warning: no apt-get; the demo needs Fashion-MNIST's IDX files in $fmnist"
+        say "warning: no apt-get; the demo needs Fashion-MNIST's IDX files in $fmnist and plots need a TrueType font (CLIP_PLOT_FONT)"
         return
     fi
     local sudo=""
     [[ "$(id -u)" == 0 ]] || sudo="sudo"
-    say "installing Debian's dataset-fashion-mnist"
-    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
-        || die "apt-get install dataset-fashion-mnist failed (see above)"
+    say "installing Debian's ${packages[*]}"
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null; } \
+        || die "apt-get install ${packages[*]} failed (see above)"
     [[ -d "$fmnist" ]] || die "dataset-fashion-mnist installed but $fmnist is missing"
 }
 

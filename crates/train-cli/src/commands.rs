@@ -118,7 +118,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
 fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
     let src = source_from_path(path)?;
-    Ok(Dataset::load(&src).with_context(|| format!("loading {}", path.display()))?)
+    Dataset::load(&src).with_context(|| format!("loading {}", path.display()))
 }
 
 fn write_jsonl<T: serde::Serialize>(out: &mut impl Write, rows: &[T]) -> anyhow::Result<()> {

@@ -312,7 +312,8 @@ impl Observer for MetricsFiles {
     fn event(&mut self, event: &Event) -> Result<()> {
         match event {
             Event::Step(m) if m.step % self.log_every == 0 || m.step == 1 => {
-                self.write(&MetricsLine::Step((*m).clone()))
+                self.write(&MetricsLine::Step((*m).clone()))?;
+                self.flush()
             }
             Event::Eval(r) => {
                 self.write(&MetricsLine::Eval((*r).clone()))?;

@@ -9,7 +9,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
-use clip_data::{Batch, Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline};
+use clip_data::{
+    Batch, Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline, SourceConfig,
+};
 use clip_model::{
     ClipClassifier, ClipTokenizer, GradTape, HeadInit, ModelFiles, Tower, read_safetensors,
     write_atomic, write_safetensors,
@@ -103,6 +105,10 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
         .train
         .as_ref()
         .ok_or_else(|| TrainError::config("data.train", "is required"))?;
+    check_exists("data.train", train_src)?;
+    if let Some(v) = &d.val {
+        check_exists("data.val", v)?;
+    }
     let all = Dataset::load(train_src)?;
     let (train, val) = match &d.val {
         Some(v) => {
@@ -134,6 +140,30 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
         ));
     }
     Ok((train, val))
+}
+
+/// A missing source path, named with its key and what it should hold.
+fn check_exists(key: &str, src: &SourceConfig) -> Result<()> {
+    let (paths, what): (Vec<&Path>, &str) = match src {
+        SourceConfig::ImageFolder { path } => (
+            vec![path],
+            "an image folder with one sub-folder of images per class (root/<class>/*.jpg)",
+        ),
+        SourceConfig::Csv { path } => (vec![path], "a `path,label` CSV manifest with a header"),
+        SourceConfig::Idx { images, labels, .. } => (
+            vec![images, labels],
+            "IDX files (Fashion-MNIST: `sudo apt-get install dataset-fashion-mnist`, or bash scripts/setup.sh)",
+        ),
+    };
+    for p in paths {
+        if !p.exists() {
+            return Err(TrainError::config(
+                key,
+                format!("{} does not exist; it should be {what}", p.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The training and evaluation pipelines, checked against the model's image size.
@@ -489,7 +519,7 @@ impl Trainer {
                 .retain(|c| checkpoints_dir(&run_dir).join(&c.name).is_dir());
         }
         model.clip.set_regularization(cfg.model.regularization)?;
-        Ok(Self {
+        let me = Self {
             cfg,
             run_dir,
             device,
@@ -508,7 +538,9 @@ impl Trainer {
             epochs,
             stop: Arc::new(AtomicBool::new(false)),
             resumed_from: resume,
-        })
+        };
+        me.apply_unfreeze(me.state.epoch);
+        Ok(me)
     }
 
     /// A flag that, once set (e.g. by a SIGINT handler), makes the run finish the
@@ -901,7 +933,7 @@ impl Trainer {
                         .cfg
                         .train
                         .eval_every_steps
-                        .is_some_and(|k| step % k == 0);
+                        .is_some_and(|k| step.is_multiple_of(k));
                 let ckpt_now = epoch_done
                     || run_done
                     || self
@@ -909,7 +941,7 @@ impl Trainer {
                         .train
                         .checkpoints
                         .every_steps
-                        .is_some_and(|k| step % k == 0);
+                        .is_some_and(|k| step.is_multiple_of(k));
                 self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
                 if eval_now {
                     let train_loss = (loss_n > 0).then(|| loss_sum / loss_n as f64);

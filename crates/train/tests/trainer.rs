@@ -2,6 +2,8 @@
 //! image folder: learning, resume, accumulation, early stopping, retention,
 //! corrupt images, precision modes.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -405,4 +407,52 @@ fn progressive_unfreezing_opens_top_blocks_by_epoch() {
     assert!(!moved("vision_model.encoder.layers.0."));
     assert!(!moved("vision_model.embeddings"));
     assert!(!moved("text_model"));
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    // An absurd LR without clipping blows the weights up after the first step.
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "optim.lr=1e30".into(),
+            "optim.lr_policy={kind=\"uniform\"}".into(),
+            "optim.max_grad_norm=0.0".into(),
+            "optim.schedule={kind=\"constant\"}".into(),
+            "train.checkpoints.every_steps=1".into(),
+            "train.epochs=3".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    let err = t.fit(&mut []).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, clip_train::TrainError::NonFinite { step: 2, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("step 2"), "{msg}");
+    let run = t.run_dir().to_path_buf();
+    assert_eq!(checkpoint_names(&run), vec!["step-00000001".to_string()]);
+    assert!(
+        Trainer::resume(&run, &[]).is_ok(),
+        "the kept checkpoint resumes"
+    );
+}
+
+#[test]
+fn an_unwritable_run_folder_fails_before_training() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 2);
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let cfg = config(&file, &data, &[]);
+    let err = Trainer::new(cfg).err().unwrap().to_string();
+    assert!(err.contains("a-file"), "{err}");
 }

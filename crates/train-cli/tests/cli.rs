@@ -1,0 +1,343 @@
+//! End-to-end tests of the `train-cli` binary on configs/smoke.toml and a
+//! generated image folder.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_train-cli"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn smoke() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml")
+}
+
+fn make_folder(root: &Path, per_class: usize) {
+    for (k, name) in ["cat", "dog", "fox"].iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let data: Vec<u8> = (0..16 * 16 * 3)
+                .map(|j| {
+                    let on = if k == 1 {
+                        (j / 48) % 4 < 2
+                    } else {
+                        (j / 3) % 4 < 2
+                    };
+                    let base = [60u8, 120, 180][k];
+                    base.wrapping_add(if on { 60 } else { 0 })
+                        .wrapping_add(((i * 7 + j) % 17) as u8)
+                })
+                .collect();
+            image::save_buffer(
+                dir.join(format!("{i}.png")),
+                &data,
+                16,
+                16,
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn train_args(tmp: &Path, data: &Path) -> Vec<String> {
+    vec![
+        "--config".into(),
+        smoke().display().to_string(),
+        "--output-dir".into(),
+        tmp.display().to_string(),
+        "--set".into(),
+        format!(
+            "data.train={{kind=\"image_folder\", path={:?}}}",
+            data.display().to_string()
+        ),
+        "--quiet".into(),
+    ]
+}
+
+#[test]
+fn train_export_eval_predict_inspect_preview_bench() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let o = run(bin().args(train_args(tmp.path(), &data)));
+    assert!(o.status.success());
+    let run_dir = tmp.path().join("smoke");
+    for f in [
+        "config.resolved.toml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "summary.json",
+        "loss.png",
+        "accuracy.png",
+        "lr.png",
+        "confusion.png",
+    ] {
+        assert!(run_dir.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["global_step"], 9);
+    let jsonl = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        jsonl
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"step\""))
+            .count(),
+        9
+    );
+    assert_eq!(
+        jsonl
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"eval\""))
+            .count(),
+        3
+    );
+
+    let export = tmp.path().join("export");
+    let o = run(bin()
+        .args(["export", "--checkpoint"])
+        .arg(&run_dir)
+        .arg("--output")
+        .arg(&export));
+    assert!(o.status.success());
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        assert!(export.join(f).is_file(), "{f} missing from the export");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["id2label"]["1"], "dog");
+
+    let preds = tmp.path().join("preds.jsonl");
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(&export)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&preds));
+    assert!(o.status.success());
+    let metrics: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(metrics["images"], 24);
+    let acc = metrics["accuracy"].as_f64().unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 24);
+    let correct = lines.iter().filter(|l| l["label"] == l["pred"]).count();
+    assert!((correct as f64 / 24.0 - acc).abs() < 1e-9);
+    assert_eq!(lines[0]["logits"].as_array().unwrap().len(), 3);
+    // The run folder and the checkpoint give the same metrics as the export.
+    let o2 = run(bin()
+        .args(["eval", "--model"])
+        .arg(&run_dir)
+        .arg("--data")
+        .arg(&data));
+    let m2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
+    assert_eq!(m2["accuracy"], metrics["accuracy"]);
+
+    let img = data.join("dog").join("0.png");
+    let o = run(bin()
+        .args(["predict", "--json", "--top-k", "2", "--model"])
+        .arg(&export)
+        .arg(&img));
+    assert!(o.status.success());
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["top"].as_array().unwrap().len(), 2);
+
+    let o = run(bin()
+        .args(["inspect", "--json", "--config"])
+        .arg(smoke())
+        .arg("--set")
+        .arg(format!(
+            "data.train={{kind=\"image_folder\", path={:?}}}",
+            data.display().to_string()
+        )));
+    assert!(o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["groups"]["rows"].as_array().unwrap().len() > 3);
+
+    let grid = tmp.path().join("grid.png");
+    let o = run(bin()
+        .args([
+            "preview-augment",
+            "--images",
+            "2",
+            "--views",
+            "3",
+            "--config",
+        ])
+        .arg(smoke())
+        .arg("--output")
+        .arg(&grid)
+        .arg("--set")
+        .arg(format!(
+            "data.train={{kind=\"image_folder\", path={:?}}}",
+            data.display().to_string()
+        )));
+    assert!(o.status.success());
+    assert!(image::open(&grid).unwrap().width() > 16 * 4);
+
+    let o = run(bin()
+        .args(["bench", "--steps", "2", "--warmup", "1", "--config"])
+        .arg(smoke())
+        .arg("--set")
+        .arg(format!(
+            "data.train={{kind=\"image_folder\", path={:?}}}",
+            data.display().to_string()
+        )));
+    assert!(o.status.success());
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(b["train_images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(b["median_step_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn config_errors_name_the_key_the_value_and_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 2);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "train.epochz=3".into()]);
+    let o = run(bin().args(&args));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("train.epochz") && stderr(&o).contains("smoke.toml"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "train.precision=\"fp8\"".into()]);
+    let o = run(bin().args(&args));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fp8"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+
+    let mut args = train_args(tmp.path(), &tmp.path().join("no-such-folder"));
+    args.push("--quiet".into());
+    let o = run(bin().args(&args));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no-such-folder") && stderr(&o).contains("data.train"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(bin().args(["--config", "/nonexistent/x.toml"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/x.toml"));
+}
+
+#[test]
+fn full_config_without_weights_or_data_fails_fast_and_says_how_to_get_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/full.toml");
+    let t0 = Instant::now();
+    let o = run(bin()
+        .current_dir(tmp.path())
+        .arg("--config")
+        .arg(&full)
+        .arg("--output-dir")
+        .arg(tmp.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", tmp.path().join("hf")));
+    assert!(!o.status.success());
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let e = stderr(&o);
+    assert!(
+        e.contains("data/stanford-dogs-10/train") && e.contains("one sub-folder"),
+        "{e}"
+    );
+    // With the data present, the missing weights are the error.
+    make_folder(&tmp.path().join("data/stanford-dogs-10/train"), 1);
+    make_folder(&tmp.path().join("data/stanford-dogs-10/val"), 1);
+    let o = run(bin()
+        .current_dir(tmp.path())
+        .arg("--config")
+        .arg(&full)
+        .arg("--output-dir")
+        .arg(tmp.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", tmp.path().join("hf")));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("openai/clip-vit-base-patch32"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn sigint_writes_a_resumable_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "train.epochs=400".into()]);
+    let mut child = bin().args(&args).spawn().unwrap();
+    let metrics = tmp.path().join("smoke").join("metrics.jsonl");
+    let t0 = Instant::now();
+    // Wait until training is under way (the first evaluation is written).
+    while std::fs::read_to_string(&metrics).map_or(true, |s| !s.contains("eval")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let run_dir = tmp.path().join("smoke");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["interrupted"], true);
+    let step = summary["global_step"].as_u64().unwrap();
+    assert!(step < 1200);
+    // Resume with a shorter run so it ends quickly: the checkpoint is found and used.
+    let o = run(bin().arg("--resume").arg(&run_dir).args([
+        "--quiet",
+        "--set",
+        &format!("train.max_steps={}", step + 2),
+    ]));
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("step {step}")),
+        "{}",
+        stderr(&o)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["global_step"].as_u64().unwrap(), step + 2);
+}
