@@ -36,9 +36,9 @@ impl Attention {
     pub fn forward(&self, x: &Tensor, causal: bool, train: bool) -> Tensor {
         let (b, t, d) = x.size3().expect("attention input is [batch, tokens, dim]");
         let split = |y: Tensor| y.view([b, t, self.heads, d / self.heads]).transpose(1, 2);
-        let q = split(self.q_proj.forward(x));
-        let k = split(self.k_proj.forward(x));
-        let v = split(self.v_proj.forward(x));
+        let q = split(self.q_proj.forward_t(x, train));
+        let k = split(self.k_proj.forward_t(x, train));
+        let v = split(self.v_proj.forward_t(x, train));
         let p = if train { self.dropout } else { 0.0 };
         let y = Tensor::scaled_dot_product_attention(
             &q,
@@ -50,6 +50,7 @@ impl Attention {
             None,
             false,
         );
-        self.out_proj.forward(&y.transpose(1, 2).reshape([b, t, d]))
+        self.out_proj
+            .forward_t(&y.transpose(1, 2).reshape([b, t, d]), train)
     }
 }

@@ -91,18 +91,13 @@ impl<'m> GradTape<'m> {
 }
 
 fn layer_has_trainable(layer: &EncoderLayer) -> bool {
-    let a = &layer.self_attn;
-    [
-        &a.q_proj,
-        &a.k_proj,
-        &a.v_proj,
-        &a.out_proj,
-        &layer.fc1,
-        &layer.fc2,
-    ]
-    .iter()
-    .any(|l| l.weight.requires_grad() || l.bias.as_ref().is_some_and(Tensor::requires_grad))
-        || [&layer.layer_norm1, &layer.layer_norm2]
-            .iter()
-            .any(|n| n.weight.requires_grad() || n.bias.requires_grad())
+    layer.linears().iter().any(|l| {
+        l.weight.requires_grad()
+            || l.bias.as_ref().is_some_and(Tensor::requires_grad)
+            || l.lora
+                .as_ref()
+                .is_some_and(|a| a.a.requires_grad() || a.b.requires_grad())
+    }) || [&layer.layer_norm1, &layer.layer_norm2]
+        .iter()
+        .any(|n| n.weight.requires_grad() || n.bias.requires_grad())
 }

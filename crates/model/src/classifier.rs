@@ -14,6 +14,7 @@ use crate::config::ClipConfig;
 use crate::error::{ModelError, Result};
 use crate::hub::ModelFiles;
 use crate::layers::{Linear, dropout};
+use crate::lora::LoraConfig;
 use crate::tags::{DecayClass, Module, ParamReport, ParamTable, Scope, Tower};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{assign, read_weights};
@@ -89,6 +90,9 @@ struct StoredHead {
     bias: bool,
     scale: f64,
     dropout: f64,
+    /// The adapters stored beside the weights (unmerged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lora: Option<LoraConfig>,
 }
 
 /// CLIP image classifier: `scale * head(dropout(normalize(visual_projection(pooled))))`.
@@ -128,6 +132,7 @@ impl ClipClassifier {
             .sub("classification_head");
         let n = class_names.len() as i64;
         let head = Linear {
+            lora: None,
             weight: h.param(
                 "weight",
                 &[n, proj],
@@ -252,7 +257,7 @@ impl ClipClassifier {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| ModelError::config("id2label", format!("has a non-integer id: {e}")))?;
         names.sort();
-        let model = Self::build(
+        let mut model = Self::build(
             path,
             &config,
             names.into_iter().map(|(_, n)| n).collect(),
@@ -260,6 +265,9 @@ impl ClipClassifier {
             stored.dropout,
             Some(stored.scale),
         )?;
+        if let Some(lora) = &stored.lora {
+            model.clip.add_lora(path, lora)?;
+        }
         assign(
             model.clip.params(),
             read_weights(&files.weights)?,
@@ -269,9 +277,24 @@ impl ClipClassifier {
         Ok(model)
     }
 
-    /// Writes the CLIP weights with the head, and a `config.json` that transformers'
-    /// `CLIPModel` reads (with `id2label` / `label2id` and the head's settings).
+    /// Writes the CLIP weights with the head (and unmerged adapters, if any), and a
+    /// `config.json` that transformers' `CLIPModel` reads (with `id2label` /
+    /// `label2id` and the head's settings).
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        self.save_impl(dir, self.clip.lora().cloned())
+    }
+
+    /// Writes the model with its adapters merged into the base weights: a plain
+    /// CLIP (plus head) that loads without PEFT. The model itself is unchanged.
+    pub fn save_merged(&mut self, dir: &Path) -> Result<()> {
+        self.clip.merge_lora();
+        let r = self.save_impl(dir, None);
+        self.clip.unmerge_lora();
+        r
+    }
+
+    fn save_impl(&self, dir: &Path, lora: Option<LoraConfig>) -> Result<()> {
+        let adapters = lora.is_some();
         let mut json = self.clip.config().to_hf_json();
         json["id2label"] = self
             .class_names
@@ -289,9 +312,10 @@ impl ClipClassifier {
             bias: self.head.bias.is_some(),
             scale: self.scale,
             dropout: self.dropout,
+            lora,
         })
         .unwrap_or_default();
-        self.clip.save_with(dir, json)
+        self.clip.save_with(dir, json, adapters)
     }
 
     /// Sets the head to the zero-shot classifier of `templates`.
@@ -319,6 +343,11 @@ impl ClipClassifier {
 
     pub fn scale(&self) -> f64 {
         self.scale
+    }
+
+    /// Sets the logit multiplier (WiSE-FT interpolates it with the weights).
+    pub fn set_scale(&mut self, scale: f64) {
+        self.scale = scale;
     }
 
     pub fn params(&self) -> &ParamTable {

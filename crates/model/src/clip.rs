@@ -11,7 +11,8 @@ use crate::encoder::Regularization;
 use crate::error::{ModelError, Result};
 use crate::hub::ModelFiles;
 use crate::layers::Linear;
-use crate::tags::{DecayClass, Module, ParamReport, ParamTable, Scope, Tower};
+use crate::lora::{self, LoraConfig};
+use crate::tags::{DecayClass, Module, Param, ParamReport, ParamTable, Scope, Tower};
 use crate::text::{TextOutput, TextTransformer};
 use crate::vision::{VisionOutput, VisionTransformer};
 use crate::weights::{assign, read_weights, write_atomic, write_safetensors};
@@ -43,6 +44,7 @@ pub struct ClipModel {
     params: ParamTable,
     regularization: Regularization,
     gradient_checkpointing: bool,
+    lora: Option<LoraConfig>,
 }
 
 /// Divides each row by its L2 norm.
@@ -104,11 +106,81 @@ impl ClipModel {
             params: ParamTable::default(),
             regularization: Regularization::default(),
             gradient_checkpointing: false,
+            lora: None,
         }
     }
 
     pub(crate) fn params_mut(&mut self) -> &mut ParamTable {
         &mut self.params
+    }
+
+    /// Attaches LoRA adapters (in `root`'s VarStore, where the model lives) to the
+    /// chosen layers of the chosen towers; returns the adapter parameter count.
+    /// Adapters start as PEFT's (B = 0), so the model's outputs do not change.
+    pub fn add_lora(&mut self, root: &nn::Path, cfg: &LoraConfig) -> Result<i64> {
+        cfg.validate()?;
+        if self.lora.is_some() {
+            return Err(ModelError::config(
+                "model.lora",
+                "the model already has adapters",
+            ));
+        }
+        let scope = Scope::new(root.clone());
+        if cfg.towers.contains(&Tower::Vision) {
+            lora::attach(
+                &scope,
+                Tower::Vision,
+                "vision_model",
+                &mut self.vision_model.encoder.layers,
+                cfg,
+            )?;
+        }
+        if cfg.towers.contains(&Tower::Text) {
+            lora::attach(
+                &scope,
+                Tower::Text,
+                "text_model",
+                &mut self.text_model.encoder.layers,
+                cfg,
+            )?;
+        }
+        let added = scope.into_params();
+        let count = added.iter().map(Param::numel).sum();
+        self.params.extend(added);
+        self.lora = Some(cfg.clone());
+        Ok(count)
+    }
+
+    /// The adapters' settings, when the model has adapters.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    fn all_linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.vision_model
+            .encoder
+            .layers
+            .iter_mut()
+            .chain(self.text_model.encoder.layers.iter_mut())
+            .flat_map(|l| l.linears_mut())
+    }
+
+    /// Folds every adapter into its base weight (forward then ignores adapters).
+    pub fn merge_lora(&mut self) {
+        self.all_linears_mut().for_each(Linear::merge);
+    }
+
+    /// Undoes [`ClipModel::merge_lora`], restoring the base weights bit for bit.
+    pub fn unmerge_lora(&mut self) {
+        self.all_linears_mut().for_each(Linear::unmerge);
+    }
+
+    /// `(name, tensor)` of every adapter matrix.
+    pub fn adapter_tensors(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .select(|t| t.module == Module::Adapter)
+            .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
+            .collect()
     }
 
     /// Loads a model from a folder or hub id (see [`ModelFiles::resolve`]).
@@ -127,13 +199,20 @@ impl ClipModel {
 
     /// Writes `config.json` and `model.safetensors` in Hugging Face's layout.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
-        self.save_with(dir, self.config.to_hf_json())
+        self.save_with(dir, self.config.to_hf_json(), true)
     }
 
-    pub(crate) fn save_with(&self, dir: &Path, config_json: serde_json::Value) -> Result<()> {
+    /// Writes the weights (adapters only when `adapters`) and `config_json`.
+    pub(crate) fn save_with(
+        &self,
+        dir: &Path,
+        config_json: serde_json::Value,
+        adapters: bool,
+    ) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = self
             .params
             .iter()
+            .filter(|p| adapters || p.tag.module != Module::Adapter)
             .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
             .collect();
         write_safetensors(&dir.join("model.safetensors"), &tensors, BTreeMap::new())?;

@@ -56,8 +56,38 @@ pub struct EncoderLayer {
 
 impl EncoderLayer {
     /// Whether a forward in training mode draws random numbers.
+    /// The block's linear layers.
+    pub(crate) fn linears(&self) -> [&Linear; 6] {
+        let a = &self.self_attn;
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.out_proj,
+            &self.fc1,
+            &self.fc2,
+        ]
+    }
+
+    /// The block's linear layers, mutably (for adapters).
+    pub(crate) fn linears_mut(&mut self) -> [&mut Linear; 6] {
+        let a = &mut self.self_attn;
+        [
+            &mut a.q_proj,
+            &mut a.k_proj,
+            &mut a.v_proj,
+            &mut a.out_proj,
+            &mut self.fc1,
+            &mut self.fc2,
+        ]
+    }
+
     pub(crate) fn is_stochastic(&self) -> bool {
-        self.self_attn.dropout > 0.0 || self.residual_dropout > 0.0 || self.drop_path > 0.0
+        let lora = self
+            .linears()
+            .iter()
+            .any(|l| l.lora.as_ref().is_some_and(|a| a.dropout > 0.0));
+        self.self_attn.dropout > 0.0 || self.residual_dropout > 0.0 || self.drop_path > 0.0 || lora
     }
 
     /// This block's stochastic-depth rate.
@@ -77,10 +107,13 @@ impl EncoderLayer {
             .self_attn
             .forward(&self.layer_norm1.forward(x), self.causal, train);
         let x = x + branch(h);
-        let h = self.fc2.forward(&activate(
-            &self.fc1.forward(&self.layer_norm2.forward(&x)),
-            self.act,
-        ));
+        let h = self.fc2.forward_t(
+            &activate(
+                &self.fc1.forward_t(&self.layer_norm2.forward(&x), train),
+                self.act,
+            ),
+            train,
+        );
         &x + branch(h)
     }
 }

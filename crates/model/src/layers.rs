@@ -3,6 +3,7 @@
 use tch::{Kind, Tensor, nn};
 
 use crate::config::Activation;
+use crate::lora::LoraAdapter;
 use crate::tags::{DecayClass, Scope};
 
 /// `y = x W^T + b`, with Hugging Face's `weight` / `bias` names.
@@ -10,6 +11,8 @@ use crate::tags::{DecayClass, Scope};
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// A LoRA adapter, when one is attached.
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -26,11 +29,39 @@ impl Linear {
         );
         let bias =
             bias.then(|| scope.param("bias", &[out_dim], nn::Init::Const(0.0), DecayClass::Bias));
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
+    /// Inference forward (adapter dropout off).
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        self.forward_t(x, false)
+    }
+
+    /// Forward with the adapter's dropout active when `train`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        match self.lora.as_ref().and_then(|l| l.delta(x, train)) {
+            Some(d) => y + d,
+            None => y,
+        }
+    }
+
+    /// Folds the adapter into the weight (no-op without one).
+    pub fn merge(&mut self) {
+        if let Some(l) = self.lora.as_mut() {
+            l.merge(&self.weight);
+        }
+    }
+
+    /// Restores the weight from before [`Linear::merge`], bit for bit.
+    pub fn unmerge(&mut self) {
+        if let Some(l) = self.lora.as_mut() {
+            l.unmerge(&self.weight);
+        }
     }
 }
 

@@ -33,6 +33,7 @@ mod encoder;
 mod error;
 mod hub;
 mod layers;
+mod lora;
 mod memory;
 mod tags;
 mod text;
@@ -49,6 +50,7 @@ pub use encoder::Regularization;
 pub use error::{ModelError, Result};
 pub use hub::ModelFiles;
 pub use layers::{LayerNorm, Linear};
+pub use lora::{LoraAdapter, LoraConfig, LoraTarget, peft_adapter_config, save_peft_adapter};
 pub use memory::release_freed_activations;
 pub use tags::{
     DecayClass, Module, Param, ParamReport, ParamTable, ParamTag, ReportRow, Scope, Tower,

@@ -196,6 +196,11 @@ impl ParamTable {
         Self { params }
     }
 
+    /// Adds parameters created after the model (adapters).
+    pub fn extend(&mut self, params: Vec<Param>) {
+        self.params.extend(params);
+    }
+
     pub fn iter(&self) -> std::slice::Iter<'_, Param> {
         self.params.iter()
     }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tch::nn;
 
 use clip_data::{Normalize, SourceConfig};
-use clip_model::{ClipClassifier, ModelFiles, write_atomic};
+use clip_model::{ClipClassifier, ModelFiles, save_peft_adapter, write_atomic};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
@@ -126,16 +126,31 @@ const TOKENIZER_FILES: &[&str] = &[
 pub fn export(checkpoint: &Path, output: &Path) -> Result<Vec<String>> {
     let model_dir = classifier_dir(checkpoint)?;
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let model = ClipClassifier::load(&vs.root(), &model_dir)?;
+    let mut model = ClipClassifier::load(&vs.root(), &model_dir)?;
     std::fs::create_dir_all(output).map_err(TrainError::io("cannot create", output))?;
-    model.save_pretrained(output)?;
-    let mut written = vec!["config.json".to_string(), "model.safetensors".to_string()];
     // The run's config, two levels above the checkpoint, says where the weights
     // came from (for the tokenizer) and how images were normalised.
     let run_cfg = model_dir
         .ancestors()
         .find(|p| p.join("config.resolved.toml").is_file())
         .and_then(|p| RunConfig::load(&p.join("config.resolved.toml"), &[]).ok());
+    let mut written = vec!["config.json".to_string(), "model.safetensors".to_string()];
+    match model.clip.lora().cloned() {
+        // LoRA: the merged model (a plain CLIP + head) and the PEFT adapter.
+        Some(lora) => {
+            model.save_merged(output)?;
+            let base = run_cfg.as_ref().and_then(|c| c.model.pretrained.as_deref());
+            save_peft_adapter(
+                &output.join("adapter"),
+                &lora,
+                &model.clip.adapter_tensors(),
+                base,
+            )?;
+            written.push("adapter/adapter_config.json".into());
+            written.push("adapter/adapter_model.safetensors".into());
+        }
+        None => model.save_pretrained(output)?,
+    }
     let norm = run_cfg
         .as_ref()
         .and_then(|c| c.data.eval_transforms.as_ref())

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use clip_data::{LoaderConfig, SourceConfig, TransformConfig};
-use clip_model::{ClipConfig, HeadConfig, Regularization, TextConfig, Tower, VisionConfig};
+use clip_model::{
+    ClipConfig, HeadConfig, LoraConfig, Regularization, TextConfig, Tower, VisionConfig,
+};
 use clip_optim::{AdamWConfig, GroupConfig, LrPolicy, NoDecay, ScalerConfig, Schedule};
 
 use crate::error::{Result, TrainError};
@@ -141,6 +143,11 @@ pub struct ModelSection {
     pub architecture: Option<Architecture>,
     pub head: HeadConfig,
     pub regularization: Regularization,
+    /// Train LoRA adapters (and the head) instead of the weights.
+    pub lora: Option<LoraConfig>,
+    /// A `tokenizer.json` for the text tower of a randomly initialised model
+    /// (zero-shot heads need one; pretrained models bring their own).
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// `[data]`: sources, transforms and the loader.
@@ -247,6 +254,12 @@ pub enum Unfreeze {
     All,
     /// Only the head (a linear probe on frozen features).
     HeadOnly,
+    /// LP-FT (Kumar et al. 2022): the head alone for `probe_epochs`, then every
+    /// parameter of the optimised towers.
+    LpFt {
+        #[serde(default = "one")]
+        probe_epochs: u64,
+    },
     /// The tutorial's progressive unfreezing: at epoch `e` of `E`, the top
     /// `floor(e / E * L)` vision blocks train (with the post-norm and projection once
     /// any block is open), plus `min_blocks`; the head always trains.
@@ -254,6 +267,10 @@ pub enum Unfreeze {
         #[serde(default)]
         min_blocks: u32,
     },
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// A metric to select checkpoints or stop early on.
@@ -491,8 +508,19 @@ impl RunConfig {
         if let Err(e) = m.head.validate() {
             p.push(e.to_string());
         }
-        if m.head.init == clip_model::HeadInit::ZeroShot && m.pretrained.is_none() {
-            p.push("`model.head.init = \"zero_shot\"` needs `model.pretrained` (a text tower and tokenizer)".into());
+        if m.head.init == clip_model::HeadInit::ZeroShot
+            && m.pretrained.is_none()
+            && m.tokenizer.is_none()
+        {
+            p.push("`model.head.init = \"zero_shot\"` needs a tokenizer: `model.pretrained` or `model.tokenizer`".into());
+        }
+        if let Some(l) = &m.lora {
+            if let Err(e) = l.validate() {
+                p.push(e.to_string());
+            }
+            if self.train.unfreeze != Unfreeze::All {
+                p.push("`model.lora` trains the adapters and the head: leave `train.unfreeze` at `all`".into());
+            }
         }
         if let Err(e) = m.regularization.validate("model.regularization") {
             p.push(e.to_string());

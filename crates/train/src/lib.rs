@@ -35,6 +35,7 @@ mod plots;
 mod policies;
 mod precision;
 mod trainer;
+mod wise_ft;
 
 pub use artifacts::{classifier_dir, export, load_classifier, preprocessor_json, source_from_path};
 pub use config::{
@@ -56,3 +57,4 @@ pub use trainer::{
     BenchReport, Best, FitReport, TrainState, Trainer, build_model, eval_loader, latest_checkpoint,
     load_datasets, peak_memory_mib, pipelines,
 };
+pub use wise_ft::{WisePoint, WiseReport, wise_ft, zero_shot_like};

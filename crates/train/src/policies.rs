@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use clip_model::{ParamTable, Tower};
+use clip_model::{Module, ParamTable, Tower};
 
 use crate::config::{CheckpointConfig, EarlyStoppingConfig, Metric, Unfreeze};
 
@@ -113,7 +113,8 @@ pub fn open_blocks(epoch: u64, epochs: u64, layers: u32, min_blocks: u32) -> u32
 }
 
 /// Sets `requires_grad` for epoch `epoch` as `unfreeze` says. Towers outside
-/// `trained` stay frozen; the head always trains. Returns the trainable count.
+/// `trained` stay frozen; the head always trains; a model with LoRA adapters
+/// trains the adapters and the head only. Returns the trainable count.
 pub fn apply_unfreeze(
     table: &ParamTable,
     unfreeze: Unfreeze,
@@ -124,11 +125,21 @@ pub fn apply_unfreeze(
 ) -> i64 {
     table.set_trainable(false, |_| true);
     table.set_trainable(true, |t| t.tower == Tower::Head);
+    if table.count(|t| t.module == Module::Adapter) > 0 {
+        // LoRA: the adapters and the head, whatever the schedule.
+        table.set_trainable(true, |t| t.module == Module::Adapter);
+        return table.trainable_count();
+    }
     match unfreeze {
         Unfreeze::All => {
             table.set_trainable(true, |t| trained.contains(&t.tower));
         }
         Unfreeze::HeadOnly => {}
+        Unfreeze::LpFt { probe_epochs } => {
+            if epoch >= probe_epochs {
+                table.set_trainable(true, |t| trained.contains(&t.tower));
+            }
+        }
         Unfreeze::Progressive { min_blocks } => {
             let open = open_blocks(epoch, epochs, vision_layers, min_blocks);
             // Blocks are at depths 1..=L; the post-norm and projection at L + 1.

@@ -13,8 +13,8 @@ use clip_data::{
     Batch, Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline, SourceConfig,
 };
 use clip_model::{
-    ClipClassifier, ClipTokenizer, GradTape, HeadInit, ModelFiles, Tower, read_safetensors,
-    write_atomic, write_safetensors,
+    ClipClassifier, ClipTokenizer, GradTape, HeadConfig, HeadInit, ModelFiles, Tower,
+    read_safetensors, write_atomic, write_safetensors,
 };
 use clip_optim::{AdamW, GradScaler, GroupReport, LrSchedule, clip_grad_norm};
 
@@ -224,7 +224,26 @@ pub fn build_model(
             };
             ClipClassifier::from_clip(&vs.root(), &files, classes, &m.head, tokenizer.as_ref())?
         }
-        (None, Some(a)) => ClipClassifier::new(&vs.root(), &a.config()?, classes, &m.head)?,
+        (None, Some(a)) => {
+            let mut model = ClipClassifier::new(
+                &vs.root(),
+                &a.config()?,
+                classes,
+                &HeadConfig {
+                    init: HeadInit::Random,
+                    ..m.head.clone()
+                },
+            )?;
+            if m.head.init == HeadInit::ZeroShot {
+                let path = m.tokenizer.as_ref().ok_or_else(|| {
+                    TrainError::config("model.tokenizer", "zero_shot heads need a tokenizer.json")
+                })?;
+                let context = model.clip.config().text_config.max_position_embeddings as usize;
+                let tok = ClipTokenizer::from_file(path, context)?;
+                model.init_zero_shot(&tok, &m.head.templates)?;
+            }
+            model
+        }
         (None, None) => {
             return Err(TrainError::config(
                 "model",
@@ -232,6 +251,9 @@ pub fn build_model(
             ));
         }
     };
+    if let Some(lora) = &m.lora {
+        model.clip.add_lora(&vs.root(), lora)?;
+    }
     model.clip.set_regularization(m.regularization)?;
     model
         .clip

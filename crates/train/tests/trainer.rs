@@ -456,3 +456,152 @@ fn an_unwritable_run_folder_fails_before_training() {
     let err = Trainer::new(cfg).err().unwrap().to_string();
     assert!(err.contains("a-file"), "{err}");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/model")
+        .join(name)
+}
+
+#[test]
+fn wise_ft_endpoints_reproduce_the_zero_shot_and_fine_tuned_accuracies() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 6);
+    let mut cfg = config(tmp.path(), &data, &["train.epochs=2".into()]);
+    cfg.model.architecture = None;
+    cfg.model.pretrained = Some(fixture("tiny-a").display().to_string());
+    cfg.model.head.init = clip_model::HeadInit::ZeroShot;
+    cfg.data.train_transforms = None;
+    let mut t = Trainer::new(cfg).unwrap();
+    t.fit(&mut []).unwrap();
+    let run = t.run_dir().to_path_buf();
+    drop(t);
+
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let mut ft = clip_train::load_classifier(&vs, &run.display().to_string()).unwrap();
+    let vs0 = tch::nn::VarStore::new(tch::Device::Cpu);
+    let templates = vec!["a photo of a {}.".to_string()];
+    let zs = clip_train::zero_shot_like(
+        &vs0,
+        &fixture("tiny-a").display().to_string(),
+        &ft,
+        &templates,
+        None,
+    )
+    .unwrap();
+    let ds = clip_data::Dataset::load(&clip_data::SourceConfig::ImageFolder { path: data.clone() })
+        .unwrap();
+    let mut rc = RunConfig::default();
+    rc.data.eval_batch_size = Some(7);
+    let loader =
+        clip_train::eval_loader(&rc, ds.clone(), clip_data::Pipeline::clip_eval(32)).unwrap();
+    let acc = |m: &clip_model::ClipClassifier| {
+        clip_train::evaluate(
+            m,
+            &loader,
+            clip_train::Precision::Fp32,
+            tch::Device::Cpu,
+            |_, _| Ok(()),
+        )
+        .unwrap()
+    };
+    let (a0, a1) = (acc(&zs), acc(&ft));
+    let r = clip_train::wise_ft(&zs, &mut ft, &[0.0, 0.5, 1.0], ds, 7).unwrap();
+    assert_eq!(r.points[0].accuracy, a0.accuracy);
+    assert_eq!(r.points[0].loss, a0.loss);
+    assert_eq!(r.points[2].accuracy, a1.accuracy);
+    assert_eq!(r.points[2].loss, a1.loss);
+    assert!(r.points.iter().all(|p| p.accuracy <= r.best_accuracy));
+    // The model is left at the best alpha.
+    let best = acc(&ft);
+    assert_eq!(best.accuracy, r.best_accuracy);
+}
+
+#[test]
+fn lora_training_changes_only_adapters_and_head_and_lp_ft_probes_first() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "run.name=lora".into(),
+            "train.epochs=2".into(),
+            "model.lora={r=4, alpha=8}".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    let before = weights(&t);
+    let r = t.fit(&mut []).unwrap();
+    let adapters = t
+        .model()
+        .params()
+        .count(|p| p.module == clip_model::Module::Adapter);
+    assert_eq!(
+        adapters,
+        2 * 2 * (4 * 32 + 32 * 4),
+        "2 blocks x q,v x (A + B)"
+    );
+    assert_eq!(r.trainable_parameters, adapters + 3 * 16 + 3);
+    for ((n, a), (_, b)) in before.iter().zip(weights(&t).iter()) {
+        let trainable = n.contains("lora_") || n.starts_with("classification_head");
+        if !trainable {
+            assert!(a == b, "{n} changed under LoRA");
+        } else if n.contains("lora_B") || n.starts_with("classification_head") {
+            assert!(a != b, "{n} did not train");
+        }
+    }
+    // The export is a merged plain model plus a PEFT adapter folder.
+    let out = tmp.path().join("export");
+    let files = clip_train::export(&r.run_dir, &out).unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.contains("adapter_model.safetensors"))
+    );
+    let peft: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(peft["r"], 4);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let merged = clip_model::ClipClassifier::load(&vs.root(), &out).unwrap();
+    assert!(merged.clip.lora().is_none());
+
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "run.name=lpft".into(),
+            "train.epochs=2".into(),
+            "train.unfreeze={kind=\"lp_ft\", probe_epochs=1}".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    let before = weights(&t);
+    let mut stop: Vec<Box<dyn Observer>> = vec![Box::new(StopAt {
+        step: 2,
+        flag: t.stop_flag(),
+    })];
+    t.fit(&mut stop).unwrap();
+    for ((n, a), (_, b)) in before.iter().zip(weights(&t).iter()) {
+        assert_eq!(
+            a != b,
+            n.starts_with("classification_head"),
+            "{n} after the probe epoch"
+        );
+    }
+    let run = t.run_dir().to_path_buf();
+    drop(t);
+    let mut t = Trainer::resume(&run, &[]).unwrap();
+    t.fit(&mut []).unwrap();
+    let moved = before
+        .iter()
+        .zip(weights(&t).iter())
+        .any(|((n, a), (_, b))| n.starts_with("vision_model.encoder") && a != b);
+    assert!(moved, "the second epoch fine-tunes the tower");
+}

@@ -1,0 +1,173 @@
+//! WiSE-FT (Wortsman et al. 2022): interpolate every weight between a zero-shot
+//! classifier (its head from text embeddings) and a fine-tuned one,
+//! `theta(alpha) = (1 - alpha) theta_zs + alpha theta_ft`, and evaluate each alpha.
+//! The logit scale is interpolated the same way; LoRA adapters are merged first.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor, nn};
+
+use clip_data::{Dataset, Pipeline};
+use clip_model::{ClipClassifier, ClipTokenizer, HeadConfig, HeadInit, ModelFiles, Module};
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use crate::metrics::{EvalReport, evaluate};
+use crate::precision::Precision;
+use crate::trainer::eval_loader;
+
+/// One point of the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WisePoint {
+    pub alpha: f64,
+    pub accuracy: f64,
+    pub top5: f64,
+    pub loss: f64,
+}
+
+/// The sweep's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WiseReport {
+    pub points: Vec<WisePoint>,
+    pub best_alpha: f64,
+    pub best_accuracy: f64,
+}
+
+/// The zero-shot classifier of the CLIP `spec` for the fine-tuned model's classes,
+/// with the fine-tuned head's shape (bias or not). `tokenizer` overrides the
+/// model folder's.
+pub fn zero_shot_like(
+    vs: &nn::VarStore,
+    spec: &str,
+    fine_tuned: &ClipClassifier,
+    templates: &[String],
+    tokenizer: Option<&Path>,
+) -> Result<ClipClassifier> {
+    let files = ModelFiles::resolve(spec)?;
+    let tok_path = tokenizer
+        .map(Path::to_path_buf)
+        .or_else(|| files.tokenizer.clone())
+        .ok_or_else(|| {
+            TrainError::config(
+                "--zero-shot",
+                format!(
+                    "{} has no tokenizer.json: zero-shot needs the text side",
+                    files.dir.display()
+                ),
+            )
+        })?;
+    let ctx = clip_model::ClipConfig::from_json_file(&files.config)?
+        .text_config
+        .max_position_embeddings as usize;
+    let tok = ClipTokenizer::from_file(&tok_path, ctx)?;
+    let head = HeadConfig {
+        init: HeadInit::ZeroShot,
+        bias: fine_tuned.head.bias.is_some(),
+        templates: templates.to_vec(),
+        ..HeadConfig::default()
+    };
+    Ok(ClipClassifier::from_clip(
+        &vs.root(),
+        &files,
+        fine_tuned.class_names().to_vec(),
+        &head,
+        Some(&tok),
+    )?)
+}
+
+/// Sweeps `alphas` on `data`; leaves `fine_tuned` at the best alpha's weights
+/// (merged, without adapters) and returns the curve.
+pub fn wise_ft(
+    zero_shot: &ClipClassifier,
+    fine_tuned: &mut ClipClassifier,
+    alphas: &[f64],
+    data: Dataset,
+    batch_size: usize,
+) -> Result<WiseReport> {
+    if zero_shot.clip.config() != fine_tuned.clip.config() {
+        return Err(TrainError::config(
+            "--zero-shot",
+            "the zero-shot and fine-tuned models have different architectures",
+        ));
+    }
+    if let Some(a) = alphas.iter().find(|a| !(0.0..=1.0).contains(*a)) {
+        return Err(TrainError::config(
+            "--alphas",
+            format!("{a} is outside [0, 1]"),
+        ));
+    }
+    fine_tuned.clip.merge_lora();
+    let zs: HashMap<String, Tensor> = zero_shot
+        .params()
+        .iter()
+        .map(|p| (p.name.clone(), p.tensor.detach().to_kind(Kind::Float)))
+        .collect();
+    let ft: Vec<(String, Tensor, Tensor)> = fine_tuned
+        .params()
+        .select(|t| t.module != Module::Adapter)
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.tensor.shallow_clone(),
+                p.tensor.detach().copy(),
+            )
+        })
+        .collect();
+    for (name, _, _) in &ft {
+        if !zs.contains_key(name) {
+            return Err(TrainError::config(
+                "--zero-shot",
+                format!("has no `{name}`"),
+            ));
+        }
+    }
+    let (s0, s1) = (zero_shot.scale(), fine_tuned.scale());
+    let size = fine_tuned.clip.config().vision_config.image_size as usize;
+    let mut cfg = RunConfig::default();
+    cfg.data.eval_batch_size = Some(batch_size.max(1));
+    let loader = eval_loader(&cfg, data, Pipeline::clip_eval(size))?;
+    let set = |model: &mut ClipClassifier, alpha: f64| {
+        tch::no_grad(|| {
+            for (name, p, b) in &ft {
+                let a = &zs[name];
+                let _ = p.shallow_clone().copy_(&(a * (1.0 - alpha) + b * alpha));
+            }
+        });
+        model.set_scale(s0 * (1.0 - alpha) + s1 * alpha);
+    };
+    let mut points = Vec::new();
+    let mut reports: Vec<EvalReport> = Vec::new();
+    for &alpha in alphas {
+        set(fine_tuned, alpha);
+        let r = evaluate(
+            fine_tuned,
+            &loader,
+            Precision::Fp32,
+            tch::Device::Cpu,
+            |_, _| Ok(()),
+        )?;
+        points.push(WisePoint {
+            alpha,
+            accuracy: r.accuracy,
+            top5: r.top5,
+            loss: r.loss,
+        });
+        reports.push(r);
+    }
+    let best = points
+        .iter()
+        .fold(None::<&WisePoint>, |b, p| match b {
+            Some(b) if b.accuracy >= p.accuracy => Some(b),
+            _ => Some(p),
+        })
+        .cloned()
+        .ok_or_else(|| TrainError::config("--alphas", "is empty"))?;
+    set(fine_tuned, best.alpha);
+    Ok(WiseReport {
+        best_alpha: best.alpha,
+        best_accuracy: best.accuracy,
+        points,
+    })
+}
