@@ -400,3 +400,112 @@ pub fn bench(
     println!("{}", serde_json::to_string_pretty(&result?)?);
     Ok(ExitCode::SUCCESS)
 }
+
+#[allow(clippy::too_many_arguments)]
+pub fn wise(
+    zero_shot: &str,
+    fine_tuned: &str,
+    alphas: &str,
+    data: &Path,
+    output: Option<&Path>,
+    template: &str,
+    tokenizer: Option<&Path>,
+    batch_size: usize,
+) -> anyhow::Result<ExitCode> {
+    let alphas: Vec<f64> = alphas
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse::<f64>()
+                .with_context(|| format!("--alphas: {a:?} is not a number"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let mut ft = load_classifier(&vs, fine_tuned)?;
+    let vs0 = nn::VarStore::new(tch::Device::Cpu);
+    let zs = clip_train::zero_shot_like(&vs0, zero_shot, &ft, &[template.to_string()], tokenizer)?;
+    let ds = dataset_from(data)?;
+    if ds.classes() != ft.class_names() {
+        bail!(
+            "{} has classes {:?}, the fine-tuned model {:?}",
+            data.display(),
+            ds.classes(),
+            ft.class_names()
+        );
+    }
+    let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, batch_size)?;
+    for p in &report.points {
+        let bar = "#".repeat((p.accuracy * 40.0).round() as usize);
+        eprintln!("alpha {:.2}: {:6.2}% {bar}", p.alpha, p.accuracy * 100.0);
+    }
+    eprintln!(
+        "best alpha {:.2}: {:.2}%",
+        report.best_alpha,
+        report.best_accuracy * 100.0
+    );
+    if let Some(dir) = output {
+        ft.save_pretrained(&dir.join("model"))?;
+        std::fs::write(
+            dir.join("wise_ft.json"),
+            serde_json::to_string_pretty(&report)?,
+        )
+        .with_context(|| format!("cannot write {}", dir.join("wise_ft.json").display()))?;
+        eprintln!("saved the best mix to {}/model", dir.display());
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn compare(
+    config: &Path,
+    output: &Path,
+    overrides: &[String],
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find the train-cli executable")?;
+    let mut run_job = |job: &clip_train::TrainJob| -> clip_train::Result<()> {
+        let mut cmd = std::process::Command::new(&exe);
+        if job.resume {
+            cmd.arg("--resume").arg(&job.run_dir);
+        } else {
+            cmd.arg("--config").arg(&job.config);
+        }
+        for o in &job.overrides {
+            // The run folder of a resumed job is fixed; the rest still applies.
+            if job.resume && (o.starts_with("run.output_dir=") || o.starts_with("run.name=")) {
+                continue;
+            }
+            cmd.arg("--set").arg(o);
+        }
+        if quiet {
+            cmd.arg("--quiet");
+        }
+        eprintln!(
+            "compare: {} {}",
+            if job.resume { "resuming" } else { "training" },
+            job.run_dir.display()
+        );
+        let status = cmd.status().map_err(|e| clip_train::TrainError::Io {
+            action: "cannot start",
+            path: exe.clone(),
+            source: e,
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(clip_train::TrainError::Resume {
+                path: job.run_dir.clone(),
+                reason: format!(
+                    "the training job exited with {status}; rerun compare to resume it"
+                ),
+            })
+        }
+    };
+    let report = clip_train::compare(config, overrides, output, &mut run_job)?;
+    println!("{}", clip_train::markdown(&report));
+    eprintln!(
+        "report: {0}/report.md, {0}/report.json, {0}/accuracy.png",
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

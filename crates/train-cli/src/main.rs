@@ -133,6 +133,40 @@ enum Command {
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// WiSE-FT: interpolate a zero-shot and a fine-tuned model, evaluate each mix.
+    WiseFt {
+        /// The zero-shot CLIP: a hub id or a folder with tokenizer.json.
+        #[arg(long)]
+        zero_shot: String,
+        /// The fine-tuned model: an export, a checkpoint or a run folder.
+        #[arg(long)]
+        fine_tuned: String,
+        /// Comma-separated mixing coefficients.
+        #[arg(long, default_value = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")]
+        alphas: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to save the best mix and the curve (wise_ft.json).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value = "a photo of a {}.")]
+        template: String,
+        /// A tokenizer.json to use instead of the zero-shot model's.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+    },
+    /// Zero-shot, linear probe, LoRA r=8/16, full fine-tuning and WiSE-FT side by side.
+    Compare {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where the runs and report.md / report.json / accuracy.png go.
+        #[arg(long, default_value = "runs/compare")]
+        output: PathBuf,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Steady-state training throughput, loader throughput and memory as JSON.
     Bench {
         #[arg(long)]
@@ -207,6 +241,30 @@ fn main() -> ExitCode {
             views,
             overrides,
         }) => commands::preview(&config, &output, images, views, &overrides),
+        Some(Command::WiseFt {
+            zero_shot,
+            fine_tuned,
+            alphas,
+            data,
+            output,
+            template,
+            tokenizer,
+            batch_size,
+        }) => commands::wise(
+            &zero_shot,
+            &fine_tuned,
+            &alphas,
+            &data,
+            output.as_deref(),
+            &template,
+            tokenizer.as_deref(),
+            batch_size,
+        ),
+        Some(Command::Compare {
+            config,
+            output,
+            overrides,
+        }) => commands::compare(&config, &output, &overrides, cli.quiet),
         Some(Command::Bench {
             config,
             steps,

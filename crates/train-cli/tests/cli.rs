@@ -238,8 +238,7 @@ fn config_errors_name_the_key_the_value_and_the_file() {
     assert!(stderr(&o).contains("fp8"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"));
 
-    let mut args = train_args(tmp.path(), &tmp.path().join("no-such-folder"));
-    args.push("--quiet".into());
+    let args = train_args(tmp.path(), &tmp.path().join("no-such-folder"));
     let o = run(bin().args(&args));
     assert!(!o.status.success());
     assert!(
@@ -340,4 +339,102 @@ fn sigint_writes_a_resumable_checkpoint() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["global_step"].as_u64().unwrap(), step + 2);
+}
+
+#[test]
+fn compare_produces_every_row_and_reuses_finished_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 6);
+    let tok = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/model/tokenizer/tokenizer.json");
+    let out = tmp.path().join("cmp");
+    let args = |out: &Path| -> Vec<String> {
+        vec![
+            "compare".into(),
+            "--quiet".into(),
+            "--config".into(),
+            smoke().display().to_string(),
+            "--output".into(),
+            out.display().to_string(),
+            "--set".into(),
+            format!(
+                "data.train={{kind=\"image_folder\", path={:?}}}",
+                data.display().to_string()
+            ),
+            "--set".into(),
+            format!("model.tokenizer={:?}", tok.display().to_string()),
+            "--set".into(),
+            "train.epochs=2".into(),
+            "--set".into(),
+            "compare.wise_alphas=[0.0, 0.5, 1.0]".into(),
+        ]
+    };
+    let o = run(bin().args(args(&out)));
+    assert!(o.status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(
+        methods,
+        [
+            "zero_shot",
+            "linear_probe",
+            "lora_r8",
+            "lora_r16",
+            "full",
+            "wise_ft"
+        ]
+    );
+    for r in rows {
+        let acc = r["best_val_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{r}");
+    }
+    for (m, epochs) in [("linear_probe", 2), ("lora_r8", 2), ("full", 2)] {
+        let r = rows.iter().find(|r| r["method"] == m).unwrap();
+        assert_eq!(
+            r["accuracy_per_epoch"].as_array().unwrap().len(),
+            epochs,
+            "{m}"
+        );
+    }
+    let share = |m: &str| {
+        rows.iter().find(|r| r["method"] == m).unwrap()["trainable_share"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        share("linear_probe") < share("lora_r8")
+            && share("lora_r8") < share("lora_r16")
+            && share("lora_r16") < share("full")
+    );
+    let wise = report["wise_ft"]["points"].as_array().unwrap();
+    assert_eq!(wise.len(), 3);
+    // WiSE-FT at alpha 1 is the full run's final model.
+    let full_last = rows.iter().find(|r| r["method"] == "full").unwrap()["accuracy_per_epoch"][1]
+        .as_f64()
+        .unwrap();
+    assert_eq!(wise[2]["accuracy"].as_f64().unwrap(), full_last);
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("| lora_r16 |")
+    );
+    assert!(out.join("accuracy.png").is_file());
+    // A second compare reuses the finished runs instead of training again.
+    let stamp = std::fs::metadata(out.join("full/summary.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let o = run(bin().args(args(&out)));
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("compare: training"));
+    assert_eq!(
+        std::fs::metadata(out.join("full/summary.json"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        stamp
+    );
 }

@@ -25,6 +25,46 @@ pub struct RunConfig {
     pub data: DataSection,
     pub optim: OptimSection,
     pub train: TrainSection,
+    pub compare: CompareSection,
+}
+
+/// `[compare]`: what `train-cli compare` runs beside the config's own recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompareSection {
+    /// Rows to produce, in order: `zero_shot`, `linear_probe`, `lora_r8`,
+    /// `lora_r16`, `full`, `wise_ft`.
+    pub methods: Vec<String>,
+    /// Base LR of the LoRA runs (adapters usually want far more than full
+    /// fine-tuning's); default 10x `optim.lr`.
+    pub lora_lr: Option<f64>,
+    /// Head LR of the linear probe; default the config's head LR.
+    pub probe_lr: Option<f64>,
+    /// WiSE-FT mixing coefficients.
+    pub wise_alphas: Vec<f64>,
+    /// Prompt templates of the zero-shot classifier.
+    pub templates: Vec<String>,
+}
+
+impl Default for CompareSection {
+    fn default() -> Self {
+        Self {
+            methods: [
+                "zero_shot",
+                "linear_probe",
+                "lora_r8",
+                "lora_r16",
+                "full",
+                "wise_ft",
+            ]
+            .map(String::from)
+            .to_vec(),
+            lora_lr: None,
+            probe_lr: None,
+            wise_alphas: (0..=10).map(|i| f64::from(i) / 10.0).collect(),
+            templates: vec!["a photo of a {}.".into()],
+        }
+    }
 }
 
 /// Where devices and files go.
@@ -429,6 +469,45 @@ fn set_override(table: &mut toml::Table, spec: &str) -> Result<()> {
     Ok(())
 }
 
+/// A path of serde_ignored as a dotted key (`data.train_transforms[2].op`).
+fn dotted(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        P::Map { parent, key } => {
+            let p = dotted(parent);
+            if p.is_empty() {
+                key.clone()
+            } else {
+                format!("{p}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            dotted(parent)
+        }
+    }
+}
+
+/// serde reports an unknown key as "unknown field `k`, expected ... in `a.b`";
+/// users want "unknown key `a.b.k`" first.
+fn dotted_unknown_key(msg: &str) -> String {
+    let msg = msg.trim_end();
+    let field = msg
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(f, _)| f);
+    let section = msg
+        .rsplit_once("in `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(s, _)| s);
+    match (field, section) {
+        (Some(f), Some(s)) => format!("unknown key `{s}.{f}` ({msg})"),
+        (Some(f), None) => format!("unknown key `{f}` ({msg})"),
+        _ => msg.to_string(),
+    }
+}
+
 impl RunConfig {
     /// Parses TOML text (`origin` names it in errors), applies overrides, rejects
     /// unknown keys and validates.
@@ -442,11 +521,11 @@ impl RunConfig {
         }
         let mut unknown = Vec::new();
         let cfg: RunConfig = serde_ignored::deserialize(table, |path| {
-            unknown.push(path.to_string());
+            unknown.push(dotted(&path));
         })
         .map_err(|e: toml::de::Error| TrainError::Parse {
             path: origin.into(),
-            reason: e.to_string().trim_end().to_string(),
+            reason: dotted_unknown_key(&e.to_string()),
         })?;
         if !unknown.is_empty() {
             return Err(TrainError::Invalid {
@@ -626,6 +705,29 @@ impl RunConfig {
         }
         if t.log_every_steps == 0 {
             p.push("`train.log_every_steps` must be at least 1".into());
+        }
+        const METHODS: [&str; 6] = [
+            "zero_shot",
+            "linear_probe",
+            "lora_r8",
+            "lora_r16",
+            "full",
+            "wise_ft",
+        ];
+        for m in &self.compare.methods {
+            if !METHODS.contains(&m.as_str()) {
+                p.push(format!(
+                    "`compare.methods`: unknown method {m:?}; expected one of {METHODS:?}"
+                ));
+            }
+        }
+        if self
+            .compare
+            .wise_alphas
+            .iter()
+            .any(|a| !(0.0..=1.0).contains(a))
+        {
+            p.push("`compare.wise_alphas` must lie in [0, 1]".into());
         }
         if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
             p.push(format!(

@@ -27,6 +27,7 @@
 //! ```
 
 mod artifacts;
+mod compare;
 mod config;
 mod error;
 mod metrics;
@@ -38,9 +39,12 @@ mod trainer;
 mod wise_ft;
 
 pub use artifacts::{classifier_dir, export, load_classifier, preprocessor_json, source_from_path};
+pub use compare::{
+    CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
+};
 pub use config::{
-    Architecture, CheckpointConfig, DataSection, DeviceChoice, EarlyStoppingConfig, EmaConfig,
-    Metric, ModelSection, OptimSection, RunConfig, RunSection, TrainSection, Unfreeze,
+    Architecture, CheckpointConfig, CompareSection, DataSection, DeviceChoice, EarlyStoppingConfig,
+    EmaConfig, Metric, ModelSection, OptimSection, RunConfig, RunSection, TrainSection, Unfreeze,
 };
 pub use error::{Result, TrainError};
 pub use metrics::{EvalReport, Prediction, autocast, evaluate, predictions};

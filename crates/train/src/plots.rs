@@ -17,7 +17,7 @@ const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
 ];
 
-fn font() -> Result<(), String> {
+pub(crate) fn font() -> Result<(), String> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let candidates: Vec<String> = std::env::var("CLIP_PLOT_FONT")
@@ -39,11 +39,12 @@ fn font() -> Result<(), String> {
     .clone()
 }
 
-type Series = Vec<(f64, f64)>;
+pub(crate) type Series = Vec<(f64, f64)>;
 
-fn line_chart(
+pub(crate) fn line_chart(
     path: &Path,
     title: &str,
+    x_label: &str,
     y_label: &str,
     series: &[(&str, Series, RGBColor)],
 ) -> Result<(), String> {
@@ -79,7 +80,7 @@ fn line_chart(
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
-        .x_desc("optimizer step")
+        .x_desc(x_label)
         .y_desc(y_label)
         .draw()
         .map_err(|x| e(&x))?;
@@ -133,7 +134,7 @@ fn confusion_chart(path: &Path, names: &[String], m: &[Vec<u64>]) -> Result<(), 
         .x_labels(n)
         .y_labels(n)
         .x_label_formatter(&label)
-        .y_label_formatter(&|i| label(&(n - 1 - *i)))
+        .y_label_formatter(&|i| n.checked_sub(1 + *i).map(|j| label(&j)).unwrap_or_default())
         .x_label_style(
             ("sans-serif", 11)
                 .into_font()
@@ -191,12 +192,14 @@ pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
     line_chart(
         &dir.join("loss.png"),
         "loss",
+        "optimizer step",
         "cross-entropy",
         &[("train", train, BLUE), ("validation", val, RED)],
     )?;
     line_chart(
         &dir.join("accuracy.png"),
         "validation accuracy",
+        "optimizer step",
         "%",
         &[
             ("top-1", acc, BLUE),
@@ -207,6 +210,7 @@ pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
     line_chart(
         &dir.join("lr.png"),
         "learning rate (largest group)",
+        "optimizer step",
         "lr",
         &[("lr", lr, BLUE)],
     )?;

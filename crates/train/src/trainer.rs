@@ -388,7 +388,7 @@ impl Trainer {
     /// `run.overwrite`), writes `config.resolved.toml` and builds everything.
     pub fn new(cfg: RunConfig) -> Result<Self> {
         let run_dir = cfg.run.dir();
-        if checkpoints_dir(&run_dir).exists() {
+        if latest_checkpoint(&run_dir).is_ok() {
             if !cfg.run.overwrite {
                 return Err(TrainError::config(
                     "run.name",

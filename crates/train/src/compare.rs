@@ -1,0 +1,433 @@
+//! `compare`: zero-shot, linear probe, LoRA r=8 / r=16, full fine-tuning and a
+//! WiSE-FT sweep on the same split, seed and budget, with the tutorial's table
+//! (training time, memory, validation accuracy, trainable share) as the report.
+//!
+//! Training rows run as separate jobs (the CLI runs `train-cli train` in a child
+//! process, so each row's peak memory is its own); a job whose run folder already
+//! finished is reused and an interrupted one is resumed, so an interrupted
+//! `compare` continues where it stopped. Zero-shot and WiSE-FT evaluate in process.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::nn;
+
+use clip_model::{ClipClassifier, ClipTokenizer, HeadInit, ModelFiles};
+use clip_optim::LrPolicy;
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use crate::metrics::evaluate;
+use crate::observe::{MetricsLine, read_metrics};
+use crate::plots::{Series, font, line_chart};
+use crate::trainer::{FitReport, eval_loader, load_datasets, pipelines};
+use crate::wise_ft::{WiseReport, wise_ft};
+
+/// A training job for the runner: the config file plus overrides, run in
+/// `run_dir` (fresh, or resumed when `resume`).
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    pub config: PathBuf,
+    pub overrides: Vec<String>,
+    pub run_dir: PathBuf,
+    pub resume: bool,
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareRow {
+    pub method: String,
+    /// Training (or evaluation) wall time, seconds.
+    pub wall_s: Option<f64>,
+    /// Peak resident memory of the job, MiB (`None` when measured in process
+    /// together with other rows).
+    pub peak_memory_mib: Option<f64>,
+    pub trainable_parameters: i64,
+    pub trainable_share: f64,
+    pub best_val_accuracy: Option<f64>,
+    /// Validation accuracy after each epoch.
+    pub accuracy_per_epoch: Vec<f64>,
+    pub run_dir: Option<PathBuf>,
+    /// Why the row has no numbers, when it has none.
+    pub note: Option<String>,
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareReport {
+    pub config: PathBuf,
+    pub config_hash: String,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub epochs: u64,
+    pub rows: Vec<CompareRow>,
+    pub wise_ft: Option<WiseReport>,
+}
+
+fn head_lr(cfg: &RunConfig) -> f64 {
+    let o = &cfg.optim;
+    match &o.lr_policy {
+        LrPolicy::Uniform { head_lr } | LrPolicy::Llrd { head_lr, .. } => head_lr.unwrap_or(o.lr),
+        LrPolicy::TutorialLlrd { .. } => o.lr,
+        LrPolicy::Discriminative { head, .. } => *head,
+    }
+}
+
+/// The overrides that turn the config's recipe into `method`.
+pub fn method_overrides(cfg: &RunConfig, method: &str) -> Vec<String> {
+    let lora = |r: i64| {
+        vec![
+            format!("model.lora={{r={r}, alpha={}}}", 2 * r),
+            format!(
+                "optim.lr={:e}",
+                cfg.compare.lora_lr.unwrap_or(cfg.optim.lr * 10.0)
+            ),
+            "train.unfreeze={kind=\"all\"}".into(),
+        ]
+    };
+    match method {
+        "linear_probe" => vec![
+            "train.unfreeze={kind=\"head_only\"}".into(),
+            format!(
+                "optim.lr_policy={{kind=\"uniform\", head_lr={:e}}}",
+                cfg.compare.probe_lr.unwrap_or_else(|| head_lr(cfg))
+            ),
+        ],
+        "lora_r8" => lora(8),
+        "lora_r16" => lora(16),
+        _ => Vec::new(),
+    }
+}
+
+/// The zero-shot classifier of the config's model (pretrained, or its random
+/// initialisation under the run's seed) with the data's classes, or why not.
+pub fn zero_shot_model(
+    cfg: &RunConfig,
+    vs: &nn::VarStore,
+    classes: Vec<String>,
+) -> Result<std::result::Result<ClipClassifier, String>> {
+    let mut head = cfg.model.head.clone();
+    head.init = HeadInit::ZeroShot;
+    head.templates = cfg.compare.templates.clone();
+    tch::manual_seed(cfg.run.seed as i64);
+    match (&cfg.model.pretrained, &cfg.model.architecture) {
+        (Some(spec), _) => {
+            let files = ModelFiles::resolve(spec)?;
+            let Some(tok) = cfg.model.tokenizer.clone().or(files.tokenizer.clone()) else {
+                return Ok(Err(format!("{spec} has no tokenizer.json")));
+            };
+            let tok = ClipTokenizer::from_file(&tok, 77)?;
+            Ok(Ok(ClipClassifier::from_clip(
+                &vs.root(),
+                &files,
+                classes,
+                &head,
+                Some(&tok),
+            )?))
+        }
+        (None, Some(arch)) => {
+            let Some(tok) = &cfg.model.tokenizer else {
+                return Ok(Err(
+                    "a randomly initialised model needs `model.tokenizer` for zero-shot".into(),
+                ));
+            };
+            let config = arch.config()?;
+            let tok =
+                ClipTokenizer::from_file(tok, config.text_config.max_position_embeddings as usize)?;
+            let mut random = head.clone();
+            random.init = HeadInit::Random;
+            let mut m = ClipClassifier::new(&vs.root(), &config, classes, &random)?;
+            m.init_zero_shot(&tok, &head.templates)?;
+            Ok(Ok(m))
+        }
+        (None, None) => Err(TrainError::config("model", "names no model")),
+    }
+}
+
+fn epoch_accuracies(run_dir: &Path) -> Result<Vec<f64>> {
+    let lines = read_metrics(&run_dir.join("metrics.jsonl"))?;
+    let mut by_epoch: Vec<(u64, f64)> = Vec::new();
+    for l in lines {
+        if let MetricsLine::Eval(r) = l {
+            match by_epoch.iter_mut().find(|(e, _)| *e == r.epoch) {
+                Some(slot) => slot.1 = r.val.accuracy,
+                None => by_epoch.push((r.epoch, r.val.accuracy)),
+            }
+        }
+    }
+    Ok(by_epoch.into_iter().map(|(_, a)| a).collect())
+}
+
+fn finished(run_dir: &Path) -> Option<FitReport> {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    let r: FitReport = serde_json::from_str(&text).ok()?;
+    (!r.interrupted).then_some(r)
+}
+
+fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "n/a".into(), f)
+}
+
+/// The report as Markdown, the tutorial's table first.
+pub fn markdown(report: &CompareReport) -> String {
+    let mut s = format!(
+        "# Comparison\n\nConfig `{}` (hash {}), {} training and {} validation images, {} epoch(s), same split, seed and budget for every method.\n\n",
+        report.config.display(),
+        report.config_hash,
+        report.train_images,
+        report.val_images,
+        report.epochs
+    );
+    s.push_str("| method | training time | peak memory | trainable parameters | trainable share | best val accuracy | accuracy per epoch |\n|---|---:|---:|---:|---:|---:|---|\n");
+    for r in &report.rows {
+        let per_epoch: Vec<String> = r
+            .accuracy_per_epoch
+            .iter()
+            .map(|a| format!("{:.1}", a * 100.0))
+            .collect();
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2}% | {} | {} |\n",
+            r.method,
+            fmt_opt(r.wall_s, |w| format!("{w:.0} s")),
+            fmt_opt(r.peak_memory_mib, |m| format!("{m:.0} MiB")),
+            r.trainable_parameters,
+            r.trainable_share * 100.0,
+            fmt_opt(r.best_val_accuracy, |a| format!("{:.2}%", a * 100.0)),
+            if per_epoch.is_empty() {
+                r.note.clone().unwrap_or_default()
+            } else {
+                per_epoch.join(", ")
+            },
+        ));
+    }
+    if let Some(w) = &report.wise_ft {
+        s.push_str("\n## WiSE-FT (zero-shot -> full fine-tuning)\n\n| alpha | val accuracy |\n|---:|---:|\n");
+        for p in &w.points {
+            s.push_str(&format!(
+                "| {:.2} | {:.2}% |\n",
+                p.alpha,
+                p.accuracy * 100.0
+            ));
+        }
+        s.push_str(&format!(
+            "\nBest alpha {:.2}: {:.2}%.\n",
+            w.best_alpha,
+            w.best_accuracy * 100.0
+        ));
+    }
+    let notes: Vec<String> = report
+        .rows
+        .iter()
+        .filter_map(|r| r.note.as_ref().map(|n| format!("- {}: {n}", r.method)))
+        .collect();
+    if !notes.is_empty() {
+        s.push_str(&format!("\nNotes:\n{}\n", notes.join("\n")));
+    }
+    s.push_str("\nAccuracy curves: `accuracy.png`.\n");
+    s
+}
+
+fn write_outputs(dir: &Path, report: &CompareReport) -> Result<()> {
+    let json = serde_json::to_string_pretty(report).unwrap_or_default();
+    clip_model::write_atomic(&dir.join("report.json"), json.as_bytes())?;
+    clip_model::write_atomic(&dir.join("report.md"), markdown(report).as_bytes())?;
+    let colors = [
+        plotters::style::RED,
+        plotters::style::BLUE,
+        plotters::style::GREEN,
+        plotters::style::MAGENTA,
+        plotters::style::CYAN,
+        plotters::style::BLACK,
+    ];
+    let series: Vec<(&str, Series, plotters::style::RGBColor)> = report
+        .rows
+        .iter()
+        .filter(|r| !r.accuracy_per_epoch.is_empty())
+        .zip(colors.iter().cycle())
+        .map(|(r, c)| {
+            let pts = r
+                .accuracy_per_epoch
+                .iter()
+                .enumerate()
+                .map(|(i, a)| ((i + 1) as f64, a * 100.0))
+                .collect();
+            (r.method.as_str(), pts, *c)
+        })
+        .collect();
+    let drawn = font().and_then(|()| {
+        line_chart(
+            &dir.join("accuracy.png"),
+            "validation accuracy by method",
+            "epoch",
+            "%",
+            &series,
+        )
+    });
+    if let Err(e) = drawn {
+        tracing::warn!("comparison plot not drawn: {e}");
+    }
+    Ok(())
+}
+
+/// Runs the comparison into `out_dir`; `train` runs one training job.
+pub fn compare(
+    config_path: &Path,
+    overrides: &[String],
+    out_dir: &Path,
+    train: &mut dyn FnMut(&TrainJob) -> Result<()>,
+) -> Result<CompareReport> {
+    let cfg = RunConfig::load(config_path, overrides)?;
+    std::fs::create_dir_all(out_dir).map_err(TrainError::io("cannot create", out_dir))?;
+    let (train_ds, val_ds) = load_datasets(&cfg)?;
+    let classes = train_ds.classes().to_vec();
+    let mut report = CompareReport {
+        config: config_path.to_path_buf(),
+        config_hash: cfg.hash(),
+        train_images: train_ds.len(),
+        val_images: val_ds.len(),
+        epochs: cfg.train.epochs,
+        rows: Vec::new(),
+        wise_ft: None,
+    };
+    let methods = cfg.compare.methods.clone();
+    for method in &methods {
+        tracing::info!(method, "compare");
+        let row = match method.as_str() {
+            "zero_shot" | "wise_ft" => {
+                let t0 = Instant::now();
+                let vs = nn::VarStore::new(tch::Device::Cpu);
+                match zero_shot_model(&cfg, &vs, classes.clone())? {
+                    Err(why) => CompareRow {
+                        method: method.clone(),
+                        wall_s: None,
+                        peak_memory_mib: None,
+                        trainable_parameters: 0,
+                        trainable_share: 0.0,
+                        best_val_accuracy: None,
+                        accuracy_per_epoch: Vec::new(),
+                        run_dir: None,
+                        note: Some(format!("skipped: {why}")),
+                    },
+                    Ok(zs) => {
+                        let size = zs.clip.config().vision_config.image_size as usize;
+                        let (_, eval_pipe) = pipelines(&cfg, size)?;
+                        if method == "zero_shot" {
+                            let loader = eval_loader(&cfg, val_ds.clone(), eval_pipe)?;
+                            let r = evaluate(
+                                &zs,
+                                &loader,
+                                crate::precision::Precision::Fp32,
+                                tch::Device::Cpu,
+                                |_, _| Ok(()),
+                            )?;
+                            CompareRow {
+                                method: method.clone(),
+                                wall_s: Some(t0.elapsed().as_secs_f64()),
+                                peak_memory_mib: None,
+                                trainable_parameters: 0,
+                                trainable_share: 0.0,
+                                best_val_accuracy: Some(r.accuracy),
+                                accuracy_per_epoch: Vec::new(),
+                                run_dir: None,
+                                note: Some("no training: the head comes from text embeddings of the class names".into()),
+                            }
+                        } else {
+                            let full_dir = out_dir.join("full");
+                            if finished(&full_dir).is_none() {
+                                return Err(TrainError::config(
+                                    "compare.methods",
+                                    "wise_ft needs the `full` row first (list it before wise_ft)",
+                                ));
+                            }
+                            let vs_ft = nn::VarStore::new(tch::Device::Cpu);
+                            let mut ft = crate::artifacts::load_classifier(
+                                &vs_ft,
+                                &full_dir.display().to_string(),
+                            )?;
+                            let batch = cfg
+                                .data
+                                .eval_batch_size
+                                .unwrap_or(cfg.data.loader.batch_size * 2);
+                            let w = wise_ft(
+                                &zs,
+                                &mut ft,
+                                &cfg.compare.wise_alphas,
+                                val_ds.clone(),
+                                batch,
+                            )?;
+                            let total = ft.params().count(|_| true);
+                            let trainable =
+                                finished(&full_dir).map_or(0, |r| r.trainable_parameters);
+                            let row = CompareRow {
+                                method: method.clone(),
+                                wall_s: Some(t0.elapsed().as_secs_f64()),
+                                peak_memory_mib: None,
+                                trainable_parameters: trainable,
+                                trainable_share: trainable as f64 / total.max(1) as f64,
+                                best_val_accuracy: Some(w.best_accuracy),
+                                accuracy_per_epoch: Vec::new(),
+                                run_dir: Some(full_dir),
+                                note: Some(format!(
+                                    "weights of `full` mixed with the zero-shot model; best alpha {:.2}; time is the sweep's (plus full's training)",
+                                    w.best_alpha
+                                )),
+                            };
+                            report.wise_ft = Some(w);
+                            row
+                        }
+                    }
+                }
+            }
+            _ => {
+                let run_dir = out_dir.join(method);
+                let done = finished(&run_dir);
+                if done.is_none() {
+                    let mut o = overrides.to_vec();
+                    o.extend(method_overrides(&cfg, method));
+                    o.push(format!(
+                        "run.output_dir={:?}",
+                        out_dir.display().to_string()
+                    ));
+                    o.push(format!("run.name={method}"));
+                    let resume = run_dir.join("checkpoints").is_dir()
+                        && crate::trainer::latest_checkpoint(&run_dir).is_ok();
+                    if !resume {
+                        o.push("run.overwrite=true".into());
+                    }
+                    train(&TrainJob {
+                        config: config_path.to_path_buf(),
+                        overrides: o,
+                        run_dir: run_dir.clone(),
+                        resume,
+                    })?;
+                }
+                let r = finished(&run_dir).ok_or_else(|| TrainError::Resume {
+                    path: run_dir.clone(),
+                    reason: "the job ended without a finished summary.json".into(),
+                })?;
+                let evals: Vec<f64> = read_metrics(&run_dir.join("metrics.jsonl"))?
+                    .into_iter()
+                    .filter_map(|l| match l {
+                        MetricsLine::Eval(e) => Some(e.val.accuracy),
+                        MetricsLine::Step(_) => None,
+                    })
+                    .collect();
+                CompareRow {
+                    method: method.clone(),
+                    wall_s: Some(r.wall_s),
+                    peak_memory_mib: Some(r.peak_memory_mib),
+                    trainable_parameters: r.trainable_parameters,
+                    trainable_share: r.trainable_share,
+                    best_val_accuracy: evals.iter().copied().reduce(f64::max),
+                    accuracy_per_epoch: epoch_accuracies(&run_dir)?,
+                    run_dir: Some(run_dir),
+                    note: None,
+                }
+            }
+        };
+        report.rows.push(row);
+        write_outputs(out_dir, &report)?;
+    }
+    Ok(report)
+}
