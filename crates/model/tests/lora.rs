@@ -25,8 +25,7 @@ fn randomize_b(model: &ClipClassifier) {
     tch::no_grad(|| {
         for p in model.params().select(|t| t.module == Module::Adapter) {
             if p.name.contains("lora_B") {
-                let _ = p
-                    .tensor
+                p.tensor
                     .shallow_clone()
                     .copy_(&(Tensor::randn_like(&p.tensor) * 0.1));
             }
@@ -181,7 +180,7 @@ fn peft_loads_our_adapters_and_transformers_loads_the_merged_model() {
     tch::no_grad(|| {
         for (n, t) in clip.adapter_tensors() {
             if n.contains("lora_B") {
-                let _ = t.shallow_clone().copy_(&(Tensor::randn_like(&t) * 0.1));
+                t.shallow_clone().copy_(&(Tensor::randn_like(&t) * 0.1));
             }
         }
     });
@@ -200,7 +199,7 @@ fn peft_loads_our_adapters_and_transformers_loads_the_merged_model() {
     let merged = ClipModel::new(&merged_vs.root(), &ClipConfig::tiny()).unwrap();
     tch::no_grad(|| {
         for p in clip.params().select(|t| t.module != Module::Adapter) {
-            let _ = merged
+            merged
                 .params()
                 .get(&p.name)
                 .unwrap()

@@ -132,7 +132,7 @@ pub fn wise_ft(
         tch::no_grad(|| {
             for (name, p, b) in &ft {
                 let a = &zs[name];
-                let _ = p.shallow_clone().copy_(&(a * (1.0 - alpha) + b * alpha));
+                p.shallow_clone().copy_(&(a * (1.0 - alpha) + b * alpha));
             }
         });
         model.set_scale(s0 * (1.0 - alpha) + s1 * alpha);
