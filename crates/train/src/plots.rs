@@ -114,44 +114,68 @@ fn confusion_chart(path: &Path, names: &[String], m: &[Vec<u64>]) -> Result<(), 
     if n == 0 {
         return Ok(());
     }
-    let root = BitMapBackend::new(path, (760, 700)).into_drawing_area();
+    let root = BitMapBackend::new(path, (800, 720)).into_drawing_area();
     let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     root.fill(&WHITE).map_err(|x| e(&x))?;
+    // Cells are centred on integer coordinates, so labels sit in the middle.
+    let span = -0.5..(n as f64 - 0.5);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "confusion matrix (rows: true, columns: predicted)",
-            ("sans-serif", 20),
+            "confusion matrix (rows: true, columns: predicted; shade: row share)",
+            ("sans-serif", 18),
         )
-        .margin(12)
-        .x_label_area_size(90)
-        .y_label_area_size(120)
-        .build_cartesian_2d(0..n, 0..n)
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(110)
+        .build_cartesian_2d(span.clone(), span)
         .map_err(|x| e(&x))?;
-    let label = |i: &usize| names.get(*i).cloned().unwrap_or_default();
+    let label = |v: f64, flip: bool| -> String {
+        let i = v.round();
+        if (v - i).abs() > 1e-6 || i < 0.0 || i >= n as f64 {
+            return String::new();
+        }
+        let i = if flip { n - 1 - i as usize } else { i as usize };
+        let name = names.get(i).cloned().unwrap_or_default();
+        name.chars().take(11).collect()
+    };
     chart
         .configure_mesh()
         .disable_mesh()
         .x_labels(n)
         .y_labels(n)
-        .x_label_formatter(&label)
-        .y_label_formatter(&|i| n.checked_sub(1 + *i).map(|j| label(&j)).unwrap_or_default())
-        .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
+        .x_label_formatter(&|v| label(*v, false))
+        .y_label_formatter(&|v| label(*v, true))
+        .x_label_style(("sans-serif", 10))
+        .y_label_style(("sans-serif", 12))
         .draw()
         .map_err(|x| e(&x))?;
     let rows: Vec<u64> = m.iter().map(|r| r.iter().sum::<u64>().max(1)).collect();
     chart
         .draw_series(m.iter().enumerate().flat_map(|(t, row)| {
             let total = rows[t];
+            let y = (n - 1 - t) as f64;
             row.iter().enumerate().map(move |(p, &c)| {
                 let frac = c as f64 / total as f64;
                 let shade = (255.0 * (1.0 - frac)) as u8;
+                let x = p as f64;
                 Rectangle::new(
-                    [(p, n - 1 - t), (p + 1, n - t)],
+                    [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
                     RGBColor(shade, shade, 255).filled(),
+                )
+            })
+        }))
+        .map_err(|x| e(&x))?;
+    chart
+        .draw_series(m.iter().enumerate().flat_map(|(t, row)| {
+            let total = rows[t];
+            let y = (n - 1 - t) as f64;
+            row.iter().enumerate().map(move |(p, &c)| {
+                let frac = c as f64 / total as f64;
+                let color = if frac > 0.5 { WHITE } else { BLACK };
+                Text::new(
+                    format!("{c}"),
+                    (p as f64 - 0.3, y + 0.15),
+                    ("sans-serif", 11).into_font().color(&color),
                 )
             })
         }))

@@ -431,7 +431,11 @@ impl Trainer {
     }
 
     fn build(cfg: RunConfig, run_dir: PathBuf, resume: Option<PathBuf>) -> Result<Self> {
-        clip_model::release_freed_activations();
+        if cfg.train.gradient_checkpointing {
+            // Returns freed activations to the OS so checkpointing's saving shows;
+            // mmap-backed buffers cost page faults, so only when it pays.
+            clip_model::release_freed_activations();
+        }
         if cfg.run.threads > 0 {
             tch::set_num_threads(cfg.run.threads as i32);
         }
