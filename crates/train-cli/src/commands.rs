@@ -116,6 +116,17 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A fine-tuned model and the evaluation preprocessing it was trained for.
+fn classifier_with_pipeline(
+    vs: &nn::VarStore,
+    spec: &str,
+) -> anyhow::Result<(ClipClassifier, Pipeline)> {
+    let model = load_classifier(vs, spec)?;
+    let size = model.clip.config().vision_config.image_size as usize;
+    let dir = clip_train::classifier_dir(Path::new(spec))?;
+    Ok((model, clip_train::eval_pipeline_for(&dir, size)?))
+}
+
 fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
     let src = source_from_path(path)?;
     Dataset::load(&src).with_context(|| format!("loading {}", path.display()))
@@ -130,6 +141,7 @@ fn write_jsonl<T: serde::Serialize>(out: &mut impl Write, rows: &[T]) -> anyhow:
 
 fn run_eval(
     model: &ClipClassifier,
+    pipeline: Pipeline,
     data: &Path,
     output: Option<&Path>,
     batch_size: usize,
@@ -145,8 +157,7 @@ fn run_eval(
     }
     let mut cfg = RunConfig::default();
     cfg.data.eval_batch_size = Some(batch_size.max(1));
-    let size = model.clip.config().vision_config.image_size as usize;
-    let loader = eval_loader(&cfg, ds, Pipeline::clip_eval(size))?;
+    let loader = eval_loader(&cfg, ds, pipeline)?;
     let mut out = match output {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
@@ -184,8 +195,8 @@ pub fn eval(
     batch_size: usize,
 ) -> anyhow::Result<ExitCode> {
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let model = load_classifier(&vs, model)?;
-    run_eval(&model, data, output, batch_size)
+    let (model, pipeline) = classifier_with_pipeline(&vs, model)?;
+    run_eval(&model, pipeline, data, output, batch_size)
 }
 
 pub fn zero_shot(
@@ -230,7 +241,8 @@ pub fn zero_shot(
         &head,
         Some(&tokenizer),
     )?;
-    run_eval(&clf, data, output, batch_size)
+    let size = clf.clip.config().vision_config.image_size as usize;
+    run_eval(&clf, Pipeline::clip_eval(size), data, output, batch_size)
 }
 
 pub fn predict(
@@ -240,9 +252,8 @@ pub fn predict(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let model = load_classifier(&vs, model)?;
+    let (model, pipe) = classifier_with_pipeline(&vs, model)?;
     let size = model.clip.config().vision_config.image_size as usize;
-    let pipe = Pipeline::clip_eval(size);
     let k = top_k.clamp(1, model.class_names().len());
     for path in images {
         let img = RgbImage::open(path)?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use tch::nn;
 
-use clip_data::{Normalize, SourceConfig};
+use clip_data::{Interpolation, Normalize, Pipeline, Size, SourceConfig, TransformConfig};
 use clip_model::{ClipClassifier, ModelFiles, save_peft_adapter, write_atomic};
 
 use crate::config::RunConfig;
@@ -42,6 +42,58 @@ pub fn classifier_dir(spec: &Path) -> Result<PathBuf> {
             "not a model folder (config.json), a checkpoint (model/) or a run folder (checkpoints/)"
                 .into(),
     })
+}
+
+/// The evaluation preprocessing a model was trained for: an export's
+/// `preprocessor_config.json` (mean / std), else the run's `data.eval_transforms`
+/// (a checkpoint inside a run folder), else CLIP's image processor.
+pub fn eval_pipeline_for(model_dir: &Path, image_size: usize) -> Result<Pipeline> {
+    let pre = model_dir.join("preprocessor_config.json");
+    if pre.is_file() {
+        let text = std::fs::read_to_string(&pre).map_err(TrainError::io("cannot read", &pre))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            TrainError::config(
+                "preprocessor_config.json",
+                format!("{}: {e}", pre.display()),
+            )
+        })?;
+        let triple = |key: &str| -> Option<[f32; 3]> {
+            let v: Vec<f32> = json
+                .get(key)?
+                .as_array()?
+                .iter()
+                .filter_map(|x| x.as_f64().map(|f| f as f32))
+                .collect();
+            v.try_into().ok()
+        };
+        let norm = match (triple("image_mean"), triple("image_std")) {
+            (Some(mean), Some(std)) => Normalize { mean, std },
+            _ => Normalize::clip(),
+        };
+        let ops = vec![
+            TransformConfig::Resize {
+                size: Size::One(image_size),
+                interpolation: Interpolation::Bicubic,
+            },
+            TransformConfig::CenterCrop {
+                size: Size::One(image_size),
+            },
+            TransformConfig::Normalize {
+                mean: norm.mean,
+                std: norm.std,
+            },
+        ];
+        return Ok(Pipeline::new(ops, "preprocessor_config.json")?);
+    }
+    let run_cfg = model_dir
+        .ancestors()
+        .find(|p| p.join("config.resolved.toml").is_file())
+        .map(|p| RunConfig::load(&p.join("config.resolved.toml"), &[]))
+        .transpose()?;
+    match run_cfg {
+        Some(cfg) => Ok(crate::trainer::pipelines(&cfg, image_size)?.1),
+        None => Ok(Pipeline::clip_eval(image_size)),
+    }
 }
 
 /// Loads a fine-tuned classifier from an export, a checkpoint or a run folder.

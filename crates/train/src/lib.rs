@@ -38,7 +38,9 @@ mod precision;
 mod trainer;
 mod wise_ft;
 
-pub use artifacts::{classifier_dir, export, load_classifier, preprocessor_json, source_from_path};
+pub use artifacts::{
+    classifier_dir, eval_pipeline_for, export, load_classifier, preprocessor_json, source_from_path,
+};
 pub use compare::{
     CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
 };

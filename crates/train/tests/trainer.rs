@@ -605,3 +605,31 @@ fn lora_training_changes_only_adapters_and_head_and_lp_ft_probes_first() {
         .any(|((n, a), (_, b))| n.starts_with("vision_model.encoder") && a != b);
     assert!(moved, "the second epoch fine-tunes the tower");
 }
+
+#[test]
+fn exports_and_checkpoints_carry_the_runs_eval_preprocessing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "train.max_steps=1".into(),
+            "optim.schedule={kind=\"constant\"}".into(),
+            "data.eval_transforms=[{op=\"resize\", size=16, interpolation=\"bicubic\"}, {op=\"center_crop\", size=16}, {op=\"normalize\", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]}]".into(),
+        ],
+    );
+    let r = Trainer::new(cfg).unwrap().fit(&mut []).unwrap();
+    let out = tmp.path().join("export");
+    clip_train::export(&r.run_dir, &out).unwrap();
+    let from_export = clip_train::eval_pipeline_for(&out, 16).unwrap();
+    let ckpt = clip_train::classifier_dir(&r.run_dir).unwrap();
+    let from_ckpt = clip_train::eval_pipeline_for(&ckpt, 16).unwrap();
+    assert_eq!(from_export.ops(), from_ckpt.ops());
+    let has_imagenet = from_export.ops().iter().any(|op| {
+        matches!(op, clip_data::TransformConfig::Normalize { mean, .. } if (mean[0] - 0.485).abs() < 1e-6)
+    });
+    assert!(has_imagenet, "{:?}", from_export.ops());
+}
