@@ -12,7 +12,7 @@ use clip_data::{Dataset, Pipeline, RgbImage};
 use clip_model::{ClipClassifier, HeadConfig, HeadInit, ModelFiles};
 use clip_train::{
     Log, MetricsFiles, Observer, Plots, Precision, Progress, RunConfig, Trainer, apply_unfreeze,
-    build_model, eval_loader, evaluate, load_classifier, load_datasets, predictions,
+    build_model, eval_loader, evaluate, load_classifier, load_datasets, param_groups, predictions,
     source_from_path,
 };
 
@@ -309,33 +309,15 @@ pub fn inspect(
             let cfg = load_config(cfg_path, overrides)?;
             let (train, _) = load_datasets(&cfg)?;
             let model = build_model(&cfg, &vs, train.classes().to_vec())?;
-            let g = cfg.optim.groups();
-            let c = model.clip.config();
-            let (vl, tl) = (
-                c.vision_config.num_hidden_layers as u32,
-                c.text_config.num_hidden_layers as u32,
-            );
-            let groups = g.build(model.params(), |t| match t {
-                clip_model::Tower::Vision => vl,
-                clip_model::Tower::Text => tl,
-                _ => 0,
-            })?;
-            let trained: Vec<_> = [
-                clip_model::Tower::Vision,
-                clip_model::Tower::Text,
-                clip_model::Tower::Shared,
-                clip_model::Tower::Head,
-            ]
-            .into_iter()
-            .filter(|t| !g.frozen_towers.contains(t))
-            .collect();
+            let (groups, trained) = param_groups(&cfg, &model)?;
+            let layers = model.clip.config().vision_config.num_hidden_layers as u32;
             apply_unfreeze(
                 model.params(),
                 cfg.train.unfreeze,
                 &trained,
                 0,
                 cfg.train.epochs.max(1),
-                vl,
+                layers,
             );
             let lrs: Vec<f64> = groups.iter().map(|g| g.base_lr).collect();
             let report = clip_optim::GroupReport::new(&groups, &lrs);

@@ -61,6 +61,6 @@ pub use policies::{
 pub use precision::Precision;
 pub use trainer::{
     BenchReport, Best, FitReport, TrainState, Trainer, build_model, eval_loader, latest_checkpoint,
-    load_datasets, peak_memory_mib, pipelines,
+    load_datasets, param_groups, peak_memory_mib, pipelines,
 };
 pub use wise_ft::{WisePoint, WiseReport, wise_ft, zero_shot_like};

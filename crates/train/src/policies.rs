@@ -217,7 +217,8 @@ mod tests {
             keep_best: 2,
             ..cfg
         };
-        assert_eq!(retention(&min, &e), vec!["b".to_string()]);
+        // Lowest loss: a (0.5) and e (0.6); newest: e and d.
+        assert_eq!(retention(&min, &e), vec!["b".to_string(), "c".to_string()]);
     }
 
     #[test]

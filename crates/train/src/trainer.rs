@@ -16,7 +16,7 @@ use clip_model::{
     ClipClassifier, ClipTokenizer, GradTape, HeadConfig, HeadInit, ModelFiles, Tower,
     read_safetensors, write_atomic, write_safetensors,
 };
-use clip_optim::{AdamW, GradScaler, GroupReport, LrSchedule, clip_grad_norm};
+use clip_optim::{AdamW, GradScaler, GroupReport, LrSchedule, ParamGroup, clip_grad_norm};
 
 use crate::config::{Metric, RunConfig};
 use crate::error::{Result, TrainError};
@@ -261,6 +261,30 @@ pub fn build_model(
     Ok(model)
 }
 
+/// The optimizer's parameter groups for `model` under `cfg`, and the towers
+/// they cover (those not in `optim.frozen_towers`).
+pub fn param_groups(
+    cfg: &RunConfig,
+    model: &ClipClassifier,
+) -> Result<(Vec<ParamGroup>, Vec<Tower>)> {
+    let groups_cfg = cfg.optim.groups();
+    let c = model.clip.config();
+    let (vision, text) = (
+        c.vision_config.num_hidden_layers as u32,
+        c.text_config.num_hidden_layers as u32,
+    );
+    let groups = groups_cfg.build(model.params(), |t| match t {
+        Tower::Vision => vision,
+        Tower::Text => text,
+        _ => 0,
+    })?;
+    let trained = [Tower::Vision, Tower::Text, Tower::Shared, Tower::Head]
+        .into_iter()
+        .filter(|t| !groups_cfg.frozen_towers.contains(t))
+        .collect();
+    Ok((groups, trained))
+}
+
 /// Exponential moving average of the optimised parameters.
 struct Ema {
     decay: f64,
@@ -469,18 +493,7 @@ impl Trainer {
         let train = Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?;
         let val = eval_loader(&cfg, val_ds, eval_pipe)?;
 
-        let groups_cfg = cfg.optim.groups();
-        let vision_layers = model.clip.config().vision_config.num_hidden_layers as u32;
-        let text_layers = model.clip.config().text_config.num_hidden_layers as u32;
-        let groups = groups_cfg.build(model.params(), |t| match t {
-            Tower::Vision => vision_layers,
-            Tower::Text => text_layers,
-            _ => 0,
-        })?;
-        let trained_towers: Vec<Tower> = [Tower::Vision, Tower::Text, Tower::Shared, Tower::Head]
-            .into_iter()
-            .filter(|t| !groups_cfg.frozen_towers.contains(t))
-            .collect();
+        let (groups, trained_towers) = param_groups(&cfg, &model)?;
         let mut opt = AdamW::new(groups, cfg.optim.adamw())?;
         let mut scaler = cfg
             .train
