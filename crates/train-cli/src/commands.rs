@@ -463,11 +463,8 @@ pub fn compare(
         } else {
             cmd.arg("--config").arg(&job.config);
         }
+        // A resumed run stays in its folder whatever run.output_dir / run.name say.
         for o in &job.overrides {
-            // The run folder of a resumed job is fixed; the rest still applies.
-            if job.resume && (o.starts_with("run.output_dir=") || o.starts_with("run.name=")) {
-                continue;
-            }
             cmd.arg("--set").arg(o);
         }
         if quiet {

@@ -44,6 +44,17 @@ pub fn classifier_dir(spec: &Path) -> Result<PathBuf> {
     })
 }
 
+/// The resolved config of the run a model folder lies in (a checkpoint's
+/// `model/` is two levels below it), if it lies in one.
+fn run_config_of(model_dir: &Path) -> Result<Option<RunConfig>> {
+    model_dir
+        .ancestors()
+        .map(|p| p.join("config.resolved.toml"))
+        .find(|p| p.is_file())
+        .map(|p| RunConfig::load(&p, &[]))
+        .transpose()
+}
+
 /// The evaluation preprocessing a model was trained for: an export's
 /// `preprocessor_config.json` (mean / std), else the run's `data.eval_transforms`
 /// (a checkpoint inside a run folder), else CLIP's image processor.
@@ -85,12 +96,7 @@ pub fn eval_pipeline_for(model_dir: &Path, image_size: usize) -> Result<Pipeline
         ];
         return Ok(Pipeline::new(ops, "preprocessor_config.json")?);
     }
-    let run_cfg = model_dir
-        .ancestors()
-        .find(|p| p.join("config.resolved.toml").is_file())
-        .map(|p| RunConfig::load(&p.join("config.resolved.toml"), &[]))
-        .transpose()?;
-    match run_cfg {
+    match run_config_of(model_dir)? {
         Some(cfg) => Ok(crate::trainer::pipelines(&cfg, image_size)?.1),
         None => Ok(Pipeline::clip_eval(image_size)),
     }
@@ -182,10 +188,7 @@ pub fn export(checkpoint: &Path, output: &Path) -> Result<Vec<String>> {
     std::fs::create_dir_all(output).map_err(TrainError::io("cannot create", output))?;
     // The run's config, two levels above the checkpoint, says where the weights
     // came from (for the tokenizer) and how images were normalised.
-    let run_cfg = model_dir
-        .ancestors()
-        .find(|p| p.join("config.resolved.toml").is_file())
-        .and_then(|p| RunConfig::load(&p.join("config.resolved.toml"), &[]).ok());
+    let run_cfg = run_config_of(&model_dir).ok().flatten();
     let mut written = vec!["config.json".to_string(), "model.safetensors".to_string()];
     match model.clip.lora().cloned() {
         // LoRA: the merged model (a plain CLIP + head) and the PEFT adapter.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
-use clip_model::{ClipClassifier, ClipTokenizer, HeadInit, ModelFiles};
+use clip_model::{ClipClassifier, HeadInit, ModelFiles};
 use clip_optim::LrPolicy;
 
 use crate::config::RunConfig;
@@ -21,7 +21,7 @@ use crate::error::{Result, TrainError};
 use crate::metrics::evaluate;
 use crate::observe::{MetricsLine, read_metrics};
 use crate::plots::{Series, font, line_chart};
-use crate::trainer::{FitReport, eval_loader, load_datasets, pipelines};
+use crate::trainer::{FitReport, build_model, eval_loader, load_datasets, pipelines};
 use crate::wise_ft::{WiseReport, wise_ft};
 
 /// A training job for the runner: the config file plus overrides, run in
@@ -107,42 +107,26 @@ pub fn zero_shot_model(
     vs: &nn::VarStore,
     classes: Vec<String>,
 ) -> Result<std::result::Result<ClipClassifier, String>> {
-    let mut head = cfg.model.head.clone();
-    head.init = HeadInit::ZeroShot;
-    head.templates = cfg.compare.templates.clone();
-    tch::manual_seed(cfg.run.seed as i64);
-    match (&cfg.model.pretrained, &cfg.model.architecture) {
-        (Some(spec), _) => {
-            let files = ModelFiles::resolve(spec)?;
-            let Some(tok) = cfg.model.tokenizer.clone().or(files.tokenizer.clone()) else {
-                return Ok(Err(format!("{spec} has no tokenizer.json")));
-            };
-            let tok = ClipTokenizer::from_file(&tok, 77)?;
-            Ok(Ok(ClipClassifier::from_clip(
-                &vs.root(),
-                &files,
-                classes,
-                &head,
-                Some(&tok),
-            )?))
-        }
-        (None, Some(arch)) => {
-            let Some(tok) = &cfg.model.tokenizer else {
+    if cfg.model.tokenizer.is_none() {
+        match &cfg.model.pretrained {
+            None => {
                 return Ok(Err(
                     "a randomly initialised model needs `model.tokenizer` for zero-shot".into(),
                 ));
-            };
-            let config = arch.config()?;
-            let tok =
-                ClipTokenizer::from_file(tok, config.text_config.max_position_embeddings as usize)?;
-            let mut random = head.clone();
-            random.init = HeadInit::Random;
-            let mut m = ClipClassifier::new(&vs.root(), &config, classes, &random)?;
-            m.init_zero_shot(&tok, &head.templates)?;
-            Ok(Ok(m))
+            }
+            Some(spec) if ModelFiles::resolve(spec)?.tokenizer.is_none() => {
+                return Ok(Err(format!("{spec} has no tokenizer.json")));
+            }
+            Some(_) => {}
         }
-        (None, None) => Err(TrainError::config("model", "names no model")),
     }
+    let mut zs = cfg.clone();
+    zs.model.head.init = HeadInit::ZeroShot;
+    zs.model.head.templates = cfg.compare.templates.clone();
+    zs.model.lora = None;
+    // The same initial weights as the runs of this config.
+    tch::manual_seed(cfg.run.seed as i64);
+    Ok(Ok(build_model(&zs, vs, classes)?))
 }
 
 fn epoch_accuracies(run_dir: &Path) -> Result<Vec<f64>> {

@@ -46,19 +46,20 @@ pub struct CompareSection {
     pub templates: Vec<String>,
 }
 
+/// The rows `compare` knows, in their default order.
+pub const COMPARE_METHODS: [&str; 6] = [
+    "zero_shot",
+    "linear_probe",
+    "lora_r8",
+    "lora_r16",
+    "full",
+    "wise_ft",
+];
+
 impl Default for CompareSection {
     fn default() -> Self {
         Self {
-            methods: [
-                "zero_shot",
-                "linear_probe",
-                "lora_r8",
-                "lora_r16",
-                "full",
-                "wise_ft",
-            ]
-            .map(String::from)
-            .to_vec(),
+            methods: COMPARE_METHODS.map(String::from).to_vec(),
             lora_lr: None,
             probe_lr: None,
             wise_alphas: (0..=10).map(|i| f64::from(i) / 10.0).collect(),
@@ -706,18 +707,10 @@ impl RunConfig {
         if t.log_every_steps == 0 {
             p.push("`train.log_every_steps` must be at least 1".into());
         }
-        const METHODS: [&str; 6] = [
-            "zero_shot",
-            "linear_probe",
-            "lora_r8",
-            "lora_r16",
-            "full",
-            "wise_ft",
-        ];
         for m in &self.compare.methods {
-            if !METHODS.contains(&m.as_str()) {
+            if !COMPARE_METHODS.contains(&m.as_str()) {
                 p.push(format!(
-                    "`compare.methods`: unknown method {m:?}; expected one of {METHODS:?}"
+                    "`compare.methods`: unknown method {m:?}; expected one of {COMPARE_METHODS:?}"
                 ));
             }
         }

@@ -45,8 +45,9 @@ pub use compare::{
     CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
 };
 pub use config::{
-    Architecture, CheckpointConfig, CompareSection, DataSection, DeviceChoice, EarlyStoppingConfig,
-    EmaConfig, Metric, ModelSection, OptimSection, RunConfig, RunSection, TrainSection, Unfreeze,
+    Architecture, COMPARE_METHODS, CheckpointConfig, CompareSection, DataSection, DeviceChoice,
+    EarlyStoppingConfig, EmaConfig, Metric, ModelSection, OptimSection, RunConfig, RunSection,
+    TrainSection, Unfreeze,
 };
 pub use error::{Result, TrainError};
 pub use metrics::{EvalReport, Prediction, autocast, evaluate, predictions};
@@ -60,7 +61,7 @@ pub use policies::{
 };
 pub use precision::Precision;
 pub use trainer::{
-    BenchReport, Best, FitReport, TrainState, Trainer, build_model, eval_loader, latest_checkpoint,
-    load_datasets, param_groups, peak_memory_mib, pipelines,
+    BenchReport, Best, FitReport, TrainState, Trainer, build_model, classifier_from_pretrained,
+    eval_loader, latest_checkpoint, load_datasets, param_groups, peak_memory_mib, pipelines,
 };
 pub use wise_ft::{WisePoint, WiseReport, wise_ft, zero_shot_like};

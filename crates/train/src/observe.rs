@@ -224,10 +224,11 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsLine>> {
 }
 
 /// `metrics.jsonl` (every step line and eval) and `metrics.csv` (one row per
-/// step line or eval). On resume, lines after the checkpoint's step are dropped.
+/// step line or eval), flushed at every line. On resume, lines after the
+/// checkpoint's step are dropped.
 pub struct MetricsFiles {
-    jsonl: BufWriter<File>,
-    csv: BufWriter<File>,
+    jsonl: (PathBuf, BufWriter<File>),
+    csv: (PathBuf, BufWriter<File>),
     log_every: u64,
 }
 
@@ -259,12 +260,18 @@ fn csv_row(line: &MetricsLine) -> String {
     }
 }
 
+/// Writes `text` and a newline to `file`, and flushes it.
+fn append((path, file): &mut (PathBuf, BufWriter<File>), text: &str) -> Result<()> {
+    writeln!(file, "{text}")
+        .and_then(|()| file.flush())
+        .map_err(TrainError::io("cannot write", path))
+}
+
 impl MetricsFiles {
     /// Opens the files in `run_dir`, keeping the lines up to `keep_until` (the
     /// resumed checkpoint's step) or none for a fresh run.
     pub fn open(run_dir: &Path, keep_until: Option<u64>, log_every: u64) -> Result<Self> {
         let jp = run_dir.join("metrics.jsonl");
-        let cp = run_dir.join("metrics.csv");
         let kept: Vec<MetricsLine> = match keep_until {
             Some(step) => read_metrics(&jp)?
                 .into_iter()
@@ -272,39 +279,28 @@ impl MetricsFiles {
                 .collect(),
             None => Vec::new(),
         };
-        let create = |p: &Path| File::create(p).map_err(TrainError::io("cannot write", p));
+        let create = |p: PathBuf| -> Result<(PathBuf, BufWriter<File>)> {
+            let f = File::create(&p).map_err(TrainError::io("cannot write", &p))?;
+            Ok((p, BufWriter::new(f)))
+        };
         let mut me = Self {
-            jsonl: BufWriter::new(create(&jp)?),
-            csv: BufWriter::new(create(&cp)?),
+            jsonl: create(jp)?,
+            csv: create(run_dir.join("metrics.csv"))?,
             log_every: log_every.max(1),
         };
-        writeln!(me.csv, "{CSV_HEADER}").map_err(TrainError::io("cannot write", &cp))?;
+        append(&mut me.csv, CSV_HEADER)?;
         for l in &kept {
             me.write(l)?;
         }
-        me.flush()?;
         Ok(me)
     }
 
     fn write(&mut self, line: &MetricsLine) -> Result<()> {
-        let json = serde_json::to_string(line).unwrap_or_default();
-        let err = |e| TrainError::Io {
-            action: "cannot write metrics",
-            path: "metrics.jsonl".into(),
-            source: e,
-        };
-        writeln!(self.jsonl, "{json}").map_err(err)?;
-        writeln!(self.csv, "{}", csv_row(line)).map_err(err)
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        let err = |e| TrainError::Io {
-            action: "cannot write metrics",
-            path: "metrics.jsonl".into(),
-            source: e,
-        };
-        self.jsonl.flush().map_err(err)?;
-        self.csv.flush().map_err(err)
+        append(
+            &mut self.jsonl,
+            &serde_json::to_string(line).unwrap_or_default(),
+        )?;
+        append(&mut self.csv, &csv_row(line))
     }
 }
 
@@ -312,14 +308,9 @@ impl Observer for MetricsFiles {
     fn event(&mut self, event: &Event) -> Result<()> {
         match event {
             Event::Step(m) if m.step % self.log_every == 0 || m.step == 1 => {
-                self.write(&MetricsLine::Step((*m).clone()))?;
-                self.flush()
+                self.write(&MetricsLine::Step((*m).clone()))
             }
-            Event::Eval(r) => {
-                self.write(&MetricsLine::Eval((*r).clone()))?;
-                self.flush()
-            }
-            Event::Checkpoint(_) | Event::Finish(_) => self.flush(),
+            Event::Eval(r) => self.write(&MetricsLine::Eval((*r).clone())),
             _ => Ok(()),
         }
     }

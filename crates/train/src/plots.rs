@@ -149,35 +149,35 @@ fn confusion_chart(path: &Path, names: &[String], m: &[Vec<u64>]) -> Result<(), 
         .y_label_style(("sans-serif", 12))
         .draw()
         .map_err(|x| e(&x))?;
-    let rows: Vec<u64> = m.iter().map(|r| r.iter().sum::<u64>().max(1)).collect();
-    chart
-        .draw_series(m.iter().enumerate().flat_map(|(t, row)| {
-            let total = rows[t];
+    // (column, row from the bottom, count, share of its true class)
+    let cells: Vec<(f64, f64, u64, f64)> = m
+        .iter()
+        .enumerate()
+        .flat_map(|(t, row)| {
+            let total = row.iter().sum::<u64>().max(1) as f64;
             let y = (n - 1 - t) as f64;
-            row.iter().enumerate().map(move |(p, &c)| {
-                let frac = c as f64 / total as f64;
-                let shade = (255.0 * (1.0 - frac)) as u8;
-                let x = p as f64;
-                Rectangle::new(
-                    [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
-                    RGBColor(shade, shade, 255).filled(),
-                )
-            })
+            row.iter()
+                .enumerate()
+                .map(move |(p, &c)| (p as f64, y, c, c as f64 / total))
+        })
+        .collect();
+    chart
+        .draw_series(cells.iter().map(|&(x, y, _, frac)| {
+            let shade = (255.0 * (1.0 - frac)) as u8;
+            Rectangle::new(
+                [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                RGBColor(shade, shade, 255).filled(),
+            )
         }))
         .map_err(|x| e(&x))?;
     chart
-        .draw_series(m.iter().enumerate().flat_map(|(t, row)| {
-            let total = rows[t];
-            let y = (n - 1 - t) as f64;
-            row.iter().enumerate().map(move |(p, &c)| {
-                let frac = c as f64 / total as f64;
-                let color = if frac > 0.5 { WHITE } else { BLACK };
-                Text::new(
-                    format!("{c}"),
-                    (p as f64 - 0.3, y + 0.15),
-                    ("sans-serif", 11).into_font().color(&color),
-                )
-            })
+        .draw_series(cells.iter().map(|&(x, y, c, frac)| {
+            let color = if frac > 0.5 { WHITE } else { BLACK };
+            Text::new(
+                format!("{c}"),
+                (x - 0.3, y + 0.15),
+                ("sans-serif", 11).into_font().color(&color),
+            )
         }))
         .map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))

@@ -13,7 +13,7 @@ use clip_data::{
     Batch, Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline, SourceConfig,
 };
 use clip_model::{
-    ClipClassifier, ClipTokenizer, GradTape, HeadConfig, HeadInit, ModelFiles, Tower,
+    ClipClassifier, ClipConfig, ClipTokenizer, GradTape, HeadConfig, HeadInit, ModelFiles, Tower,
     read_safetensors, write_atomic, write_safetensors,
 };
 use clip_optim::{AdamW, GradScaler, GroupReport, LrSchedule, ParamGroup, clip_grad_norm};
@@ -25,6 +25,7 @@ use crate::observe::{EvalRecord, Event, Observer, StartInfo, StepMetrics};
 use crate::policies::{
     CheckpointEntry, Decision, EarlyStopping, apply_unfreeze, best_entry, retention,
 };
+use crate::precision::Precision;
 
 /// Progress that must survive a restart (`trainer_state.json` in a checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -78,7 +79,7 @@ pub struct BenchReport {
     pub steps: usize,
     pub batch_size: usize,
     pub grad_accum: usize,
-    pub precision: String,
+    pub precision: Precision,
     pub train_images_per_s: f64,
     pub loader_images_per_s: f64,
     pub median_step_s: f64,
@@ -216,14 +217,13 @@ pub fn build_model(
 ) -> Result<ClipClassifier> {
     let m = &cfg.model;
     let mut model = match (&m.pretrained, &m.architecture) {
-        (Some(spec), _) => {
-            let files = ModelFiles::resolve(spec)?;
-            let tokenizer = match (&files.tokenizer, m.head.init) {
-                (Some(t), HeadInit::ZeroShot) => Some(ClipTokenizer::from_file(t, 77)?),
-                _ => None,
-            };
-            ClipClassifier::from_clip(&vs.root(), &files, classes, &m.head, tokenizer.as_ref())?
-        }
+        (Some(spec), _) => classifier_from_pretrained(
+            vs,
+            &ModelFiles::resolve(spec)?,
+            classes,
+            &m.head,
+            m.tokenizer.as_deref(),
+        )?,
         (None, Some(a)) => {
             let mut model = ClipClassifier::new(
                 &vs.root(),
@@ -259,6 +259,46 @@ pub fn build_model(
         .clip
         .set_gradient_checkpointing(cfg.train.gradient_checkpointing);
     Ok(model)
+}
+
+/// A classifier on pretrained weights. A `zero_shot` head reads its prompts with
+/// `tokenizer`, else the model folder's `tokenizer.json`, at the text tower's
+/// context length.
+pub fn classifier_from_pretrained(
+    vs: &nn::VarStore,
+    files: &ModelFiles,
+    classes: Vec<String>,
+    head: &HeadConfig,
+    tokenizer: Option<&Path>,
+) -> Result<ClipClassifier> {
+    let tok = match head.init {
+        HeadInit::Random => None,
+        HeadInit::ZeroShot => {
+            let path = tokenizer
+                .map(Path::to_path_buf)
+                .or_else(|| files.tokenizer.clone())
+                .ok_or_else(|| {
+                    TrainError::config(
+                        "tokenizer",
+                        format!(
+                            "{} has no tokenizer.json: zero-shot heads need one (model.tokenizer, or --tokenizer)",
+                            files.dir.display()
+                        ),
+                    )
+                })?;
+            let context = ClipConfig::from_json_file(&files.config)?
+                .text_config
+                .max_position_embeddings as usize;
+            Some(ClipTokenizer::from_file(&path, context)?)
+        }
+    };
+    Ok(ClipClassifier::from_clip(
+        &vs.root(),
+        files,
+        classes,
+        head,
+        tok.as_ref(),
+    )?)
 }
 
 /// The optimizer's parameter groups for `model` under `cfg`, and the towers
@@ -345,6 +385,17 @@ impl Ema {
         }
         Ok(())
     }
+}
+
+/// What one optimizer step did.
+struct StepOutcome {
+    /// Mean loss over the micro-batches.
+    loss: f64,
+    images: usize,
+    /// Global gradient norm before clipping.
+    grad_norm: f64,
+    /// False when the GradScaler skipped the step.
+    stepped: bool,
 }
 
 /// A training run.
@@ -468,7 +519,7 @@ impl Trainer {
         let (train_ds, val_ds) = load_datasets(&cfg)?;
         let classes = train_ds.classes().to_vec();
         let vs = nn::VarStore::new(device);
-        let mut model = match &resume {
+        let model = match &resume {
             Some(ckpt) => {
                 let mut m = ClipClassifier::load(&vs.root(), &ckpt.join("model"))?;
                 if m.class_names() != classes.as_slice() {
@@ -557,7 +608,6 @@ impl Trainer {
                 .checkpoints
                 .retain(|c| checkpoints_dir(&run_dir).join(&c.name).is_dir());
         }
-        model.clip.set_regularization(cfg.model.regularization)?;
         let me = Self {
             cfg,
             run_dir,
@@ -698,6 +748,14 @@ impl Trainer {
             std::fs::remove_dir_all(&tmp).map_err(TrainError::io("cannot clear", &tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(TrainError::io("cannot create", &tmp))?;
+        // The saved state lists this checkpoint too.
+        let mut state = self.state.clone();
+        state.checkpoints.retain(|c| c.name != name);
+        state.checkpoints.push(CheckpointEntry {
+            name: name.clone(),
+            step: self.state.global_step,
+            metric,
+        });
         let written = (|| -> Result<()> {
             self.model.save_pretrained(&tmp.join("model"))?;
             self.opt.save(&tmp.join("optimizer.safetensors"))?;
@@ -711,13 +769,6 @@ impl Trainer {
                     Default::default(),
                 )?;
             }
-            let mut state = self.state.clone();
-            state.checkpoints.retain(|c| c.name != name);
-            state.checkpoints.push(CheckpointEntry {
-                name: name.clone(),
-                step: self.state.global_step,
-                metric,
-            });
             write_json(&tmp.join(STATE_FILE), &state)?;
             Ok(())
         })();
@@ -730,12 +781,7 @@ impl Trainer {
                 .map_err(TrainError::io("cannot replace", &final_dir))?;
         }
         std::fs::rename(&tmp, &final_dir).map_err(TrainError::io("cannot finish", &final_dir))?;
-        self.state.checkpoints.retain(|c| c.name != name);
-        self.state.checkpoints.push(CheckpointEntry {
-            name: name.clone(),
-            step: self.state.global_step,
-            metric,
-        });
+        self.state.checkpoints = state.checkpoints;
         for old in retention(&self.cfg.train.checkpoints, &self.state.checkpoints) {
             let p = dir.join(&old);
             if let Err(e) = std::fs::remove_dir_all(&p) {
@@ -744,6 +790,16 @@ impl Trainer {
             self.state.checkpoints.retain(|c| c.name != old);
         }
         Ok(final_dir)
+    }
+
+    /// Writes a checkpoint and tells the observers.
+    fn checkpoint(
+        &mut self,
+        observers: &mut [Box<dyn Observer>],
+        metric: Option<f64>,
+    ) -> Result<()> {
+        let p = self.save_checkpoint(metric)?;
+        Self::emit(observers, Event::Checkpoint(&p))
     }
 
     fn emit(observers: &mut [Box<dyn Observer>], e: Event) -> Result<()> {
@@ -786,20 +842,18 @@ impl Trainer {
         }
         self.state.last_eval = Some(record);
         if save {
-            let p = self.save_checkpoint(Some(metric))?;
-            Self::emit(observers, Event::Checkpoint(&p))?;
+            self.checkpoint(observers, Some(metric))?;
         }
         Ok(decision)
     }
 
-    /// One optimizer step over `n` micro-batches drawn from `iter`: returns the
-    /// mean loss, images, gradient norm and whether the step was taken.
+    /// One optimizer step over `n` micro-batches drawn from `iter`.
     fn train_step(
         &mut self,
         iter: &mut clip_data::EpochIter,
         n: usize,
         epoch: u64,
-    ) -> Result<(f64, usize, f64, bool)> {
+    ) -> Result<StepOutcome> {
         let accum = self.cfg.train.grad_accum as u64;
         let seed = self.cfg.run.seed as i64;
         let (mut step_loss, mut images) = (0.0, 0usize);
@@ -856,7 +910,12 @@ impl Trainer {
         if stepped && let Some(e) = &self.ema {
             e.update();
         }
-        Ok((step_loss, images, grad_norm, stepped))
+        Ok(StepOutcome {
+            loss: step_loss,
+            images,
+            grad_norm,
+            stepped,
+        })
     }
 
     /// Steady-state training speed: `warmup` untimed steps, then `steps` timed
@@ -878,11 +937,11 @@ impl Trainer {
                 pos = 0;
             }
             let t0 = Instant::now();
-            let (_, n_img, _, _) = self.train_step(&mut iter, accum, epoch)?;
+            let outcome = self.train_step(&mut iter, accum, epoch)?;
             pos += accum;
             if i >= warmup {
                 times.push(t0.elapsed().as_secs_f64());
-                images += n_img;
+                images += outcome.images;
             }
         }
         drop(iter);
@@ -905,7 +964,7 @@ impl Trainer {
             steps,
             batch_size: self.cfg.data.loader.batch_size,
             grad_accum: accum,
-            precision: format!("{:?}", self.cfg.train.precision).to_lowercase(),
+            precision: self.cfg.train.precision,
             train_images_per_s: images as f64 / train_time.max(1e-9),
             loader_images_per_s: loader_images as f64 / loader_time.max(1e-9),
             median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
@@ -940,8 +999,12 @@ impl Trainer {
             while self.state.batch_in_epoch < batches {
                 let t0 = Instant::now();
                 let n = accum.min(batches - self.state.batch_in_epoch);
-                let (step_loss, images, grad_norm, stepped) =
-                    self.train_step(&mut iter, n, epoch)?;
+                let StepOutcome {
+                    loss: step_loss,
+                    images,
+                    grad_norm,
+                    stepped,
+                } = self.train_step(&mut iter, n, epoch)?;
                 self.state.global_step += 1;
                 self.state.batch_in_epoch += n;
                 if step_loss.is_finite() {
@@ -973,8 +1036,10 @@ impl Trainer {
                         .train
                         .eval_every_steps
                         .is_some_and(|k| step.is_multiple_of(k));
-                let ckpt_now = epoch_done
+                let stop = self.stop.load(Ordering::SeqCst);
+                let save_now = epoch_done
                     || run_done
+                    || stop
                     || self
                         .cfg
                         .train
@@ -985,18 +1050,13 @@ impl Trainer {
                 if eval_now {
                     let train_loss = (loss_n > 0).then(|| loss_sum / loss_n as f64);
                     (loss_sum, loss_n) = (0.0, 0);
-                    if self.eval_and_save(observers, train_loss, ckpt_now)? == Decision::Stop {
+                    if self.eval_and_save(observers, train_loss, save_now)? == Decision::Stop {
                         break 'run;
                     }
-                } else if ckpt_now || self.stop.load(Ordering::SeqCst) {
-                    let p = self.save_checkpoint(None)?;
-                    Self::emit(observers, Event::Checkpoint(&p))?;
+                } else if save_now {
+                    self.checkpoint(observers, None)?;
                 }
-                if self.stop.load(Ordering::SeqCst) {
-                    if eval_now && !ckpt_now {
-                        let p = self.save_checkpoint(None)?;
-                        Self::emit(observers, Event::Checkpoint(&p))?;
-                    }
+                if stop {
                     interrupted = true;
                     break 'run;
                 }

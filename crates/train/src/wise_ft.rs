@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 use clip_data::{Dataset, Pipeline};
-use clip_model::{ClipClassifier, ClipTokenizer, HeadConfig, HeadInit, ModelFiles, Module};
+use clip_model::{ClipClassifier, HeadConfig, HeadInit, ModelFiles, Module};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::{EvalReport, evaluate};
 use crate::precision::Precision;
-use crate::trainer::eval_loader;
+use crate::trainer::{classifier_from_pretrained, eval_loader};
 
 /// One point of the sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,36 +45,19 @@ pub fn zero_shot_like(
     templates: &[String],
     tokenizer: Option<&Path>,
 ) -> Result<ClipClassifier> {
-    let files = ModelFiles::resolve(spec)?;
-    let tok_path = tokenizer
-        .map(Path::to_path_buf)
-        .or_else(|| files.tokenizer.clone())
-        .ok_or_else(|| {
-            TrainError::config(
-                "--zero-shot",
-                format!(
-                    "{} has no tokenizer.json: zero-shot needs the text side",
-                    files.dir.display()
-                ),
-            )
-        })?;
-    let ctx = clip_model::ClipConfig::from_json_file(&files.config)?
-        .text_config
-        .max_position_embeddings as usize;
-    let tok = ClipTokenizer::from_file(&tok_path, ctx)?;
     let head = HeadConfig {
         init: HeadInit::ZeroShot,
         bias: fine_tuned.head.bias.is_some(),
         templates: templates.to_vec(),
         ..HeadConfig::default()
     };
-    Ok(ClipClassifier::from_clip(
-        &vs.root(),
-        &files,
+    classifier_from_pretrained(
+        vs,
+        &ModelFiles::resolve(spec)?,
         fine_tuned.class_names().to_vec(),
         &head,
-        Some(&tok),
-    )?)
+        tokenizer,
+    )
 }
 
 /// Sweeps `alphas` on `data`; leaves `fine_tuned` at the best alpha's weights
