@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
 
 use clip_train::{Event, Observer, RunConfig, Trainer};
 
@@ -50,6 +50,16 @@ pub fn make_folder(root: &Path, per_class: usize) {
             .unwrap();
         }
     }
+}
+
+/// Takes the libtorch lock and makes a temporary folder holding a generated
+/// image folder at `data/`.
+fn setup(per_class: usize) -> (MutexGuard<'static, ()>, tempfile::TempDir, PathBuf) {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, per_class);
+    (guard, tmp, data)
 }
 
 fn config(out: &Path, data: &Path, extra: &[String]) -> RunConfig {
@@ -110,10 +120,7 @@ impl Observer for StopAt {
 
 #[test]
 fn a_tiny_model_overfits_its_training_set() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 12);
+    let (_g, tmp, data) = setup(12);
     let val = format!(
         "data.val={{kind=\"image_folder\", path={:?}}}",
         data.display().to_string()
@@ -142,10 +149,7 @@ fn a_tiny_model_overfits_its_training_set() {
 
 #[test]
 fn interrupted_and_resumed_equals_uninterrupted_bit_for_bit() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 8);
+    let (_g, tmp, data) = setup(8);
     // Dropout, drop-path, augmentation, EMA and accumulation all on: every random
     // draw and every piece of state must come back.
     let extra = |name: &str| -> Vec<String> {
@@ -200,10 +204,7 @@ fn interrupted_and_resumed_equals_uninterrupted_bit_for_bit() {
 
 #[test]
 fn accumulation_matches_one_big_batch() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 8);
+    let (_g, tmp, data) = setup(8);
     let run = |name: &str, batch: usize, accum: usize| -> Vec<(String, Vec<f32>)> {
         let cfg = config(
             tmp.path(),
@@ -244,10 +245,7 @@ fn accumulation_matches_one_big_batch() {
 
 #[test]
 fn early_stopping_stops_and_retention_keeps_what_the_policy_says() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 8);
+    let (_g, tmp, data) = setup(8);
     // Nothing improves accuracy by 2.0: the second and third evaluations are bad.
     let cfg = config(
         tmp.path(),
@@ -279,10 +277,7 @@ fn early_stopping_stops_and_retention_keeps_what_the_policy_says() {
 
 #[test]
 fn a_run_folder_is_never_overwritten_silently() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 4);
+    let (_g, tmp, data) = setup(4);
     let cfg = config(
         tmp.path(),
         &data,
@@ -304,10 +299,7 @@ fn a_run_folder_is_never_overwritten_silently() {
 
 #[test]
 fn corrupt_images_error_or_are_skipped() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 6);
+    let (_g, tmp, data) = setup(6);
     std::fs::write(
         data.join("circle").join("broken.png"),
         b"\x89PNG\r\n\x1a\nnot really",
@@ -352,10 +344,7 @@ fn corrupt_images_error_or_are_skipped() {
 
 #[test]
 fn bf16_and_fp16_train_with_finite_losses() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 6);
+    let (_g, tmp, data) = setup(6);
     for p in ["bf16", "fp16"] {
         let cfg = config(
             tmp.path(),
@@ -378,10 +367,7 @@ fn bf16_and_fp16_train_with_finite_losses() {
 
 #[test]
 fn progressive_unfreezing_opens_top_blocks_by_epoch() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 4);
+    let (_g, tmp, data) = setup(4);
     let cfg = config(
         tmp.path(),
         &data,
@@ -411,10 +397,7 @@ fn progressive_unfreezing_opens_top_blocks_by_epoch() {
 
 #[test]
 fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 4);
+    let (_g, tmp, data) = setup(4);
     // An absurd LR without clipping blows the weights up after the first step.
     let cfg = config(
         tmp.path(),
@@ -446,10 +429,7 @@ fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint
 
 #[test]
 fn an_unwritable_run_folder_fails_before_training() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 2);
+    let (_g, tmp, data) = setup(2);
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let cfg = config(&file, &data, &[]);
@@ -465,10 +445,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn wise_ft_endpoints_reproduce_the_zero_shot_and_fine_tuned_accuracies() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 6);
+    let (_g, tmp, data) = setup(6);
     let mut cfg = config(tmp.path(), &data, &["train.epochs=2".into()]);
     cfg.model.architecture = None;
     cfg.model.pretrained = Some(fixture("tiny-a").display().to_string());
@@ -521,10 +498,7 @@ fn wise_ft_endpoints_reproduce_the_zero_shot_and_fine_tuned_accuracies() {
 
 #[test]
 fn lora_training_changes_only_adapters_and_head_and_lp_ft_probes_first() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 4);
+    let (_g, tmp, data) = setup(4);
     let cfg = config(
         tmp.path(),
         &data,
@@ -608,10 +582,7 @@ fn lora_training_changes_only_adapters_and_head_and_lp_ft_probes_first() {
 
 #[test]
 fn exports_and_checkpoints_carry_the_runs_eval_preprocessing() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_folder(&data, 4);
+    let (_g, tmp, data) = setup(4);
     let cfg = config(
         tmp.path(),
         &data,
