@@ -56,6 +56,14 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// `--set` value pointing `data.train` at an image folder.
+fn train_source(data: &Path) -> String {
+    format!(
+        "data.train={{kind=\"image_folder\", path={:?}}}",
+        data.display().to_string()
+    )
+}
+
 fn train_args(tmp: &Path, data: &Path) -> Vec<String> {
     vec![
         "--config".into(),
@@ -63,10 +71,7 @@ fn train_args(tmp: &Path, data: &Path) -> Vec<String> {
         "--output-dir".into(),
         tmp.display().to_string(),
         "--set".into(),
-        format!(
-            "data.train={{kind=\"image_folder\", path={:?}}}",
-            data.display().to_string()
-        ),
+        train_source(data),
         "--quiet".into(),
     ]
 }
@@ -173,10 +178,7 @@ fn train_export_eval_predict_inspect_preview_bench() {
         .args(["inspect", "--json", "--config"])
         .arg(smoke())
         .arg("--set")
-        .arg(format!(
-            "data.train={{kind=\"image_folder\", path={:?}}}",
-            data.display().to_string()
-        )));
+        .arg(train_source(&data)));
     assert!(o.status.success());
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["groups"]["rows"].as_array().unwrap().len() > 3);
@@ -195,10 +197,7 @@ fn train_export_eval_predict_inspect_preview_bench() {
         .arg("--output")
         .arg(&grid)
         .arg("--set")
-        .arg(format!(
-            "data.train={{kind=\"image_folder\", path={:?}}}",
-            data.display().to_string()
-        )));
+        .arg(train_source(&data)));
     assert!(o.status.success());
     assert!(image::open(&grid).unwrap().width() > 16 * 4);
 
@@ -206,10 +205,7 @@ fn train_export_eval_predict_inspect_preview_bench() {
         .args(["bench", "--steps", "2", "--warmup", "1", "--config"])
         .arg(smoke())
         .arg("--set")
-        .arg(format!(
-            "data.train={{kind=\"image_folder\", path={:?}}}",
-            data.display().to_string()
-        )));
+        .arg(train_source(&data)));
     assert!(o.status.success());
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(b["train_images_per_s"].as_f64().unwrap() > 0.0);
@@ -358,10 +354,7 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
             "--output".into(),
             out.display().to_string(),
             "--set".into(),
-            format!(
-                "data.train={{kind=\"image_folder\", path={:?}}}",
-                data.display().to_string()
-            ),
+            train_source(&data),
             "--set".into(),
             format!("model.tokenizer={:?}", tok.display().to_string()),
             "--set".into(),
