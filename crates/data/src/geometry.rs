@@ -5,13 +5,11 @@ use crate::resample::Interpolation;
 use crate::rng::SampleRng;
 
 pub fn hflip(img: &mut RgbImage) {
-    let w = img.width;
-    for row in img.data.chunks_exact_mut(w * 3) {
-        for x in 0..w / 2 {
-            for c in 0..3 {
-                row.swap(x * 3 + c, (w - 1 - x) * 3 + c);
-            }
-        }
+    if img.width == 0 {
+        return;
+    }
+    for row in img.data.chunks_exact_mut(img.width * 3) {
+        row.as_chunks_mut::<3>().0.reverse();
     }
 }
 
@@ -98,14 +96,17 @@ fn rotate_nearest_fixed(img: &RgbImage, m: [f64; 6], out: &mut RgbImage) {
     let (a0, a1, a3, a4) = (fix(m[0]), fix(m[1]), fix(m[3]), fix(m[4]));
     let mut a2 = fix(m[2] + m[0] * 0.5 + m[1] * 0.5);
     let mut a5 = fix(m[5] + m[3] * 0.5 + m[4] * 0.5);
-    for y in 0..img.height {
+    let (w, h) = (img.width as i32, img.height as i32);
+    let src = img.data.as_chunks::<3>().0;
+    if img.width == 0 {
+        return;
+    }
+    for row in out.data.chunks_exact_mut(img.width * 3) {
         let (mut xx, mut yy) = (a2, a5);
-        for x in 0..img.width {
+        for px in row.as_chunks_mut::<3>().0 {
             let (xin, yin) = (xx >> 16, yy >> 16);
-            if xin >= 0 && (xin as usize) < img.width && yin >= 0 && (yin as usize) < img.height {
-                let o = (y * img.width + x) * 3;
-                let i = (yin as usize * img.width + xin as usize) * 3;
-                out.data[o..o + 3].copy_from_slice(&img.data[i..i + 3]);
+            if (0..w).contains(&xin) && (0..h).contains(&yin) {
+                *px = src[(yin * w + xin) as usize];
             }
             xx = xx.wrapping_add(a0);
             yy = yy.wrapping_add(a3);

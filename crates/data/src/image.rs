@@ -36,12 +36,11 @@ impl RgbImage {
         Self {
             width,
             height,
-            data: rgb
-                .iter()
-                .copied()
-                .cycle()
-                .take(width * height * 3)
-                .collect(),
+            data: if rgb == [rgb[0]; 3] {
+                vec![rgb[0]; width * height * 3]
+            } else {
+                [rgb].repeat(width * height).into_flattened()
+            },
         }
     }
 

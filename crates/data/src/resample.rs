@@ -41,10 +41,12 @@ fn nearest(x: f64) -> f64 {
     if (-0.5..0.5).contains(&x) { 1.0 } else { 0.0 }
 }
 
-/// Per output pixel: first input index, and fixed-point weights.
+/// Per output pixel: first input index and tap count, and fixed-point weights
+/// (`stride` per pixel, even, zero past the taps: the vector kernels read taps
+/// in pairs).
 struct Coeffs {
     bounds: Vec<(usize, usize)>,
-    ksize: usize,
+    stride: usize,
     weights: Vec<i32>,
 }
 
@@ -61,7 +63,8 @@ fn coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Interpola
     let support = support * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
+    let stride = ksize + ksize % 2;
+    let mut weights = vec![0i32; out_size * stride];
     let mut k = vec![0f64; ksize];
     for xx in 0..out_size {
         let center = in0 + (xx as f64 + 0.5) * scale;
@@ -78,7 +81,7 @@ fn coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Interpola
         for (x, kx) in k.iter().enumerate().take(n) {
             let w = if ww != 0.0 { kx / ww } else { *kx };
             let fixed = w * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if w < 0.0 {
+            weights[xx * stride + x] = if w < 0.0 {
                 (-0.5 + fixed) as i32
             } else {
                 (0.5 + fixed) as i32
@@ -88,7 +91,7 @@ fn coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Interpola
     }
     Coeffs {
         bounds,
-        ksize,
+        stride,
         weights,
     }
 }
@@ -98,55 +101,242 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-fn horizontal(src: &RgbImage, out_w: usize, c: &Coeffs) -> RgbImage {
-    let mut data = vec![0u8; out_w * src.height * 3];
-    for y in 0..src.height {
-        let row = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
-        let out = &mut data[y * out_w * 3..(y + 1) * out_w * 3];
-        for (xx, px) in out.chunks_exact_mut(3).enumerate() {
-            let (xmin, n) = c.bounds[xx];
-            let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
-            let src = &row[xmin * 3..(xmin + n) * 3];
-            let half = 1i32 << (PRECISION_BITS - 1);
-            let (mut a0, mut a1, mut a2) = (half, half, half);
-            for (p, &w) in src.chunks_exact(3).zip(k) {
-                a0 += p[0] as i32 * w;
-                a1 += p[1] as i32 * w;
-                a2 += p[2] as i32 * w;
-            }
-            px[0] = clip8(a0);
-            px[1] = clip8(a1);
-            px[2] = clip8(a2);
-        }
-    }
-    RgbImage {
-        width: out_w,
-        height: src.height,
-        data,
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
+
+/// Rows of 8-bit RGB pixels inside a larger buffer: row `r` starts at
+/// `offset + r * stride` and holds `len` bytes.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [u8],
+    offset: usize,
+    stride: usize,
+    len: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn row(&self, r: usize) -> &'a [u8] {
+        let start = self.offset + r * self.stride;
+        &self.data[start..start + self.len]
     }
 }
 
-fn vertical(src: &RgbImage, out_h: usize, c: &Coeffs) -> RgbImage {
-    let stride = src.width * 3;
-    let mut data = vec![0u8; src.width * out_h * 3];
-    let mut acc = vec![0i32; stride];
-    for yy in 0..out_h {
+/// Horizontal pass: each of `rows` rows of `src` to `out_w` pixels.
+fn horizontal(src: Rows, rows: usize, out_w: usize, c: &Coeffs) -> Vec<u8> {
+    let mut out = vec![0u8; out_w * rows * 3];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        unsafe { simd::horizontal_avx2(src, c, &mut out, out_w) };
+        return out;
+    }
+    for (y, out) in out.chunks_exact_mut(out_w * 3).enumerate() {
+        horizontal_row_scalar(src.row(y), c, out, 0);
+    }
+    out
+}
+
+/// Output pixels `from..` of one row of the horizontal pass.
+fn horizontal_row_scalar(row: &[u8], c: &Coeffs, out: &mut [u8], from: usize) {
+    for (xx, px) in out.as_chunks_mut::<3>().0.iter_mut().enumerate().skip(from) {
+        let (xmin, n) = c.bounds[xx];
+        let k = &c.weights[xx * c.stride..xx * c.stride + n];
+        let src = &row[xmin * 3..(xmin + n) * 3];
+        let mut acc = [HALF; 3];
+        for (p, &w) in src.as_chunks::<3>().0.iter().zip(k) {
+            for ch in 0..3 {
+                acc[ch] += p[ch] as i32 * w;
+            }
+        }
+        *px = acc.map(clip8);
+    }
+}
+
+/// Vertical pass: `out_h` rows, each a weighted sum of rows of `src`.
+fn vertical(src: Rows, out_h: usize, c: &Coeffs) -> Vec<u8> {
+    let mut out = vec![0u8; src.len * out_h];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        unsafe { simd::vertical_avx2(src, c, &mut out) };
+        return out;
+    }
+    vertical_scalar(src, c, &mut out);
+    out
+}
+
+fn vertical_scalar(src: Rows, c: &Coeffs, out: &mut [u8]) {
+    let mut acc = vec![0i32; src.len];
+    for (yy, out) in out.chunks_exact_mut(src.len).enumerate() {
         let (ymin, n) = c.bounds[yy];
-        let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
-        acc.fill(1i32 << (PRECISION_BITS - 1));
+        let k = &c.weights[yy * c.stride..yy * c.stride + n];
+        acc.fill(HALF);
         for (y, &w) in k.iter().enumerate() {
-            let row = &src.data[(ymin + y) * stride..(ymin + y + 1) * stride];
-            for (a, &p) in acc.iter_mut().zip(row) {
+            for (a, &p) in acc.iter_mut().zip(src.row(ymin + y)) {
                 *a += p as i32 * w;
             }
         }
-        for (o, &a) in data[yy * stride..(yy + 1) * stride].iter_mut().zip(&acc) {
+        for (o, &a) in out.iter_mut().zip(&acc) {
             *o = clip8(a);
         }
     }
+}
+
+/// The same integer arithmetic as the scalar passes, 4 or 8 lanes at a time:
+/// results are identical.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    use super::{Coeffs, HALF, PRECISION_BITS, Rows, horizontal_row_scalar};
+
+    /// Two taps per step: the pixels at taps `k` and `k + 1` (6 of 8 bytes read)
+    /// in lanes 0-2 and 4-6, times their weights in lanes 0-3 and 4-7.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn horizontal_avx2(src: Rows, c: &Coeffs, out: &mut [u8], out_w: usize) {
+        let half = _mm_set1_epi32(HALF);
+        let spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        let pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        for (y, out) in out.chunks_exact_mut(out_w * 3).enumerate() {
+            let row_start = src.offset + y * src.stride;
+            let row = &src.data[row_start..];
+            let mut xx = 0;
+            while xx < out_w {
+                let (xmin, n) = c.bounds[xx];
+                let pairs = n.div_ceil(2);
+                // The last step reads 8 bytes from pixel xmin + 2 * pairs - 2; pixels
+                // at the very end of the buffer go scalar.
+                if (xmin + 2 * pairs) * 3 + 2 > row.len() {
+                    break;
+                }
+                let w = &c.weights[xx * c.stride..xx * c.stride + 2 * pairs];
+                let mut acc = _mm256_setzero_si256();
+                for (j, wj) in w.chunks_exact(2).enumerate() {
+                    // SAFETY: 8 bytes from (xmin + 2j) * 3 lie inside `row` (checked
+                    // above) and `wj` holds 2 x i32.
+                    let (p, wv) = unsafe {
+                        (
+                            _mm_loadl_epi64(row.as_ptr().add((xmin + 2 * j) * 3) as *const __m128i),
+                            _mm_loadl_epi64(wj.as_ptr() as *const __m128i),
+                        )
+                    };
+                    let p = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(p, spread));
+                    let wv = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(wv), pair);
+                    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, wv));
+                }
+                let sum = _mm_add_epi32(
+                    _mm_add_epi32(
+                        _mm256_castsi256_si128(acc),
+                        _mm256_extracti128_si256::<1>(acc),
+                    ),
+                    half,
+                );
+                let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+                let b = _mm_packus_epi16(_mm_packs_epi32(v, v), v);
+                let [r, g, bl, _] = _mm_cvtsi128_si32(b).to_le_bytes();
+                out[xx * 3..xx * 3 + 3].copy_from_slice(&[r, g, bl]);
+                xx += 1;
+            }
+            horizontal_row_scalar(src.row(y), c, out, xx);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn vertical_avx2(src: Rows, c: &Coeffs, out: &mut [u8]) {
+        let half = _mm256_set1_epi32(HALF);
+        for (yy, out) in out.chunks_exact_mut(src.len).enumerate() {
+            let (ymin, n) = c.bounds[yy];
+            let w = &c.weights[yy * c.stride..yy * c.stride + n];
+            let mut x = 0;
+            while x + 8 <= src.len {
+                let mut acc = half;
+                for (k, &wk) in w.iter().enumerate() {
+                    let row = &src.row(ymin + k)[x..x + 8];
+                    // SAFETY: `row` holds 8 bytes.
+                    let p = unsafe {
+                        _mm256_cvtepu8_epi32(_mm_loadl_epi64(row.as_ptr() as *const __m128i))
+                    };
+                    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, _mm256_set1_epi32(wk)));
+                }
+                let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
+                let v16 =
+                    _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                let b = _mm_packus_epi16(v16, v16);
+                out[x..x + 8].copy_from_slice(&_mm_cvtsi128_si64(b).to_le_bytes());
+                x += 8;
+            }
+            for (i, o) in out.iter_mut().enumerate().skip(x) {
+                let mut a = HALF;
+                for (k, &wk) in w.iter().enumerate() {
+                    a += src.row(ymin + k)[i] as i32 * wk;
+                }
+                *o = super::clip8(a);
+            }
+        }
+    }
+}
+
+/// Resizes the region `box_ = (left, top, right, bottom)` of the `rect = (left,
+/// top, width, height)` part of `src` (the box relative to the rectangle, whose
+/// edges bound the filters as if it were the whole image).
+fn resample(
+    src: &RgbImage,
+    rect: [usize; 4],
+    width: usize,
+    height: usize,
+    box_: [f64; 4],
+    filter: Interpolation,
+) -> RgbImage {
+    let [rl, rt, rw, rh] = rect;
+    let [left, top, right, bottom] = box_;
+    let need_h = width != rw || left != 0.0 || right != rw as f64;
+    let need_v = height != rh || top != 0.0 || bottom != rh as f64;
+    let stride = src.width * 3;
+    let view = |first_row: usize| Rows {
+        data: &src.data,
+        offset: (rt + first_row) * stride + rl * 3,
+        stride,
+        len: rw * 3,
+    };
+    let image = |width, height, data| RgbImage {
+        width,
+        height,
+        data,
+    };
+    let cv = need_v.then(|| coeffs(rh, top, bottom, height, filter));
+    if !need_h {
+        return match cv {
+            Some(cv) => image(rw, height, vertical(view(0), height, &cv)),
+            None => crop_rows(view(0), rw, rh),
+        };
+    }
+    let ch = coeffs(rw, left, right, width, filter);
+    let Some(mut cv) = cv else {
+        return image(width, rh, horizontal(view(0), rh, width, &ch));
+    };
+    // Only the rows the vertical pass reads need a horizontal pass.
+    let first = cv.bounds.first().map_or(0, |b| b.0);
+    let last = cv.bounds.last().map_or(rh, |b| b.0 + b.1);
+    for b in &mut cv.bounds {
+        b.0 -= first;
+    }
+    let h = horizontal(view(first), last - first, width, &ch);
+    let rows = Rows {
+        data: &h,
+        offset: 0,
+        stride: width * 3,
+        len: width * 3,
+    };
+    image(width, height, vertical(rows, height, &cv))
+}
+
+fn crop_rows(rows: Rows, width: usize, height: usize) -> RgbImage {
+    let mut data = Vec::with_capacity(rows.len * height);
+    for r in 0..height {
+        data.extend_from_slice(rows.row(r));
+    }
     RgbImage {
-        width: src.width,
-        height: out_h,
+        width,
+        height,
         data,
     }
 }
@@ -161,43 +351,33 @@ pub fn resize_region(
     box_: [f64; 4],
     filter: Interpolation,
 ) -> RgbImage {
-    let [left, top, right, bottom] = box_;
-    let need_h = width != src.width || left != 0.0 || right != src.width as f64;
-    let need_v = height != src.height || top != 0.0 || bottom != src.height as f64;
-    let mut img = src.clone();
-    if need_h {
-        // Only the rows the vertical pass reads need a horizontal pass.
-        let cv = coeffs(src.height, top, bottom, height, filter);
-        let (first, last) = if need_v {
-            let first = cv.bounds.first().map_or(0, |b| b.0);
-            let last = cv.bounds.last().map_or(src.height, |b| b.0 + b.1);
-            (first, last)
-        } else {
-            (0, src.height)
-        };
-        let rows = RgbImage {
-            width: src.width,
-            height: last - first,
-            data: src.data[first * src.width * 3..last * src.width * 3].to_vec(),
-        };
-        img = horizontal(&rows, width, &coeffs(src.width, left, right, width, filter));
-        if need_v {
-            let mut cv = cv;
-            for b in &mut cv.bounds {
-                b.0 -= first;
-            }
-            return vertical(&img, height, &cv);
-        }
-        return img;
-    }
-    if need_v {
-        img = vertical(
-            &img,
-            height,
-            &coeffs(src.height, top, bottom, height, filter),
-        );
-    }
-    img
+    resample(
+        src,
+        [0, 0, src.width, src.height],
+        width,
+        height,
+        box_,
+        filter,
+    )
+}
+
+/// torchvision's `resized_crop` on a PIL image: the `height x width` region at
+/// `(top, left)` (inside the image) resized to `size = (height, width)`, without
+/// copying the region first.
+pub fn resize_crop(
+    src: &RgbImage,
+    [top, left, height, width]: [usize; 4],
+    size: (usize, usize),
+    filter: Interpolation,
+) -> RgbImage {
+    resample(
+        src,
+        [left, top, width, height],
+        size.1,
+        size.0,
+        [0.0, 0.0, width as f64, height as f64],
+        filter,
+    )
 }
 
 /// Resizes the whole image to `width x height`.
@@ -218,5 +398,48 @@ pub fn shorter_side_size(width: usize, height: usize, size: usize) -> (usize, us
         (size, (size as f64 * height as f64 / width as f64) as usize)
     } else {
         ((size as f64 * width as f64 / height as f64) as usize, size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SIMD passes give exactly the scalar passes' bytes, on crops that touch
+    /// the end of the buffer (where the 4-byte loads must not run past it).
+    #[test]
+    fn simd_passes_equal_scalar() {
+        let (w, h) = (37usize, 23usize);
+        let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 131 % 251) as u8).collect();
+        for filter in [
+            Interpolation::Nearest,
+            Interpolation::Bilinear,
+            Interpolation::Bicubic,
+        ] {
+            for (rl, rt, rw, rh, ow, oh) in [
+                (0, 0, 37, 23, 11, 29),
+                (5, 3, 32, 20, 50, 7),
+                (1, 0, 36, 23, 13, 23),
+            ] {
+                let rows = Rows {
+                    data: &data,
+                    offset: (rt * w + rl) * 3,
+                    stride: w * 3,
+                    len: rw * 3,
+                };
+                let ch = coeffs(rw, 0.0, rw as f64, ow, filter);
+                let got = horizontal(rows, rh, ow, &ch);
+                let mut want = vec![0u8; ow * rh * 3];
+                for (y, out) in want.chunks_exact_mut(ow * 3).enumerate() {
+                    horizontal_row_scalar(rows.row(y), &ch, out, 0);
+                }
+                assert_eq!(got, want, "horizontal {filter:?} {rw}x{rh} -> {ow}");
+                let cv = coeffs(rh, 0.0, rh as f64, oh, filter);
+                let got = vertical(rows, oh, &cv);
+                let mut want = vec![0u8; rw * 3 * oh];
+                vertical_scalar(rows, &cv, &mut want);
+                assert_eq!(got, want, "vertical {filter:?} {rw}x{rh} -> {oh}");
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_satura
 use crate::geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate, sample_box};
 use crate::image::RgbImage;
 use crate::normalize::Normalize;
-use crate::resample::{Interpolation, resize, shorter_side_size};
+use crate::resample::{Interpolation, resize, resize_crop, shorter_side_size};
 use crate::rng::SampleRng;
 
 /// A size: one number (square, or the shorter side for `resize`) or `[height, width]`.
@@ -356,10 +356,12 @@ impl Pipeline {
             ),
             None => ([1.0 / 255.0; 3], [0.0; 3]),
         };
-        for (i, px) in img.data.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = px[c] as f32 * scale[c] + bias[c];
-            }
+        let (r, gb) = out.split_at_mut(plane);
+        let (g, b) = gb.split_at_mut(plane);
+        for (((px, r), g), b) in img.data.as_chunks::<3>().0.iter().zip(r).zip(g).zip(b) {
+            *r = px[0] as f32 * scale[0] + bias[0];
+            *g = px[1] as f32 * scale[1] + bias[1];
+            *b = px[2] as f32 * scale[2] + bias[2];
         }
         for op in &self.ops {
             if let TransformConfig::RandomErasing {
@@ -479,6 +481,9 @@ pub fn resized_crop(
     size: (usize, usize),
     interpolation: Interpolation,
 ) -> RgbImage {
+    if top + height <= img.height && left + width <= img.width {
+        return resize_crop(img, [top, left, height, width], size, interpolation);
+    }
     let cropped = crop(img, top as i64, left as i64, height, width);
     resize(&cropped, size.1, size.0, interpolation)
 }
