@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Data pipeline, ours vs torchvision + PIL, one process, one core each, same images.
 
-Per image: decode a 500x375 JPEG, then either the tutorial's training augmentation
+Per image: decode a 500x375 JPEG, then the tutorial's training augmentation
 (RandomResizedCrop 224 scale 0.8-1, flip, ColorJitter 0.4/0.4/0.4, rotation 15,
-ToTensor, Normalize) or CLIP's eval preprocessing (resize 224 bicubic, center crop,
-ToTensor, Normalize). Prints median milliseconds per image and the ratio.
+ToTensor, Normalize), CLIP's eval preprocessing (resize 224 bicubic, center crop,
+ToTensor, Normalize), or RandomResizedCrop 224 + flip + TrivialAugmentWide + ToTensor +
+Normalize; and decoding alone. Prints median milliseconds per image and the ratio.
 
 .venv/bin/python scripts/bench_data_vs_torchvision.py [--images 32] [--repeat 5]
 """
@@ -61,15 +62,16 @@ def main():
     ])
     clip_norm = T.Normalize([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711])
     evaluation = T.Compose([T.Resize(224, T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(), clip_norm])
+    trivial = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.TrivialAugmentWide(), T.ToTensor(), norm])
     with tempfile.TemporaryDirectory() as d:
         files = make_images(d, args.images)
         subprocess.run(["cargo", "build", "-q", "--release", "-p", "clip-data", "--example", "pipeline_bench"], cwd=ROOT, check=True)
         exe = os.path.join(ROOT, "target", "release", "examples", "pipeline_bench")
         ours = json.loads(subprocess.run([exe, *files, "--repeat", str(args.repeat)], check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": "1"}).stdout)
-        for name, pipe in [("train", train), ("eval", evaluation)]:
+        for name, pipe in [("decode", lambda im: im), ("train", train), ("eval", evaluation), ("trivial", trivial)]:
             tv = time_torchvision(files, pipe, args.repeat)
             us = ours[f"{name}_ms_per_image"]
-            print(f"{name:5s}: torchvision+PIL {tv:6.2f} ms/image, ours {us:6.2f} ms/image, ratio {tv / us:.2f}x")
+            print(f"{name:7s}: torchvision+PIL {tv:6.2f} ms/image, ours {us:6.2f} ms/image, ratio {tv / us:.2f}x")
 
 
 if __name__ == "__main__":

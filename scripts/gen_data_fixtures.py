@@ -11,6 +11,11 @@ tests/fixtures/data/reference.safetensors (uint8 HWC arrays):
   tv.{op}         torchvision.transforms.functional ops on PIL (deterministic ones:
                   flip, crop, resize, colour adjustments at fixed factors, rotation)
                   applied to images/gradient_97x131.png
+  aug.{op}.{interpolation}.{magnitude}
+                  torchvision.transforms.autoaugment._apply_op on the same image
+  space.{wide|rand}.{op} (float32)
+                  the magnitude bins of TrivialAugmentWide and of RandAugment (for
+                  that image's size), 31 bins, as torchvision's _augmentation_space
 
 Run with the setup venv: .venv/bin/python scripts/gen_data_fixtures.py
 """
@@ -21,7 +26,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from safetensors.torch import save_file
-from torchvision.transforms import InterpolationMode
+from torchvision.transforms import InterpolationMode, RandAugment, TrivialAugmentWide
+from torchvision.transforms.autoaugment import _apply_op
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,6 +97,9 @@ def main():
         "hue_-0.3": TF.adjust_hue(img, -0.3),
         "rotate_15_nearest": TF.rotate(img, 15, InterpolationMode.NEAREST),
         "rotate_-20_bilinear_fill": TF.rotate(img, -20, InterpolationMode.BILINEAR, fill=[10, 20, 30]),
+        "rotate_180_nearest": TF.rotate(img, 180, InterpolationMode.NEAREST),
+        "rotate_-270_square": TF.rotate(TF.center_crop(img, 97), -270, InterpolationMode.NEAREST),
+        "rotate_90_square": TF.rotate(TF.center_crop(img, 97), 90, InterpolationMode.BILINEAR),
         "resized_crop_10_5_60_40_to_32": TF.resized_crop(img, 10, 5, 60, 40, [32, 32], InterpolationMode.BILINEAR),
         "posterize_3": TF.posterize(img, 3),
         "solarize_128": TF.solarize(img, 128),
@@ -101,6 +110,28 @@ def main():
     }
     for k, v in ops.items():
         out[f"tv.{k}"] = arr(v)
+    nearest, bilinear = InterpolationMode.NEAREST, InterpolationMode.BILINEAR
+    augment = [
+        ("ShearX", 0.3, nearest), ("ShearX", -0.99, nearest), ("ShearY", 0.5, nearest),
+        ("ShearY", -0.2, bilinear), ("ShearX", 0.7, bilinear),
+        ("TranslateX", 10.0, nearest), ("TranslateX", -31.0, nearest),
+        ("TranslateY", -7.4, nearest), ("TranslateY", 12.0, bilinear),
+        ("Rotate", -40.5, nearest), ("Rotate", 135.0, bilinear),
+        ("Brightness", -0.6, nearest), ("Color", 0.83, nearest), ("Contrast", -0.35, nearest),
+        ("Sharpness", 0.9, nearest), ("Posterize", 5.0, nearest), ("Solarize", 246.5, nearest),
+        ("AutoContrast", 0.0, nearest), ("Equalize", 0.0, nearest), ("Identity", 0.0, nearest),
+    ]
+    for op, m, interp in augment:
+        out[f"aug.{op}.{interp.value}.{m}"] = arr(_apply_op(img, op, m, interpolation=interp, fill=None))
+    width, height = img.size
+    spaces = {
+        "wide": TrivialAugmentWide()._augmentation_space(31),
+        "rand": RandAugment()._augmentation_space(31, (height, width)),
+    }
+    for name, space in spaces.items():
+        for op, (mags, _signed) in space.items():
+            if mags.ndim > 0:
+                out[f"space.{name}.{op}"] = mags.to(torch.float32)
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(OUT, "reference.safetensors"))
     print(f"{len(files)} images, {len(out)} references -> {OUT}")
 

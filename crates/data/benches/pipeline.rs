@@ -78,6 +78,14 @@ fn transforms(c: &mut Criterion) {
             })
         });
     }
+    for (name, w, h) in [
+        ("resize_h_only_500x375_to_224x375", 224, 375),
+        ("resize_v_only_500x375_to_500x224", 500, 224),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| clip_data::resize(&big, w, h, Interpolation::Bilinear))
+        });
+    }
     let mut bench_small = |name: &str, f: &dyn Fn(&mut RgbImage)| {
         g.bench_function(name, |b| {
             b.iter(|| {

@@ -1,5 +1,6 @@
-//! Times the data pipeline on one thread: decode + the tutorial's training
-//! augmentation, and decode + CLIP's eval preprocessing, per image. Prints JSON.
+//! Times the data pipeline on one thread, per image: decode alone, decode + the
+//! tutorial's training augmentation, decode + CLIP's eval preprocessing, and
+//! decode + RandomResizedCrop/flip/TrivialAugmentWide. Prints JSON.
 //! Used by scripts/bench_data_vs_torchvision.py.
 //!
 //! `cargo run --release -p clip-data --example pipeline_bench -- IMAGE... [--repeat N]`
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use clip_data::{Normalize, Pipeline, RgbImage, SampleRng};
+use clip_data::{Interpolation, Normalize, Pipeline, RgbImage, SampleRng, Size, TransformConfig};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -39,9 +40,40 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let train = Pipeline::tutorial_train(224, Normalize::imagenet());
     let eval = Pipeline::clip_eval(224);
+    // RandomResizedCrop(224) + flip + TrivialAugmentWide + normalize.
+    let trivial = Pipeline::new(
+        vec![
+            TransformConfig::RandomResizedCrop {
+                size: Size::One(224),
+                scale: [0.08, 1.0],
+                ratio: [0.75, 4.0 / 3.0],
+                interpolation: Interpolation::Bilinear,
+            },
+            TransformConfig::RandomHorizontalFlip { p: 0.5 },
+            TransformConfig::TrivialAugmentWide {
+                num_magnitude_bins: 31,
+                interpolation: Interpolation::Nearest,
+                fill: [0; 3],
+            },
+            TransformConfig::Normalize {
+                mean: Normalize::IMAGENET_MEAN,
+                std: Normalize::IMAGENET_STD,
+            },
+        ],
+        "trivial",
+    )?;
     let mut out = vec![0f32; 3 * 224 * 224];
     let mut result = serde_json::Map::new();
-    for (name, pipeline) in [("train", &train), ("eval", &eval)] {
+    let mut per_image = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        for b in &bytes {
+            RgbImage::decode(b)?;
+        }
+        per_image.push(t.elapsed().as_secs_f64() * 1e3 / bytes.len() as f64);
+    }
+    result.insert("decode_ms_per_image".into(), median(per_image).into());
+    for (name, pipeline) in [("train", &train), ("eval", &eval), ("trivial", &trivial)] {
         let mut per_image = Vec::new();
         for r in 0..repeat {
             let t = Instant::now();

@@ -289,10 +289,11 @@ pub fn posterize(img: &mut RgbImage, bits: u8) {
     img.data.iter_mut().for_each(|v| *v &= mask);
 }
 
-/// `solarize`: invert every value at or above `threshold`.
-pub fn solarize(img: &mut RgbImage, threshold: u8) {
+/// `solarize`: invert every value at or above `threshold` (PIL's
+/// `ImageOps.solarize` keeps `v < threshold`; the threshold may be fractional).
+pub fn solarize(img: &mut RgbImage, threshold: f64) {
     img.data.iter_mut().for_each(|v| {
-        if *v >= threshold {
+        if *v as f64 >= threshold {
             *v = 255 - *v
         }
     });

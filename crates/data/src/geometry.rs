@@ -61,9 +61,19 @@ pub fn rotate(
     interpolation: Interpolation,
     fill: [u8; 3],
 ) -> RgbImage {
+    // Python's `angle % 360.0` (non-negative), and PIL's exact shortcuts.
+    let degrees = degrees.rem_euclid(360.0);
+    let square = img.width == img.height;
+    if degrees == 0.0 {
+        return img.clone();
+    }
+    if degrees == 180.0 || (square && (degrees == 90.0 || degrees == 270.0)) {
+        return quarter_turns(img, (degrees / 90.0) as usize);
+    }
     let (w, h) = (img.width as f64, img.height as f64);
-    let angle = -(degrees % 360.0).to_radians();
-    let r15 = |v: f64| (v * 1e15).round() / 1e15;
+    let angle = -degrees.to_radians();
+    // Python's `round(v, 15)`: the correctly rounded 15-decimal value.
+    let r15 = |v: f64| format!("{v:.15}").parse::<f64>().unwrap_or(v);
     let (a, b, d, e) = (
         r15(angle.cos()),
         r15(angle.sin()),
@@ -73,34 +83,111 @@ pub fn rotate(
     let (cx, cy) = (w / 2.0, h / 2.0);
     let c = a * -cx + b * -cy + cx;
     let f = d * -cx + e * -cy + cy;
-    let mut out = RgbImage::filled(img.width, img.height, fill);
-    if interpolation == Interpolation::Nearest {
-        rotate_nearest_fixed(img, [a, b, c, d, e, f], &mut out);
-        return out;
-    }
-    for y in 0..img.height {
-        for x in 0..img.width {
-            let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
-            if let Some(p) = bilinear_at(img, a * xo + b * yo + c, d * xo + e * yo + f) {
-                let i = (y * img.width + x) * 3;
-                out.data[i..i + 3].copy_from_slice(&p);
-            }
+    affine(img, [a, b, c, d, e, f], interpolation, fill)
+}
+
+/// PIL's `transpose(ROTATE_90 | ROTATE_180 | ROTATE_270)`: `turns` quarter turns
+/// counter-clockwise (1 and 3 only for square images).
+fn quarter_turns(img: &RgbImage, turns: usize) -> RgbImage {
+    let (w, h) = (img.width, img.height);
+    let src = img.data.as_chunks::<3>().0;
+    let mut out = img.clone();
+    let dst = out.data.as_chunks_mut::<3>().0;
+    for y in 0..h {
+        for x in 0..w {
+            dst[y * w + x] = match turns {
+                1 => src[x * w + (w - 1 - y)],
+                2 => src[(h - 1 - y) * w + (w - 1 - x)],
+                _ => src[(h - 1 - x) * w + y],
+            };
         }
     }
     out
 }
 
+/// PIL's `Image.transform(size, AFFINE, matrix, resample, fillcolor=fill)` at the
+/// input's size: output pixel `(x, y)` samples the input at `(a x + b y + c,
+/// d x + e y + f)` (pixel centres at +0.5). Nearest sampling goes through PIL's
+/// three engines (pure scaling, 16.16 fixed point, floating point) as PIL picks
+/// them; bilinear through its generic engine. Bicubic is refused by validation.
+pub fn affine(
+    img: &RgbImage,
+    m: [f64; 6],
+    interpolation: Interpolation,
+    fill: [u8; 3],
+) -> RgbImage {
+    let mut out = RgbImage::filled(img.width, img.height, fill);
+    if img.width == 0 || img.height == 0 {
+        return out;
+    }
+    if interpolation != Interpolation::Nearest {
+        for (y, row) in out.data.chunks_exact_mut(img.width * 3).enumerate() {
+            for (x, px) in row.as_chunks_mut::<3>().0.iter_mut().enumerate() {
+                let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
+                let (xin, yin) = (m[0] * xo + m[1] * yo + m[2], m[3] * xo + m[4] * yo + m[5]);
+                if let Some(p) = bilinear_at(img, xin, yin) {
+                    *px = p;
+                }
+            }
+        }
+    } else if m[1] == 0.0 && m[3] == 0.0 {
+        affine_scale(img, m, &mut out);
+    } else {
+        let (w, h) = (img.width as f64, img.height as f64);
+        let fits = |x: f64, y: f64| {
+            (x * m[0] + y * m[1] + m[2]).abs() < 32768.0
+                && (x * m[3] + y * m[4] + m[5]).abs() < 32768.0
+        };
+        if fits(0.0, 0.0) && fits(w, h) && fits(0.0, h) && fits(w, 0.0) {
+            affine_nearest_fixed(img, m, &mut out);
+        } else {
+            affine_nearest_float(img, m, &mut out);
+        }
+    }
+    out
+}
+
+/// PIL's `COORD`: truncation, and -1 for anything negative.
+fn coord(v: f64) -> i64 {
+    if v < 0.0 { -1 } else { v as i64 }
+}
+
+/// PIL's `ImagingScaleAffine`: nearest sampling when the matrix only scales and
+/// shifts, with the column lookup tabulated once.
+fn affine_scale(img: &RgbImage, m: [f64; 6], out: &mut RgbImage) {
+    let src = img.data.as_chunks::<3>().0;
+    let mut xo = m[2] + m[0] * 0.5;
+    let columns: Vec<Option<usize>> = (0..img.width)
+        .map(|_| {
+            let xin = coord(xo);
+            xo += m[0];
+            (0..img.width as i64).contains(&xin).then_some(xin as usize)
+        })
+        .collect();
+    let mut yo = m[5] + m[4] * 0.5;
+    for row in out.data.chunks_exact_mut(img.width * 3) {
+        let yi = coord(yo);
+        yo += m[4];
+        if !(0..img.height as i64).contains(&yi) {
+            continue;
+        }
+        let line = &src[yi as usize * img.width..(yi as usize + 1) * img.width];
+        for (px, col) in row.as_chunks_mut::<3>().0.iter_mut().zip(&columns) {
+            if let Some(x) = col {
+                *px = line[*x];
+            }
+        }
+    }
+}
+
 /// PIL's nearest-neighbour affine transform in 16.16 fixed point (`affine_fixed`).
-fn rotate_nearest_fixed(img: &RgbImage, m: [f64; 6], out: &mut RgbImage) {
+fn affine_nearest_fixed(img: &RgbImage, m: [f64; 6], out: &mut RgbImage) {
     let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i32;
     let (a0, a1, a3, a4) = (fix(m[0]), fix(m[1]), fix(m[3]), fix(m[4]));
     let mut a2 = fix(m[2] + m[0] * 0.5 + m[1] * 0.5);
     let mut a5 = fix(m[5] + m[3] * 0.5 + m[4] * 0.5);
     let (w, h) = (img.width as i32, img.height as i32);
     let src = img.data.as_chunks::<3>().0;
-    if img.width == 0 {
-        return;
-    }
     for row in out.data.chunks_exact_mut(img.width * 3) {
         let (mut xx, mut yy) = (a2, a5);
         for px in row.as_chunks_mut::<3>().0 {
@@ -114,6 +201,56 @@ fn rotate_nearest_fixed(img: &RgbImage, m: [f64; 6], out: &mut RgbImage) {
         a2 = a2.wrapping_add(a1);
         a5 = a5.wrapping_add(a4);
     }
+}
+
+/// PIL's floating-point nearest-neighbour affine loop (coordinates too large for
+/// 16.16 fixed point).
+fn affine_nearest_float(img: &RgbImage, m: [f64; 6], out: &mut RgbImage) {
+    let (w, h) = (img.width as i64, img.height as i64);
+    let src = img.data.as_chunks::<3>().0;
+    let mut xo = m[2] + m[1] * 0.5 + m[0] * 0.5;
+    let mut yo = m[5] + m[4] * 0.5 + m[3] * 0.5;
+    for row in out.data.chunks_exact_mut(img.width * 3) {
+        let (mut xx, mut yy) = (xo, yo);
+        for px in row.as_chunks_mut::<3>().0 {
+            let (xin, yin) = (coord(xx), coord(yy));
+            if (0..w).contains(&xin) && (0..h).contains(&yin) {
+                *px = src[(yin * w + xin) as usize];
+            }
+            xx += m[0];
+            yy += m[3];
+        }
+        xo += m[1];
+        yo += m[4];
+    }
+}
+
+/// torchvision's `F.affine` on a PIL image (its `_get_inverse_affine_matrix`):
+/// rotation `angle` and shears `shear = [x, y]` in degrees, integer `translate`,
+/// about `center` (the image centre when `None`), scale 1.
+pub fn tv_affine(
+    img: &RgbImage,
+    angle: f64,
+    translate: [i64; 2],
+    shear: [f64; 2],
+    center: Option<[f64; 2]>,
+    interpolation: Interpolation,
+    fill: [u8; 3],
+) -> RgbImage {
+    let [cx, cy] = center.unwrap_or([img.width as f64 * 0.5, img.height as f64 * 0.5]);
+    let (tx, ty) = (translate[0] as f64, translate[1] as f64);
+    let rot = angle.to_radians();
+    let (sx, sy) = (shear[0].to_radians(), shear[1].to_radians());
+    let a = (rot - sy).cos() / sy.cos();
+    let b = -(rot - sy).cos() * sx.tan() / sy.cos() - rot.sin();
+    let c = (rot - sy).sin() / sy.cos();
+    let d = -(rot - sy).sin() * sx.tan() / sy.cos() + rot.cos();
+    let mut m = [d, -b, 0.0, -c, a, 0.0];
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty);
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty);
+    m[2] += cx;
+    m[5] += cy;
+    affine(img, m, interpolation, fill)
 }
 
 /// PIL's bilinear sample at `(xin, yin)` (pixel centres at +0.5), `None` outside.

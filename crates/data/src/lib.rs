@@ -18,6 +18,7 @@
 //! assert!((out[0] - (1.0 - 0.481_454_66) / 0.268_629_54).abs() < 1e-5);
 //! ```
 
+mod augment;
 mod color;
 mod error;
 mod geometry;
@@ -31,12 +32,15 @@ mod rng;
 mod sources;
 mod transforms;
 
+pub use augment::{AugmentOp, AugmentSpace, apply_augment_op, magnitude};
 pub use color::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, adjust_sharpness,
     autocontrast, equalize, posterize, solarize,
 };
 pub use error::DataError;
-pub use geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate};
+pub use geometry::{
+    affine, center_crop, crop, hflip, random_resized_crop_params, rotate, tv_affine,
+};
 pub use image::RgbImage;
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, OnCorrupt};
 pub use mix::{MixConfig, beta, mix_batch};

@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
+use crate::augment::{self, AugmentSpace, apply_augment_op};
 use crate::color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation};
 use crate::geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate, sample_box};
 use crate::image::RgbImage;
@@ -78,6 +79,32 @@ pub enum TransformConfig {
         #[serde(default)]
         fill: [u8; 3],
     },
+    /// torchvision's `TrivialAugmentWide`: one of 14 operations (identity, shears,
+    /// translations, rotation, brightness, colour, contrast, sharpness, posterize,
+    /// solarize, autocontrast, equalize) at a strength drawn from
+    /// `num_magnitude_bins` bins.
+    TrivialAugmentWide {
+        #[serde(default = "magnitude_bins")]
+        num_magnitude_bins: usize,
+        #[serde(default = "nearest")]
+        interpolation: Interpolation,
+        #[serde(default)]
+        fill: [u8; 3],
+    },
+    /// torchvision's `RandAugment`: `num_ops` operations drawn from the same 14,
+    /// each at bin `magnitude` of `num_magnitude_bins`.
+    RandAugment {
+        #[serde(default = "two")]
+        num_ops: usize,
+        #[serde(default = "nine")]
+        magnitude: usize,
+        #[serde(default = "magnitude_bins")]
+        num_magnitude_bins: usize,
+        #[serde(default = "nearest")]
+        interpolation: Interpolation,
+        #[serde(default)]
+        fill: [u8; 3],
+    },
     /// `(x - mean) / std` on the `[0, 1]` tensor; CLIP's statistics by default.
     Normalize {
         #[serde(default = "clip_mean")]
@@ -102,6 +129,15 @@ pub enum TransformConfig {
     },
 }
 
+fn magnitude_bins() -> usize {
+    31
+}
+fn two() -> usize {
+    2
+}
+fn nine() -> usize {
+    9
+}
 fn erase_scale() -> [f64; 2] {
     [0.02, 0.33]
 }
@@ -178,6 +214,21 @@ fn check_factor(key: String, v: f64, max: f64, problems: &mut Vec<String>) {
     }
 }
 
+fn check_bins(key: String, bins: usize, problems: &mut Vec<String>) {
+    if !(2..=1000).contains(&bins) {
+        problems.push(format!("`{key}` must be in 2..=1000, got {bins}"));
+    }
+}
+
+/// Rotations and affine maps sample like PIL's: nearest or bilinear.
+fn check_affine_interpolation(key: String, i: Interpolation, problems: &mut Vec<String>) {
+    if i == Interpolation::Bicubic {
+        problems.push(format!(
+            "`{key}`: rotations and affine maps support \"nearest\" or \"bilinear\", got \"bicubic\""
+        ));
+    }
+}
+
 impl Pipeline {
     /// Validates every transform (reporting all problems, each with its position
     /// in `section`, e.g. `data.train_transforms[2].scale`).
@@ -232,8 +283,51 @@ impl Pipeline {
                     check_factor(key("saturation"), *saturation, 1.0, &mut problems);
                     check_factor(key("hue"), *hue, 0.5, &mut problems);
                 }
-                TransformConfig::RandomRotation { degrees, .. } => {
-                    check_factor(key("degrees"), *degrees, 180.0, &mut problems)
+                TransformConfig::RandomRotation {
+                    degrees,
+                    interpolation,
+                    ..
+                } => {
+                    check_factor(key("degrees"), *degrees, 180.0, &mut problems);
+                    check_affine_interpolation(key("interpolation"), *interpolation, &mut problems);
+                }
+                TransformConfig::TrivialAugmentWide {
+                    num_magnitude_bins,
+                    interpolation,
+                    ..
+                } => {
+                    check_bins(
+                        key("num_magnitude_bins"),
+                        *num_magnitude_bins,
+                        &mut problems,
+                    );
+                    check_affine_interpolation(key("interpolation"), *interpolation, &mut problems);
+                }
+                TransformConfig::RandAugment {
+                    num_ops,
+                    magnitude,
+                    num_magnitude_bins,
+                    interpolation,
+                    ..
+                } => {
+                    check_bins(
+                        key("num_magnitude_bins"),
+                        *num_magnitude_bins,
+                        &mut problems,
+                    );
+                    if *magnitude >= *num_magnitude_bins {
+                        problems.push(format!(
+                            "`{}` must be below num_magnitude_bins ({num_magnitude_bins}), got {magnitude}",
+                            key("magnitude")
+                        ));
+                    }
+                    if !(1..=16).contains(num_ops) {
+                        problems.push(format!(
+                            "`{}` must be in 1..=16, got {num_ops}",
+                            key("num_ops")
+                        ));
+                    }
+                    check_affine_interpolation(key("interpolation"), *interpolation, &mut problems);
                 }
                 TransformConfig::Normalize { mean, std } => {
                     if let Err(e) = (Normalize {
@@ -463,6 +557,32 @@ fn apply_one(op: &TransformConfig, img: RgbImage, rng: &mut SampleRng) -> RgbIma
         } => {
             let angle = rng.uniform(-degrees, *degrees);
             rotate(&img, angle, *interpolation, *fill)
+        }
+        TransformConfig::TrivialAugmentWide {
+            num_magnitude_bins,
+            interpolation,
+            fill,
+        } => {
+            let (op, m) = augment::draw(rng, AugmentSpace::Wide, *num_magnitude_bins, None);
+            apply_augment_op(img, op, m, *interpolation, *fill)
+        }
+        TransformConfig::RandAugment {
+            num_ops,
+            magnitude,
+            num_magnitude_bins,
+            interpolation,
+            fill,
+        } => {
+            let mut img = img;
+            for _ in 0..*num_ops {
+                let space = AugmentSpace::Rand {
+                    width: img.width,
+                    height: img.height,
+                };
+                let (op, m) = augment::draw(rng, space, *num_magnitude_bins, Some(*magnitude));
+                img = apply_augment_op(img, op, m, *interpolation, *fill);
+            }
+            img
         }
         TransformConfig::Normalize { .. }
         | TransformConfig::ToTensor

@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use clip_data::{
-    Interpolation, Pipeline, RgbImage, SampleRng, Size, TransformConfig, adjust_brightness,
-    adjust_contrast, adjust_hue, adjust_saturation, center_crop, hflip, resize, resized_crop,
-    rotate,
+    AugmentOp, AugmentSpace, Interpolation, Pipeline, RgbImage, SampleRng, Size, TransformConfig,
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, apply_augment_op,
+    center_crop, hflip, magnitude, resize, resized_crop, rotate,
 };
 use safetensors::SafeTensors;
 
@@ -135,11 +135,36 @@ fn deterministic_ops_match_torchvision() {
             rotate(&src, -20.0, Interpolation::Bilinear, [10, 20, 30]),
         ),
         (
+            "rotate_180_nearest",
+            rotate(&src, 180.0, Interpolation::Nearest, [0, 0, 0]),
+        ),
+        (
+            "rotate_-270_square",
+            rotate(
+                &center_crop(&src, 97, 97),
+                -270.0,
+                Interpolation::Nearest,
+                [0; 3],
+            ),
+        ),
+        (
+            "rotate_90_square",
+            rotate(
+                &center_crop(&src, 97, 97),
+                90.0,
+                Interpolation::Bilinear,
+                [0; 3],
+            ),
+        ),
+        (
             "resized_crop_10_5_60_40_to_32",
             resized_crop(&src, 10, 5, 60, 40, (32, 32), Interpolation::Bilinear),
         ),
         ("posterize_3", with(&src, |i| clip_data::posterize(i, 3))),
-        ("solarize_128", with(&src, |i| clip_data::solarize(i, 128))),
+        (
+            "solarize_128",
+            with(&src, |i| clip_data::solarize(i, 128.0)),
+        ),
         ("autocontrast", with(&src, clip_data::autocontrast)),
         ("equalize", with(&src, clip_data::equalize)),
         (
@@ -186,4 +211,83 @@ fn with(src: &RgbImage, f: impl FnOnce(&mut RgbImage)) -> RgbImage {
     let mut i = src.clone();
     f(&mut i);
     i
+}
+
+/// Every operation of TrivialAugmentWide / RandAugment at fixed magnitudes equals
+/// torchvision's `_apply_op` on PIL, bit for bit (shears and translations through
+/// PIL's affine engines, nearest and bilinear).
+#[test]
+fn augment_ops_match_torchvision() {
+    let refs = Refs::load();
+    let src = refs.get("rgb.gradient_97x131.png");
+    let keys = refs.keys("aug.");
+    assert!(keys.len() >= 20, "{keys:?}");
+    let mut failures: Vec<String> = Vec::new();
+    for key in keys {
+        let [_, op, interp, m] = key.splitn(4, '.').collect::<Vec<_>>()[..] else {
+            panic!("bad key {key}");
+        };
+        let op = *AugmentOp::ALL
+            .iter()
+            .find(|o| format!("{o:?}") == op)
+            .unwrap_or_else(|| panic!("unknown op {op}"));
+        let interpolation = match interp {
+            "nearest" => Interpolation::Nearest,
+            "bilinear" => Interpolation::Bilinear,
+            other => panic!("interpolation {other}"),
+        };
+        let ours = apply_augment_op(src.clone(), op, m.parse().unwrap(), interpolation, [0; 3]);
+        let (mean, max) = diff(&ours, &refs.get(&key));
+        if max != 0 {
+            failures.push(format!(
+                "{key}: differs by up to {max}/255 (mean {mean:.4})"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The magnitude bins equal torchvision's `_augmentation_space` (31 bins; for
+/// RandAugment at this image's size), exactly in single precision.
+#[test]
+fn augment_magnitude_bins_match_torchvision() {
+    let refs = Refs::load();
+    let st = SafeTensors::deserialize(&refs.0).unwrap();
+    let (w, h) = (97, 131);
+    let src = refs.get("rgb.gradient_97x131.png");
+    assert_eq!((src.width, src.height), (w, h));
+    let mut checked = 0;
+    for (name, space) in [
+        ("wide", AugmentSpace::Wide),
+        (
+            "rand",
+            AugmentSpace::Rand {
+                width: w,
+                height: h,
+            },
+        ),
+    ] {
+        for op in AugmentOp::ALL {
+            let key = format!("space.{name}.{op:?}");
+            let Ok(t) = st.tensor(&key) else {
+                assert_eq!(
+                    magnitude(op, space, 31, 0),
+                    None,
+                    "{key}: torchvision has none"
+                );
+                continue;
+            };
+            let want: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let ours: Vec<f32> = (0..31)
+                .map(|b| magnitude(op, space, 31, b).unwrap() as f32)
+                .collect();
+            assert_eq!(ours, want, "{key}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 22);
 }

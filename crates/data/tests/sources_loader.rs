@@ -6,7 +6,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use clip_data::{Dataset, Loader, LoaderConfig, Pipeline, SourceConfig, TransformConfig};
+use clip_data::{
+    Dataset, Loader, LoaderConfig, Pipeline, RgbImage, SampleRng, SourceConfig, TransformConfig,
+};
 
 fn png(path: &Path, w: u32, h: u32, shade: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -356,6 +358,73 @@ fn mixing_and_erasing_are_deterministic_and_well_formed() {
         assert!(
             (3 * 256 / 20..=3 * 256 / 2).contains(&erased),
             "{erased} erased values"
+        );
+    }
+}
+
+fn ops_from_toml(src: &str) -> Vec<TransformConfig> {
+    toml::from_str::<toml::Table>(src).unwrap()["t"]
+        .clone()
+        .try_into()
+        .unwrap()
+}
+
+/// TrivialAugmentWide and RandAugment parse with torchvision's defaults, reject
+/// bad settings naming the key, and draw from the sample's address: the same
+/// (seed, epoch, index) gives the same image, other addresses other operations.
+#[test]
+fn automatic_augmentation_policies_are_configured_and_deterministic() {
+    let ops = ops_from_toml(
+        "t = [{ op = \"trivial_augment_wide\" }, { op = \"rand_augment\", num_ops = 3 }]",
+    );
+    assert_eq!(
+        ops[0],
+        TransformConfig::TrivialAugmentWide {
+            num_magnitude_bins: 31,
+            interpolation: clip_data::Interpolation::Nearest,
+            fill: [0; 3],
+        }
+    );
+    assert!(matches!(
+        ops[1],
+        TransformConfig::RandAugment {
+            num_ops: 3,
+            magnitude: 9,
+            num_magnitude_bins: 31,
+            ..
+        }
+    ));
+    let err = Pipeline::new(
+        ops_from_toml(
+            "t = [{ op = \"rand_augment\", magnitude = 31 }, \
+             { op = \"trivial_augment_wide\", interpolation = \"bicubic\", num_magnitude_bins = 1 }]",
+        ),
+        "data.train_transforms",
+    )
+    .unwrap_err()
+    .to_string();
+    for key in [
+        "data.train_transforms[0].magnitude",
+        "data.train_transforms[1].interpolation",
+        "data.train_transforms[1].num_magnitude_bins",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+
+    let img = RgbImage {
+        width: 40,
+        height: 30,
+        data: (0..40 * 30 * 3).map(|i| (i * 37 % 251) as u8).collect(),
+    };
+    for policy in ops {
+        let p = Pipeline::new(vec![policy.clone()], "t").unwrap();
+        let run = |index| p.apply_u8(img.clone(), &mut SampleRng::new(7, 1, index));
+        assert_eq!(run(3), run(3), "{policy:?} is not deterministic");
+        let distinct: std::collections::HashSet<Vec<u8>> = (0..40).map(|i| run(i).data).collect();
+        assert!(
+            distinct.len() > 10,
+            "{policy:?}: only {} distinct",
+            distinct.len()
         );
     }
 }
