@@ -2,6 +2,8 @@
 //! `ImageEnhance` blends and HSV conversion), reproduced to the same 8-bit values.
 
 use crate::image::RgbImage;
+#[cfg(target_arch = "x86_64")]
+use crate::simd;
 
 /// PIL's `Image.blend(a, b, alpha)` on 8-bit data, in single precision (`alpha`
 /// is a C `float`): interpolation truncates, extrapolation is clipped (one
@@ -17,13 +19,40 @@ fn luma(p: &[u8; 3]) -> u8 {
     ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
-/// Applies `v -> blend(base, v, factor)` through a 256-entry table.
+/// Applies `v -> blend(base, v, factor)` to every value: 8 at a time in AVX2
+/// lanes, else through a 256-entry table.
 fn blend_all(img: &mut RgbImage, base: u8, factor: f64) {
+    let alpha = factor as f32;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        let (chunks, rest) = img.data.as_chunks_mut::<8>();
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { blend_const_avx2(chunks, base, alpha) };
+        rest.iter_mut().for_each(|v| *v = blend(base, *v, alpha));
+        return;
+    }
     let mut lut = [0u8; 256];
     for (v, l) in lut.iter_mut().enumerate() {
-        *l = blend(base, v as u8, factor as f32);
+        *l = blend(base, v as u8, alpha);
     }
     img.data.iter_mut().for_each(|v| *v = lut[*v as usize]);
+}
+
+/// `blend` against one base value, 8 values per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn blend_const_avx2(chunks: &mut [[u8; 8]], base: u8, alpha: f32) {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm256_set1_ps(alpha), _mm256_set1_ps(base as f32));
+    let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+    for chunk in chunks {
+        let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(
+            *chunk,
+        ))));
+        let t = _mm256_add_ps(b, _mm256_mul_ps(a, _mm256_sub_ps(v, b)));
+        let t = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t, lo), hi));
+        *chunk = simd::pack8(t);
+    }
 }
 
 /// `adjust_brightness`: blend with black.
@@ -75,104 +104,14 @@ fn saturate_avx2(chunks: &mut [[u8; 24]], alpha: f32) {
     let a = _mm256_set1_ps(alpha);
     let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
     for chunk in chunks {
-        let rgb = avx2::deinterleave(chunk);
-        let grey = _mm256_cvtepi32_ps(avx2::luma(rgb));
+        let rgb = simd::deinterleave(chunk);
+        let grey = _mm256_cvtepi32_ps(simd::luma(rgb));
         let out = rgb.map(|c| {
             let v = _mm256_cvtepi32_ps(c);
             let t = _mm256_add_ps(grey, _mm256_mul_ps(a, _mm256_sub_ps(v, grey)));
             _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t, lo), hi))
         });
-        *chunk = avx2::interleave(out);
-    }
-}
-
-/// Channel (de)interleaving of 8 RGB pixels for the AVX2 colour kernels.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    /// Shuffle masks: entry `i` picks byte `m[i]` (-1: zero).
-    #[inline(always)]
-    fn mask(m: [i8; 16]) -> __m128i {
-        // SAFETY: `m` is 16 bytes; SSE2 is part of x86_64.
-        unsafe { _mm_loadu_si128(m.as_ptr() as *const __m128i) }
-    }
-
-    /// 24 bytes of RGB to 8 x i32 per channel.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    pub(super) fn deinterleave(p: &[u8; 24]) -> [__m256i; 3] {
-        // SAFETY: bytes 0..16 and 8..24 are inside `p`.
-        let (a, b) = unsafe {
-            (
-                _mm_loadu_si128(p.as_ptr() as *const __m128i),
-                _mm_loadu_si128(p.as_ptr().add(8) as *const __m128i),
-            )
-        };
-        let z = -1;
-        let pick = |ma: [i8; 16], mb: [i8; 16]| {
-            _mm256_cvtepu8_epi32(_mm_or_si128(
-                _mm_shuffle_epi8(a, mask(ma)),
-                _mm_shuffle_epi8(b, mask(mb)),
-            ))
-        };
-        [
-            pick(
-                [0, 3, 6, 9, 12, 15, z, z, z, z, z, z, z, z, z, z],
-                [z, z, z, z, z, z, 10, 13, z, z, z, z, z, z, z, z],
-            ),
-            pick(
-                [1, 4, 7, 10, 13, z, z, z, z, z, z, z, z, z, z, z],
-                [z, z, z, z, z, 8, 11, 14, z, z, z, z, z, z, z, z],
-            ),
-            pick(
-                [2, 5, 8, 11, 14, z, z, z, z, z, z, z, z, z, z, z],
-                [z, z, z, z, z, 9, 12, 15, z, z, z, z, z, z, z, z],
-            ),
-        ]
-    }
-
-    /// 8 x i32 per channel (each in 0..=255) back to 24 bytes of RGB.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    pub(super) fn interleave([r, g, b]: [__m256i; 3]) -> [u8; 24] {
-        let bytes = |v: __m256i| {
-            let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            _mm_packus_epi16(w, w)
-        };
-        let rg = _mm_unpacklo_epi64(bytes(r), bytes(g)); // r0..r7 g0..g7
-        let bb = bytes(b); // b0..b7
-        let z = -1;
-        let first = _mm_or_si128(
-            _mm_shuffle_epi8(
-                rg,
-                mask([0, 8, z, 1, 9, z, 2, 10, z, 3, 11, z, 4, 12, z, 5]),
-            ),
-            _mm_shuffle_epi8(bb, mask([z, z, 0, z, z, 1, z, z, 2, z, z, 3, z, z, 4, z])),
-        );
-        let second = _mm_or_si128(
-            _mm_shuffle_epi8(
-                rg,
-                mask([13, z, 6, 14, z, 7, 15, z, z, z, z, z, z, z, z, z]),
-            ),
-            _mm_shuffle_epi8(bb, mask([z, 5, z, z, 6, z, z, 7, z, z, z, z, z, z, z, z])),
-        );
-        let mut out = [0u8; 24];
-        // SAFETY: `out` holds 16 + 8 bytes.
-        unsafe {
-            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, first);
-            _mm_storel_epi64(out.as_mut_ptr().add(16) as *mut __m128i, second);
-        }
-        out
-    }
-
-    /// PIL's `L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16`.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    pub(super) fn luma([r, g, b]: [__m256i; 3]) -> __m256i {
-        let m = |v, k| _mm256_mullo_epi32(v, _mm256_set1_epi32(k));
-        let sum = _mm256_add_epi32(_mm256_add_epi32(m(r, 19595), m(g, 38470)), m(b, 7471));
-        _mm256_srli_epi32::<16>(_mm256_add_epi32(sum, _mm256_set1_epi32(0x8000)))
+        *chunk = simd::interleave(out);
     }
 }
 
@@ -197,7 +136,7 @@ fn luma_sum_avx2(chunks: &[[u8; 24]]) -> u64 {
     for block in chunks.chunks(1 << 20) {
         let mut acc = _mm256_setzero_si256();
         for chunk in block {
-            acc = _mm256_add_epi32(acc, avx2::luma(avx2::deinterleave(chunk)));
+            acc = _mm256_add_epi32(acc, simd::luma(simd::deinterleave(chunk)));
         }
         let mut lanes = [0u32; 8];
         // SAFETY: `lanes` holds 8 x u32.
@@ -411,6 +350,10 @@ mod tests {
             let mut slow = data.clone();
             saturate_scalar(&mut slow, alpha);
             assert_eq!(fast, slow, "alpha {alpha}");
+            let mut img = RgbImage::new(1001, 1, data.clone()).unwrap_or_else(|e| panic!("{e}"));
+            blend_all(&mut img, 77, alpha as f64);
+            let want: Vec<u8> = data.iter().map(|&v| blend(77, v, alpha)).collect();
+            assert_eq!(img.data, want, "blend_all alpha {alpha}");
         }
     }
 }

@@ -4,6 +4,8 @@
 //! rounding in between. torchvision's `resize` on PIL images and CLIP's image
 //! processor both use it.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 use crate::image::RgbImage;
@@ -130,14 +132,15 @@ fn horizontal(src: Rows, rows: usize, out_w: usize, c: &Coeffs) -> Vec<u8> {
         return out;
     }
     for (y, out) in out.chunks_exact_mut(out_w * 3).enumerate() {
-        horizontal_row_scalar(src.row(y), c, out, 0);
+        horizontal_row_scalar(src.row(y), c, out, 0..out_w);
     }
     out
 }
 
 /// Output pixels `from..` of one row of the horizontal pass.
-fn horizontal_row_scalar(row: &[u8], c: &Coeffs, out: &mut [u8], from: usize) {
-    for (xx, px) in out.as_chunks_mut::<3>().0.iter_mut().enumerate().skip(from) {
+fn horizontal_row_scalar(row: &[u8], c: &Coeffs, out: &mut [u8], pixels: Range<usize>) {
+    let px_out = &mut out.as_chunks_mut::<3>().0[pixels.clone()];
+    for (xx, px) in pixels.zip(px_out) {
         let (xmin, n) = c.bounds[xx];
         let k = &c.weights[xx * c.stride..xx * c.stride + n];
         let src = &row[xmin * 3..(xmin + n) * 3];
@@ -189,54 +192,69 @@ mod simd {
 
     use super::{Coeffs, HALF, PRECISION_BITS, Rows, horizontal_row_scalar};
 
-    /// Two taps per step: the pixels at taps `k` and `k + 1` (6 of 8 bytes read)
-    /// in lanes 0-2 and 4-6, times their weights in lanes 0-3 and 4-7.
+    /// 8 output pixels at a time: tap `k` of the 8 is one gather of 4 bytes per
+    /// pixel (RGB + one ignored byte), split into channel lanes and multiplied by
+    /// the 8 weights of that tap (zero past a pixel's own taps).
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn horizontal_avx2(src: Rows, c: &Coeffs, out: &mut [u8], out_w: usize) {
-        let half = _mm_set1_epi32(HALF);
-        let spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-        let pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        // Per group of 8 outputs: byte offsets of the first taps, the tap count
+        // (the group's largest) and the weights transposed to [tap][lane].
+        let groups: Vec<([i32; 8], usize, usize, Vec<i32>)> = (0..out_w / 8)
+            .map(|g| {
+                let xs = g * 8..g * 8 + 8;
+                let taps = xs.clone().map(|x| c.bounds[x].1).max().unwrap_or(0);
+                let offsets = std::array::from_fn(|l| (c.bounds[g * 8 + l].0 * 3) as i32);
+                let end = xs.clone().map(|x| c.bounds[x].0 + taps).max().unwrap_or(0);
+                let mut w = vec![0i32; taps * 8];
+                for (l, x) in xs.enumerate() {
+                    for k in 0..c.bounds[x].1 {
+                        w[k * 8 + l] = c.weights[x * c.stride + k];
+                    }
+                }
+                (offsets, taps, end, w)
+            })
+            .collect();
+        let half = _mm256_set1_epi32(HALF);
+        let byte = _mm256_set1_epi32(0xff);
         for (y, out) in out.chunks_exact_mut(out_w * 3).enumerate() {
             let row_start = src.offset + y * src.stride;
-            let row = &src.data[row_start..];
-            let mut xx = 0;
-            while xx < out_w {
-                let (xmin, n) = c.bounds[xx];
-                let pairs = n.div_ceil(2);
-                // The last step reads 8 bytes from pixel xmin + 2 * pairs - 2; pixels
-                // at the very end of the buffer go scalar.
-                if (xmin + 2 * pairs) * 3 + 2 > row.len() {
-                    break;
+            // Bytes readable from the row start; a group whose last gather would
+            // pass the buffer's end (the last row only) goes scalar.
+            let readable = src.data.len() - row_start;
+            let base = src.data[row_start..].as_ptr();
+            for (g, (offsets, taps, end, w)) in groups.iter().enumerate() {
+                if end * 3 + 1 > readable {
+                    horizontal_row_scalar(src.row(y), c, out, g * 8..g * 8 + 8);
+                    continue;
                 }
-                let w = &c.weights[xx * c.stride..xx * c.stride + 2 * pairs];
-                let mut acc = _mm256_setzero_si256();
-                for (j, wj) in w.chunks_exact(2).enumerate() {
-                    // SAFETY: 8 bytes from (xmin + 2j) * 3 lie inside `row` (checked
-                    // above) and `wj` holds 2 x i32.
-                    let (p, wv) = unsafe {
+                // SAFETY: `offsets` holds 8 x i32 and `w` taps x 8 x i32.
+                let idx = unsafe { _mm256_loadu_si256(offsets.as_ptr() as *const __m256i) };
+                let mut acc = [half; 3];
+                for k in 0..*taps {
+                    let at = _mm256_add_epi32(idx, _mm256_set1_epi32((k * 3) as i32));
+                    // SAFETY: every lane reads 4 bytes at (xmin + k) * 3 <= end * 3 - 3,
+                    // inside `readable` (checked above).
+                    let (v, wk) = unsafe {
                         (
-                            _mm_loadl_epi64(row.as_ptr().add((xmin + 2 * j) * 3) as *const __m128i),
-                            _mm_loadl_epi64(wj.as_ptr() as *const __m128i),
+                            _mm256_i32gather_epi32::<1>(base as *const i32, at),
+                            _mm256_loadu_si256(w.as_ptr().add(k * 8) as *const __m256i),
                         )
                     };
-                    let p = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(p, spread));
-                    let wv = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(wv), pair);
-                    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, wv));
+                    let ch = [
+                        _mm256_and_si256(v, byte),
+                        _mm256_and_si256(_mm256_srli_epi32::<8>(v), byte),
+                        _mm256_and_si256(_mm256_srli_epi32::<16>(v), byte),
+                    ];
+                    for (a, ch) in acc.iter_mut().zip(ch) {
+                        *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(ch, wk));
+                    }
                 }
-                let sum = _mm_add_epi32(
-                    _mm_add_epi32(
-                        _mm256_castsi256_si128(acc),
-                        _mm256_extracti128_si256::<1>(acc),
-                    ),
-                    half,
+                let px = crate::simd::interleave(
+                    acc.map(|a| _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a)),
                 );
-                let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-                let b = _mm_packus_epi16(_mm_packs_epi32(v, v), v);
-                let [r, g, bl, _] = _mm_cvtsi128_si32(b).to_le_bytes();
-                out[xx * 3..xx * 3 + 3].copy_from_slice(&[r, g, bl]);
-                xx += 1;
+                out[g * 24..g * 24 + 24].copy_from_slice(&px);
             }
-            horizontal_row_scalar(src.row(y), c, out, xx);
+            horizontal_row_scalar(src.row(y), c, out, out_w / 8 * 8..out_w);
         }
     }
 
@@ -431,7 +449,7 @@ mod tests {
                 let got = horizontal(rows, rh, ow, &ch);
                 let mut want = vec![0u8; ow * rh * 3];
                 for (y, out) in want.chunks_exact_mut(ow * 3).enumerate() {
-                    horizontal_row_scalar(rows.row(y), &ch, out, 0);
+                    horizontal_row_scalar(rows.row(y), &ch, out, 0..ow);
                 }
                 assert_eq!(got, want, "horizontal {filter:?} {rw}x{rh} -> {ow}");
                 let cv = coeffs(rh, 0.0, rh as f64, oh, filter);

@@ -450,13 +450,7 @@ impl Pipeline {
             ),
             None => ([1.0 / 255.0; 3], [0.0; 3]),
         };
-        let (r, gb) = out.split_at_mut(plane);
-        let (g, b) = gb.split_at_mut(plane);
-        for (((px, r), g), b) in img.data.as_chunks::<3>().0.iter().zip(r).zip(g).zip(b) {
-            *r = px[0] as f32 * scale[0] + bias[0];
-            *g = px[1] as f32 * scale[1] + bias[1];
-            *b = px[2] as f32 * scale[2] + bias[2];
-        }
+        crate::normalize::to_chw(&img.data, scale, bias, out);
         for op in &self.ops {
             if let TransformConfig::RandomErasing {
                 p,
