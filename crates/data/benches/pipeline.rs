@@ -106,6 +106,34 @@ fn transforms(c: &mut Criterion) {
     bench_small("rotate_bilinear_224", &|img| {
         *img = rotate(img, 10.0, Interpolation::Bilinear, [0; 3])
     });
+    for (name, op) in [
+        (
+            "trivial_augment_wide_224",
+            TransformConfig::TrivialAugmentWide {
+                num_magnitude_bins: 31,
+                interpolation: Interpolation::Nearest,
+                fill: [0; 3],
+            },
+        ),
+        (
+            "rand_augment_2_9_224",
+            TransformConfig::RandAugment {
+                num_ops: 2,
+                magnitude: 9,
+                num_magnitude_bins: 31,
+                interpolation: Interpolation::Nearest,
+                fill: [0; 3],
+            },
+        ),
+    ] {
+        let p = one(op);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i += 1;
+                p.apply_u8(small.clone(), &mut SampleRng::new(0, 0, i))
+            })
+        });
+    }
     let norm = Pipeline::new(
         vec![TransformConfig::Normalize {
             mean: Normalize::CLIP_MEAN,

@@ -44,11 +44,10 @@ fn nearest(x: f64) -> f64 {
 }
 
 /// Per output pixel: first input index and tap count, and fixed-point weights
-/// (`stride` per pixel, even, zero past the taps: the vector kernels read taps
-/// in pairs).
+/// (`ksize` per pixel, zero past the pixel's taps).
 struct Coeffs {
     bounds: Vec<(usize, usize)>,
-    stride: usize,
+    ksize: usize,
     weights: Vec<i32>,
 }
 
@@ -65,8 +64,7 @@ fn coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Interpola
     let support = support * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
-    let stride = ksize + ksize % 2;
-    let mut weights = vec![0i32; out_size * stride];
+    let mut weights = vec![0i32; out_size * ksize];
     let mut k = vec![0f64; ksize];
     for xx in 0..out_size {
         let center = in0 + (xx as f64 + 0.5) * scale;
@@ -83,7 +81,7 @@ fn coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Interpola
         for (x, kx) in k.iter().enumerate().take(n) {
             let w = if ww != 0.0 { kx / ww } else { *kx };
             let fixed = w * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * stride + x] = if w < 0.0 {
+            weights[xx * ksize + x] = if w < 0.0 {
                 (-0.5 + fixed) as i32
             } else {
                 (0.5 + fixed) as i32
@@ -93,7 +91,7 @@ fn coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Interpola
     }
     Coeffs {
         bounds,
-        stride,
+        ksize,
         weights,
     }
 }
@@ -137,12 +135,12 @@ fn horizontal(src: Rows, rows: usize, out_w: usize, c: &Coeffs) -> Vec<u8> {
     out
 }
 
-/// Output pixels `from..` of one row of the horizontal pass.
+/// The output pixels `pixels` of one row of the horizontal pass.
 fn horizontal_row_scalar(row: &[u8], c: &Coeffs, out: &mut [u8], pixels: Range<usize>) {
     let px_out = &mut out.as_chunks_mut::<3>().0[pixels.clone()];
     for (xx, px) in pixels.zip(px_out) {
         let (xmin, n) = c.bounds[xx];
-        let k = &c.weights[xx * c.stride..xx * c.stride + n];
+        let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
         let src = &row[xmin * 3..(xmin + n) * 3];
         let mut acc = [HALF; 3];
         for (p, &w) in src.as_chunks::<3>().0.iter().zip(k) {
@@ -171,7 +169,7 @@ fn vertical_scalar(src: Rows, c: &Coeffs, out: &mut [u8]) {
     let mut acc = vec![0i32; src.len];
     for (yy, out) in out.chunks_exact_mut(src.len).enumerate() {
         let (ymin, n) = c.bounds[yy];
-        let k = &c.weights[yy * c.stride..yy * c.stride + n];
+        let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
         acc.fill(HALF);
         for (y, &w) in k.iter().enumerate() {
             for (a, &p) in acc.iter_mut().zip(src.row(ymin + y)) {
@@ -184,8 +182,8 @@ fn vertical_scalar(src: Rows, c: &Coeffs, out: &mut [u8]) {
     }
 }
 
-/// The same integer arithmetic as the scalar passes, 4 or 8 lanes at a time:
-/// results are identical.
+/// The same integer arithmetic as the scalar passes, 8 lanes at a time: results
+/// are identical.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
@@ -208,7 +206,7 @@ mod simd {
                 let mut w = vec![0i32; taps * 8];
                 for (l, x) in xs.enumerate() {
                     for k in 0..c.bounds[x].1 {
-                        w[k * 8 + l] = c.weights[x * c.stride + k];
+                        w[k * 8 + l] = c.weights[x * c.ksize + k];
                     }
                 }
                 (offsets, taps, end, w)
@@ -263,7 +261,7 @@ mod simd {
         let half = _mm256_set1_epi32(HALF);
         for (yy, out) in out.chunks_exact_mut(src.len).enumerate() {
             let (ymin, n) = c.bounds[yy];
-            let w = &c.weights[yy * c.stride..yy * c.stride + n];
+            let w = &c.weights[yy * c.ksize..yy * c.ksize + n];
             let mut x = 0;
             while x + 8 <= src.len {
                 let mut acc = half;
