@@ -100,6 +100,9 @@ fn transforms(c: &mut Criterion) {
     bench_small("contrast_224", &|img| adjust_contrast(img, 1.3));
     bench_small("saturation_224", &|img| adjust_saturation(img, 1.3));
     bench_small("hue_224", &|img| adjust_hue(img, 0.1));
+    bench_small("sharpness_224", &|img| {
+        clip_data::adjust_sharpness(img, 1.5)
+    });
     bench_small("rotate_nearest_224", &|img| {
         *img = rotate(img, 10.0, Interpolation::Nearest, [0; 3])
     });

@@ -2,7 +2,6 @@
 //! `ImageEnhance` blends and HSV conversion), reproduced to the same 8-bit values.
 
 use crate::image::RgbImage;
-#[cfg(target_arch = "x86_64")]
 use crate::simd;
 
 /// PIL's `Image.blend(a, b, alpha)` on 8-bit data, in single precision (`alpha`
@@ -146,7 +145,8 @@ fn luma_sum_avx2(chunks: &[[u8; 24]]) -> u64 {
     total
 }
 
-fn rgb_to_hsv(p: &[u8]) -> [u8; 3] {
+#[inline(always)]
+fn rgb_to_hsv(p: &[u8; 3]) -> [u8; 3] {
     let (r, g, b) = (p[0], p[1], p[2]);
     let maxc = r.max(g).max(b);
     let minc = r.min(g).min(b);
@@ -172,6 +172,7 @@ fn rgb_to_hsv(p: &[u8]) -> [u8; 3] {
     [uh, us, maxc]
 }
 
+#[inline(always)]
 fn hsv_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
     if s == 0 {
         return [v; 3];
@@ -198,10 +199,16 @@ fn hsv_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
 /// `adjust_hue`: shift PIL's 8-bit hue channel by `int(factor * 255)`, wrapping.
 pub fn adjust_hue(img: &mut RgbImage, factor: f64) {
     let shift = ((factor * 255.0) as i32).rem_euclid(256) as u8;
-    for p in img.data.chunks_exact_mut(3) {
-        let [h, s, v] = rgb_to_hsv(p);
-        p.copy_from_slice(&hsv_to_rgb(h.wrapping_add(shift), s, v));
-    }
+    // Compiled for AVX2 where available (`floor`/`round` become instructions).
+    simd::with_avx2(
+        #[inline(always)]
+        || {
+            for p in img.data.as_chunks_mut::<3>().0 {
+                let [h, s, v] = rgb_to_hsv(p);
+                *p = hsv_to_rgb(h.wrapping_add(shift), s, v);
+            }
+        },
+    );
 }
 
 fn apply_lut(img: &mut RgbImage, luts: &[[u8; 256]; 3]) {
@@ -286,36 +293,33 @@ pub fn equalize(img: &mut RgbImage) {
 
 /// PIL's `ImageFilter.SMOOTH` (3x3, centre 5, others 1, over 13) in single
 /// precision, in PIL's order of operations; the outermost pixels are copied.
+#[inline(always)]
 fn smooth(img: &RgbImage) -> RgbImage {
     let (w, h) = (img.width, img.height);
     let mut out = img.clone();
     if w < 3 || h < 3 {
         return out;
     }
-    let k = [
-        1.0f32 / 13.0,
-        1.0f32 / 13.0,
-        1.0f32 / 13.0,
-        1.0f32 / 13.0,
-        5.0f32 / 13.0,
-        1.0f32 / 13.0,
-        1.0f32 / 13.0,
-        1.0f32 / 13.0,
-        1.0f32 / 13.0,
-    ];
-    let px = |x: usize, y: usize, c: usize| img.data[(y * w + x) * 3 + c] as f32;
+    let (side, centre) = (1.0f32 / 13.0, 5.0f32 / 13.0);
+    let stride = w * 3;
+    // Byte `j` of an interior row: its pixel's neighbours are bytes j - 3 and j + 3,
+    // so one loop over the row's inner bytes covers every channel (and vectorises).
+    let n = stride - 6;
+    let taps = |y: usize| {
+        let row = &img.data[y * stride..(y + 1) * stride];
+        (&row[0..n], &row[3..n + 3], &row[6..n + 6])
+    };
     for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            for c in 0..3 {
-                let row = |yy: usize, kk: &[f32]| {
-                    px(x - 1, yy, c) * kk[0] + px(x, yy, c) * kk[1] + px(x + 1, yy, c) * kk[2]
-                };
-                let mut ss = 0.5f32;
-                ss += row(y + 1, &k[0..3]);
-                ss += row(y, &k[3..6]);
-                ss += row(y - 1, &k[6..9]);
-                out.data[(y * w + x) * 3 + c] = ss.clamp(0.0, 255.0) as u8;
-            }
+        let (d0, d1, d2) = taps(y + 1);
+        let (m0, m1, m2) = taps(y);
+        let (u0, u1, u2) = taps(y - 1);
+        let o = &mut out.data[y * stride + 3..y * stride + 3 + n];
+        for j in 0..n {
+            let mut ss = 0.5f32;
+            ss += d0[j] as f32 * side + d1[j] as f32 * side + d2[j] as f32 * side;
+            ss += m0[j] as f32 * side + m1[j] as f32 * centre + m2[j] as f32 * side;
+            ss += u0[j] as f32 * side + u1[j] as f32 * side + u2[j] as f32 * side;
+            o[j] = ss.clamp(0.0, 255.0) as u8;
         }
     }
     out
@@ -323,10 +327,15 @@ fn smooth(img: &RgbImage) -> RgbImage {
 
 /// `adjust_sharpness`: blend with PIL's smoothed image.
 pub fn adjust_sharpness(img: &mut RgbImage, factor: f64) {
-    let smoothed = smooth(img);
-    for (v, s) in img.data.iter_mut().zip(&smoothed.data) {
-        *v = blend(*s, *v, factor as f32);
-    }
+    simd::with_avx2(
+        #[inline(always)]
+        || {
+            let smoothed = smooth(img);
+            for (v, s) in img.data.iter_mut().zip(&smoothed.data) {
+                *v = blend(*s, *v, factor as f32);
+            }
+        },
+    );
 }
 
 #[cfg(test)]

@@ -29,7 +29,6 @@ mod normalize;
 mod preview;
 mod resample;
 mod rng;
-#[cfg(target_arch = "x86_64")]
 mod simd;
 mod sources;
 mod transforms;

@@ -291,58 +291,72 @@ mod simd {
     }
 }
 
+impl Coeffs {
+    /// The coefficients of output pixels `start..start + len` only.
+    fn window(self, start: usize, len: usize) -> Coeffs {
+        Coeffs {
+            bounds: self.bounds[start..start + len].to_vec(),
+            weights: self.weights[start * self.ksize..(start + len) * self.ksize].to_vec(),
+            ksize: self.ksize,
+        }
+    }
+}
+
 /// Resizes the region `box_ = (left, top, right, bottom)` of the `rect = (left,
 /// top, width, height)` part of `src` (the box relative to the rectangle, whose
-/// edges bound the filters as if it were the whole image).
+/// edges bound the filters as if it were the whole image) to `width x height`,
+/// and returns the `window = (x, y, w, h)` part of that result (the whole of it
+/// when `None`), computing only the pixels it keeps.
 fn resample(
     src: &RgbImage,
     rect: [usize; 4],
-    width: usize,
-    height: usize,
+    (width, height): (usize, usize),
     box_: [f64; 4],
     filter: Interpolation,
+    window: Option<[usize; 4]>,
 ) -> RgbImage {
     let [rl, rt, rw, rh] = rect;
     let [left, top, right, bottom] = box_;
+    let [wx, wy, ww, wh] = window.unwrap_or([0, 0, width, height]);
     let need_h = width != rw || left != 0.0 || right != rw as f64;
     let need_v = height != rh || top != 0.0 || bottom != rh as f64;
+    let ch = need_h.then(|| coeffs(rw, left, right, width, filter).window(wx, ww));
+    let cv = need_v.then(|| coeffs(rh, top, bottom, height, filter).window(wy, wh));
+    // Without a horizontal pass the window's columns are the input's.
+    let (col0, cols) = if need_h { (0, rw) } else { (wx, ww) };
     let stride = src.width * 3;
     let view = |first_row: usize| Rows {
         data: &src.data,
-        offset: (rt + first_row) * stride + rl * 3,
+        offset: (rt + first_row) * stride + (rl + col0) * 3,
         stride,
-        len: rw * 3,
+        len: cols * 3,
     };
-    let image = |width, height, data| RgbImage {
-        width,
-        height,
+    let image = |data| RgbImage {
+        width: ww,
+        height: wh,
         data,
     };
-    let cv = need_v.then(|| coeffs(rh, top, bottom, height, filter));
-    if !need_h {
-        return match cv {
-            Some(cv) => image(rw, height, vertical(view(0), height, &cv)),
-            None => crop_rows(view(0), rw, rh),
-        };
+    match (ch, cv) {
+        (None, None) => crop_rows(view(wy), ww, wh),
+        (None, Some(cv)) => image(vertical(view(0), wh, &cv)),
+        (Some(ch), None) => image(horizontal(view(wy), wh, ww, &ch)),
+        (Some(ch), Some(mut cv)) => {
+            // Only the rows the vertical pass reads need a horizontal pass.
+            let first = cv.bounds.first().map_or(0, |b| b.0);
+            let last = cv.bounds.last().map_or(rh, |b| b.0 + b.1);
+            for b in &mut cv.bounds {
+                b.0 -= first;
+            }
+            let h = horizontal(view(first), last - first, ww, &ch);
+            let rows = Rows {
+                data: &h,
+                offset: 0,
+                stride: ww * 3,
+                len: ww * 3,
+            };
+            image(vertical(rows, wh, &cv))
+        }
     }
-    let ch = coeffs(rw, left, right, width, filter);
-    let Some(mut cv) = cv else {
-        return image(width, rh, horizontal(view(0), rh, width, &ch));
-    };
-    // Only the rows the vertical pass reads need a horizontal pass.
-    let first = cv.bounds.first().map_or(0, |b| b.0);
-    let last = cv.bounds.last().map_or(rh, |b| b.0 + b.1);
-    for b in &mut cv.bounds {
-        b.0 -= first;
-    }
-    let h = horizontal(view(first), last - first, width, &ch);
-    let rows = Rows {
-        data: &h,
-        offset: 0,
-        stride: width * 3,
-        len: width * 3,
-    };
-    image(width, height, vertical(rows, height, &cv))
 }
 
 fn crop_rows(rows: Rows, width: usize, height: usize) -> RgbImage {
@@ -370,10 +384,10 @@ pub fn resize_region(
     resample(
         src,
         [0, 0, src.width, src.height],
-        width,
-        height,
+        (width, height),
         box_,
         filter,
+        None,
     )
 }
 
@@ -389,10 +403,30 @@ pub fn resize_crop(
     resample(
         src,
         [left, top, width, height],
-        size.1,
-        size.0,
+        (size.1, size.0),
         [0.0, 0.0, width as f64, height as f64],
         filter,
+        None,
+    )
+}
+
+/// `resize` to `width x height` followed by the `window = (x, y, w, h)` crop of
+/// the result (inside it), computing only the kept pixels: the same bytes as
+/// resizing and then cropping.
+pub fn resize_window(
+    src: &RgbImage,
+    width: usize,
+    height: usize,
+    filter: Interpolation,
+    window: [usize; 4],
+) -> RgbImage {
+    resample(
+        src,
+        [0, 0, src.width, src.height],
+        (width, height),
+        [0.0, 0.0, src.width as f64, src.height as f64],
+        filter,
+        Some(window),
     )
 }
 
@@ -420,6 +454,34 @@ pub fn shorter_side_size(width: usize, height: usize, size: usize) -> (usize, us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resizing only a window gives the bytes of resizing everything and
+    /// cropping, with and without each pass.
+    #[test]
+    fn resize_window_equals_resize_then_crop() {
+        let (w, h) = (41usize, 29usize);
+        let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 67 % 253) as u8).collect();
+        let src = RgbImage {
+            width: w,
+            height: h,
+            data,
+        };
+        for filter in [Interpolation::Bilinear, Interpolation::Bicubic] {
+            for (ow, oh, win) in [
+                (30, 20, [3, 2, 24, 17]),
+                (41, 20, [5, 0, 30, 20]),
+                (30, 29, [0, 4, 30, 21]),
+                (41, 29, [1, 1, 39, 27]),
+                (60, 50, [12, 0, 40, 50]),
+            ] {
+                let full = resize(&src, ow, oh, filter);
+                let [x, y, cw, ch] = win;
+                let want = crate::geometry::crop(&full, y as i64, x as i64, ch, cw);
+                let got = resize_window(&src, ow, oh, filter, win);
+                assert_eq!(got, want, "{filter:?} {ow}x{oh} window {win:?}");
+            }
+        }
+    }
 
     /// The SIMD passes give exactly the scalar passes' bytes, on crops that touch
     /// the end of the buffer (where the 4-byte loads must not run past it).

@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::DataError;
 use crate::augment::{self, AugmentSpace, apply_augment_op};
 use crate::color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation};
-use crate::geometry::{center_crop, crop, hflip, random_resized_crop_params, rotate, sample_box};
+use crate::geometry::{
+    center_crop, center_crop_offsets, crop, hflip, random_resized_crop_params, rotate, sample_box,
+};
 use crate::image::RgbImage;
 use crate::normalize::Normalize;
-use crate::resample::{Interpolation, resize, resize_crop, shorter_side_size};
+use crate::resample::{Interpolation, resize, resize_crop, resize_window, shorter_side_size};
 use crate::rng::SampleRng;
 
 /// A size: one number (square, or the shorter side for `resize`) or `[height, width]`.
@@ -412,8 +414,30 @@ impl Pipeline {
 
     /// Runs the 8-bit image operations (everything but `normalize`/`to_tensor`).
     pub fn apply_u8(&self, mut img: RgbImage, rng: &mut SampleRng) -> RgbImage {
-        for op in &self.ops {
-            img = apply_one(op, img, rng);
+        let mut i = 0;
+        while i < self.ops.len() {
+            // `resize` then `center_crop` inside it (CLIP's preprocessing): only
+            // the kept pixels are resampled; same bytes, no randomness involved.
+            if let (
+                TransformConfig::Resize {
+                    size,
+                    interpolation,
+                },
+                Some(TransformConfig::CenterCrop { size: crop }),
+            ) = (&self.ops[i], self.ops.get(i + 1))
+            {
+                let (w, h) = resize_target(*size, &img);
+                let (ch, cw) = crop.hw();
+                if ch <= h && cw <= w {
+                    let (top, left) = center_crop_offsets(w, h, cw, ch);
+                    let window = [left as usize, top as usize, cw, ch];
+                    img = resize_window(&img, w, h, *interpolation, window);
+                    i += 2;
+                    continue;
+                }
+            }
+            img = apply_one(&self.ops[i], img, rng);
+            i += 1;
         }
         img
     }
@@ -487,16 +511,21 @@ impl Pipeline {
     }
 }
 
+/// `(width, height)` after `resize` to `size`.
+fn resize_target(size: Size, img: &RgbImage) -> (usize, usize) {
+    match size {
+        Size::One(s) => shorter_side_size(img.width, img.height, s),
+        Size::Hw([h, w]) => (w, h),
+    }
+}
+
 fn apply_one(op: &TransformConfig, img: RgbImage, rng: &mut SampleRng) -> RgbImage {
     match op {
         TransformConfig::Resize {
             size,
             interpolation,
         } => {
-            let (w, h) = match size {
-                Size::One(s) => shorter_side_size(img.width, img.height, *s),
-                Size::Hw([h, w]) => (*w, *h),
-            };
+            let (w, h) = resize_target(*size, &img);
             resize(&img, w, h, *interpolation)
         }
         TransformConfig::CenterCrop { size } => {
