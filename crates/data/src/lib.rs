@@ -43,7 +43,7 @@ pub use geometry::{
     affine, center_crop, crop, hflip, random_resized_crop_params, rotate, tv_affine,
 };
 pub use image::RgbImage;
-pub use loader::{Batch, EpochIter, Loader, LoaderConfig, OnCorrupt};
+pub use loader::{Batch, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels};
 pub use mix::{MixConfig, beta, mix_batch};
 pub use normalize::Normalize;
 pub use preview::{preview_grid, write_preview};

@@ -28,6 +28,25 @@ pub enum OnCorrupt {
     Skip,
 }
 
+/// The element type of a batch's images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// Normalised `f32`, ready for the model.
+    #[default]
+    F32,
+    /// Raw 8-bit pixels; `Batch::to_tensors` normalises them on the device (a
+    /// quarter of the host memory and of the host-to-GPU transfer).
+    U8,
+}
+
+/// A batch's images, `batch x 3 x height x width`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pixels {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
 /// How batches are formed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,6 +63,8 @@ pub struct LoaderConfig {
     /// MixUp / CutMix (off by default).
     pub mix: MixConfig,
     pub on_corrupt: OnCorrupt,
+    /// `f32` (normalised on the CPU) or `u8` (normalised on the device).
+    pub output: Output,
 }
 
 impl Default for LoaderConfig {
@@ -57,14 +78,18 @@ impl Default for LoaderConfig {
             prefetch: 2,
             mix: MixConfig::default(),
             on_corrupt: OnCorrupt::Error,
+            output: Output::F32,
         }
     }
 }
 
-/// One batch: `images` is `batch x 3 x height x width` f32, normalised.
+/// One batch: `images` is `batch x 3 x height x width`, normalised `f32`, or
+/// `u8` pixels that map to the normalised values as `v * scale[c] + bias[c]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
-    pub images: Vec<f32>,
+    pub images: Pixels,
+    /// Per-channel `(scale, bias)` from 8-bit values to the normalised ones.
+    pub normalize: ([f32; 3], [f32; 3]),
     pub labels: Vec<i64>,
     /// Dataset indices of the samples.
     pub indices: Vec<usize>,
@@ -88,26 +113,46 @@ impl Batch {
         self.labels.is_empty()
     }
 
-    /// `(images [B, 3, H, W] f32, labels [B] i64)` on `device` (pinned host memory
-    /// first when the device is CUDA).
+    /// The normalised `f32` images, when the batch holds them.
+    pub fn images_f32(&self) -> Option<&[f32]> {
+        match &self.images {
+            Pixels::F32(v) => Some(v),
+            Pixels::U8(_) => None,
+        }
+    }
+
+    /// `(images [B, 3, H, W] f32 normalised, labels [B] i64)` on `device` (pinned
+    /// host memory first when the device is CUDA). `u8` images travel as bytes
+    /// and are normalised on the device, with the same single-precision
+    /// multiply-then-add as the CPU path.
     #[cfg(feature = "tch")]
     pub fn to_tensors(&self, device: tch::Device) -> (tch::Tensor, tch::Tensor) {
-        let b = self.len() as i64;
-        let images = tch::Tensor::from_slice(&self.images).view([
-            b,
-            3,
-            self.height as i64,
-            self.width as i64,
-        ]);
-        let labels = tch::Tensor::from_slice(&self.labels);
-        if device.is_cuda() {
-            (
-                images.pin_memory(device).to_device(device),
-                labels.to_device(device),
-            )
-        } else {
-            (images, labels)
-        }
+        let shape = [self.len() as i64, 3, self.height as i64, self.width as i64];
+        let upload = |t: tch::Tensor| {
+            if device.is_cuda() {
+                t.pin_memory(device).to_device(device)
+            } else {
+                t
+            }
+        };
+        let images = match &self.images {
+            Pixels::F32(v) => upload(tch::Tensor::from_slice(v).view(shape)),
+            Pixels::U8(v) => {
+                let (scale, bias) = self.normalize;
+                let per_channel = |x: [f32; 3]| {
+                    tch::Tensor::from_slice(&x)
+                        .view([1, 3, 1, 1])
+                        .to_device(device)
+                };
+                upload(tch::Tensor::from_slice(v).view(shape)).to_kind(tch::Kind::Float)
+                    * per_channel(scale)
+                    + per_channel(bias)
+            }
+        };
+        (
+            images,
+            tch::Tensor::from_slice(&self.labels).to_device(device),
+        )
     }
 }
 
@@ -138,6 +183,13 @@ impl Loader {
         let size = pipeline.output_size().ok_or_else(|| {
             DataError::config("data.transforms", "must end in a fixed size: add `center_crop` or `random_resized_crop` (or resize to [h, w])")
         })?;
+        if config.output == Output::U8 && (config.mix.enabled() || pipeline.erases()) {
+            return Err(DataError::config(
+                "data.loader.output",
+                "\"u8\" leaves normalisation to the device, but random_erasing and \
+                 MixUp/CutMix work on normalised f32 images: use \"f32\"",
+            ));
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads)
             .thread_name(|i| format!("clip-data-{i}"))
@@ -204,18 +256,31 @@ impl Loader {
     ) -> Result<Batch, DataError> {
         let (h, w) = self.size;
         let per = 3 * h * w;
-        let mut images = vec![0f32; indices.len() * per];
         let replaced = std::sync::Mutex::new(Vec::new());
         let mut used: Vec<usize> = indices.to_vec();
-        self.pool.install(|| {
-            images
+        let mut images = match self.config.output {
+            Output::F32 => Pixels::F32(vec![0f32; indices.len() * per]),
+            Output::U8 => Pixels::U8(vec![0u8; indices.len() * per]),
+        };
+        let load = |i: &mut usize| {
+            let img = self.decode_or_replace(i, &replaced)?;
+            Ok::<_, DataError>((img, SampleRng::new(self.seed, epoch, *i as u64)))
+        };
+        self.pool.install(|| match &mut images {
+            Pixels::F32(buf) => buf
                 .par_chunks_mut(per)
                 .zip(used.par_iter_mut())
                 .try_for_each(|(out, i)| {
-                    let img = self.decode_or_replace(i, &replaced)?;
-                    let mut rng = SampleRng::new(self.seed, epoch, *i as u64);
+                    let (img, mut rng) = load(i)?;
                     self.pipeline.apply_into(img, &mut rng, out).map(|_| ())
-                })
+                }),
+            Pixels::U8(buf) => buf
+                .par_chunks_mut(per)
+                .zip(used.par_iter_mut())
+                .try_for_each(|(out, i)| {
+                    let (img, mut rng) = load(i)?;
+                    self.pipeline.apply_into_u8(img, &mut rng, out).map(|_| ())
+                }),
         })?;
         let mut replaced = replaced.into_inner().unwrap_or_else(|e| e.into_inner());
         replaced.sort();
@@ -224,22 +289,18 @@ impl Loader {
             .iter()
             .map(|&i| self.dataset.label(i) as i64)
             .collect();
-        let targets = self.config.mix.enabled().then(|| {
+        let targets = match &mut images {
+            Pixels::F32(images) if self.config.mix.enabled() => Some(images),
+            _ => None,
+        }
+        .map(|images| {
             let mut rng = SampleRng::new(self.seed, epoch, (1 << 63) | step as u64);
             let classes = self.dataset.classes().len();
-            mix_batch(
-                &mut images,
-                &labels,
-                h,
-                w,
-                classes,
-                &self.config.mix,
-                &mut rng,
-            )
-            .0
+            mix_batch(images, &labels, h, w, classes, &self.config.mix, &mut rng).0
         });
         Ok(Batch {
             images,
+            normalize: self.pipeline.normalization(),
             labels,
             indices,
             height: h,

@@ -460,20 +460,7 @@ impl Pipeline {
                 width: w,
             });
         }
-        let norm = self.ops.iter().find_map(|op| match op {
-            TransformConfig::Normalize { mean, std } => Some(Normalize {
-                mean: *mean,
-                std: *std,
-            }),
-            _ => None,
-        });
-        let (scale, bias) = match &norm {
-            Some(n) => (
-                n.std.map(|s| 1.0 / (255.0 * s)),
-                [0, 1, 2].map(|c| -n.mean[c] / n.std[c]),
-            ),
-            None => ([1.0 / 255.0; 3], [0.0; 3]),
-        };
+        let (scale, bias) = self.normalization();
         crate::normalize::to_chw(&img.data, scale, bias, out);
         for op in &self.ops {
             if let TransformConfig::RandomErasing {
@@ -487,6 +474,63 @@ impl Pipeline {
             }
         }
         Ok((h, w))
+    }
+
+    /// Like `apply_into` but stops before normalisation: `out` receives the 8-bit
+    /// `3 x H x W` planes (`normalization()` maps them to what `apply_into` gives).
+    /// Pipelines with `random_erasing` (which works on normalised values) are
+    /// refused.
+    pub fn apply_into_u8(
+        &self,
+        img: RgbImage,
+        rng: &mut SampleRng,
+        out: &mut [u8],
+    ) -> Result<(usize, usize), DataError> {
+        if self.erases() {
+            return Err(DataError::config(
+                "random_erasing",
+                "needs f32 output (it erases normalised values)",
+            ));
+        }
+        let img = self.apply_u8(img, rng);
+        let (h, w) = (img.height, img.width);
+        if out.len() != 3 * h * w {
+            return Err(DataError::Shape {
+                len: out.len(),
+                channels: 3,
+                height: h,
+                width: w,
+            });
+        }
+        let (r, gb) = out.split_at_mut(h * w);
+        let (g, b) = gb.split_at_mut(h * w);
+        for (((px, r), g), b) in img.data.as_chunks::<3>().0.iter().zip(r).zip(g).zip(b) {
+            (*r, *g, *b) = (px[0], px[1], px[2]);
+        }
+        Ok((h, w))
+    }
+
+    /// Whether the pipeline has a `random_erasing` step.
+    pub fn erases(&self) -> bool {
+        self.ops
+            .iter()
+            .any(|op| matches!(op, TransformConfig::RandomErasing { .. }))
+    }
+
+    /// Per-channel `(scale, bias)` taking 8-bit values to the pipeline's output:
+    /// `v / 255` then its `normalize` (if any), folded into one multiply-add.
+    pub fn normalization(&self) -> ([f32; 3], [f32; 3]) {
+        let norm = self.ops.iter().find_map(|op| match op {
+            TransformConfig::Normalize { mean, std } => Some((*mean, *std)),
+            _ => None,
+        });
+        match norm {
+            Some((mean, std)) => (
+                std.map(|s| 1.0 / (255.0 * s)),
+                [0, 1, 2].map(|c| -mean[c] / std[c]),
+            ),
+            None => ([1.0 / 255.0; 3], [0.0; 3]),
+        }
     }
 
     /// The output `(height, width)` for an input of the given size, when fixed by a

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::path::Path;
 
 use clip_data::{
-    Dataset, Loader, LoaderConfig, Pipeline, RgbImage, SampleRng, SourceConfig, TransformConfig,
+    Dataset, Loader, LoaderConfig, Output, Pipeline, Pixels, RgbImage, SampleRng, SourceConfig,
+    TransformConfig,
 };
 
 fn png(path: &Path, w: u32, h: u32, shade: u8) {
@@ -167,7 +168,7 @@ fn batches_do_not_depend_on_threads_and_resume_exactly() {
     let b: Vec<_> = two.epoch(3, 0).map(Result::unwrap).collect();
     assert_eq!(a, b, "batches must not depend on the number of threads");
     assert_eq!(a.iter().map(|b| b.len()).collect::<Vec<_>>(), [5, 5, 2]);
-    assert_eq!(a[0].images.len(), 5 * 3 * 24 * 24);
+    assert_eq!(a[0].images_f32().unwrap().len(), 5 * 3 * 24 * 24);
     let resumed: Vec<_> = one.epoch(3, 1).map(Result::unwrap).collect();
     assert_eq!(
         resumed,
@@ -299,11 +300,84 @@ fn batches_become_tensors() {
     let batch = loader.epoch(0, 0).next().unwrap().unwrap();
     let (x, y) = batch.to_tensors(tch::Device::Cpu);
     assert_eq!(x.size(), [4, 3, 16, 16]);
+    // The same batch as bytes, normalised by to_tensors: identical floats.
+    let bytes = Loader::new(
+        loader.dataset().clone(),
+        Pipeline::clip_eval(16),
+        LoaderConfig {
+            batch_size: 4,
+            output: Output::U8,
+            ..LoaderConfig::default()
+        },
+        0,
+    )
+    .unwrap();
+    let (xu, _) = bytes
+        .epoch(0, 0)
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_tensors(tch::Device::Cpu);
+    assert_eq!(xu.kind(), tch::Kind::Float);
+    assert!(xu.equal(&x), "u8 batch normalised on the device differs");
     assert_eq!(Vec::<i64>::try_from(&y).unwrap(), batch.labels);
     assert_eq!(
         x.double_value(&[1, 2, 3, 4]) as f32,
-        batch.images[3 * 256 + 2 * 256 + 3 * 16 + 4]
+        batch.images_f32().unwrap()[3 * 256 + 2 * 256 + 3 * 16 + 4]
     );
+}
+
+/// `output = "u8"` batches hold the same samples as byte planes that the batch's
+/// `normalize` maps exactly onto the f32 batch; erasing and mixing need f32.
+#[test]
+fn u8_batches_normalise_to_the_f32_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = folder_dataset(dir.path());
+    let cfg = |output| LoaderConfig {
+        batch_size: 5,
+        output,
+        ..LoaderConfig::default()
+    };
+    let f = Loader::new(ds.clone(), train_pipeline(), cfg(Output::F32), 3).unwrap();
+    let u = Loader::new(ds.clone(), train_pipeline(), cfg(Output::U8), 3).unwrap();
+    let (bf, bu) = (
+        f.make_batch(2, 0, &[0, 4, 7]).unwrap(),
+        u.make_batch(2, 0, &[0, 4, 7]).unwrap(),
+    );
+    let Pixels::U8(bytes) = &bu.images else {
+        panic!("u8 loader gave {:?}", bu.images);
+    };
+    let (scale, bias) = bu.normalize;
+    let plane = bu.height * bu.width;
+    let mapped: Vec<f32> = bytes
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = i / plane % 3;
+            v as f32 * scale[c] + bias[c]
+        })
+        .collect();
+    assert_eq!(mapped, bf.images_f32().unwrap());
+    assert_eq!(bu.labels, bf.labels);
+    let erasing = Pipeline::new(
+        vec![
+            TransformConfig::CenterCrop {
+                size: clip_data::Size::One(8),
+            },
+            TransformConfig::RandomErasing {
+                p: 0.5,
+                scale: [0.02, 0.3],
+                ratio: [0.3, 3.3],
+                value: 0.0,
+            },
+        ],
+        "t",
+    )
+    .unwrap();
+    let err = Loader::new(ds, erasing, cfg(Output::U8), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("data.loader.output"), "{err}");
 }
 
 #[test]
@@ -353,7 +427,7 @@ fn mixing_and_erasing_are_deterministic_and_well_formed() {
     };
     let loader = Loader::new(ds, pipeline, plain, 0).unwrap();
     let batch = loader.epoch(0, 0).next().unwrap().unwrap();
-    for img in batch.images.chunks(3 * 256) {
+    for img in batch.images_f32().unwrap().chunks(3 * 256) {
         let erased = img.iter().filter(|v| **v == 7.0).count();
         assert!(
             (3 * 256 / 20..=3 * 256 / 2).contains(&erased),
