@@ -137,55 +137,18 @@ pub fn apply_augment_op(
     fill: [u8; 3],
 ) -> RgbImage {
     let mut img = img;
-    let shear = |m: f64| m.atan().to_degrees();
+    // torchvision: shears of atan(magnitude) degrees about the origin, integer
+    // translations about the centre.
+    let shear = magnitude.atan().to_degrees();
+    let affine = |img: &RgbImage, translate, shear, center| {
+        tv_affine(img, 0.0, translate, shear, center, interpolation, fill)
+    };
     match op {
         AugmentOp::Identity => {}
-        AugmentOp::ShearX => {
-            let center = Some([0.0, 0.0]);
-            img = tv_affine(
-                &img,
-                0.0,
-                [0, 0],
-                [shear(magnitude), 0.0],
-                center,
-                interpolation,
-                fill,
-            )
-        }
-        AugmentOp::ShearY => {
-            let center = Some([0.0, 0.0]);
-            img = tv_affine(
-                &img,
-                0.0,
-                [0, 0],
-                [0.0, shear(magnitude)],
-                center,
-                interpolation,
-                fill,
-            )
-        }
-        AugmentOp::TranslateX => {
-            img = tv_affine(
-                &img,
-                0.0,
-                [magnitude as i64, 0],
-                [0.0; 2],
-                None,
-                interpolation,
-                fill,
-            )
-        }
-        AugmentOp::TranslateY => {
-            img = tv_affine(
-                &img,
-                0.0,
-                [0, magnitude as i64],
-                [0.0; 2],
-                None,
-                interpolation,
-                fill,
-            )
-        }
+        AugmentOp::ShearX => img = affine(&img, [0, 0], [shear, 0.0], Some([0.0; 2])),
+        AugmentOp::ShearY => img = affine(&img, [0, 0], [0.0, shear], Some([0.0; 2])),
+        AugmentOp::TranslateX => img = affine(&img, [magnitude as i64, 0], [0.0; 2], None),
+        AugmentOp::TranslateY => img = affine(&img, [0, magnitude as i64], [0.0; 2], None),
         AugmentOp::Rotate => img = rotate(&img, magnitude, interpolation, fill),
         AugmentOp::Brightness => adjust_brightness(&mut img, 1.0 + magnitude),
         AugmentOp::Color => adjust_saturation(&mut img, 1.0 + magnitude),

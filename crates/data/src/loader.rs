@@ -266,21 +266,26 @@ impl Loader {
             let img = self.decode_or_replace(i, &replaced)?;
             Ok::<_, DataError>((img, SampleRng::new(self.seed, epoch, *i as u64)))
         };
+        // Each sample straight into its slot of the batch buffer, in parallel.
+        fn fill<T: Send>(
+            buf: &mut [T],
+            per: usize,
+            used: &mut [usize],
+            f: impl Fn(&mut [T], &mut usize) -> Result<(), DataError> + Sync,
+        ) -> Result<(), DataError> {
+            buf.par_chunks_mut(per)
+                .zip(used.par_iter_mut())
+                .try_for_each(|(out, i)| f(out, i))
+        }
         self.pool.install(|| match &mut images {
-            Pixels::F32(buf) => buf
-                .par_chunks_mut(per)
-                .zip(used.par_iter_mut())
-                .try_for_each(|(out, i)| {
-                    let (img, mut rng) = load(i)?;
-                    self.pipeline.apply_into(img, &mut rng, out).map(|_| ())
-                }),
-            Pixels::U8(buf) => buf
-                .par_chunks_mut(per)
-                .zip(used.par_iter_mut())
-                .try_for_each(|(out, i)| {
-                    let (img, mut rng) = load(i)?;
-                    self.pipeline.apply_into_u8(img, &mut rng, out).map(|_| ())
-                }),
+            Pixels::F32(buf) => fill(buf, per, &mut used, |out, i| {
+                let (img, mut rng) = load(i)?;
+                self.pipeline.apply_into(img, &mut rng, out).map(|_| ())
+            }),
+            Pixels::U8(buf) => fill(buf, per, &mut used, |out, i| {
+                let (img, mut rng) = load(i)?;
+                self.pipeline.apply_into_u8(img, &mut rng, out).map(|_| ())
+            }),
         })?;
         let mut replaced = replaced.into_inner().unwrap_or_else(|e| e.into_inner());
         replaced.sort();

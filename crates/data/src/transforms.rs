@@ -216,10 +216,20 @@ fn check_factor(key: String, v: f64, max: f64, problems: &mut Vec<String>) {
     }
 }
 
-fn check_bins(key: String, bins: usize, problems: &mut Vec<String>) {
+/// The settings TrivialAugmentWide and RandAugment share.
+fn check_policy(
+    key: &dyn Fn(&str) -> String,
+    bins: usize,
+    interpolation: Interpolation,
+    problems: &mut Vec<String>,
+) {
     if !(2..=1000).contains(&bins) {
-        problems.push(format!("`{key}` must be in 2..=1000, got {bins}"));
+        problems.push(format!(
+            "`{}` must be in 2..=1000, got {bins}",
+            key("num_magnitude_bins")
+        ));
     }
+    check_affine_interpolation(key("interpolation"), interpolation, problems);
 }
 
 /// Rotations and affine maps sample like PIL's: nearest or bilinear.
@@ -297,14 +307,7 @@ impl Pipeline {
                     num_magnitude_bins,
                     interpolation,
                     ..
-                } => {
-                    check_bins(
-                        key("num_magnitude_bins"),
-                        *num_magnitude_bins,
-                        &mut problems,
-                    );
-                    check_affine_interpolation(key("interpolation"), *interpolation, &mut problems);
-                }
+                } => check_policy(&key, *num_magnitude_bins, *interpolation, &mut problems),
                 TransformConfig::RandAugment {
                     num_ops,
                     magnitude,
@@ -312,12 +315,8 @@ impl Pipeline {
                     interpolation,
                     ..
                 } => {
-                    check_bins(
-                        key("num_magnitude_bins"),
-                        *num_magnitude_bins,
-                        &mut problems,
-                    );
-                    if *magnitude >= *num_magnitude_bins {
+                    check_policy(&key, *num_magnitude_bins, *interpolation, &mut problems);
+                    if magnitude >= num_magnitude_bins {
                         problems.push(format!(
                             "`{}` must be below num_magnitude_bins ({num_magnitude_bins}), got {magnitude}",
                             key("magnitude")
@@ -329,7 +328,6 @@ impl Pipeline {
                             key("num_ops")
                         ));
                     }
-                    check_affine_interpolation(key("interpolation"), *interpolation, &mut problems);
                 }
                 TransformConfig::Normalize { mean, std } => {
                     if let Err(e) = (Normalize {
