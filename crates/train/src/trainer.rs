@@ -182,15 +182,17 @@ pub fn pipelines(cfg: &RunConfig, image_size: usize) -> Result<(Pipeline, Pipeli
         ("data.train_transforms", &train),
         ("data.eval_transforms", &eval),
     ] {
-        if p.output_size() != Some((image_size, image_size)) {
-            return Err(TrainError::config(
-                key,
-                format!(
-                    "produces {:?} images but the model takes {image_size}x{image_size}: end with a crop of size {image_size}",
-                    p.output_size()
-                ),
-            ));
-        }
+        let produces = match p.output_size() {
+            Some((h, w)) if (h, w) == (image_size, image_size) => continue,
+            Some((h, w)) => format!("{w}x{h} images"),
+            None => "images whose size depends on the input".to_string(),
+        };
+        return Err(TrainError::config(
+            key,
+            format!(
+                "produces {produces} but the model takes {image_size}x{image_size}: end with a crop of size {image_size}"
+            ),
+        ));
     }
     Ok((train, eval))
 }
