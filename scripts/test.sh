@@ -19,4 +19,7 @@ run cargo test --workspace --doc
 echo "== cargo test -p clip-data (without libtorch)"
 run cargo test -p clip-data --lib --tests
 
+echo "== cargo test -p clip-data with the AVX2 kernels off (what other CPUs run)"
+CLIP_DATA_SCALAR=1 run cargo test -p clip-data --lib --tests
+
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' "$log"

@@ -23,7 +23,7 @@ fn luma(p: &[u8; 3]) -> u8 {
 fn blend_all(img: &mut RgbImage, base: u8, factor: f64) {
     let alpha = factor as f32;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::simd::avx2() {
         let (chunks, rest) = img.data.as_chunks_mut::<8>();
         // SAFETY: the CPU supports AVX2 (checked just above).
         unsafe { blend_const_avx2(chunks, base, alpha) };
@@ -76,7 +76,7 @@ pub fn adjust_saturation(img: &mut RgbImage, factor: f64) {
 fn saturate(data: &mut [u8], alpha: f32) {
     let (chunks, rest) = data.as_chunks_mut::<24>();
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         unsafe { saturate_avx2(chunks, alpha) };
     } else {
@@ -119,7 +119,7 @@ fn luma_sum(data: &[u8]) -> u64 {
     let scalar = |d: &[u8]| -> u64 { d.as_chunks::<3>().0.iter().map(|p| luma(p) as u64).sum() };
     let (chunks, rest) = data.as_chunks::<24>();
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         return unsafe { luma_sum_avx2(chunks) } + scalar(rest);
     }

@@ -70,7 +70,7 @@ pub(crate) fn to_chw(rgb: &[u8], scale: [f32; 3], bias: [f32; 3], out: &mut [f32
     let (g, b) = gb.split_at_mut(plane);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::simd::avx2() {
         let chunks = rgb.as_chunks::<24>().0;
         // SAFETY: the CPU supports AVX2 (checked just above).
         unsafe { to_chw_avx2(chunks, scale, bias, [r, g, b]) };

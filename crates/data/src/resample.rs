@@ -124,7 +124,7 @@ impl<'a> Rows<'a> {
 fn horizontal(src: Rows, rows: usize, out_w: usize, c: &Coeffs) -> Vec<u8> {
     let mut out = vec![0u8; out_w * rows * 3];
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked above).
         unsafe { simd::horizontal_avx2(src, c, &mut out, out_w) };
         return out;
@@ -156,7 +156,7 @@ fn horizontal_row_scalar(row: &[u8], c: &Coeffs, out: &mut [u8], pixels: Range<u
 fn vertical(src: Rows, out_h: usize, c: &Coeffs) -> Vec<u8> {
     let mut out = vec![0u8; src.len * out_h];
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked above).
         unsafe { simd::vertical_avx2(src, c, &mut out) };
         return out;

@@ -5,7 +5,19 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::*;
 
-/// Runs `f` compiled with AVX2 enabled when the CPU has it (the compiler then
+/// Whether the AVX2 code runs: the CPU has AVX2 and `CLIP_DATA_SCALAR` is not set.
+/// The scalar code is what other CPUs run; scripts/test.sh runs the data tests
+/// both ways.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::env::var_os("CLIP_DATA_SCALAR").is_none()
+    })
+}
+
+/// Runs `f` compiled with AVX2 enabled when `avx2()` allows (the compiler then
 /// uses single instructions for `floor`, conversions and vector loops). Results
 /// are the same: no fused multiply-add is enabled.
 #[inline(always)]
@@ -16,8 +28,8 @@ pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
         fn run<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
+        if avx2() {
+            // SAFETY: the CPU supports AVX2 (checked by `avx2`).
             return unsafe { run(f) };
         }
     }
