@@ -1,14 +1,19 @@
 //! Vision tower throughput on CPU: forward and forward+backward of
-//! `ClipClassifier` (vision tower + projection + head), batch 8, images/s.
+//! `ClipClassifier` (vision tower + projection + head), batch 8 (or
+//! `CLIP_BENCH_BATCH`), images/s.
 //!
 //! `cargo bench -p clip-model --bench vision`
+//! `CLIP_BENCH_BATCH=32 cargo bench -p clip-model --bench vision -- vit-b-32`
 
 use clip_model::{ClipClassifier, ClipConfig, HeadConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tch::{Kind, Tensor, nn::VarStore};
 
 fn bench(c: &mut Criterion) {
-    let batch = 8i64;
+    let batch: i64 = std::env::var("CLIP_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     for (name, cfg) in [
         ("tiny", ClipConfig::tiny()),
         ("vit-b-32", ClipConfig::vit_b_32()),
