@@ -126,23 +126,21 @@ impl ClipModel {
             ));
         }
         let scope = Scope::new(root.clone());
-        if cfg.towers.contains(&Tower::Vision) {
-            lora::attach(
-                &scope,
+        for (tower, prefix, layers) in [
+            (
                 Tower::Vision,
                 "vision_model",
                 &mut self.vision_model.encoder.layers,
-                cfg,
-            )?;
-        }
-        if cfg.towers.contains(&Tower::Text) {
-            lora::attach(
-                &scope,
+            ),
+            (
                 Tower::Text,
                 "text_model",
                 &mut self.text_model.encoder.layers,
-                cfg,
-            )?;
+            ),
+        ] {
+            if cfg.towers.contains(&tower) {
+                lora::attach(&scope, tower, prefix, layers, cfg)?;
+            }
         }
         let added = scope.into_params();
         let count = added.iter().map(Param::numel).sum();

@@ -132,6 +132,21 @@ fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
     Dataset::load(&src).with_context(|| format!("loading {}", path.display()))
 }
 
+/// The dataset at `path`, which must have exactly the classes of `model` (`what`
+/// names the model in the error).
+fn dataset_for(path: &Path, model: &ClipClassifier, what: &str) -> anyhow::Result<Dataset> {
+    let ds = dataset_from(path)?;
+    if ds.classes() != model.class_names() {
+        bail!(
+            "{} has classes {:?}, {what} {:?}",
+            path.display(),
+            ds.classes(),
+            model.class_names()
+        );
+    }
+    Ok(ds)
+}
+
 fn write_jsonl<T: serde::Serialize>(out: &mut impl Write, rows: &[T]) -> anyhow::Result<()> {
     for r in rows {
         writeln!(out, "{}", serde_json::to_string(r)?)?;
@@ -146,15 +161,7 @@ fn run_eval(
     output: Option<&Path>,
     batch_size: usize,
 ) -> anyhow::Result<ExitCode> {
-    let ds = dataset_from(data)?;
-    if ds.classes() != model.class_names() {
-        bail!(
-            "{} has classes {:?}, the model {:?}",
-            data.display(),
-            ds.classes(),
-            model.class_names()
-        );
-    }
+    let ds = dataset_for(data, model, "the model")?;
     let mut cfg = RunConfig::default();
     cfg.data.eval_batch_size = Some(batch_size.max(1));
     let loader = eval_loader(&cfg, ds, pipeline)?;
@@ -417,15 +424,7 @@ pub fn wise(
     let mut ft = load_classifier(&vs, fine_tuned)?;
     let vs0 = nn::VarStore::new(tch::Device::Cpu);
     let zs = clip_train::zero_shot_like(&vs0, zero_shot, &ft, &[template.to_string()], tokenizer)?;
-    let ds = dataset_from(data)?;
-    if ds.classes() != ft.class_names() {
-        bail!(
-            "{} has classes {:?}, the fine-tuned model {:?}",
-            data.display(),
-            ds.classes(),
-            ft.class_names()
-        );
-    }
+    let ds = dataset_for(data, &ft, "the fine-tuned model")?;
     let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, batch_size)?;
     for p in &report.points {
         let bar = "#".repeat((p.accuracy * 40.0).round() as usize);
