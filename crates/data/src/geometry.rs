@@ -1,5 +1,7 @@
 //! Flips, crops and rotation with torchvision's (PIL) conventions.
 
+use serde::{Deserialize, Serialize};
+
 use crate::image::RgbImage;
 use crate::resample::Interpolation;
 use crate::rng::SampleRng;
@@ -34,22 +36,59 @@ pub fn crop(img: &RgbImage, top: i64, left: i64, height: usize, width: usize) ->
     out
 }
 
+/// Where a centre crop starts along an axis that is longer than the crop. The two
+/// libraries CLIP users compare against disagree by one pixel when the difference
+/// `size - crop` is odd (e.g. a 95-pixel side cropped to 64: 16 vs 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CropConvention {
+    /// torchvision's `CenterCrop`: `round((size - crop) / 2)`, ties to even.
+    #[default]
+    Torchvision,
+    /// transformers' image processors (`CLIPImageProcessor`, slow and fast):
+    /// `(size - crop) // 2`.
+    Transformers,
+}
+
 /// torchvision's `center_crop`: zero-padded when larger than the image, offsets
 /// `round((size - crop) / 2)` (ties to even, as Python's `round`).
 pub fn center_crop(img: &RgbImage, height: usize, width: usize) -> RgbImage {
-    let (top, left) = center_crop_offsets(img.width, img.height, width, height);
+    center_crop_as(img, height, width, CropConvention::Torchvision)
+}
+
+/// A centre crop with the offsets of `convention`; where the crop is larger than
+/// the image, the image sits at `(crop - size) // 2` in zero padding (both
+/// torchvision and transformers' default `CLIPImageProcessor`).
+pub fn center_crop_as(
+    img: &RgbImage,
+    height: usize,
+    width: usize,
+    convention: CropConvention,
+) -> RgbImage {
+    let (top, left) = center_crop_offsets(img.width, img.height, width, height, convention);
     crop(img, top, left, height, width)
 }
 
-/// `(top, left)` of torchvision's centre crop of `crop_w x crop_h` from a
-/// `w x h` image (negative: zero padding).
-pub(crate) fn center_crop_offsets(w: usize, h: usize, crop_w: usize, crop_h: usize) -> (i64, i64) {
+/// `(top, left)` of a centre crop of `crop_w x crop_h` from a `w x h` image
+/// (negative: zero padding).
+pub(crate) fn center_crop_offsets(
+    w: usize,
+    h: usize,
+    crop_w: usize,
+    crop_h: usize,
+    convention: CropConvention,
+) -> (i64, i64) {
     let offset = |size: usize, crop: usize| {
         let (size, crop) = (size as i64, crop as i64);
         if crop > size {
             -((crop - size) / 2)
         } else {
-            ((size - crop) as f64 / 2.0).round_ties_even() as i64
+            match convention {
+                CropConvention::Torchvision => {
+                    ((size - crop) as f64 / 2.0).round_ties_even() as i64
+                }
+                CropConvention::Transformers => (size - crop) / 2,
+            }
         }
     };
     (offset(h, crop_h), offset(w, crop_w))

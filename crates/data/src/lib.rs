@@ -40,7 +40,8 @@ pub use color::{
 };
 pub use error::DataError;
 pub use geometry::{
-    affine, center_crop, crop, hflip, random_resized_crop_params, rotate, tv_affine,
+    CropConvention, affine, center_crop, center_crop_as, crop, hflip, random_resized_crop_params,
+    rotate, tv_affine,
 };
 pub use image::RgbImage;
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels};

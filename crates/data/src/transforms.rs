@@ -20,7 +20,8 @@ use crate::DataError;
 use crate::augment::{self, AugmentSpace, apply_augment_op};
 use crate::color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation};
 use crate::geometry::{
-    center_crop, center_crop_offsets, crop, hflip, random_resized_crop_params, rotate, sample_box,
+    CropConvention, center_crop_as, center_crop_offsets, crop, hflip, random_resized_crop_params,
+    rotate, sample_box,
 };
 use crate::image::RgbImage;
 use crate::normalize::Normalize;
@@ -45,8 +46,13 @@ pub enum TransformConfig {
         #[serde(default)]
         interpolation: Interpolation,
     },
+    /// Centre crop (zero-padded where the image is smaller). `convention` picks
+    /// the offset rule on odd differences: `"torchvision"` (the default, as
+    /// `transforms.CenterCrop`) or `"transformers"` (as `CLIPImageProcessor`).
     CenterCrop {
         size: Size,
+        #[serde(default)]
+        convention: CropConvention,
     },
     RandomResizedCrop {
         size: Size,
@@ -262,7 +268,7 @@ impl Pipeline {
             }
             match op {
                 TransformConfig::Resize { size, .. }
-                | TransformConfig::CenterCrop { size }
+                | TransformConfig::CenterCrop { size, .. }
                 | TransformConfig::RandomResizedCrop { size, .. } => {
                     let (h, w) = size.hw();
                     if h == 0 || w == 0 {
@@ -353,8 +359,16 @@ impl Pipeline {
     }
 
     /// CLIP's evaluation preprocessing (transformers' `CLIPImageProcessor`): shorter
-    /// side to `size` with bicubic, centre crop `size`, rescale, CLIP normalisation.
+    /// side to `size` with bicubic, centre crop `size` at transformers' offsets,
+    /// rescale, CLIP normalisation.
     pub fn clip_eval(size: usize) -> Self {
+        Self::clip_processor(size, Normalize::clip())
+    }
+
+    /// transformers' `CLIPImageProcessor` with `shortest_edge = crop = size` and the
+    /// given statistics: bicubic resize of the shorter side, centre crop with
+    /// transformers' offsets (`(size - crop) // 2`), rescale and normalise.
+    pub fn clip_processor(size: usize, norm: Normalize) -> Self {
         Self {
             ops: vec![
                 TransformConfig::Resize {
@@ -363,10 +377,11 @@ impl Pipeline {
                 },
                 TransformConfig::CenterCrop {
                     size: Size::One(size),
+                    convention: CropConvention::Transformers,
                 },
                 TransformConfig::Normalize {
-                    mean: Normalize::CLIP_MEAN,
-                    std: Normalize::CLIP_STD,
+                    mean: norm.mean,
+                    std: norm.std,
                 },
             ],
         }
@@ -421,13 +436,16 @@ impl Pipeline {
                     size,
                     interpolation,
                 },
-                Some(TransformConfig::CenterCrop { size: crop }),
+                Some(TransformConfig::CenterCrop {
+                    size: crop,
+                    convention,
+                }),
             ) = (&self.ops[i], self.ops.get(i + 1))
             {
                 let (w, h) = resize_target(*size, &img);
                 let (ch, cw) = crop.hw();
                 if ch <= h && cw <= w {
-                    let (top, left) = center_crop_offsets(w, h, cw, ch);
+                    let (top, left) = center_crop_offsets(w, h, cw, ch, *convention);
                     let window = [left as usize, top as usize, cw, ch];
                     img = resize_window(&img, w, h, *interpolation, window);
                     i += 2;
@@ -537,7 +555,7 @@ impl Pipeline {
         let mut size = None;
         for op in &self.ops {
             match op {
-                TransformConfig::CenterCrop { size: s }
+                TransformConfig::CenterCrop { size: s, .. }
                 | TransformConfig::RandomResizedCrop { size: s, .. } => size = Some(s.hw()),
                 TransformConfig::Resize {
                     size: Size::Hw([h, w]),
@@ -570,9 +588,9 @@ fn apply_one(op: &TransformConfig, img: RgbImage, rng: &mut SampleRng) -> RgbIma
             let (w, h) = resize_target(*size, &img);
             resize(&img, w, h, *interpolation)
         }
-        TransformConfig::CenterCrop { size } => {
+        TransformConfig::CenterCrop { size, convention } => {
             let (h, w) = size.hw();
-            center_crop(&img, h, w)
+            center_crop_as(&img, h, w, *convention)
         }
         TransformConfig::RandomResizedCrop {
             size,

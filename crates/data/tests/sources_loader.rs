@@ -260,6 +260,7 @@ fn bad_transform_configs_name_their_position() {
             },
             TransformConfig::CenterCrop {
                 size: clip_data::Size::One(8),
+                convention: Default::default(),
             },
         ],
         "data.train_transforms",
@@ -363,6 +364,7 @@ fn u8_batches_normalise_to_the_f32_batches() {
         vec![
             TransformConfig::CenterCrop {
                 size: clip_data::Size::One(8),
+                convention: Default::default(),
             },
             TransformConfig::RandomErasing {
                 p: 0.5,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use tch::nn;
 
-use clip_data::{Interpolation, Normalize, Pipeline, Size, SourceConfig, TransformConfig};
+use clip_data::{Normalize, Pipeline, SourceConfig};
 use clip_model::{ClipClassifier, ModelFiles, save_peft_adapter, write_atomic};
 
 use crate::config::RunConfig;
@@ -81,19 +81,8 @@ pub fn eval_pipeline_for(model_dir: &Path, image_size: usize) -> Result<Pipeline
             (Some(mean), Some(std)) => Normalize { mean, std },
             _ => Normalize::clip(),
         };
-        let ops = vec![
-            TransformConfig::Resize {
-                size: Size::One(image_size),
-                interpolation: Interpolation::Bicubic,
-            },
-            TransformConfig::CenterCrop {
-                size: Size::One(image_size),
-            },
-            TransformConfig::Normalize {
-                mean: norm.mean,
-                std: norm.std,
-            },
-        ];
+        // Validated: the statistics come from a file (a zero std is an error).
+        let ops = Pipeline::clip_processor(image_size, norm).ops().to_vec();
         return Ok(Pipeline::new(ops, "preprocessor_config.json")?);
     }
     match run_config_of(model_dir)? {
