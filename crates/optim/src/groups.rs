@@ -24,7 +24,11 @@ pub enum LrPolicy {
         head_lr: Option<f64>,
     },
     /// The tutorial's `get_parameter_groups`: vision block `i` gets
-    /// `lr * decay^(L - 1 - i)`, every other parameter `lr`.
+    /// `lr * decay^(L - 1 - i)`, every other parameter `lr`. The tutorial's code
+    /// also leaves the text encoder's blocks out of the optimizer (their names
+    /// contain "encoder.layers"); here they get `lr` when the text tower is not in
+    /// `frozen_towers`. For classification this is the same training: the text
+    /// tower gets no gradient.
     TutorialLlrd { decay: f64 },
     /// The tutorial's discriminative fine-tuning: bottom / middle / top thirds of
     /// each tower's blocks (embeddings with the bottom, post-norm and projection with
@@ -306,6 +310,51 @@ impl GroupReport {
             })
             .collect();
         Self { rows }
+    }
+}
+
+/// One tensor of a model, by its Hugging Face name, with the group that optimises
+/// it: what `train-cli inspect --json` lists so a config can be checked against
+/// another script tensor by tensor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorRow {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub tower: Tower,
+    pub depth: u32,
+    /// `None`: in a frozen tower, so not in the optimizer at all.
+    pub group: Option<String>,
+    pub lr: Option<f64>,
+    pub weight_decay: Option<f64>,
+    /// Whether it currently requires gradients.
+    pub trainable: bool,
+}
+
+impl TensorRow {
+    /// Every tensor of `table` in model order, placed in `groups` (at the LRs
+    /// `lrs`, one per group).
+    pub fn list(table: &ParamTable, groups: &[ParamGroup], lrs: &[f64]) -> Vec<TensorRow> {
+        let placed: std::collections::HashMap<&str, (&ParamGroup, f64)> = groups
+            .iter()
+            .zip(lrs)
+            .flat_map(|(g, &lr)| g.params.iter().map(move |(n, _)| (n.as_str(), (g, lr))))
+            .collect();
+        table
+            .iter()
+            .map(|p| {
+                let g = placed.get(p.name.as_str());
+                TensorRow {
+                    name: p.name.clone(),
+                    shape: p.tensor.size(),
+                    tower: p.tag.tower,
+                    depth: p.tag.depth,
+                    group: g.map(|(g, _)| g.name.clone()),
+                    lr: g.map(|&(_, lr)| lr),
+                    weight_decay: g.map(|(g, _)| g.weight_decay),
+                    trainable: p.tensor.requires_grad(),
+                }
+            })
+            .collect()
     }
 }
 

@@ -32,6 +32,6 @@ mod schedule;
 pub use adamw::{AdamW, AdamWConfig};
 pub use clipping::clip_grad_norm;
 pub use error::OptimError;
-pub use groups::{GroupConfig, GroupReport, GroupRow, LrPolicy, NoDecay, ParamGroup};
+pub use groups::{GroupConfig, GroupReport, GroupRow, LrPolicy, NoDecay, ParamGroup, TensorRow};
 pub use scaler::{GradScaler, ScalerConfig};
-pub use schedule::{LrSchedule, Schedule, Warmup};
+pub use schedule::{LrSchedule, Rounding, Schedule, Warmup};

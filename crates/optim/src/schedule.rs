@@ -14,8 +14,24 @@ use crate::OptimError;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Warmup {
+    /// `warmup = 500`.
     Steps(u64),
+    /// `warmup = 0.1`: `ceil(0.1 * total)` steps, as transformers' `Trainer` turns
+    /// `warmup_ratio` into steps.
     Fraction(f64),
+    /// `warmup = { fraction = 0.1, round = "down" }`: the fraction with the
+    /// rounding named; `"down"` is the tutorial's `int(0.1 * num_training_steps)`.
+    Rounded { fraction: f64, round: Rounding },
+}
+
+/// How a warmup fraction becomes whole steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// `ceil` (transformers' `Trainer.get_warmup_steps`).
+    Up,
+    /// `int()`, truncation (the tutorial's snippet).
+    Down,
 }
 
 impl Default for Warmup {
@@ -91,17 +107,23 @@ impl Schedule {
             key: format!("optim.schedule.{key}"),
             reason,
         };
-        let warmup_steps = match self.warmup() {
-            Warmup::Steps(n) => n,
-            Warmup::Fraction(f) if (0.0..1.0).contains(&f) => {
-                (f * total_steps as f64).ceil() as u64
-            }
-            Warmup::Fraction(f) => {
+        let fraction_steps = |f: f64, round: Rounding| {
+            if !(0.0..1.0).contains(&f) {
                 return Err(bad(
                     "warmup",
                     format!("a fraction must be in [0, 1), got {f}"),
                 ));
             }
+            let steps = f * total_steps as f64;
+            Ok(match round {
+                Rounding::Up => steps.ceil(),
+                Rounding::Down => steps.floor(),
+            } as u64)
+        };
+        let warmup_steps = match self.warmup() {
+            Warmup::Steps(n) => n,
+            Warmup::Fraction(f) => fraction_steps(f, Rounding::Up)?,
+            Warmup::Rounded { fraction, round } => fraction_steps(fraction, round)?,
         };
         if total_steps > 0 && warmup_steps >= total_steps {
             return Err(bad(
@@ -235,6 +257,31 @@ mod tests {
         );
         let err = toml::from_str::<Schedule>("kind = \"cosine\"\nwarmpu = 3").unwrap_err();
         assert!(err.to_string().contains("warmpu"), "{err}");
+    }
+
+    #[test]
+    fn warmup_fraction_rounds_up_unless_told_down() {
+        // 0.1 * 37 = 3.7: transformers' Trainer takes 4, the tutorial's int() 3.
+        assert_eq!(cosine(Warmup::Fraction(0.1), 0.0, 37).warmup_steps(), 4);
+        let s: Schedule =
+            toml::from_str("kind = \"cosine\"\nwarmup = { fraction = 0.1, round = \"down\" }")
+                .unwrap();
+        assert_eq!(s.build(37).unwrap().warmup_steps(), 3);
+        assert_eq!(s.build(40).unwrap().warmup_steps(), 4);
+        let up: Schedule =
+            toml::from_str("kind = \"cosine\"\nwarmup = { fraction = 0.1, round = \"up\" }")
+                .unwrap();
+        assert_eq!(up.build(37).unwrap().warmup_steps(), 4);
+        let err = Schedule::Cosine {
+            warmup: Warmup::Rounded {
+                fraction: 1.0,
+                round: Rounding::Down,
+            },
+            min_lr_ratio: 0.0,
+        }
+        .build(50)
+        .unwrap_err();
+        assert!(err.to_string().contains("optim.schedule.warmup"), "{err}");
     }
 
     #[test]

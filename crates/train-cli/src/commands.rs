@@ -329,9 +329,10 @@ pub fn inspect(
             let lrs: Vec<f64> = groups.iter().map(|g| g.base_lr).collect();
             let report = clip_optim::GroupReport::new(&groups, &lrs);
             if json {
+                let tensors = clip_optim::TensorRow::list(model.params(), &groups, &lrs);
                 println!(
                     "{}",
-                    serde_json::json!({"parameters": model.report(), "groups": report})
+                    serde_json::json!({"parameters": model.report(), "groups": report, "tensors": tensors})
                 );
             } else {
                 println!("{}\n{report}", model.report());

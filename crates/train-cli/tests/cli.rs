@@ -182,6 +182,33 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert!(o.status.success());
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["groups"]["rows"].as_array().unwrap().len() > 3);
+    // Every tensor by its Hugging Face name, with its group's LR and decay: smoke's
+    // llrd (lr 3e-3, decay 0.9, 2 blocks) gives block 1 lr * 0.9^(2 + 1 - 2).
+    let tensors = r["tensors"].as_array().unwrap();
+    let tensor = |name: &str| tensors.iter().find(|t| t["name"] == name).unwrap();
+    let fc1 = tensor("vision_model.encoder.layers.1.mlp.fc1.weight");
+    assert!(
+        (fc1["lr"].as_f64().unwrap() - 2.7e-3).abs() < 1e-12,
+        "{fc1}"
+    );
+    assert_eq!(fc1["weight_decay"].as_f64(), Some(0.01), "{fc1}");
+    assert_eq!(fc1["shape"], serde_json::json!([64, 32]));
+    let norm = tensor("vision_model.encoder.layers.1.layer_norm1.bias");
+    assert_eq!(norm["weight_decay"].as_f64(), Some(0.0), "{norm}");
+    let text = tensor("text_model.embeddings.token_embedding.weight");
+    assert!(text["group"].is_null() && text["lr"].is_null(), "{text}");
+    let numel: i64 = tensors
+        .iter()
+        .map(|t| {
+            t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_i64().unwrap())
+                .product::<i64>()
+        })
+        .sum();
+    assert_eq!(numel, r["parameters"]["total"].as_i64().unwrap());
 
     let grid = tmp.path().join("grid.png");
     let o = run(bin()

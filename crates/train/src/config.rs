@@ -406,6 +406,9 @@ pub struct TrainSection {
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
     pub precision: Precision,
+    /// The precision used instead when the run lands on the CPU (e.g. `"fp32"`
+    /// for the tutorial's `torch.cuda.amp`, which turns itself off there).
+    pub precision_on_cpu: Option<Precision>,
     pub gradient_checkpointing: bool,
     pub label_smoothing: f64,
     pub unfreeze: Unfreeze,
@@ -425,6 +428,7 @@ impl Default for TrainSection {
             max_steps: None,
             grad_accum: 1,
             precision: Precision::Fp32,
+            precision_on_cpu: None,
             gradient_checkpointing: false,
             label_smoothing: 0.1,
             unfreeze: Unfreeze::All,

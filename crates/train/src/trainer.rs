@@ -507,7 +507,7 @@ impl Trainer {
         Self::build(cfg, run_dir.to_path_buf(), Some(ckpt))
     }
 
-    fn build(cfg: RunConfig, run_dir: PathBuf, resume: Option<PathBuf>) -> Result<Self> {
+    fn build(mut cfg: RunConfig, run_dir: PathBuf, resume: Option<PathBuf>) -> Result<Self> {
         if cfg.train.gradient_checkpointing {
             // Returns freed activations to the OS so checkpointing's saving shows;
             // mmap-backed buffers cost page faults, so only when it pays.
@@ -517,6 +517,17 @@ impl Trainer {
             tch::set_num_threads(cfg.run.threads as i32);
         }
         let device = cfg.run.device.device()?;
+        if let Some(p) = cfg.train.precision_on_cpu.filter(|_| device == Device::Cpu) {
+            if p != cfg.train.precision {
+                let name = |p: Precision| format!("{p:?}").to_lowercase();
+                tracing::warn!(
+                    "train.precision = \"{}\" falls back to train.precision_on_cpu = \"{}\" on the CPU",
+                    name(cfg.train.precision),
+                    name(p)
+                );
+            }
+            cfg.train.precision = p;
+        }
         tch::manual_seed(cfg.run.seed as i64);
         let (train_ds, val_ds) = load_datasets(&cfg)?;
         let classes = train_ds.classes().to_vec();
