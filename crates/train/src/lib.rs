@@ -30,6 +30,7 @@ mod artifacts;
 mod compare;
 mod config;
 mod error;
+mod loss;
 mod metrics;
 mod observe;
 mod plots;
@@ -50,6 +51,7 @@ pub use config::{
     TrainSection, Unfreeze,
 };
 pub use error::{Result, TrainError};
+pub use loss::{Targets, cross_entropy};
 pub use metrics::{EvalReport, Prediction, autocast, evaluate, predictions};
 pub use observe::{
     EvalRecord, Event, Log, MetricsFiles, MetricsLine, Observer, Plots, Progress, StartInfo,

@@ -19,16 +19,24 @@ pub struct StepMetrics {
     /// Optimizer steps done, this one included.
     pub step: u64,
     /// Mean training loss over the step's micro-batches.
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss: f64,
     /// The largest group LR used by this step (the head's under LLRD).
     pub lr: f64,
-    /// Global gradient norm before clipping.
+    /// Global gradient norm before clipping (not finite on a skipped step).
+    #[serde(deserialize_with = "nan_if_null")]
     pub grad_norm: f64,
     /// The GradScaler's scale (fp16 only).
     pub loss_scale: Option<f64>,
     pub images_per_s: f64,
     /// The step was skipped by the GradScaler (inf/NaN gradients).
     pub skipped: bool,
+}
+
+/// `null`, what JSON holds for a NaN or infinite value, reads back as NaN (so the
+/// lines of skipped fp16 steps are not lost when metrics.jsonl is read).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// One evaluation.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Tensor, nn};
 
 use clip_data::{
     Batch, Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline, SourceConfig,
@@ -20,6 +20,7 @@ use clip_optim::{AdamW, GradScaler, GroupReport, LrSchedule, ParamGroup, clip_gr
 
 use crate::config::{Metric, RunConfig};
 use crate::error::{Result, TrainError};
+use crate::loss::{Targets, cross_entropy};
 use crate::metrics::{EvalReport, autocast, evaluate};
 use crate::observe::{EvalRecord, Event, Observer, StartInfo, StepMetrics};
 use crate::policies::{
@@ -697,20 +698,14 @@ impl Trainer {
 
     fn loss(&self, logits: &Tensor, batch: &Batch, y: &Tensor) -> Result<Tensor> {
         let ls = self.cfg.train.label_smoothing;
-        let logits = logits.to_kind(Kind::Float);
-        Ok(match &batch.targets {
+        match &batch.targets {
             Some(t) => {
                 let k = logits.size()[1];
                 let t = Tensor::from_slice(t).view([-1, k]).to_device(self.device);
-                let t = t * (1.0 - ls) + ls / k as f64;
-                -(t * logits.log_softmax(-1, Kind::Float))
-                    .sum_dim_intlist(-1, false, Kind::Float)
-                    .mean(Kind::Float)
+                cross_entropy(logits, Targets::Soft(&t), ls)
             }
-            None => {
-                logits.f_cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, ls)?
-            }
-        })
+            None => cross_entropy(logits, Targets::Classes(y), ls),
+        }
     }
 
     /// One micro-batch forward and backward; returns the unscaled loss.
@@ -860,13 +855,15 @@ impl Trainer {
         Ok(decision)
     }
 
-    /// One optimizer step over `n` micro-batches drawn from `iter`.
-    fn train_step(
+    /// Forward and backward over the next `n` micro-batches of `iter`, each loss
+    /// weighted `1 / n` (PyTorch's `loss / accumulation_steps`, over the micro-batches
+    /// this step has); returns the mean loss and the number of images.
+    fn accumulate(
         &mut self,
         iter: &mut clip_data::EpochIter,
         n: usize,
         epoch: u64,
-    ) -> Result<StepOutcome> {
+    ) -> Result<(f64, usize)> {
         let accum = self.cfg.train.grad_accum as u64;
         let seed = self.cfg.run.seed as i64;
         let (mut step_loss, mut images) = (0.0, 0usize);
@@ -889,6 +886,54 @@ impl Trainer {
             step_loss += l / n as f64;
             images += batch.len();
         }
+        Ok((step_loss, images))
+    }
+
+    /// The gradients the loop accumulates for the optimizer step that starts at
+    /// batch `first_batch` of `epoch` (up to `train.grad_accum` micro-batches, each
+    /// loss weighted `1 / n`): what unscaling, clipping and AdamW then act on (under
+    /// fp16 still multiplied by the loss scale), by parameter name. Nothing is
+    /// stepped and the gradients are cleared afterwards.
+    pub fn step_gradients(
+        &mut self,
+        epoch: u64,
+        first_batch: usize,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let batches = self.train.batches_per_epoch();
+        let n = self
+            .cfg
+            .train
+            .grad_accum
+            .min(batches.saturating_sub(first_batch));
+        if n == 0 {
+            return Err(TrainError::config(
+                "data",
+                format!("epoch {epoch} has {batches} batches, none from {first_batch}"),
+            ));
+        }
+        self.opt.zero_grad();
+        let mut iter = self.train.epoch(epoch, first_batch);
+        self.accumulate(&mut iter, n, epoch)?;
+        let grads = self
+            .opt
+            .groups()
+            .iter()
+            .flat_map(|g| &g.params)
+            .filter(|(_, t)| t.grad().defined())
+            .map(|(name, t)| (name.clone(), t.grad().detach().copy()))
+            .collect();
+        self.opt.zero_grad();
+        Ok(grads)
+    }
+
+    /// One optimizer step over `n` micro-batches drawn from `iter`.
+    fn train_step(
+        &mut self,
+        iter: &mut clip_data::EpochIter,
+        n: usize,
+        epoch: u64,
+    ) -> Result<StepOutcome> {
+        let (step_loss, images) = self.accumulate(iter, n, epoch)?;
         let factor = self.schedule.factor_at(self.state.global_step);
         self.opt.set_lr_factor(factor);
         if let Some(s) = self.scaler.as_mut() {
