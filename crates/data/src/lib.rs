@@ -53,4 +53,4 @@ pub use rng::SampleRng;
 pub use sources::{
     Dataset, FASHION_MNIST_CLASSES, IMAGE_EXTENSIONS, SourceConfig, Summary, read_idx,
 };
-pub use transforms::{Pipeline, Size, TransformConfig, resized_crop};
+pub use transforms::{JitterParams, Pipeline, Size, TransformConfig, resized_crop, rotation_angle};

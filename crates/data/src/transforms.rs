@@ -616,18 +616,13 @@ fn apply_one(op: &TransformConfig, img: RgbImage, rng: &mut SampleRng) -> RgbIma
             hue,
         } => {
             let mut img = img;
-            let order = rng.permutation(4);
-            let factor = |rng: &mut SampleRng, x: f64| rng.uniform((1.0 - x).max(0.0), 1.0 + x);
-            let b = factor(rng, *brightness);
-            let c = factor(rng, *contrast);
-            let s = factor(rng, *saturation);
-            let h = rng.uniform(-hue, *hue);
-            for i in order {
+            let p = JitterParams::draw([*brightness, *contrast, *saturation, *hue], rng);
+            for i in p.order {
                 match i {
-                    0 if *brightness > 0.0 => adjust_brightness(&mut img, b),
-                    1 if *contrast > 0.0 => adjust_contrast(&mut img, c),
-                    2 if *saturation > 0.0 => adjust_saturation(&mut img, s),
-                    3 if *hue > 0.0 => adjust_hue(&mut img, h),
+                    0 if *brightness > 0.0 => adjust_brightness(&mut img, p.brightness),
+                    1 if *contrast > 0.0 => adjust_contrast(&mut img, p.contrast),
+                    2 if *saturation > 0.0 => adjust_saturation(&mut img, p.saturation),
+                    3 if *hue > 0.0 => adjust_hue(&mut img, p.hue),
                     _ => {}
                 }
             }
@@ -637,10 +632,7 @@ fn apply_one(op: &TransformConfig, img: RgbImage, rng: &mut SampleRng) -> RgbIma
             degrees,
             interpolation,
             fill,
-        } => {
-            let angle = rng.uniform(-degrees, *degrees);
-            rotate(&img, angle, *interpolation, *fill)
-        }
+        } => rotate(&img, rotation_angle(*degrees, rng), *interpolation, *fill),
         TransformConfig::TrivialAugmentWide {
             num_magnitude_bins,
             interpolation,
@@ -671,6 +663,45 @@ fn apply_one(op: &TransformConfig, img: RgbImage, rng: &mut SampleRng) -> RgbIma
         | TransformConfig::ToTensor
         | TransformConfig::RandomErasing { .. } => img,
     }
+}
+
+/// torchvision's `ColorJitter.get_params`: a random order of the four adjustments
+/// (0 brightness, 1 contrast, 2 saturation, 3 hue) and factors drawn uniformly from
+/// `[max(0, 1 - x), 1 + x]` (hue from `[-h, h]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JitterParams {
+    pub order: Vec<usize>,
+    pub brightness: f64,
+    pub contrast: f64,
+    pub saturation: f64,
+    pub hue: f64,
+}
+
+impl JitterParams {
+    /// Draws for `[brightness, contrast, saturation, hue]` strengths.
+    pub fn draw(strength: [f64; 4], rng: &mut SampleRng) -> Self {
+        let order = rng.permutation(4);
+        let mut factor = |x: f64| rng.uniform((1.0 - x).max(0.0), 1.0 + x);
+        let (brightness, contrast, saturation) = (
+            factor(strength[0]),
+            factor(strength[1]),
+            factor(strength[2]),
+        );
+        let hue = rng.uniform(-strength[3], strength[3]);
+        Self {
+            order,
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        }
+    }
+}
+
+/// torchvision's `RandomRotation.get_params`: an angle uniform in
+/// `[-degrees, degrees]`.
+pub fn rotation_angle(degrees: f64, rng: &mut SampleRng) -> f64 {
+    rng.uniform(-degrees, degrees)
 }
 
 /// torchvision's `resized_crop`: crop `height x width` at `(top, left)`, then
