@@ -181,7 +181,10 @@ impl Loader {
             ));
         }
         let size = pipeline.output_size().ok_or_else(|| {
-            DataError::config("data.transforms", "must end in a fixed size: add `center_crop` or `random_resized_crop` (or resize to [h, w])")
+            DataError::config(
+                pipeline.section(),
+                "must end in a fixed size: add `center_crop` or `random_resized_crop` (or resize to [h, w])",
+            )
         })?;
         if config.output == Output::U8 && (config.mix.enabled() || pipeline.erases()) {
             return Err(DataError::config(
@@ -344,7 +347,7 @@ impl Loader {
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| DataError::config("data.source", "is empty")))
+        Err(first_err.unwrap_or_else(|| DataError::config("data", "the dataset is empty")))
     }
 
     /// The batches of `epoch` from `start` on, prepared `prefetch` ahead on a

@@ -99,9 +99,12 @@ mod tests {
             )
             .unwrap();
         }
-        let ds = Dataset::load(&SourceConfig::ImageFolder {
-            path: dir.path().into(),
-        })
+        let ds = Dataset::load(
+            &SourceConfig::ImageFolder {
+                path: dir.path().into(),
+            },
+            "data.train",
+        )
         .unwrap();
         let ops: Vec<TransformConfig> = toml::from_str::<toml::Table>(
             "ops = [{ op = \"random_resized_crop\", size = 12, scale = [0.3, 1.0] }, { op = \"random_horizontal_flip\" }]",

@@ -98,15 +98,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
 }
 
 impl Dataset {
-    pub fn load(cfg: &SourceConfig) -> Result<Self, DataError> {
+    /// Reads the source that config key `key` (e.g. `data.train`, or a flag such as
+    /// `--data`) describes; errors about its settings name `key`'s fields.
+    pub fn load(cfg: &SourceConfig, key: &str) -> Result<Self, DataError> {
         match cfg {
-            SourceConfig::ImageFolder { path } => Self::image_folder(path),
+            SourceConfig::ImageFolder { path } => Self::image_folder(path, key),
             SourceConfig::Csv { path } => Self::csv(path),
             SourceConfig::Idx {
                 images,
                 labels,
                 class_names,
-            } => Self::idx(images, labels, class_names.clone()),
+            } => Self::idx(images, labels, class_names.clone(), key),
         }
     }
 
@@ -125,7 +127,7 @@ impl Dataset {
         }
     }
 
-    fn image_folder(root: &Path) -> Result<Self, DataError> {
+    fn image_folder(root: &Path, key: &str) -> Result<Self, DataError> {
         let mut classes: Vec<String> = std::fs::read_dir(root)
             .map_err(io(root))?
             .filter_map(Result::ok)
@@ -135,7 +137,7 @@ impl Dataset {
         classes.sort();
         if classes.is_empty() {
             return Err(DataError::config(
-                "data.source.path",
+                format!("{key}.path"),
                 format!(
                     "{} has no class folders (expected root/class_name/image.jpg)",
                     root.display()
@@ -213,12 +215,13 @@ impl Dataset {
         images: &Path,
         labels: &Path,
         class_names: Option<Vec<String>>,
+        key: &str,
     ) -> Result<Self, DataError> {
         let (dims, pixels) = read_idx(images)?;
         let (ldims, label_bytes) = read_idx(labels)?;
         if dims.len() != 3 || ldims.len() != 1 || dims[0] != ldims[0] {
             return Err(DataError::config(
-                "data.source",
+                key,
                 format!(
                     "IDX files do not match: {} has dims {dims:?}, {} has {ldims:?} (expected [n, rows, cols] and [n])",
                     images.display(),
@@ -232,7 +235,7 @@ impl Dataset {
             Some(names) if names.len() >= n_classes => names,
             Some(names) => {
                 return Err(DataError::config(
-                    "data.source.class_names",
+                    format!("{key}.class_names"),
                     format!("{} names for labels up to {}", names.len(), n_classes - 1),
                 ));
             }

@@ -185,6 +185,8 @@ impl Size {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
     ops: Vec<TransformConfig>,
+    /// The config key the list came from (named in the loader's errors).
+    section: String,
 }
 
 /// The area-fraction and aspect-ratio ranges of a box sampler (RandomResizedCrop
@@ -352,7 +354,10 @@ impl Pipeline {
             }
         }
         if problems.is_empty() {
-            Ok(Self { ops })
+            Ok(Self {
+                ops,
+                section: section.to_string(),
+            })
         } else {
             Err(DataError::config(section, problems.join("; ")))
         }
@@ -370,6 +375,7 @@ impl Pipeline {
     /// transformers' offsets (`(size - crop) // 2`), rescale and normalise.
     pub fn clip_processor(size: usize, norm: Normalize) -> Self {
         Self {
+            section: "data.eval_transforms".into(),
             ops: vec![
                 TransformConfig::Resize {
                     size: Size::One(size),
@@ -394,6 +400,7 @@ impl Pipeline {
     /// snippet).
     pub fn tutorial_train(size: usize, norm: Normalize) -> Self {
         Self {
+            section: "data.train_transforms".into(),
             ops: vec![
                 TransformConfig::RandomResizedCrop {
                     size: Size::One(size),
@@ -423,6 +430,11 @@ impl Pipeline {
 
     pub fn ops(&self) -> &[TransformConfig] {
         &self.ops
+    }
+
+    /// The config key of the list (`data.train_transforms`, `data.eval_transforms`).
+    pub fn section(&self) -> &str {
+        &self.section
     }
 
     /// Runs the 8-bit image operations (everything but `normalize`/`to_tensor`).
@@ -504,8 +516,8 @@ impl Pipeline {
     ) -> Result<(usize, usize), DataError> {
         if self.erases() {
             return Err(DataError::config(
-                "random_erasing",
-                "needs f32 output (it erases normalised values)",
+                "data.loader.output",
+                "random_erasing needs f32 output (it erases normalised values)",
             ));
         }
         let img = self.apply_u8(img, rng);

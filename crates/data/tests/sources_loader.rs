@@ -40,7 +40,11 @@ fn train_pipeline() -> Pipeline {
 
 fn folder_dataset(root: &Path) -> Dataset {
     folder(root);
-    Dataset::load(&SourceConfig::ImageFolder { path: root.into() }).unwrap()
+    Dataset::load(
+        &SourceConfig::ImageFolder { path: root.into() },
+        "data.train",
+    )
+    .unwrap()
 }
 
 #[test]
@@ -57,11 +61,18 @@ fn image_folder_sorts_classes_recurses_and_reports_skipped_files() {
     // torchvision's order: a folder's own files (sorted) before its subfolders'.
     assert!(ds.name(0).ends_with("bird/1.png") && ds.name(4).ends_with("bird/nested/0.png"));
     assert_eq!(ds.image(0).unwrap().width, 41);
-    let err = Dataset::load(&SourceConfig::ImageFolder {
-        path: dir.path().join("cat/nested"),
-    })
+    let err = Dataset::load(
+        &SourceConfig::ImageFolder {
+            path: dir.path().join("cat/nested"),
+        },
+        "data.train",
+    )
     .unwrap_err();
-    assert!(err.to_string().contains("no class folders"), "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains("no class folders") && err.contains("data.train.path"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -74,12 +85,12 @@ fn csv_manifest_resolves_paths_relative_to_its_folder() {
         "path,label\ncat/1.png,cat\ndog/1.png,dog\n\"dog/2.png\",dog\n",
     )
     .unwrap();
-    let ds = Dataset::load(&SourceConfig::Csv { path: csv.clone() }).unwrap();
+    let ds = Dataset::load(&SourceConfig::Csv { path: csv.clone() }, "data.train").unwrap();
     assert_eq!(ds.classes(), ["cat", "dog"]);
     assert_eq!((0..3).map(|i| ds.label(i)).collect::<Vec<_>>(), [0, 1, 1]);
     assert_eq!(ds.image(2).unwrap().width, 42);
     std::fs::write(&csv, "file,class\ncat/1.png,cat\n").unwrap();
-    let err = Dataset::load(&SourceConfig::Csv { path: csv })
+    let err = Dataset::load(&SourceConfig::Csv { path: csv }, "data.train")
         .unwrap_err()
         .to_string();
     assert!(
@@ -114,14 +125,14 @@ fn idx_files_plain_and_gzipped() {
         labels: dir.path().join("labels.idx.gz"),
         class_names: None,
     };
-    let ds = Dataset::load(&cfg).unwrap();
+    let ds = Dataset::load(&cfg, "data.train").unwrap();
     assert_eq!(ds.classes(), ["0", "1", "2"]);
     assert_eq!(ds.label(0), 2);
     let img = ds.image(1).unwrap();
     assert_eq!((img.width, img.height), (5, 4));
     assert_eq!(img.pixel(0, 0), [20, 20, 20]);
     std::fs::write(dir.path().join("labels.idx.gz"), idx_bytes(&[2], &[0, 1])).unwrap();
-    let err = Dataset::load(&cfg).unwrap_err().to_string();
+    let err = Dataset::load(&cfg, "data.train").unwrap_err().to_string();
     assert!(err.contains("do not match"), "{err}");
 }
 
@@ -133,16 +144,19 @@ fn debian_fashion_mnist_loads() {
         "{} missing: run scripts/setup.sh (installs dataset-fashion-mnist)",
         root.display()
     );
-    let ds = Dataset::load(&SourceConfig::Idx {
-        images: root.join("t10k-images-idx3-ubyte.gz"),
-        labels: root.join("t10k-labels-idx1-ubyte.gz"),
-        class_names: Some(
-            clip_data::FASHION_MNIST_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        ),
-    })
+    let ds = Dataset::load(
+        &SourceConfig::Idx {
+            images: root.join("t10k-images-idx3-ubyte.gz"),
+            labels: root.join("t10k-labels-idx1-ubyte.gz"),
+            class_names: Some(
+                clip_data::FASHION_MNIST_CLASSES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+        },
+        "data.train",
+    )
     .unwrap();
     let s = ds.summary();
     assert_eq!((s.images, s.classes), (10_000, 10));
@@ -217,9 +231,12 @@ fn a_corrupt_image_is_an_error_naming_the_file_or_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     folder(dir.path());
     std::fs::write(dir.path().join("dog/broken.png"), b"\x89PNG garbage").unwrap();
-    let ds = Dataset::load(&SourceConfig::ImageFolder {
-        path: dir.path().into(),
-    })
+    let ds = Dataset::load(
+        &SourceConfig::ImageFolder {
+            path: dir.path().into(),
+        },
+        "data.train",
+    )
     .unwrap();
     let cfg = |on_corrupt| LoaderConfig {
         shuffle: false,

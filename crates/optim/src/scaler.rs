@@ -33,33 +33,39 @@ impl Default for ScalerConfig {
 }
 
 impl ScalerConfig {
+    /// Reports every bad value at once, each named `optim.scaler.<key>`.
     pub fn validate(&self) -> Result<(), OptimError> {
-        let bad = |k: &str, r: String| Err(OptimError::config(format!("train.scaler.{k}"), r));
+        let mut problems = Vec::new();
+        let mut bad = |k: &str, r: String| problems.push(format!("`optim.scaler.{k}` {r}"));
         if !(self.init_scale > 0.0 && self.init_scale.is_finite()) {
-            return bad(
+            bad(
                 "init_scale",
                 format!("must be positive, got {}", self.init_scale),
             );
         }
         if self.growth_factor <= 1.0 {
-            return bad(
+            bad(
                 "growth_factor",
                 format!("must be > 1, got {}", self.growth_factor),
             );
         }
         if !(0.0..1.0).contains(&self.backoff_factor) || self.backoff_factor == 0.0 {
-            return bad(
+            bad(
                 "backoff_factor",
                 format!("must be in (0, 1), got {}", self.backoff_factor),
             );
         }
         if self.growth_interval < 1 {
-            return bad(
+            bad(
                 "growth_interval",
                 format!("must be >= 1, got {}", self.growth_interval),
             );
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(OptimError::config("optim.scaler", problems.join("; ")))
+        }
     }
 }
 

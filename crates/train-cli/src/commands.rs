@@ -129,7 +129,7 @@ fn classifier_with_pipeline(
 
 fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
     let src = source_from_path(path)?;
-    Dataset::load(&src).with_context(|| format!("loading {}", path.display()))
+    Dataset::load(&src, "--data").with_context(|| format!("loading {}", path.display()))
 }
 
 /// The dataset at `path`, which must have exactly the classes of `model` (`what`

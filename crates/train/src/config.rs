@@ -606,7 +606,7 @@ impl RunConfig {
                 p.push("`model.lora` trains the adapters and the head: leave `train.unfreeze` at `all`".into());
             }
         }
-        if let Err(e) = m.regularization.validate("model.regularization") {
+        if let Err(e) = m.regularization.validate("model.regularization.") {
             p.push(e.to_string());
         }
         let d = &self.data;

@@ -111,10 +111,10 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     if let Some(v) = &d.val {
         check_exists("data.val", v)?;
     }
-    let all = Dataset::load(train_src)?;
+    let all = Dataset::load(train_src, "data.train")?;
     let (train, val) = match &d.val {
         Some(v) => {
-            let val = Dataset::load(v)?;
+            let val = Dataset::load(v, "data.val")?;
             if val.classes() != all.classes() {
                 return Err(TrainError::config(
                     "data.val",

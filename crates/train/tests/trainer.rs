@@ -507,8 +507,11 @@ fn wise_ft_endpoints_reproduce_the_zero_shot_and_fine_tuned_accuracies() {
         None,
     )
     .unwrap();
-    let ds = clip_data::Dataset::load(&clip_data::SourceConfig::ImageFolder { path: data.clone() })
-        .unwrap();
+    let ds = clip_data::Dataset::load(
+        &clip_data::SourceConfig::ImageFolder { path: data.clone() },
+        "data.train",
+    )
+    .unwrap();
     let mut rc = RunConfig::default();
     rc.data.eval_batch_size = Some(7);
     let loader =
