@@ -209,6 +209,17 @@ pub fn export(checkpoint: &Path, output: &Path) -> Result<Vec<String>> {
         })
         .unwrap_or_else(Normalize::clip);
     let size = model.clip.config().vision_config.image_size;
+    if let Some(ops) = run_cfg
+        .as_ref()
+        .and_then(|c| c.data.eval_transforms.as_ref())
+        && ops.as_slice() != Pipeline::clip_processor(size as usize, norm.clone()).ops()
+    {
+        tracing::warn!(
+            "the run evaluated with its own data.eval_transforms; preprocessor_config.json can only \
+             describe CLIPImageProcessor (bicubic resize, centre crop at (size - crop) // 2) with \
+             their mean and std, so transformers will preprocess slightly differently"
+        );
+    }
     let pre = serde_json::to_string_pretty(&preprocessor_json(size, &norm)).unwrap_or_default();
     write_atomic(&output.join("preprocessor_config.json"), pre.as_bytes())?;
     written.push("preprocessor_config.json".into());

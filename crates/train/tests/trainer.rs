@@ -640,9 +640,20 @@ fn exports_and_checkpoints_carry_the_runs_eval_preprocessing() {
     let from_export = clip_train::eval_pipeline_for(&out, 16).unwrap();
     let ckpt = clip_train::classifier_dir(&r.run_dir).unwrap();
     let from_ckpt = clip_train::eval_pipeline_for(&ckpt, 16).unwrap();
-    assert_eq!(from_export.ops(), from_ckpt.ops());
-    let has_imagenet = from_export.ops().iter().any(|op| {
-        matches!(op, clip_data::TransformConfig::Normalize { mean, .. } if (mean[0] - 0.485).abs() < 1e-6)
-    });
-    assert!(has_imagenet, "{:?}", from_export.ops());
+    // The checkpoint evaluates as the run did; the export as transformers will
+    // read its preprocessor_config.json: CLIPImageProcessor with the run's
+    // statistics (its centre crop follows transformers, not torchvision).
+    let run_cfg = RunConfig::load(&r.run_dir.join("config.resolved.toml"), &[]).unwrap();
+    assert_eq!(
+        from_ckpt.ops(),
+        run_cfg.data.eval_transforms.unwrap().as_slice()
+    );
+    let imagenet = clip_data::Normalize {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
+    assert_eq!(
+        from_export.ops(),
+        clip_data::Pipeline::clip_processor(16, imagenet).ops()
+    );
 }
