@@ -12,7 +12,8 @@ use clip_model::{ClipClassifier, ModelFiles, save_peft_adapter, write_atomic};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::trainer::{FitReport, latest_checkpoint};
+use crate::report::FitReport;
+use crate::run_folder::latest_checkpoint;
 
 /// The folder holding a classifier's `config.json`: `spec` itself (an export),
 /// `spec/model` (a checkpoint), or a run folder's best (else latest) checkpoint.
@@ -86,7 +87,7 @@ pub fn eval_pipeline_for(model_dir: &Path, image_size: usize) -> Result<Pipeline
         return Ok(Pipeline::new(ops, "preprocessor_config.json")?);
     }
     match run_config_of(model_dir)? {
-        Some(cfg) => Ok(crate::trainer::pipelines(&cfg, image_size)?.1),
+        Some(cfg) => Ok(crate::assembly::pipelines(&cfg, image_size)?.1),
         None => Ok(Pipeline::clip_eval(image_size)),
     }
 }

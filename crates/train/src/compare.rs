@@ -16,12 +16,13 @@ use tch::nn;
 use clip_model::{ClipClassifier, HeadInit, ModelFiles};
 use clip_optim::LrPolicy;
 
+use crate::assembly::{build_model, eval_loader, load_datasets, pipelines};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::evaluate;
 use crate::observe::{MetricsLine, read_metrics};
 use crate::plots::{Series, font, line_chart};
-use crate::trainer::{FitReport, build_model, eval_loader, load_datasets, pipelines};
+use crate::report::FitReport;
 use crate::wise_ft::{WiseReport, wise_ft};
 
 /// A training job for the runner: the config file plus overrides, run in
@@ -375,7 +376,7 @@ pub fn compare(
                     ));
                     o.push(format!("run.name={method}"));
                     let resume = run_dir.join("checkpoints").is_dir()
-                        && crate::trainer::latest_checkpoint(&run_dir).is_ok();
+                        && crate::run_folder::latest_checkpoint(&run_dir).is_ok();
                     if !resume {
                         o.push("run.overwrite=true".into());
                     }

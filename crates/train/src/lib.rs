@@ -27,8 +27,10 @@
 //! ```
 
 mod artifacts;
+mod assembly;
 mod compare;
 mod config;
+mod ema;
 mod error;
 mod loss;
 mod metrics;
@@ -36,11 +38,16 @@ mod observe;
 mod plots;
 mod policies;
 mod precision;
+mod report;
+mod run_folder;
 mod trainer;
 mod wise_ft;
 
 pub use artifacts::{
     classifier_dir, eval_pipeline_for, export, load_classifier, preprocessor_json, source_from_path,
+};
+pub use assembly::{
+    build_model, classifier_from_pretrained, eval_loader, load_datasets, param_groups, pipelines,
 };
 pub use compare::{
     CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
@@ -62,8 +69,7 @@ pub use policies::{
     CheckpointEntry, Decision, EarlyStopping, apply_unfreeze, best_entry, open_blocks, retention,
 };
 pub use precision::Precision;
-pub use trainer::{
-    BenchReport, Best, FitReport, TrainState, Trainer, build_model, classifier_from_pretrained,
-    eval_loader, latest_checkpoint, load_datasets, param_groups, peak_memory_mib, pipelines,
-};
+pub use report::{BenchReport, Best, FitReport, peak_memory_mib};
+pub use run_folder::{TrainState, latest_checkpoint};
+pub use trainer::Trainer;
 pub use wise_ft::{WisePoint, WiseReport, wise_ft, zero_shot_like};

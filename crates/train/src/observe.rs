@@ -72,7 +72,7 @@ pub enum Event<'a> {
     Step(&'a StepMetrics),
     Eval(&'a EvalRecord),
     Checkpoint(&'a Path),
-    Finish(&'a crate::trainer::FitReport),
+    Finish(&'a crate::report::FitReport),
 }
 
 /// Watches a run.

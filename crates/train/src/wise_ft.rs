@@ -12,11 +12,11 @@ use tch::{Kind, Tensor, nn};
 use clip_data::{Dataset, Pipeline};
 use clip_model::{ClipClassifier, HeadConfig, HeadInit, ModelFiles, Module};
 
+use crate::assembly::{classifier_from_pretrained, eval_loader};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::{EvalReport, evaluate};
 use crate::precision::Precision;
-use crate::trainer::{classifier_from_pretrained, eval_loader};
 
 /// One point of the sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,244 @@
+//! From a config to the parts of a run: datasets, pipelines, loaders, the model
+//! and its optimizer groups. The trainer, `compare`, `wise-ft` and the CLI build
+//! with these.
+
+use std::path::Path;
+
+use tch::nn;
+
+use clip_data::{Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline, SourceConfig};
+use clip_model::{
+    ClipClassifier, ClipConfig, ClipTokenizer, HeadConfig, HeadInit, ModelFiles, Tower,
+};
+use clip_optim::ParamGroup;
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+
+/// The datasets of a config: `(train, val)`.
+pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
+    let d = &cfg.data;
+    let train_src = d
+        .train
+        .as_ref()
+        .ok_or_else(|| TrainError::config("data.train", "is required"))?;
+    check_exists("data.train", train_src)?;
+    if let Some(v) = &d.val {
+        check_exists("data.val", v)?;
+    }
+    let all = Dataset::load(train_src, "data.train")?;
+    let (train, val) = match &d.val {
+        Some(v) => {
+            let val = Dataset::load(v, "data.val")?;
+            if val.classes() != all.classes() {
+                return Err(TrainError::config(
+                    "data.val",
+                    format!(
+                        "has classes {:?}, data.train has {:?}: they must be the same",
+                        val.classes(),
+                        all.classes()
+                    ),
+                ));
+            }
+            (all, val)
+        }
+        None => all.split_stratified(d.val_fraction, cfg.run.seed)?,
+    };
+    let train = d.train_limit.map_or(train.clone(), |n| train.take(n));
+    let val = d.val_limit.map_or(val.clone(), |n| val.take(n));
+    if train.is_empty() || val.is_empty() {
+        return Err(TrainError::config(
+            "data",
+            format!(
+                "{} training and {} validation images: both need at least one",
+                train.len(),
+                val.len()
+            ),
+        ));
+    }
+    Ok((train, val))
+}
+
+/// A missing source path, named with its key and what it should hold.
+fn check_exists(key: &str, src: &SourceConfig) -> Result<()> {
+    let (paths, what): (Vec<&Path>, &str) = match src {
+        SourceConfig::ImageFolder { path } => (
+            vec![path],
+            "an image folder with one sub-folder of images per class (root/<class>/*.jpg)",
+        ),
+        SourceConfig::Csv { path } => (vec![path], "a `path,label` CSV manifest with a header"),
+        SourceConfig::Idx { images, labels, .. } => (
+            vec![images, labels],
+            "IDX files (Fashion-MNIST: `sudo apt-get install dataset-fashion-mnist`, or bash scripts/setup.sh)",
+        ),
+    };
+    for p in paths {
+        if !p.exists() {
+            return Err(TrainError::config(
+                key,
+                format!("{} does not exist; it should be {what}", p.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The training and evaluation pipelines, checked against the model's image size.
+pub fn pipelines(cfg: &RunConfig, image_size: usize) -> Result<(Pipeline, Pipeline)> {
+    let d = &cfg.data;
+    let train = match &d.train_transforms {
+        Some(ops) => Pipeline::new(ops.clone(), "data.train_transforms")?,
+        None => Pipeline::tutorial_train(image_size, Normalize::clip()),
+    };
+    let eval = match &d.eval_transforms {
+        Some(ops) => Pipeline::new(ops.clone(), "data.eval_transforms")?,
+        None => Pipeline::clip_eval(image_size),
+    };
+    for (key, p) in [
+        ("data.train_transforms", &train),
+        ("data.eval_transforms", &eval),
+    ] {
+        let produces = match p.output_size() {
+            Some((h, w)) if (h, w) == (image_size, image_size) => continue,
+            Some((h, w)) => format!("{w}x{h} images"),
+            None => "images whose size depends on the input".to_string(),
+        };
+        return Err(TrainError::config(
+            key,
+            format!(
+                "produces {produces} but the model takes {image_size}x{image_size}: end with a crop of size {image_size}"
+            ),
+        ));
+    }
+    Ok((train, eval))
+}
+
+/// The evaluation loader for `dataset`.
+pub fn eval_loader(cfg: &RunConfig, dataset: Dataset, pipeline: Pipeline) -> Result<Loader> {
+    let l = &cfg.data.loader;
+    let config = LoaderConfig {
+        batch_size: cfg.data.eval_batch_size.unwrap_or(l.batch_size * 2),
+        shuffle: false,
+        balanced: false,
+        drop_last: false,
+        mix: MixConfig::default(),
+        ..l.clone()
+    };
+    Ok(Loader::new(dataset, pipeline, config, cfg.run.seed)?)
+}
+
+/// Builds the model a fresh run starts from.
+pub fn build_model(
+    cfg: &RunConfig,
+    vs: &nn::VarStore,
+    classes: Vec<String>,
+) -> Result<ClipClassifier> {
+    let m = &cfg.model;
+    let mut model = match (&m.pretrained, &m.architecture) {
+        (Some(spec), _) => classifier_from_pretrained(
+            vs,
+            &ModelFiles::resolve(spec)?,
+            classes,
+            &m.head,
+            m.tokenizer.as_deref(),
+        )?,
+        (None, Some(a)) => {
+            let mut model = ClipClassifier::new(
+                &vs.root(),
+                &a.config()?,
+                classes,
+                &HeadConfig {
+                    init: HeadInit::Random,
+                    ..m.head.clone()
+                },
+            )?;
+            if m.head.init == HeadInit::ZeroShot {
+                let path = m.tokenizer.as_ref().ok_or_else(|| {
+                    TrainError::config("model.tokenizer", "zero_shot heads need a tokenizer.json")
+                })?;
+                let context = model.clip.config().text_config.max_position_embeddings as usize;
+                let tok = ClipTokenizer::from_file(path, context)?;
+                model.init_zero_shot(&tok, &m.head.templates)?;
+            }
+            model
+        }
+        (None, None) => {
+            return Err(TrainError::config(
+                "model",
+                "set `model.pretrained` or `model.architecture`",
+            ));
+        }
+    };
+    if let Some(lora) = &m.lora {
+        model.clip.add_lora(&vs.root(), lora)?;
+    }
+    model.clip.set_regularization(m.regularization)?;
+    model
+        .clip
+        .set_gradient_checkpointing(cfg.train.gradient_checkpointing);
+    Ok(model)
+}
+
+/// A classifier on pretrained weights. A `zero_shot` head reads its prompts with
+/// `tokenizer`, else the model folder's `tokenizer.json`, at the text tower's
+/// context length.
+pub fn classifier_from_pretrained(
+    vs: &nn::VarStore,
+    files: &ModelFiles,
+    classes: Vec<String>,
+    head: &HeadConfig,
+    tokenizer: Option<&Path>,
+) -> Result<ClipClassifier> {
+    let tok = match head.init {
+        HeadInit::Random => None,
+        HeadInit::ZeroShot => {
+            let path = tokenizer
+                .map(Path::to_path_buf)
+                .or_else(|| files.tokenizer.clone())
+                .ok_or_else(|| {
+                    TrainError::config(
+                        "tokenizer",
+                        format!(
+                            "{} has no tokenizer.json: zero-shot heads need one (model.tokenizer, or --tokenizer)",
+                            files.dir.display()
+                        ),
+                    )
+                })?;
+            let context = ClipConfig::from_json_file(&files.config)?
+                .text_config
+                .max_position_embeddings as usize;
+            Some(ClipTokenizer::from_file(&path, context)?)
+        }
+    };
+    Ok(ClipClassifier::from_clip(
+        &vs.root(),
+        files,
+        classes,
+        head,
+        tok.as_ref(),
+    )?)
+}
+
+/// The optimizer's parameter groups for `model` under `cfg`, and the towers
+/// they cover (those not in `optim.frozen_towers`).
+pub fn param_groups(
+    cfg: &RunConfig,
+    model: &ClipClassifier,
+) -> Result<(Vec<ParamGroup>, Vec<Tower>)> {
+    let groups_cfg = cfg.optim.groups();
+    let c = model.clip.config();
+    let (vision, text) = (
+        c.vision_config.num_hidden_layers as u32,
+        c.text_config.num_hidden_layers as u32,
+    );
+    let groups = groups_cfg.build(model.params(), |t| match t {
+        Tower::Vision => vision,
+        Tower::Text => text,
+        _ => 0,
+    })?;
+    let trained = [Tower::Vision, Tower::Text, Tower::Shared, Tower::Head]
+        .into_iter()
+        .filter(|t| !groups_cfg.frozen_towers.contains(t))
+        .collect();
+    Ok((groups, trained))
+}
