@@ -167,6 +167,7 @@ fn bf16_autocast_runs_low_precision_matmuls_and_keeps_fp32_gradients() {
                 .unwrap();
             (v.pooled.kind(), model.visual_projection.forward(&v.pooled))
         })
+        .unwrap()
     });
     assert!(
         !clip_model::autocast_enabled(cpu),
@@ -199,7 +200,8 @@ fn bf16_autocast_runs_low_precision_matmuls_and_keeps_fp32_gradients() {
         assert!(d < 0.05 * scale, "bf16 logits off by {d} (scale {scale})");
         let loss = (&out.logits_per_image * &r["loss_weights"]).sum(Kind::Float);
         tape.backward(&loss).unwrap();
-    });
+    })
+    .unwrap();
     for p in model.params().iter() {
         assert_eq!(p.tensor.grad().kind(), Kind::Float, "{}", p.name);
     }

@@ -117,10 +117,11 @@ impl AdamW {
     }
 
     /// Resets every gradient to undefined, as `zero_grad(set_to_none=True)`.
-    pub fn zero_grad(&self) {
+    pub fn zero_grad(&self) -> Result<(), OptimError> {
         for (_, t) in self.groups.iter().flat_map(|g| &g.params) {
-            grad_to_none(t);
+            grad_to_none(t)?;
         }
+        Ok(())
     }
 
     /// One update of every parameter that has a gradient; returns how many tensors

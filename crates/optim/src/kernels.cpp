@@ -1,7 +1,8 @@
 // libtorch's multi-tensor kernels that tch does not wrap: the fused AdamW step
 // (one kernel over all tensors of a group, as torch.optim.AdamW(fused=True)), the
 // AMP non-finite check + unscale, and resetting a gradient to undefined.
-// Tensors arrive as tch's handles (at::Tensor*). Errors are copied into `err`.
+// Tensors arrive as tch's handles (at::Tensor*). No exception crosses the C
+// boundary: failures return 1 and copy the message into `err`.
 #include <ATen/ATen.h>
 #include <cstring>
 #include <vector>
@@ -13,9 +14,9 @@ static std::vector<at::Tensor> list(at::Tensor **ts, int n) {
   return v;
 }
 
-static int fail(const std::exception &e, char *err, int err_len) {
+static int fail(const char *what, char *err, int err_len) {
   if (err_len > 0) {
-    std::strncpy(err, e.what(), err_len - 1);
+    std::strncpy(err, what, err_len - 1);
     err[err_len - 1] = 0;
   }
   return 1;
@@ -31,7 +32,9 @@ int clip_fused_adamw(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_a
                       list(steps, n), lr, beta1, beta2, weight_decay, eps, amsgrad != 0, false);
     return 0;
   } catch (const std::exception &e) {
-    return fail(e, err, err_len);
+    return fail(e.what(), err, err_len);
+  } catch (...) {
+    return fail("unknown C++ exception", err, err_len);
   }
 }
 
@@ -40,9 +43,20 @@ int clip_amp_unscale(at::Tensor **grads, int n, at::Tensor *found_inf, at::Tenso
     at::_amp_foreach_non_finite_check_and_unscale_(list(grads, n), *found_inf, *inv_scale);
     return 0;
   } catch (const std::exception &e) {
-    return fail(e, err, err_len);
+    return fail(e.what(), err, err_len);
+  } catch (...) {
+    return fail("unknown C++ exception", err, err_len);
   }
 }
 
-void clip_grad_to_none(at::Tensor *t) { t->mutable_grad().reset(); }
+int clip_grad_to_none(at::Tensor *t, char *err, int err_len) {
+  try {
+    t->mutable_grad().reset();
+    return 0;
+  } catch (const std::exception &e) {
+    return fail(e.what(), err, err_len);
+  } catch (...) {
+    return fail("unknown C++ exception", err, err_len);
+  }
+}
 }

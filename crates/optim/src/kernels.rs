@@ -33,7 +33,7 @@ unsafe extern "C" {
         err: *mut c_char,
         err_len: i32,
     ) -> i32;
-    fn clip_grad_to_none(t: *mut C_tensor);
+    fn clip_grad_to_none(t: *mut C_tensor, err: *mut c_char, err_len: i32) -> i32;
 }
 
 fn ptrs(ts: &[&Tensor]) -> Vec<*mut C_tensor> {
@@ -134,7 +134,59 @@ pub(crate) fn amp_unscale(
 }
 
 /// Resets a parameter's gradient to undefined (`zero_grad(set_to_none=True)`).
-pub(crate) fn grad_to_none(t: &Tensor) {
+pub(crate) fn grad_to_none(t: &Tensor) -> Result<(), OptimError> {
+    let mut err = [0 as c_char; 512];
     // SAFETY: a live tensor; resetting its grad slot is what PyTorch's zero_grad does.
-    unsafe { clip_grad_to_none(t.as_ptr() as *mut C_tensor) }
+    let code = unsafe {
+        clip_grad_to_none(
+            t.as_ptr() as *mut C_tensor,
+            err.as_mut_ptr(),
+            err.len() as i32,
+        )
+    };
+    check(code, &err, "grad reset")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A libtorch error inside the shim (a C++ exception) comes back as an `Err`
+    /// naming the kernel, not as an abort.
+    #[test]
+    fn a_libtorch_error_inside_the_shim_is_an_error() {
+        let p = Tensor::zeros([3], (tch::Kind::Float, tch::Device::Cpu));
+        let (m, v, s) = (
+            p.zeros_like(),
+            p.zeros_like(),
+            Tensor::ones([], (tch::Kind::Float, tch::Device::Cpu)),
+        );
+        let lists = AdamWLists {
+            params: vec![&p],
+            // A gradient of another dtype than its parameter.
+            grads: vec![Tensor::ones([3], (tch::Kind::Int64, tch::Device::Cpu))],
+            exp_avgs: vec![&m],
+            exp_avg_sqs: vec![&v],
+            max_exp_avg_sqs: vec![],
+            steps: vec![&s],
+        };
+        let h = AdamWHyper {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            weight_decay: 0.0,
+            eps: 1e-8,
+            amsgrad: false,
+        };
+        let err = fused_adamw(&lists, &h).unwrap_err().to_string();
+        assert!(err.contains("_fused_adamw_"), "{err}");
+        // found_inf must be a one-element float tensor.
+        let bad_found = Tensor::zeros([2], (tch::Kind::Int64, tch::Device::Cpu));
+        let scale = Tensor::ones([1], (tch::Kind::Float, tch::Device::Cpu));
+        let err = amp_unscale(&[p.ones_like()], &bad_found, &scale)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("_amp_foreach"), "{err}");
+        assert!(grad_to_none(&p).is_ok());
+    }
 }

@@ -91,7 +91,7 @@ fn run_steps(f: &HashMap<String, Tensor>, run: &mut MainRun, from: usize, to: us
             "norm at step {s}: {norm} vs {want}"
         );
         assert_eq!(run.opt.step().unwrap(), 4);
-        run.opt.zero_grad();
+        run.opt.zero_grad().unwrap();
         for (i, p) in run.params.iter().enumerate() {
             let d = rel_diff(p, &f[&format!("param.{s}.p{i}")]);
             assert!(d <= 1e-6, "p{i} after step {s}: relative difference {d}");
@@ -164,7 +164,7 @@ fn amsgrad_matches_pytorch() {
     for s in 0..20 {
         set_grad(&p, &f[&format!("ams.grad.{s}")]);
         opt.step().unwrap();
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         let d = rel_diff(&p, &f[&format!("ams.param.{s}")]);
         assert!(d <= 1e-6, "amsgrad step {s}: {d}");
     }
@@ -215,7 +215,7 @@ fn grad_scaler_matches_pytorch_scale_and_skips() {
         }
         let stepped = scaler.step(&mut opt).unwrap();
         scaler.update().unwrap();
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         assert_eq!(stepped, skipped[s] == 0, "skip decision at step {s}");
         assert_eq!(scaler.scale_value(), scales[s], "scale after step {s}");
         let d = rel_diff(&p, &f[&format!("scaler.param.{s}")]);

@@ -45,10 +45,10 @@ pub struct Prediction {
 }
 
 /// Runs `f` under autocast when `precision` asks for it.
-pub fn autocast<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> T {
+pub fn autocast<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> Result<T> {
     match precision.autocast_kind() {
-        Some(kind) => clip_model::with_autocast(device, kind, f),
-        None => f(),
+        Some(kind) => Ok(clip_model::with_autocast(device, kind, f)?),
+        None => Ok(f()),
     }
 }
 
@@ -68,7 +68,7 @@ pub fn evaluate(
         let batch = batch?;
         let (x, y) = batch.to_tensors(device);
         let logits =
-            tch::no_grad(|| autocast(precision, device, || model.forward(&x, false, None)))?
+            tch::no_grad(|| autocast(precision, device, || model.forward(&x, false, None)))??
                 .to_kind(Kind::Float);
         let loss =
             logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?;

@@ -324,7 +324,7 @@ impl Trainer {
             };
             tape.backward(&to_back)?;
             Ok(value)
-        })
+        })?
     }
 
     fn evaluate(&self) -> Result<(EvalReport, Option<EvalReport>)> {
@@ -472,7 +472,7 @@ impl Trainer {
                 .wrapping_add((self.state.global_step * accum + micro as u64) as i64);
             let l = self.micro_step(&batch, 1.0 / n as f64, s)?;
             if !l.is_finite() && !self.cfg.train.precision.needs_loss_scaling() {
-                self.opt.zero_grad();
+                self.opt.zero_grad()?;
                 return Err(TrainError::NonFinite {
                     step: self.state.global_step + 1,
                     epoch: epoch + 1,
@@ -507,7 +507,7 @@ impl Trainer {
                 format!("epoch {epoch} has {batches} batches, none from {first_batch}"),
             ));
         }
-        self.opt.zero_grad();
+        self.opt.zero_grad()?;
         let mut iter = self.train.epoch(epoch, first_batch);
         self.accumulate(&mut iter, n, epoch)?;
         let grads = self
@@ -518,7 +518,7 @@ impl Trainer {
             .filter(|(_, t)| t.grad().defined())
             .map(|(name, t)| (name.clone(), t.grad().detach().copy()))
             .collect();
-        self.opt.zero_grad();
+        self.opt.zero_grad()?;
         Ok(grads)
     }
 
@@ -549,7 +549,7 @@ impl Trainer {
             }
             None => {
                 if !grad_norm.is_finite() {
-                    self.opt.zero_grad();
+                    self.opt.zero_grad()?;
                     return Err(TrainError::NonFinite {
                         step: self.state.global_step + 1,
                         epoch: epoch + 1,
@@ -560,7 +560,7 @@ impl Trainer {
                 true
             }
         };
-        self.opt.zero_grad();
+        self.opt.zero_grad()?;
         if stepped && let Some(e) = &self.ema {
             e.update();
         }
