@@ -8,10 +8,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
-use crate::checkpoint::GradTape;
 use crate::clip::{ClipModel, l2_normalize};
 use crate::config::ClipConfig;
 use crate::error::{ModelError, Result};
+use crate::grad_checkpoint::GradTape;
 use crate::hub::ModelFiles;
 use crate::layers::{Linear, dropout};
 use crate::lora::LoraConfig;

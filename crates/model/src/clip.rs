@@ -5,10 +5,10 @@ use std::path::Path;
 
 use tch::{Kind, Tensor, nn};
 
-use crate::checkpoint::GradTape;
 use crate::config::ClipConfig;
 use crate::encoder::Regularization;
 use crate::error::{ModelError, Result};
+use crate::grad_checkpoint::GradTape;
 use crate::hub::ModelFiles;
 use crate::layers::Linear;
 use crate::lora::{self, LoraConfig};

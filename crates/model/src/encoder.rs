@@ -4,8 +4,8 @@
 use tch::Tensor;
 
 use crate::attention::Attention;
-use crate::checkpoint::GradTape;
 use crate::config::Activation;
+use crate::grad_checkpoint::GradTape;
 use crate::layers::{LayerNorm, Linear, activate, drop_path, dropout};
 use crate::tags::{Module, Scope};
 

@@ -25,12 +25,12 @@
 
 mod attention;
 mod autocast;
-mod checkpoint;
 mod classifier;
 mod clip;
 mod config;
 mod encoder;
 mod error;
+mod grad_checkpoint;
 mod hub;
 mod layers;
 mod lora;
@@ -42,12 +42,12 @@ mod vision;
 mod weights;
 
 pub use autocast::{autocast_enabled, with_autocast};
-pub use checkpoint::GradTape;
 pub use classifier::{ClipClassifier, HeadConfig, HeadInit, zero_shot_weights};
 pub use clip::{ClipModel, ClipOutput, l2_normalize};
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
 pub use encoder::Regularization;
 pub use error::{ModelError, Result};
+pub use grad_checkpoint::GradTape;
 pub use hub::ModelFiles;
 pub use layers::{LayerNorm, Linear};
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget, peft_adapter_config, save_peft_adapter};

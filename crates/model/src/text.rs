@@ -3,10 +3,10 @@
 
 use tch::{Kind, Tensor, nn};
 
-use crate::checkpoint::GradTape;
 use crate::config::TextConfig;
 use crate::encoder::{Encoder, EncoderSpec};
 use crate::error::{ModelError, Result};
+use crate::grad_checkpoint::GradTape;
 use crate::layers::LayerNorm;
 use crate::tags::{DecayClass, Module, Scope, Tower};
 

@@ -19,7 +19,7 @@ use clip_optim::LrPolicy;
 use crate::assembly::{build_model, eval_loader, load_datasets, pipelines};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::metrics::evaluate;
+use crate::evaluation::evaluate;
 use crate::observe::{MetricsLine, read_metrics};
 use crate::plots::{Series, font, line_chart};
 use crate::report::FitReport;

@@ -32,8 +32,8 @@ mod compare;
 mod config;
 mod ema;
 mod error;
+mod evaluation;
 mod loss;
-mod metrics;
 mod observe;
 mod plots;
 mod policies;
@@ -58,8 +58,8 @@ pub use config::{
     TrainSection, Unfreeze,
 };
 pub use error::{Result, TrainError};
+pub use evaluation::{EvalReport, Prediction, evaluate, predictions};
 pub use loss::{Targets, cross_entropy};
-pub use metrics::{EvalReport, Prediction, autocast, evaluate, predictions};
 pub use observe::{
     EvalRecord, Event, Log, MetricsFiles, MetricsLine, Observer, Plots, Progress, StartInfo,
     StepMetrics, read_metrics,

@@ -1,7 +1,7 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tch::Kind;
+use tch::{Device, Kind};
 
 use crate::TrainError;
 
@@ -24,6 +24,15 @@ impl Precision {
             Precision::Fp32 => None,
             Precision::Bf16 => Some(Kind::BFloat16),
             Precision::Fp16 => Some(Kind::Half),
+        }
+    }
+
+    /// Runs `f` under libtorch autocast to this precision on `device` (plainly for
+    /// fp32).
+    pub fn autocast<T>(self, device: Device, f: impl FnOnce() -> T) -> crate::Result<T> {
+        match self.autocast_kind() {
+            Some(kind) => Ok(clip_model::with_autocast(device, kind, f)?),
+            None => Ok(f()),
         }
     }
 

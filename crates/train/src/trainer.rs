@@ -16,8 +16,8 @@ use crate::assembly::{build_model, eval_loader, load_datasets, param_groups, pip
 use crate::config::{Metric, RunConfig};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
+use crate::evaluation::{EvalReport, evaluate};
 use crate::loss::{Targets, cross_entropy};
-use crate::metrics::{EvalReport, autocast, evaluate};
 use crate::observe::{EvalRecord, Event, Observer, StartInfo, StepMetrics};
 use crate::policies::{CheckpointEntry, Decision, apply_unfreeze, best_entry, retention};
 use crate::precision::Precision;
@@ -309,7 +309,7 @@ impl Trainer {
         let (x, y) = batch.to_tensors(self.device);
         tch::manual_seed(seed);
         let precision = self.cfg.train.precision;
-        autocast(precision, self.device, || -> Result<f64> {
+        precision.autocast(self.device, || -> Result<f64> {
             let mut tape = GradTape::new();
             let logits = self.model.forward(&x, true, Some(&mut tape))?;
             let loss = self.loss(&logits, batch, &y)?;

@@ -15,7 +15,7 @@ use clip_model::{ClipClassifier, HeadConfig, HeadInit, ModelFiles, Module};
 use crate::assembly::{classifier_from_pretrained, eval_loader};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::metrics::{EvalReport, evaluate};
+use crate::evaluation::{EvalReport, evaluate};
 use crate::precision::Precision;
 
 /// One point of the sweep.

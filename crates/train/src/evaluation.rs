@@ -44,14 +44,6 @@ pub struct Prediction {
     pub logits: Vec<f32>,
 }
 
-/// Runs `f` under autocast when `precision` asks for it.
-pub fn autocast<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> Result<T> {
-    match precision.autocast_kind() {
-        Some(kind) => Ok(clip_model::with_autocast(device, kind, f)?),
-        None => Ok(f()),
-    }
-}
-
 /// Evaluates `model` on every batch of `loader` (epoch 0, in order); `on_batch`
 /// sees each batch with its fp32 logits (for prediction files).
 pub fn evaluate(
@@ -68,7 +60,7 @@ pub fn evaluate(
         let batch = batch?;
         let (x, y) = batch.to_tensors(device);
         let logits =
-            tch::no_grad(|| autocast(precision, device, || model.forward(&x, false, None)))??
+            tch::no_grad(|| precision.autocast(device, || model.forward(&x, false, None)))??
                 .to_kind(Kind::Float);
         let loss =
             logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?;
