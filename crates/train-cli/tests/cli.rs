@@ -17,33 +17,11 @@ fn smoke() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml")
 }
 
+#[path = "../../../tests/support/image_folder.rs"]
+mod image_folder;
+
 fn make_folder(root: &Path, per_class: usize) {
-    for (k, name) in ["cat", "dog", "fox"].iter().enumerate() {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let data: Vec<u8> = (0..16 * 16 * 3)
-                .map(|j| {
-                    let on = if k == 1 {
-                        (j / 48) % 4 < 2
-                    } else {
-                        (j / 3) % 4 < 2
-                    };
-                    let base = [60u8, 120, 180][k];
-                    base.wrapping_add(if on { 60 } else { 0 })
-                        .wrapping_add(((i * 7 + j) % 17) as u8)
-                })
-                .collect();
-            image::save_buffer(
-                dir.join(format!("{i}.png")),
-                &data,
-                16,
-                16,
-                image::ExtendedColorType::Rgb8,
-            )
-            .unwrap();
-        }
-    }
+    image_folder::make_folder(root, &["cat", "dog", "fox"], per_class);
 }
 
 fn run(cmd: &mut Command) -> Output {

@@ -13,43 +13,12 @@ use clip_train::{Event, Observer, RunConfig, Trainer};
 /// libtorch's generator is global: runs that must be reproducible take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// `root/<class>/<i>.png`: 16x16 images, each class its own colour and stripe
-/// direction, with per-image noise.
+#[path = "../../../tests/support/image_folder.rs"]
+mod image_folder;
+
+/// The three classes of the trainer tests' image folders.
 pub fn make_folder(root: &Path, per_class: usize) {
-    let classes: [(&str, [u8; 3], bool); 3] = [
-        ("circle", [200, 40, 40], true),
-        ("square", [40, 200, 40], false),
-        ("triangle", [40, 40, 200], true),
-    ];
-    for (k, (name, rgb, horizontal)) in classes.iter().enumerate() {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let mut data = Vec::with_capacity(16 * 16 * 3);
-            for y in 0..16usize {
-                for x in 0..16usize {
-                    let stripe = if *horizontal { y } else { x } % 4 < 2;
-                    for (c, &v) in rgb.iter().enumerate() {
-                        let noise = ((i * 31 + x * 7 + y * 13 + c * 5 + k) % 23) as i32 - 11;
-                        let base = if stripe {
-                            i32::from(v)
-                        } else {
-                            i32::from(v) / 2
-                        };
-                        data.push((base + noise).clamp(0, 255) as u8);
-                    }
-                }
-            }
-            image::save_buffer(
-                dir.join(format!("{i}.png")),
-                &data,
-                16,
-                16,
-                image::ExtendedColorType::Rgb8,
-            )
-            .unwrap();
-        }
-    }
+    image_folder::make_folder(root, &["circle", "square", "triangle"], per_class);
 }
 
 /// Takes the libtorch lock and makes a temporary folder holding a generated
