@@ -34,6 +34,7 @@ mod ema;
 mod error;
 mod evaluation;
 mod loss;
+mod mixed_precision;
 mod observe;
 mod plots;
 mod policies;
@@ -60,6 +61,7 @@ pub use config::{
 pub use error::{Result, TrainError};
 pub use evaluation::{EvalReport, Prediction, evaluate, predictions};
 pub use loss::{Targets, cross_entropy};
+pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use observe::{
     EvalRecord, Event, Log, MetricsFiles, MetricsLine, Observer, Plots, Progress, StartInfo,
     StepMetrics, read_metrics,

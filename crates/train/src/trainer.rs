@@ -9,8 +9,8 @@ use std::time::Instant;
 use tch::{Device, Tensor, nn};
 
 use clip_data::{Batch, Loader};
-use clip_model::{ClipClassifier, GradTape, Tower, write_atomic, write_safetensors};
-use clip_optim::{AdamW, GradScaler, GroupReport, LrSchedule, clip_grad_norm};
+use clip_model::{ClipClassifier, Tower, write_atomic, write_safetensors};
+use clip_optim::{AdamW, GroupReport, LrSchedule};
 
 use crate::assembly::{build_model, eval_loader, load_datasets, param_groups, pipelines};
 use crate::config::{Metric, RunConfig};
@@ -18,6 +18,7 @@ use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::evaluation::{EvalReport, evaluate};
 use crate::loss::{Targets, cross_entropy};
+use crate::mixed_precision::{MixedPrecision, StepDecision};
 use crate::observe::{EvalRecord, Event, Observer, StartInfo, StepMetrics};
 use crate::policies::{CheckpointEntry, Decision, apply_unfreeze, best_entry, retention};
 use crate::precision::Precision;
@@ -43,7 +44,7 @@ pub struct Trainer {
     _vs: nn::VarStore,
     model: ClipClassifier,
     opt: AdamW,
-    scaler: Option<GradScaler>,
+    amp: MixedPrecision,
     schedule: LrSchedule,
     train: Loader,
     val: Loader,
@@ -156,12 +157,7 @@ impl Trainer {
 
         let (groups, trained_towers) = param_groups(&cfg, &model)?;
         let mut opt = AdamW::new(groups, cfg.optim.adamw())?;
-        let mut scaler = cfg
-            .train
-            .precision
-            .needs_loss_scaling()
-            .then(|| GradScaler::new(cfg.optim.scaler.clone(), device))
-            .transpose()?;
+        let mut amp = MixedPrecision::new(cfg.train.precision, device, &cfg.optim.scaler)?;
 
         let batches = train.batches_per_epoch() as u64;
         if batches == 0 {
@@ -204,9 +200,7 @@ impl Trainer {
                 );
             }
             opt.load(&ckpt.join("optimizer.safetensors"))?;
-            if let Some(s) = scaler.as_mut() {
-                s.load(&ckpt.join("scaler.safetensors"))?;
-            }
+            amp.load(&ckpt.join("scaler.safetensors"))?;
             if let Some(e) = &ema {
                 e.load(&ckpt.join("ema.safetensors"))?;
             }
@@ -225,7 +219,7 @@ impl Trainer {
             _vs: vs,
             model,
             opt,
-            scaler,
+            amp,
             schedule,
             train,
             val,
@@ -308,27 +302,14 @@ impl Trainer {
     fn micro_step(&self, batch: &Batch, weight: f64, seed: i64) -> Result<f64> {
         let (x, y) = batch.to_tensors(self.device);
         tch::manual_seed(seed);
-        let precision = self.cfg.train.precision;
-        precision.autocast(self.device, || -> Result<f64> {
-            let mut tape = GradTape::new();
-            let logits = self.model.forward(&x, true, Some(&mut tape))?;
-            let loss = self.loss(&logits, batch, &y)?;
-            let value = loss.double_value(&[]);
-            if !value.is_finite() && !precision.needs_loss_scaling() {
-                return Ok(value);
-            }
-            let weighted = loss * weight;
-            let to_back = match &self.scaler {
-                Some(s) => s.scale(&weighted),
-                None => weighted,
-            };
-            tape.backward(&to_back)?;
-            Ok(value)
-        })?
+        self.amp.backward(weight, |tape| {
+            let logits = self.model.forward(&x, true, Some(tape))?;
+            self.loss(&logits, batch, &y)
+        })
     }
 
     fn evaluate(&self) -> Result<(EvalReport, Option<EvalReport>)> {
-        let prec = self.cfg.train.precision;
+        let prec = self.amp.precision();
         let val = evaluate(&self.model, &self.val, prec, self.device, |_, _| Ok(()))?;
         let ema = match &self.ema {
             Some(e) => {
@@ -363,9 +344,7 @@ impl Trainer {
         let written = (|| -> Result<()> {
             self.model.save_pretrained(&tmp.join("model"))?;
             self.opt.save(&tmp.join("optimizer.safetensors"))?;
-            if let Some(s) = &self.scaler {
-                s.save(&tmp.join("scaler.safetensors"))?;
-            }
+            self.amp.save(&tmp.join("scaler.safetensors"))?;
             if let Some(e) = &self.ema {
                 write_safetensors(
                     &tmp.join("ema.safetensors"),
@@ -471,7 +450,7 @@ impl Trainer {
                 .wrapping_mul(1_000_003)
                 .wrapping_add((self.state.global_step * accum + micro as u64) as i64);
             let l = self.micro_step(&batch, 1.0 / n as f64, s)?;
-            if !l.is_finite() && !self.cfg.train.precision.needs_loss_scaling() {
+            if !l.is_finite() && !self.amp.scales_loss() {
                 self.opt.zero_grad()?;
                 return Err(TrainError::NonFinite {
                     step: self.state.global_step + 1,
@@ -532,35 +511,24 @@ impl Trainer {
         let (step_loss, images) = self.accumulate(iter, n, epoch)?;
         let factor = self.schedule.factor_at(self.state.global_step);
         self.opt.set_lr_factor(factor);
-        if let Some(s) = self.scaler.as_mut() {
-            s.unscale(&self.opt)?;
-        }
         let max_norm = if self.cfg.optim.max_grad_norm > 0.0 {
             self.cfg.optim.max_grad_norm
         } else {
             f64::INFINITY
         };
-        let grad_norm = clip_grad_norm(&self.opt.grads(), max_norm)?;
-        let stepped = match self.scaler.as_mut() {
-            Some(s) => {
-                let stepped = s.step(&mut self.opt)?;
-                s.update()?;
-                stepped
-            }
-            None => {
-                if !grad_norm.is_finite() {
-                    self.opt.zero_grad()?;
-                    return Err(TrainError::NonFinite {
-                        step: self.state.global_step + 1,
-                        epoch: epoch + 1,
-                        loss: grad_norm,
-                    });
-                }
-                self.opt.step()?;
-                true
+        let decision = self.amp.step(&mut self.opt, max_norm)?;
+        let grad_norm = decision.grad_norm();
+        let stepped = match decision {
+            StepDecision::Stepped { .. } => true,
+            StepDecision::Skipped { .. } => false,
+            StepDecision::NonFinite { grad_norm } => {
+                return Err(TrainError::NonFinite {
+                    step: self.state.global_step + 1,
+                    epoch: epoch + 1,
+                    loss: grad_norm,
+                });
             }
         };
-        self.opt.zero_grad()?;
         if stepped && let Some(e) = &self.ema {
             e.update();
         }
@@ -618,7 +586,7 @@ impl Trainer {
             steps,
             batch_size: self.cfg.data.loader.batch_size,
             grad_accum: accum,
-            precision: self.cfg.train.precision,
+            precision: self.amp.precision(),
             train_images_per_s: images as f64 / train_time.max(1e-9),
             loader_images_per_s: loader_images as f64 / loader_time.max(1e-9),
             median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
@@ -671,7 +639,7 @@ impl Trainer {
                     loss: step_loss,
                     lr: self.opt.lrs().iter().copied().fold(0.0, f64::max),
                     grad_norm,
-                    loss_scale: self.scaler.as_ref().map(GradScaler::scale_value),
+                    loss_scale: self.amp.loss_scale(),
                     images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
                     skipped: !stepped,
                 };
