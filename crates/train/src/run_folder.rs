@@ -1,6 +1,6 @@
-//! The files of a run folder: `checkpoints/step-N/` with `trainer_state.json`
-//! (the progress that must survive a restart), finding the newest complete one,
-//! atomic JSON writes.
+//! The files of a run folder: `config.resolved.toml`, `checkpoints/step-N/` with
+//! `trainer_state.json` (the progress that must survive a restart), the newest
+//! complete checkpoint, atomic checkpoint and JSON writes.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use clip_model::write_atomic;
 
+use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::observe::EvalRecord;
 use crate::policies::{CheckpointEntry, EarlyStopping};
@@ -67,4 +68,123 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
     write_atomic(path, text.as_bytes())?;
     Ok(())
+}
+
+/// The config a run was started with (and resumes with).
+pub(crate) const CONFIG_FILE: &str = "config.resolved.toml";
+
+/// A run folder: `output_dir/name`.
+#[derive(Debug, Clone)]
+pub(crate) struct RunFolder {
+    dir: PathBuf,
+}
+
+impl RunFolder {
+    /// A fresh run folder for `cfg` (refusing one that holds a run unless
+    /// `run.overwrite`), with `config.resolved.toml` written.
+    pub(crate) fn create(cfg: &RunConfig) -> Result<Self> {
+        let dir = cfg.run.dir();
+        if latest_checkpoint(&dir).is_ok() {
+            if !cfg.run.overwrite {
+                return Err(TrainError::config(
+                    "run.name",
+                    format!(
+                        "the run folder {} already holds a run: continue it with `--resume {}`, pick another `run.name`, or set `run.overwrite = true`",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+            std::fs::remove_dir_all(&dir).map_err(TrainError::io("cannot clear", &dir))?;
+        }
+        std::fs::create_dir_all(checkpoints_dir(&dir))
+            .map_err(TrainError::io("cannot create the run folder", &dir))?;
+        write_atomic(&dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+        Ok(Self { dir })
+    }
+
+    /// An existing run and its resolved config with `overrides` applied; the run
+    /// lives where it is, whatever its `output_dir` said.
+    pub(crate) fn open(dir: &Path, overrides: &[String]) -> Result<(Self, RunConfig)> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        if !cfg_path.is_file() {
+            return Err(TrainError::Resume {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "no {CONFIG_FILE}: give the folder a run was written to (output_dir/name)"
+                ),
+            });
+        }
+        let mut cfg = RunConfig::load(&cfg_path, overrides)?;
+        if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+            cfg.run.output_dir = parent.to_path_buf();
+            cfg.run.name = name.to_string_lossy().into();
+        }
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+            },
+            cfg,
+        ))
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn latest_checkpoint(&self) -> Result<PathBuf> {
+        latest_checkpoint(&self.dir)
+    }
+
+    /// Whether checkpoint `name` is still on disk.
+    pub(crate) fn has_checkpoint(&self, name: &str) -> bool {
+        checkpoints_dir(&self.dir).join(name).is_dir()
+    }
+
+    /// The progress saved in checkpoint `ckpt`.
+    pub(crate) fn read_state(ckpt: &Path) -> Result<TrainState> {
+        let path = ckpt.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(TrainError::io("cannot read", &path))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Resume {
+            path: ckpt.to_path_buf(),
+            reason: format!("{STATE_FILE} is unreadable: {e}"),
+        })
+    }
+
+    /// Writes checkpoint `name` atomically: `fill` writes into a temporary folder,
+    /// which is renamed once complete, so a crash or a full disk never leaves a
+    /// broken checkpoint (and a failed write removes the temporary folder).
+    pub(crate) fn write_checkpoint(
+        &self,
+        name: &str,
+        state: &TrainState,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let dir = checkpoints_dir(&self.dir);
+        let tmp = dir.join(format!(".tmp-{name}"));
+        let final_dir = dir.join(name);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(TrainError::io("cannot clear", &tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(TrainError::io("cannot create", &tmp))?;
+        let written = fill(&tmp).and_then(|()| write_json(&tmp.join(STATE_FILE), state));
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir)
+                .map_err(TrainError::io("cannot replace", &final_dir))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(TrainError::io("cannot finish", &final_dir))?;
+        Ok(final_dir)
+    }
+
+    /// Deletes checkpoint `name` (retention); a failure is logged, not fatal.
+    pub(crate) fn remove_checkpoint(&self, name: &str) {
+        let p = checkpoints_dir(&self.dir).join(name);
+        if let Err(e) = std::fs::remove_dir_all(&p) {
+            tracing::warn!("cannot delete old checkpoint {}: {e}", p.display());
+        }
+    }
 }

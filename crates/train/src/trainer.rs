@@ -9,10 +9,9 @@ use std::time::Instant;
 use tch::{Device, Tensor, nn};
 
 use clip_data::{Batch, Loader};
-use clip_model::{ClipClassifier, Tower, write_atomic, write_safetensors};
+use clip_model::{ClipClassifier, Tower, write_safetensors};
 use clip_optim::{AdamW, GroupReport, LrSchedule};
 
-use crate::assembly::{build_model, eval_loader, load_datasets, param_groups, pipelines};
 use crate::config::{Metric, RunConfig};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
@@ -21,9 +20,11 @@ use crate::loss::{Targets, cross_entropy};
 use crate::mixed_precision::{MixedPrecision, StepDecision};
 use crate::observe::{EvalRecord, Event, Observer, StartInfo, StepMetrics};
 use crate::policies::{CheckpointEntry, Decision, apply_unfreeze, best_entry, retention};
-use crate::precision::Precision;
-use crate::report::{BenchReport, Best, FitReport, peak_memory_mib};
-use crate::run_folder::{STATE_FILE, TrainState, checkpoints_dir, latest_checkpoint, write_json};
+use crate::report::{Best, FitReport, peak_memory_mib};
+use crate::run_folder::{RunFolder, TrainState, checkpoints_dir, write_json};
+
+mod bench;
+mod build;
 
 /// What one optimizer step did.
 struct StepOutcome {
@@ -39,7 +40,7 @@ struct StepOutcome {
 /// A training run.
 pub struct Trainer {
     cfg: RunConfig,
-    run_dir: PathBuf,
+    folder: RunFolder,
     device: Device,
     _vs: nn::VarStore,
     model: ClipClassifier,
@@ -59,183 +60,6 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run: creates the run folder (refusing one that holds a run unless
-    /// `run.overwrite`), writes `config.resolved.toml` and builds everything.
-    pub fn new(cfg: RunConfig) -> Result<Self> {
-        let run_dir = cfg.run.dir();
-        if latest_checkpoint(&run_dir).is_ok() {
-            if !cfg.run.overwrite {
-                return Err(TrainError::config(
-                    "run.name",
-                    format!(
-                        "the run folder {} already holds a run: continue it with `--resume {}`, pick another `run.name`, or set `run.overwrite = true`",
-                        run_dir.display(),
-                        run_dir.display()
-                    ),
-                ));
-            }
-            std::fs::remove_dir_all(&run_dir).map_err(TrainError::io("cannot clear", &run_dir))?;
-        }
-        std::fs::create_dir_all(checkpoints_dir(&run_dir))
-            .map_err(TrainError::io("cannot create the run folder", &run_dir))?;
-        write_atomic(
-            &run_dir.join("config.resolved.toml"),
-            cfg.to_toml().as_bytes(),
-        )?;
-        Self::build(cfg, run_dir, None)
-    }
-
-    /// Continues the run in `run_dir` from its newest checkpoint, with its resolved
-    /// config and `overrides` applied on top.
-    pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
-        let cfg_path = run_dir.join("config.resolved.toml");
-        if !cfg_path.is_file() {
-            return Err(TrainError::Resume {
-                path: run_dir.to_path_buf(),
-                reason: "no config.resolved.toml: give the folder a run was written to (output_dir/name)".into(),
-            });
-        }
-        let mut cfg = RunConfig::load(&cfg_path, overrides)?;
-        // The run lives where it is, whatever output_dir said.
-        if let (Some(parent), Some(name)) = (run_dir.parent(), run_dir.file_name()) {
-            cfg.run.output_dir = parent.to_path_buf();
-            cfg.run.name = name.to_string_lossy().into();
-        }
-        let ckpt = latest_checkpoint(run_dir)?;
-        Self::build(cfg, run_dir.to_path_buf(), Some(ckpt))
-    }
-
-    fn build(mut cfg: RunConfig, run_dir: PathBuf, resume: Option<PathBuf>) -> Result<Self> {
-        if cfg.train.gradient_checkpointing {
-            // Returns freed activations to the OS so checkpointing's saving shows;
-            // mmap-backed buffers cost page faults, so only when it pays.
-            clip_model::release_freed_activations();
-        }
-        if cfg.run.threads > 0 {
-            tch::set_num_threads(cfg.run.threads as i32);
-        }
-        let device = cfg.run.device.device()?;
-        if let Some(p) = cfg.train.precision_on_cpu.filter(|_| device == Device::Cpu) {
-            if p != cfg.train.precision {
-                let name = |p: Precision| format!("{p:?}").to_lowercase();
-                tracing::warn!(
-                    "train.precision = \"{}\" falls back to train.precision_on_cpu = \"{}\" on the CPU",
-                    name(cfg.train.precision),
-                    name(p)
-                );
-            }
-            cfg.train.precision = p;
-        }
-        tch::manual_seed(cfg.run.seed as i64);
-        let (train_ds, val_ds) = load_datasets(&cfg)?;
-        let classes = train_ds.classes().to_vec();
-        let vs = nn::VarStore::new(device);
-        let model = match &resume {
-            Some(ckpt) => {
-                let mut m = ClipClassifier::load(&vs.root(), &ckpt.join("model"))?;
-                if m.class_names() != classes.as_slice() {
-                    return Err(TrainError::Resume {
-                        path: ckpt.clone(),
-                        reason: format!(
-                            "its classes {:?} differ from the data's {:?}",
-                            m.class_names(),
-                            classes
-                        ),
-                    });
-                }
-                m.clip.set_regularization(cfg.model.regularization)?;
-                m.clip
-                    .set_gradient_checkpointing(cfg.train.gradient_checkpointing);
-                m
-            }
-            None => build_model(&cfg, &vs, classes)?,
-        };
-        let image_size = model.clip.config().vision_config.image_size as usize;
-        let (train_pipe, eval_pipe) = pipelines(&cfg, image_size)?;
-        let train = Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?;
-        let val = eval_loader(&cfg, val_ds, eval_pipe)?;
-
-        let (groups, trained_towers) = param_groups(&cfg, &model)?;
-        let mut opt = AdamW::new(groups, cfg.optim.adamw())?;
-        let mut amp = MixedPrecision::new(cfg.train.precision, device, &cfg.optim.scaler)?;
-
-        let batches = train.batches_per_epoch() as u64;
-        if batches == 0 {
-            return Err(TrainError::config(
-                "data.loader.batch_size",
-                format!(
-                    "is larger than the {} training images with drop_last = true",
-                    train.dataset().len()
-                ),
-            ));
-        }
-        let accum = cfg.train.grad_accum as u64;
-        let steps_per_epoch = batches.div_ceil(accum);
-        let total_steps = cfg
-            .train
-            .max_steps
-            .unwrap_or(cfg.train.epochs * steps_per_epoch);
-        let epochs = total_steps.div_ceil(steps_per_epoch);
-        let schedule = cfg.optim.schedule.build(total_steps)?;
-        let ema = cfg
-            .train
-            .ema
-            .map(|e| Ema::new(e.decay, &model, &trained_towers));
-
-        let mut state = TrainState {
-            config_hash: cfg.hash(),
-            ..TrainState::default()
-        };
-        if let Some(ckpt) = &resume {
-            let text = std::fs::read_to_string(ckpt.join(STATE_FILE))
-                .map_err(TrainError::io("cannot read", &ckpt.join(STATE_FILE)))?;
-            let saved: TrainState =
-                serde_json::from_str(&text).map_err(|e| TrainError::Resume {
-                    path: ckpt.clone(),
-                    reason: format!("{STATE_FILE} is unreadable: {e}"),
-                })?;
-            if saved.config_hash != state.config_hash {
-                tracing::warn!(
-                    "the config differs from the one the checkpoint was written with (overrides?); continuing with the new one"
-                );
-            }
-            opt.load(&ckpt.join("optimizer.safetensors"))?;
-            amp.load(&ckpt.join("scaler.safetensors"))?;
-            if let Some(e) = &ema {
-                e.load(&ckpt.join("ema.safetensors"))?;
-            }
-            state = TrainState {
-                config_hash: state.config_hash,
-                ..saved
-            };
-            state
-                .checkpoints
-                .retain(|c| checkpoints_dir(&run_dir).join(&c.name).is_dir());
-        }
-        let me = Self {
-            cfg,
-            run_dir,
-            device,
-            _vs: vs,
-            model,
-            opt,
-            amp,
-            schedule,
-            train,
-            val,
-            ema,
-            state,
-            trained_towers,
-            steps_per_epoch,
-            total_steps,
-            epochs,
-            stop: Arc::new(AtomicBool::new(false)),
-            resumed_from: resume,
-        };
-        me.apply_unfreeze(me.state.epoch);
-        Ok(me)
-    }
-
     /// A flag that, once set (e.g. by a SIGINT handler), makes the run finish the
     /// current step, write a checkpoint and return.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
@@ -243,7 +67,7 @@ impl Trainer {
     }
 
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.folder.dir()
     }
 
     pub fn config(&self) -> &RunConfig {
@@ -325,14 +149,7 @@ impl Trainer {
 
     /// Writes a checkpoint atomically (temp folder + rename) and applies retention.
     fn save_checkpoint(&mut self, metric: Option<f64>) -> Result<PathBuf> {
-        let dir = checkpoints_dir(&self.run_dir);
         let name = format!("step-{:08}", self.state.global_step);
-        let tmp = dir.join(format!(".tmp-{name}"));
-        let final_dir = dir.join(&name);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(TrainError::io("cannot clear", &tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(TrainError::io("cannot create", &tmp))?;
         // The saved state lists this checkpoint too.
         let mut state = self.state.clone();
         state.checkpoints.retain(|c| c.name != name);
@@ -341,7 +158,7 @@ impl Trainer {
             step: self.state.global_step,
             metric,
         });
-        let written = (|| -> Result<()> {
+        let dir = self.folder.write_checkpoint(&name, &state, |tmp| {
             self.model.save_pretrained(&tmp.join("model"))?;
             self.opt.save(&tmp.join("optimizer.safetensors"))?;
             self.amp.save(&tmp.join("scaler.safetensors"))?;
@@ -352,27 +169,14 @@ impl Trainer {
                     Default::default(),
                 )?;
             }
-            write_json(&tmp.join(STATE_FILE), &state)?;
             Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir)
-                .map_err(TrainError::io("cannot replace", &final_dir))?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(TrainError::io("cannot finish", &final_dir))?;
+        })?;
         self.state.checkpoints = state.checkpoints;
         for old in retention(&self.cfg.train.checkpoints, &self.state.checkpoints) {
-            let p = dir.join(&old);
-            if let Err(e) = std::fs::remove_dir_all(&p) {
-                tracing::warn!("cannot delete old checkpoint {}: {e}", p.display());
-            }
+            self.folder.remove_checkpoint(&old);
             self.state.checkpoints.retain(|c| c.name != old);
         }
-        Ok(final_dir)
+        Ok(dir)
     }
 
     /// Writes a checkpoint and tells the observers.
@@ -540,67 +344,12 @@ impl Trainer {
         })
     }
 
-    /// Steady-state training speed: `warmup` untimed steps, then `steps` timed
-    /// ones (no evaluation, no checkpoints), and the loader alone over as many
-    /// batches. Leaves the run folder untouched.
-    pub fn bench(&mut self, warmup: usize, steps: usize) -> Result<BenchReport> {
-        self.apply_unfreeze(self.epochs.saturating_sub(1));
-        let accum = self.cfg.train.grad_accum;
-        let batches = self.train.batches_per_epoch();
-        let mut times = Vec::with_capacity(steps);
-        let mut images = 0usize;
-        let mut epoch = 0u64;
-        let mut iter = self.train.epoch(epoch, 0);
-        let mut pos = 0usize;
-        for i in 0..warmup + steps {
-            if pos + accum > batches {
-                epoch += 1;
-                iter = self.train.epoch(epoch, 0);
-                pos = 0;
-            }
-            let t0 = Instant::now();
-            let outcome = self.train_step(&mut iter, accum, epoch)?;
-            pos += accum;
-            if i >= warmup {
-                times.push(t0.elapsed().as_secs_f64());
-                images += outcome.images;
-            }
-        }
-        drop(iter);
-        let train_time: f64 = times.iter().sum();
-        let t0 = Instant::now();
-        let mut loader_images = 0usize;
-        let mut e = 0;
-        while loader_images < images.max(1) {
-            for b in self.train.epoch(1000 + e, 0) {
-                loader_images += b?.len();
-                if loader_images >= images.max(1) {
-                    break;
-                }
-            }
-            e += 1;
-        }
-        let loader_time = t0.elapsed().as_secs_f64();
-        times.sort_by(f64::total_cmp);
-        Ok(BenchReport {
-            steps,
-            batch_size: self.cfg.data.loader.batch_size,
-            grad_accum: accum,
-            precision: self.amp.precision(),
-            train_images_per_s: images as f64 / train_time.max(1e-9),
-            loader_images_per_s: loader_images as f64 / loader_time.max(1e-9),
-            median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
-            peak_memory_mib: peak_memory_mib(),
-            trainable_parameters: self.model.params().trainable_count(),
-        })
-    }
-
     /// Runs the training to its end (or early stop, or the stop flag).
     pub fn fit(&mut self, observers: &mut [Box<dyn Observer>]) -> Result<FitReport> {
         let started = Instant::now();
         let wall_before = self.state.wall_s;
         let info = StartInfo {
-            run_dir: self.run_dir.clone(),
+            run_dir: self.folder.dir().to_path_buf(),
             epochs: self.epochs,
             steps_per_epoch: self.steps_per_epoch,
             total_steps: self.total_steps,
@@ -692,14 +441,14 @@ impl Trainer {
         }
         self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
         let report = self.report(interrupted);
-        write_json(&self.run_dir.join("summary.json"), &report)?;
+        write_json(&self.folder.dir().join("summary.json"), &report)?;
         Self::emit(observers, Event::Finish(&report))?;
         Ok(report)
     }
 
     fn report(&self, interrupted: bool) -> FitReport {
         let metric: Metric = self.cfg.train.checkpoints.metric;
-        let dir = checkpoints_dir(&self.run_dir);
+        let dir = checkpoints_dir(self.folder.dir());
         let best = best_entry(metric, &self.state.checkpoints).map(|e| Best {
             metric: metric.name().into(),
             value: e.metric.unwrap_or(f64::NAN),
@@ -716,7 +465,7 @@ impl Trainer {
         let trainable = params.trainable_count();
         let total = params.count(|_| true);
         FitReport {
-            run_dir: self.run_dir.clone(),
+            run_dir: self.folder.dir().to_path_buf(),
             epochs_completed: self.state.epoch,
             global_step: self.state.global_step,
             best,

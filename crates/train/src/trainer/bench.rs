@@ -1,0 +1,64 @@
+//! `train-cli bench`: steady-state training speed and the loader's.
+
+use std::time::Instant;
+
+use super::Trainer;
+use crate::error::Result;
+use crate::report::{BenchReport, peak_memory_mib};
+
+impl Trainer {
+    /// Steady-state training speed: `warmup` untimed steps, then `steps` timed
+    /// ones (no evaluation, no checkpoints), and the loader alone over as many
+    /// batches. Leaves the run folder untouched.
+    pub fn bench(&mut self, warmup: usize, steps: usize) -> Result<BenchReport> {
+        self.apply_unfreeze(self.epochs.saturating_sub(1));
+        let accum = self.cfg.train.grad_accum;
+        let batches = self.train.batches_per_epoch();
+        let mut times = Vec::with_capacity(steps);
+        let mut images = 0usize;
+        let mut epoch = 0u64;
+        let mut iter = self.train.epoch(epoch, 0);
+        let mut pos = 0usize;
+        for i in 0..warmup + steps {
+            if pos + accum > batches {
+                epoch += 1;
+                iter = self.train.epoch(epoch, 0);
+                pos = 0;
+            }
+            let t0 = Instant::now();
+            let outcome = self.train_step(&mut iter, accum, epoch)?;
+            pos += accum;
+            if i >= warmup {
+                times.push(t0.elapsed().as_secs_f64());
+                images += outcome.images;
+            }
+        }
+        drop(iter);
+        let train_time: f64 = times.iter().sum();
+        let t0 = Instant::now();
+        let mut loader_images = 0usize;
+        let mut e = 0;
+        while loader_images < images.max(1) {
+            for b in self.train.epoch(1000 + e, 0) {
+                loader_images += b?.len();
+                if loader_images >= images.max(1) {
+                    break;
+                }
+            }
+            e += 1;
+        }
+        let loader_time = t0.elapsed().as_secs_f64();
+        times.sort_by(f64::total_cmp);
+        Ok(BenchReport {
+            steps,
+            batch_size: self.cfg.data.loader.batch_size,
+            grad_accum: accum,
+            precision: self.amp.precision(),
+            train_images_per_s: images as f64 / train_time.max(1e-9),
+            loader_images_per_s: loader_images as f64 / loader_time.max(1e-9),
+            median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
+            peak_memory_mib: peak_memory_mib(),
+            trainable_parameters: self.model.params().trainable_count(),
+        })
+    }
+}

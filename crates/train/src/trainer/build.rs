@@ -1,0 +1,160 @@
+//! Building a trainer: a fresh run or a resumed one, from the config's parts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tch::{Device, nn};
+
+use clip_data::Loader;
+use clip_model::ClipClassifier;
+use clip_optim::AdamW;
+
+use super::Trainer;
+use crate::assembly::{build_model, eval_loader, load_datasets, param_groups, pipelines};
+use crate::config::RunConfig;
+use crate::ema::Ema;
+use crate::error::{Result, TrainError};
+use crate::mixed_precision::MixedPrecision;
+use crate::precision::Precision;
+use crate::run_folder::{RunFolder, TrainState};
+
+impl Trainer {
+    /// A fresh run: creates the run folder (refusing one that holds a run unless
+    /// `run.overwrite`), writes `config.resolved.toml` and builds everything.
+    pub fn new(cfg: RunConfig) -> Result<Self> {
+        let folder = RunFolder::create(&cfg)?;
+        Self::build(cfg, folder, None)
+    }
+
+    /// Continues the run in `run_dir` from its newest checkpoint, with its resolved
+    /// config and `overrides` applied on top.
+    pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
+        let (folder, cfg) = RunFolder::open(run_dir, overrides)?;
+        let ckpt = folder.latest_checkpoint()?;
+        Self::build(cfg, folder, Some(ckpt))
+    }
+
+    fn build(mut cfg: RunConfig, folder: RunFolder, resume: Option<PathBuf>) -> Result<Self> {
+        if cfg.train.gradient_checkpointing {
+            // Returns freed activations to the OS so checkpointing's saving shows;
+            // mmap-backed buffers cost page faults, so only when it pays.
+            clip_model::release_freed_activations();
+        }
+        if cfg.run.threads > 0 {
+            tch::set_num_threads(cfg.run.threads as i32);
+        }
+        let device = cfg.run.device.device()?;
+        if let Some(p) = cfg.train.precision_on_cpu.filter(|_| device == Device::Cpu) {
+            if p != cfg.train.precision {
+                let name = |p: Precision| format!("{p:?}").to_lowercase();
+                tracing::warn!(
+                    "train.precision = \"{}\" falls back to train.precision_on_cpu = \"{}\" on the CPU",
+                    name(cfg.train.precision),
+                    name(p)
+                );
+            }
+            cfg.train.precision = p;
+        }
+        tch::manual_seed(cfg.run.seed as i64);
+        let (train_ds, val_ds) = load_datasets(&cfg)?;
+        let classes = train_ds.classes().to_vec();
+        let vs = nn::VarStore::new(device);
+        let model = match &resume {
+            Some(ckpt) => {
+                let mut m = ClipClassifier::load(&vs.root(), &ckpt.join("model"))?;
+                if m.class_names() != classes.as_slice() {
+                    return Err(TrainError::Resume {
+                        path: ckpt.clone(),
+                        reason: format!(
+                            "its classes {:?} differ from the data's {:?}",
+                            m.class_names(),
+                            classes
+                        ),
+                    });
+                }
+                m.clip.set_regularization(cfg.model.regularization)?;
+                m.clip
+                    .set_gradient_checkpointing(cfg.train.gradient_checkpointing);
+                m
+            }
+            None => build_model(&cfg, &vs, classes)?,
+        };
+        let image_size = model.clip.config().vision_config.image_size as usize;
+        let (train_pipe, eval_pipe) = pipelines(&cfg, image_size)?;
+        let train = Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?;
+        let val = eval_loader(&cfg, val_ds, eval_pipe)?;
+
+        let (groups, trained_towers) = param_groups(&cfg, &model)?;
+        let mut opt = AdamW::new(groups, cfg.optim.adamw())?;
+        let mut amp = MixedPrecision::new(cfg.train.precision, device, &cfg.optim.scaler)?;
+
+        let batches = train.batches_per_epoch() as u64;
+        if batches == 0 {
+            return Err(TrainError::config(
+                "data.loader.batch_size",
+                format!(
+                    "is larger than the {} training images with drop_last = true",
+                    train.dataset().len()
+                ),
+            ));
+        }
+        let accum = cfg.train.grad_accum as u64;
+        let steps_per_epoch = batches.div_ceil(accum);
+        let total_steps = cfg
+            .train
+            .max_steps
+            .unwrap_or(cfg.train.epochs * steps_per_epoch);
+        let epochs = total_steps.div_ceil(steps_per_epoch);
+        let schedule = cfg.optim.schedule.build(total_steps)?;
+        let ema = cfg
+            .train
+            .ema
+            .map(|e| Ema::new(e.decay, &model, &trained_towers));
+
+        let mut state = TrainState {
+            config_hash: cfg.hash(),
+            ..TrainState::default()
+        };
+        if let Some(ckpt) = &resume {
+            let saved = RunFolder::read_state(ckpt)?;
+            if saved.config_hash != state.config_hash {
+                tracing::warn!(
+                    "the config differs from the one the checkpoint was written with (overrides?); continuing with the new one"
+                );
+            }
+            opt.load(&ckpt.join("optimizer.safetensors"))?;
+            amp.load(&ckpt.join("scaler.safetensors"))?;
+            if let Some(e) = &ema {
+                e.load(&ckpt.join("ema.safetensors"))?;
+            }
+            state = TrainState {
+                config_hash: state.config_hash,
+                ..saved
+            };
+            state.checkpoints.retain(|c| folder.has_checkpoint(&c.name));
+        }
+        let me = Self {
+            cfg,
+            folder,
+            device,
+            _vs: vs,
+            model,
+            opt,
+            amp,
+            schedule,
+            train,
+            val,
+            ema,
+            state,
+            trained_towers,
+            steps_per_epoch,
+            total_steps,
+            epochs,
+            stop: Arc::new(AtomicBool::new(false)),
+            resumed_from: resume,
+        };
+        me.apply_unfreeze(me.state.epoch);
+        Ok(me)
+    }
+}
