@@ -20,9 +20,9 @@ use crate::assembly::{build_model, eval_loader, load_datasets, pipelines};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::evaluation::evaluate;
-use crate::observe::{MetricsLine, read_metrics};
 use crate::plots::{Series, font, line_chart};
 use crate::report::FitReport;
+use crate::report::{MetricsLine, read_metrics};
 use crate::wise_ft::{WiseReport, wise_ft};
 
 /// A training job for the runner: the config file plus overrides, run in

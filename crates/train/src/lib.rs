@@ -62,16 +62,16 @@ pub use error::{Result, TrainError};
 pub use evaluation::{EvalReport, Prediction, evaluate, predictions};
 pub use loss::{Targets, cross_entropy};
 pub use mixed_precision::{MixedPrecision, StepDecision};
-pub use observe::{
-    EvalRecord, Event, Log, MetricsFiles, MetricsLine, Observer, Plots, Progress, StartInfo,
-    StepMetrics, read_metrics,
-};
+pub use observe::{Event, Log, MetricsFiles, Observer, Plots, Progress, StartInfo};
 pub use plots::write_all as write_plots;
 pub use policies::{
     CheckpointEntry, Decision, EarlyStopping, apply_unfreeze, best_entry, open_blocks, retention,
 };
 pub use precision::Precision;
-pub use report::{BenchReport, Best, FitReport, peak_memory_mib};
+pub use report::{
+    BenchReport, Best, EvalRecord, FitReport, MetricsLine, StepMetrics, peak_memory_mib,
+    read_metrics,
+};
 pub use run_folder::{TrainState, latest_checkpoint};
 pub use trainer::Trainer;
 pub use wise_ft::{WisePoint, WiseReport, wise_ft, zero_shot_like};

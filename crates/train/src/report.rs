@@ -1,11 +1,85 @@
-//! What a run and a benchmark report: `summary.json` and `train-cli bench`'s JSON.
+//! What a run reports: each step and evaluation (the lines of metrics.jsonl),
+//! `summary.json` and `train-cli bench`'s JSON.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::observe::EvalRecord;
+use crate::error::{Result, TrainError};
+use crate::evaluation::EvalReport;
 use crate::precision::Precision;
+
+/// One optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub epoch: u64,
+    /// Optimizer steps done, this one included.
+    pub step: u64,
+    /// Mean training loss over the step's micro-batches.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub loss: f64,
+    /// The largest group LR used by this step (the head's under LLRD).
+    pub lr: f64,
+    /// Global gradient norm before clipping (not finite on a skipped step).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub grad_norm: f64,
+    /// The GradScaler's scale (fp16 only).
+    pub loss_scale: Option<f64>,
+    pub images_per_s: f64,
+    /// The step was skipped by the GradScaler (inf/NaN gradients).
+    pub skipped: bool,
+}
+
+/// `null`, what JSON holds for a NaN or infinite value, reads back as NaN (so the
+/// lines of skipped fp16 steps are not lost when metrics.jsonl is read).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// One evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub epoch: u64,
+    pub step: u64,
+    /// Mean training loss since the previous evaluation.
+    pub train_loss: Option<f64>,
+    pub val: EvalReport,
+    /// The same evaluation with the EMA weights.
+    pub ema: Option<EvalReport>,
+}
+
+/// A line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MetricsLine {
+    Step(StepMetrics),
+    Eval(EvalRecord),
+}
+
+impl MetricsLine {
+    pub(crate) fn step(&self) -> u64 {
+        match self {
+            MetricsLine::Step(m) => m.step,
+            MetricsLine::Eval(r) => r.step,
+        }
+    }
+}
+
+/// Reads `metrics.jsonl` (lines that do not parse are skipped).
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsLine>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TrainError::io("cannot read", path)(e)),
+    };
+    Ok(BufReader::new(file)
+        .lines()
+        .map_while(std::result::Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect())
+}
 
 /// The best checkpoint of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,8 +10,8 @@ use clip_model::write_atomic;
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::observe::EvalRecord;
 use crate::policies::{CheckpointEntry, EarlyStopping};
+use crate::report::EvalRecord;
 
 /// Progress that must survive a restart (`trainer_state.json` in a checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -18,9 +18,9 @@ use crate::error::{Result, TrainError};
 use crate::evaluation::{EvalReport, evaluate};
 use crate::loss::{Targets, cross_entropy};
 use crate::mixed_precision::{MixedPrecision, StepDecision};
-use crate::observe::{EvalRecord, Event, Observer, StartInfo, StepMetrics};
+use crate::observe::{Event, Observer, StartInfo};
 use crate::policies::{CheckpointEntry, Decision, apply_unfreeze, best_entry, retention};
-use crate::report::{Best, FitReport, peak_memory_mib};
+use crate::report::{Best, EvalRecord, FitReport, StepMetrics, peak_memory_mib};
 use crate::run_folder::{RunFolder, TrainState, checkpoints_dir, write_json};
 
 mod bench;
