@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use tch::{Kind, nn};
 
 use clip_data::{Dataset, Pipeline, RgbImage};
-use clip_model::{ClipClassifier, HeadConfig, HeadInit, ModelFiles};
+use clip_model::{ClipClassifier, HeadConfig, ModelFiles};
 use clip_train::{
     Log, MetricsFiles, Observer, Plots, Precision, Progress, RunConfig, Trainer, apply_unfreeze,
     build_model, eval_loader, evaluate, load_classifier, load_datasets, param_groups, predictions,
@@ -225,28 +225,15 @@ pub fn zero_shot(
             .collect(),
         (None, None) => HeadConfig::default().templates,
     };
-    let files = ModelFiles::resolve(model)?;
-    let tok_path = files.tokenizer.clone().with_context(|| {
-        format!(
-            "{} has no tokenizer.json: zero-shot needs the text side",
-            files.dir.display()
-        )
-    })?;
-    let tokenizer = clip_model::ClipTokenizer::from_file(&tok_path, 77)?;
     let ds = dataset_from(data)?;
-    let head = HeadConfig {
-        init: HeadInit::ZeroShot,
-        bias: false,
-        templates,
-        ..HeadConfig::default()
-    };
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let clf = ClipClassifier::from_clip(
-        &vs.root(),
-        &files,
+    let clf = clip_train::zero_shot_classifier(
+        &vs,
+        model,
         ds.classes().to_vec(),
-        &head,
-        Some(&tokenizer),
+        &templates,
+        false,
+        None,
     )?;
     let size = clf.clip.config().vision_config.image_size as usize;
     run_eval(&clf, Pipeline::clip_eval(size), data, output, batch_size)

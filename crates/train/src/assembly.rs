@@ -219,6 +219,27 @@ pub fn classifier_from_pretrained(
     )?)
 }
 
+/// A zero-shot classifier on the pretrained CLIP `spec` (hub id or folder): the
+/// head holds the normalised text embeddings of `templates` for each class name
+/// (averaged over templates), scale `exp(logit_scale)`, a zero bias if `bias`.
+/// Every command and comparison row that needs one builds it here.
+pub fn zero_shot_classifier(
+    vs: &nn::VarStore,
+    spec: &str,
+    classes: Vec<String>,
+    templates: &[String],
+    bias: bool,
+    tokenizer: Option<&Path>,
+) -> Result<ClipClassifier> {
+    let head = HeadConfig {
+        init: HeadInit::ZeroShot,
+        bias,
+        templates: templates.to_vec(),
+        ..HeadConfig::default()
+    };
+    classifier_from_pretrained(vs, &ModelFiles::resolve(spec)?, classes, &head, tokenizer)
+}
+
 /// The optimizer's parameter groups for `model` under `cfg`, and the towers
 /// they cover (those not in `optim.frozen_towers`).
 pub fn param_groups(

@@ -49,6 +49,7 @@ pub use artifacts::{
 };
 pub use assembly::{
     build_model, classifier_from_pretrained, eval_loader, load_datasets, param_groups, pipelines,
+    zero_shot_classifier,
 };
 pub use compare::{
     CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 use clip_data::{Dataset, Pipeline};
-use clip_model::{ClipClassifier, HeadConfig, HeadInit, ModelFiles, Module};
+use clip_model::{ClipClassifier, Module};
 
-use crate::assembly::{classifier_from_pretrained, eval_loader};
+use crate::assembly::{eval_loader, zero_shot_classifier};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::evaluation::{EvalReport, evaluate};
@@ -45,17 +45,12 @@ pub fn zero_shot_like(
     templates: &[String],
     tokenizer: Option<&Path>,
 ) -> Result<ClipClassifier> {
-    let head = HeadConfig {
-        init: HeadInit::ZeroShot,
-        bias: fine_tuned.head.bias.is_some(),
-        templates: templates.to_vec(),
-        ..HeadConfig::default()
-    };
-    classifier_from_pretrained(
+    zero_shot_classifier(
         vs,
-        &ModelFiles::resolve(spec)?,
+        spec,
         fine_tuned.class_names().to_vec(),
-        &head,
+        templates,
+        fine_tuned.head.bias.is_some(),
         tokenizer,
     )
 }
