@@ -58,6 +58,17 @@ fn d_head() -> f64 {
     1e-4
 }
 
+impl LrPolicy {
+    /// The head's learning rate under this policy, with base LR `lr`.
+    pub fn head_lr(&self, lr: f64) -> f64 {
+        match self {
+            LrPolicy::Uniform { head_lr } | LrPolicy::Llrd { head_lr, .. } => head_lr.unwrap_or(lr),
+            LrPolicy::TutorialLlrd { .. } => lr,
+            LrPolicy::Discriminative { head, .. } => *head,
+        }
+    }
+}
+
 impl Default for LrPolicy {
     fn default() -> Self {
         LrPolicy::Llrd {
@@ -191,12 +202,9 @@ impl GroupConfig {
         let l = blocks(t.tower) as i32;
         let d = t.depth as i32;
         match &self.lr_policy {
-            LrPolicy::Uniform { head_lr } => match t.tower {
-                Tower::Head => head_lr.unwrap_or(lr),
-                _ => lr,
-            },
-            LrPolicy::Llrd { decay, head_lr } => match t.tower {
-                Tower::Head => head_lr.unwrap_or(lr),
+            _ if t.tower == Tower::Head => self.lr_policy.head_lr(lr),
+            LrPolicy::Uniform { .. } => lr,
+            LrPolicy::Llrd { decay, .. } => match t.tower {
                 Tower::Shared => lr,
                 _ => lr * decay.powi(l + 1 - d),
             },
@@ -211,9 +219,8 @@ impl GroupConfig {
                 bottom,
                 middle,
                 top,
-                head,
+                ..
             } => match t.tower {
-                Tower::Head => *head,
                 Tower::Shared => *top,
                 _ if d == 0 => *bottom,
                 _ if d > l => *top,

@@ -14,15 +14,16 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 
 use clip_model::{ClipClassifier, HeadInit, ModelFiles};
-use clip_optim::LrPolicy;
 
+use crate::artifacts::load_classifier;
 use crate::assembly::{build_model, eval_loader, load_datasets, pipelines};
-use crate::config::RunConfig;
+use crate::config::{CompareMethod, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::evaluation::evaluate;
 use crate::plots::{Series, font, line_chart};
-use crate::report::FitReport;
-use crate::report::{MetricsLine, read_metrics};
+use crate::precision::Precision;
+use crate::report::{FitReport, MetricsLine, read_metrics};
+use crate::run_folder::latest_checkpoint;
 use crate::wise_ft::{WiseReport, wise_ft};
 
 /// A training job for the runner: the config file plus overrides, run in
@@ -66,17 +67,9 @@ pub struct CompareReport {
     pub wise_ft: Option<WiseReport>,
 }
 
-fn head_lr(cfg: &RunConfig) -> f64 {
-    let o = &cfg.optim;
-    match &o.lr_policy {
-        LrPolicy::Uniform { head_lr } | LrPolicy::Llrd { head_lr, .. } => head_lr.unwrap_or(o.lr),
-        LrPolicy::TutorialLlrd { .. } => o.lr,
-        LrPolicy::Discriminative { head, .. } => *head,
-    }
-}
-
-/// The overrides that turn the config's recipe into `method`.
-pub fn method_overrides(cfg: &RunConfig, method: &str) -> Vec<String> {
+/// The overrides that turn the config's recipe into `method` (none for rows
+/// that do not train).
+pub fn method_overrides(cfg: &RunConfig, method: CompareMethod) -> Vec<String> {
     let lora = |r: i64| {
         vec![
             format!("model.lora={{r={r}, alpha={}}}", 2 * r),
@@ -88,16 +81,18 @@ pub fn method_overrides(cfg: &RunConfig, method: &str) -> Vec<String> {
         ]
     };
     match method {
-        "linear_probe" => vec![
+        CompareMethod::LinearProbe => vec![
             "train.unfreeze={kind=\"head_only\"}".into(),
             format!(
                 "optim.lr_policy={{kind=\"uniform\", head_lr={:e}}}",
-                cfg.compare.probe_lr.unwrap_or_else(|| head_lr(cfg))
+                cfg.compare
+                    .probe_lr
+                    .unwrap_or_else(|| cfg.optim.lr_policy.head_lr(cfg.optim.lr))
             ),
         ],
-        "lora_r8" => lora(8),
-        "lora_r16" => lora(16),
-        _ => Vec::new(),
+        CompareMethod::LoraR8 => lora(8),
+        CompareMethod::LoraR16 => lora(16),
+        CompareMethod::ZeroShot | CompareMethod::Full | CompareMethod::WiseFt => Vec::new(),
     }
 }
 
@@ -255,6 +250,159 @@ fn write_outputs(dir: &Path, report: &CompareReport) -> Result<()> {
     Ok(())
 }
 
+/// What every row shares: the config, its file and overrides, the split, the
+/// output folder.
+struct Setup<'a> {
+    cfg: RunConfig,
+    config_path: &'a Path,
+    overrides: &'a [String],
+    out_dir: &'a Path,
+    classes: Vec<String>,
+    val: clip_data::Dataset,
+}
+
+impl CompareRow {
+    fn skipped(method: CompareMethod, why: String) -> Self {
+        Self {
+            method: method.name().into(),
+            wall_s: None,
+            peak_memory_mib: None,
+            trainable_parameters: 0,
+            trainable_share: 0.0,
+            best_val_accuracy: None,
+            accuracy_per_epoch: Vec::new(),
+            run_dir: None,
+            note: Some(format!("skipped: {why}")),
+        }
+    }
+}
+
+/// CLIP's zero-shot classifier on the validation split.
+fn zero_shot_row(b: &Setup) -> Result<CompareRow> {
+    let method = CompareMethod::ZeroShot;
+    let t0 = Instant::now();
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let zs = match zero_shot_model(&b.cfg, &vs, b.classes.clone())? {
+        Ok(zs) => zs,
+        Err(why) => return Ok(CompareRow::skipped(method, why)),
+    };
+    let size = zs.clip.config().vision_config.image_size as usize;
+    let (_, eval_pipe) = pipelines(&b.cfg, size)?;
+    let loader = eval_loader(&b.cfg, b.val.clone(), eval_pipe)?;
+    let r = evaluate(&zs, &loader, Precision::Fp32, tch::Device::Cpu, |_, _| {
+        Ok(())
+    })?;
+    Ok(CompareRow {
+        method: method.name().into(),
+        wall_s: Some(t0.elapsed().as_secs_f64()),
+        peak_memory_mib: None,
+        trainable_parameters: 0,
+        trainable_share: 0.0,
+        best_val_accuracy: Some(r.accuracy),
+        accuracy_per_epoch: Vec::new(),
+        run_dir: None,
+        note: Some("no training: the head comes from text embeddings of the class names".into()),
+    })
+}
+
+/// The `full` row's weights mixed with the zero-shot model's (the config's
+/// validation puts `full` first).
+fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
+    let method = CompareMethod::WiseFt;
+    let t0 = Instant::now();
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let zs = match zero_shot_model(&b.cfg, &vs, b.classes.clone())? {
+        Ok(zs) => zs,
+        Err(why) => return Ok((CompareRow::skipped(method, why), None)),
+    };
+    let full_dir = b.out_dir.join(CompareMethod::Full.name());
+    let full = finished(&full_dir).ok_or_else(|| TrainError::Resume {
+        path: full_dir.clone(),
+        reason: "wise_ft needs the finished `full` row".into(),
+    })?;
+    let vs_ft = nn::VarStore::new(tch::Device::Cpu);
+    let mut ft = load_classifier(&vs_ft, &full_dir.display().to_string())?;
+    let batch = b
+        .cfg
+        .data
+        .eval_batch_size
+        .unwrap_or(b.cfg.data.loader.batch_size * 2);
+    let w = wise_ft(
+        &zs,
+        &mut ft,
+        &b.cfg.compare.wise_alphas,
+        b.val.clone(),
+        batch,
+    )?;
+    let total = ft.params().count(|_| true);
+    let row = CompareRow {
+        method: method.name().into(),
+        wall_s: Some(t0.elapsed().as_secs_f64()),
+        peak_memory_mib: None,
+        trainable_parameters: full.trainable_parameters,
+        trainable_share: full.trainable_parameters as f64 / total.max(1) as f64,
+        best_val_accuracy: Some(w.best_accuracy),
+        accuracy_per_epoch: Vec::new(),
+        run_dir: Some(full_dir),
+        note: Some(format!(
+            "weights of `full` mixed with the zero-shot model; best alpha {:.2}; time is the sweep's (plus full's training)",
+            w.best_alpha
+        )),
+    };
+    Ok((row, Some(w)))
+}
+
+/// A training row: its job runs (or resumes, or is reused when finished) in
+/// `out_dir/<method>`.
+fn training_row(
+    b: &Setup,
+    method: CompareMethod,
+    train: &mut dyn FnMut(&TrainJob) -> Result<()>,
+) -> Result<CompareRow> {
+    let run_dir = b.out_dir.join(method.name());
+    if finished(&run_dir).is_none() {
+        let mut o = b.overrides.to_vec();
+        o.extend(method_overrides(&b.cfg, method));
+        o.push(format!(
+            "run.output_dir={:?}",
+            b.out_dir.display().to_string()
+        ));
+        o.push(format!("run.name={}", method.name()));
+        let resume = latest_checkpoint(&run_dir).is_ok();
+        if !resume {
+            o.push("run.overwrite=true".into());
+        }
+        train(&TrainJob {
+            config: b.config_path.to_path_buf(),
+            overrides: o,
+            run_dir: run_dir.clone(),
+            resume,
+        })?;
+    }
+    let r = finished(&run_dir).ok_or_else(|| TrainError::Resume {
+        path: run_dir.clone(),
+        reason: "the job ended without a finished summary.json".into(),
+    })?;
+    let evals: Vec<f64> = read_metrics(&run_dir.join("metrics.jsonl"))?
+        .into_iter()
+        .filter_map(|l| match l {
+            MetricsLine::Eval(e) => Some(e.val.accuracy),
+            MetricsLine::Step(_) => None,
+        })
+        .collect();
+    Ok(CompareRow {
+        method: method.name().into(),
+        wall_s: Some(r.wall_s),
+        peak_memory_mib: Some(r.peak_memory_mib),
+        trainable_parameters: r.trainable_parameters,
+        trainable_share: r.trainable_share,
+        best_val_accuracy: evals.iter().copied().reduce(f64::max),
+        accuracy_per_epoch: epoch_accuracies(&run_dir)?,
+        run_dir: Some(run_dir),
+        note: None,
+    })
+}
+
 /// Runs the comparison into `out_dir`; `train` runs one training job.
 pub fn compare(
     config_path: &Path,
@@ -265,7 +413,6 @@ pub fn compare(
     let cfg = RunConfig::load(config_path, overrides)?;
     std::fs::create_dir_all(out_dir).map_err(TrainError::io("cannot create", out_dir))?;
     let (train_ds, val_ds) = load_datasets(&cfg)?;
-    let classes = train_ds.classes().to_vec();
     let mut report = CompareReport {
         config: config_path.to_path_buf(),
         config_hash: cfg.hash(),
@@ -276,140 +423,27 @@ pub fn compare(
         wise_ft: None,
     };
     let methods = cfg.compare.methods.clone();
-    for method in &methods {
-        tracing::info!(method, "compare");
-        let row = match method.as_str() {
-            "zero_shot" | "wise_ft" => {
-                let t0 = Instant::now();
-                let vs = nn::VarStore::new(tch::Device::Cpu);
-                match zero_shot_model(&cfg, &vs, classes.clone())? {
-                    Err(why) => CompareRow {
-                        method: method.clone(),
-                        wall_s: None,
-                        peak_memory_mib: None,
-                        trainable_parameters: 0,
-                        trainable_share: 0.0,
-                        best_val_accuracy: None,
-                        accuracy_per_epoch: Vec::new(),
-                        run_dir: None,
-                        note: Some(format!("skipped: {why}")),
-                    },
-                    Ok(zs) => {
-                        let size = zs.clip.config().vision_config.image_size as usize;
-                        let (_, eval_pipe) = pipelines(&cfg, size)?;
-                        if method == "zero_shot" {
-                            let loader = eval_loader(&cfg, val_ds.clone(), eval_pipe)?;
-                            let r = evaluate(
-                                &zs,
-                                &loader,
-                                crate::precision::Precision::Fp32,
-                                tch::Device::Cpu,
-                                |_, _| Ok(()),
-                            )?;
-                            CompareRow {
-                                method: method.clone(),
-                                wall_s: Some(t0.elapsed().as_secs_f64()),
-                                peak_memory_mib: None,
-                                trainable_parameters: 0,
-                                trainable_share: 0.0,
-                                best_val_accuracy: Some(r.accuracy),
-                                accuracy_per_epoch: Vec::new(),
-                                run_dir: None,
-                                note: Some("no training: the head comes from text embeddings of the class names".into()),
-                            }
-                        } else {
-                            let full_dir = out_dir.join("full");
-                            if finished(&full_dir).is_none() {
-                                return Err(TrainError::config(
-                                    "compare.methods",
-                                    "wise_ft needs the `full` row first (list it before wise_ft)",
-                                ));
-                            }
-                            let vs_ft = nn::VarStore::new(tch::Device::Cpu);
-                            let mut ft = crate::artifacts::load_classifier(
-                                &vs_ft,
-                                &full_dir.display().to_string(),
-                            )?;
-                            let batch = cfg
-                                .data
-                                .eval_batch_size
-                                .unwrap_or(cfg.data.loader.batch_size * 2);
-                            let w = wise_ft(
-                                &zs,
-                                &mut ft,
-                                &cfg.compare.wise_alphas,
-                                val_ds.clone(),
-                                batch,
-                            )?;
-                            let total = ft.params().count(|_| true);
-                            let trainable =
-                                finished(&full_dir).map_or(0, |r| r.trainable_parameters);
-                            let row = CompareRow {
-                                method: method.clone(),
-                                wall_s: Some(t0.elapsed().as_secs_f64()),
-                                peak_memory_mib: None,
-                                trainable_parameters: trainable,
-                                trainable_share: trainable as f64 / total.max(1) as f64,
-                                best_val_accuracy: Some(w.best_accuracy),
-                                accuracy_per_epoch: Vec::new(),
-                                run_dir: Some(full_dir),
-                                note: Some(format!(
-                                    "weights of `full` mixed with the zero-shot model; best alpha {:.2}; time is the sweep's (plus full's training)",
-                                    w.best_alpha
-                                )),
-                            };
-                            report.wise_ft = Some(w);
-                            row
-                        }
-                    }
-                }
+    let setup = Setup {
+        classes: train_ds.classes().to_vec(),
+        val: val_ds,
+        cfg,
+        config_path,
+        overrides,
+        out_dir,
+    };
+    for method in methods {
+        tracing::info!(method = method.name(), "compare");
+        let row = match method {
+            CompareMethod::ZeroShot => zero_shot_row(&setup)?,
+            CompareMethod::WiseFt => {
+                let (row, sweep) = wise_ft_row(&setup)?;
+                report.wise_ft = sweep;
+                row
             }
-            _ => {
-                let run_dir = out_dir.join(method);
-                let done = finished(&run_dir);
-                if done.is_none() {
-                    let mut o = overrides.to_vec();
-                    o.extend(method_overrides(&cfg, method));
-                    o.push(format!(
-                        "run.output_dir={:?}",
-                        out_dir.display().to_string()
-                    ));
-                    o.push(format!("run.name={method}"));
-                    let resume = run_dir.join("checkpoints").is_dir()
-                        && crate::run_folder::latest_checkpoint(&run_dir).is_ok();
-                    if !resume {
-                        o.push("run.overwrite=true".into());
-                    }
-                    train(&TrainJob {
-                        config: config_path.to_path_buf(),
-                        overrides: o,
-                        run_dir: run_dir.clone(),
-                        resume,
-                    })?;
-                }
-                let r = finished(&run_dir).ok_or_else(|| TrainError::Resume {
-                    path: run_dir.clone(),
-                    reason: "the job ended without a finished summary.json".into(),
-                })?;
-                let evals: Vec<f64> = read_metrics(&run_dir.join("metrics.jsonl"))?
-                    .into_iter()
-                    .filter_map(|l| match l {
-                        MetricsLine::Eval(e) => Some(e.val.accuracy),
-                        MetricsLine::Step(_) => None,
-                    })
-                    .collect();
-                CompareRow {
-                    method: method.clone(),
-                    wall_s: Some(r.wall_s),
-                    peak_memory_mib: Some(r.peak_memory_mib),
-                    trainable_parameters: r.trainable_parameters,
-                    trainable_share: r.trainable_share,
-                    best_val_accuracy: evals.iter().copied().reduce(f64::max),
-                    accuracy_per_epoch: epoch_accuracies(&run_dir)?,
-                    run_dir: Some(run_dir),
-                    note: None,
-                }
-            }
+            CompareMethod::LinearProbe
+            | CompareMethod::LoraR8
+            | CompareMethod::LoraR16
+            | CompareMethod::Full => training_row(&setup, method, train)?,
         };
         report.rows.push(row);
         write_outputs(out_dir, &report)?;

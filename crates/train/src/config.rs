@@ -32,9 +32,8 @@ pub struct RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompareSection {
-    /// Rows to produce, in order: `zero_shot`, `linear_probe`, `lora_r8`,
-    /// `lora_r16`, `full`, `wise_ft`.
-    pub methods: Vec<String>,
+    /// Rows to produce, in order (`wise_ft` needs `full` before it).
+    pub methods: Vec<CompareMethod>,
     /// Base LR of the LoRA runs (adapters usually want far more than full
     /// fine-tuning's); default 10x `optim.lr`.
     pub lora_lr: Option<f64>,
@@ -46,20 +45,51 @@ pub struct CompareSection {
     pub templates: Vec<String>,
 }
 
-/// The rows `compare` knows, in their default order.
-pub const COMPARE_METHODS: [&str; 6] = [
-    "zero_shot",
-    "linear_probe",
-    "lora_r8",
-    "lora_r16",
-    "full",
-    "wise_ft",
-];
+/// A row of `train-cli compare`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareMethod {
+    /// CLIP's zero-shot classifier, no training.
+    ZeroShot,
+    /// The head alone on frozen features.
+    LinearProbe,
+    /// LoRA adapters of rank 8 / 16 (and the head).
+    LoraR8,
+    LoraR16,
+    /// The config's own recipe.
+    Full,
+    /// The `full` row's weights mixed with the zero-shot model's.
+    WiseFt,
+}
+
+impl CompareMethod {
+    /// Every row, in the default order.
+    pub const ALL: [CompareMethod; 6] = [
+        CompareMethod::ZeroShot,
+        CompareMethod::LinearProbe,
+        CompareMethod::LoraR8,
+        CompareMethod::LoraR16,
+        CompareMethod::Full,
+        CompareMethod::WiseFt,
+    ];
+
+    /// The name in configs, reports and run folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareMethod::ZeroShot => "zero_shot",
+            CompareMethod::LinearProbe => "linear_probe",
+            CompareMethod::LoraR8 => "lora_r8",
+            CompareMethod::LoraR16 => "lora_r16",
+            CompareMethod::Full => "full",
+            CompareMethod::WiseFt => "wise_ft",
+        }
+    }
+}
 
 impl Default for CompareSection {
     fn default() -> Self {
         Self {
-            methods: COMPARE_METHODS.map(String::from).to_vec(),
+            methods: CompareMethod::ALL.to_vec(),
             lora_lr: None,
             probe_lr: None,
             wise_alphas: (0..=10).map(|i| f64::from(i) / 10.0).collect(),
@@ -711,11 +741,19 @@ impl RunConfig {
         if t.log_every_steps == 0 {
             p.push("`train.log_every_steps` must be at least 1".into());
         }
-        for m in &self.compare.methods {
-            if !COMPARE_METHODS.contains(&m.as_str()) {
-                p.push(format!(
-                    "`compare.methods`: unknown method {m:?}; expected one of {COMPARE_METHODS:?}"
-                ));
+        let methods = &self.compare.methods;
+        let position = |m: CompareMethod| methods.iter().position(|x| *x == m);
+        if let Some(w) = position(CompareMethod::WiseFt)
+            && position(CompareMethod::Full).is_none_or(|f| f > w)
+        {
+            p.push(
+                "`compare.methods`: wise_ft mixes the `full` row's weights: list full before it"
+                    .into(),
+            );
+        }
+        for (i, m) in methods.iter().enumerate() {
+            if methods[..i].contains(m) {
+                p.push(format!("`compare.methods` lists {} twice", m.name()));
             }
         }
         if self
@@ -746,6 +784,35 @@ preset = "tiny"
 [data]
 train = { kind = "image_folder", path = "data/train" }
 "#;
+
+    #[test]
+    fn compare_methods_are_typed_and_wise_ft_follows_full() {
+        let c = RunConfig::from_toml(MINIMAL, "t.toml", &[]).unwrap();
+        assert_eq!(c.compare.methods, CompareMethod::ALL.to_vec());
+        let err = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &["compare.methods=[\"wise_ft\", \"full\", \"full\"]".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("list full before it"), "{err}");
+        assert!(err.contains("lists full twice"), "{err}");
+        let err =
+            RunConfig::from_toml(MINIMAL, "t.toml", &["compare.methods=[\"lora_r4\"]".into()])
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("lora_r4") && err.contains("compare.methods"),
+            "{err}"
+        );
+        let ok = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &["compare.methods=[\"full\", \"wise_ft\"]".into()],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
 
     #[test]
     fn minimal_config_takes_the_tutorial_defaults() {

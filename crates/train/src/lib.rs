@@ -55,7 +55,7 @@ pub use compare::{
     CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
 };
 pub use config::{
-    Architecture, COMPARE_METHODS, CheckpointConfig, CompareSection, DataSection, DeviceChoice,
+    Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
     EarlyStoppingConfig, EmaConfig, Metric, ModelSection, OptimSection, RunConfig, RunSection,
     TrainSection, Unfreeze,
 };
