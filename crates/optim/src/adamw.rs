@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::OptimError;
+use crate::error::problems_to_result;
 use crate::groups::ParamGroup;
 use crate::kernels::{AdamWHyper, AdamWLists, fused_adamw, grad_to_none};
 
@@ -32,22 +33,27 @@ impl Default for AdamWConfig {
 }
 
 impl AdamWConfig {
-    pub fn validate(&self) -> Result<(), OptimError> {
+    /// Every bad value, each naming its key under `prefix` (`optim` in a run
+    /// config).
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
         for (i, b) in self.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
-                return Err(OptimError::config(
-                    format!("optim.betas[{i}]"),
-                    format!("must be in [0, 1), got {b}"),
-                ));
+                problems.push(format!("`{prefix}.betas[{i}]` must be in [0, 1), got {b}"));
             }
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return Err(OptimError::config(
-                "optim.eps",
-                format!("must be a positive number, got {}", self.eps),
+            problems.push(format!(
+                "`{prefix}.eps` must be a positive number, got {}",
+                self.eps
             ));
         }
-        Ok(())
+        problems
+    }
+
+    /// Every bad value at once (keys under `optim`).
+    pub fn validate(&self) -> Result<(), OptimError> {
+        problems_to_result("optim", self.problems("optim"))
     }
 }
 

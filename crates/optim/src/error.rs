@@ -26,3 +26,12 @@ impl OptimError {
         }
     }
 }
+
+/// `Ok` without problems, else one error for `section` listing them all.
+pub(crate) fn problems_to_result(section: &str, problems: Vec<String>) -> Result<(), OptimError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(OptimError::config(section, problems.join("; ")))
+    }
+}

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use clip_model::{ParamTable, ParamTag, Tower};
 
 use crate::OptimError;
+use crate::error::problems_to_result;
 
 /// How learning rates vary across the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,42 +137,43 @@ impl ParamGroup {
 
 fn positive(key: &str, v: f64, problems: &mut Vec<String>) {
     if !(v > 0.0 && v.is_finite()) {
-        problems.push(format!("`optim.{key}` must be a positive number, got {v}"));
+        problems.push(format!("`{key}` must be a positive number, got {v}"));
     }
 }
 
 impl GroupConfig {
-    /// Reports every bad value at once, each naming its key.
-    pub fn validate(&self) -> Result<(), OptimError> {
+    /// Every bad value, each naming its key under `prefix` (`optim` in a run
+    /// config).
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        positive("lr", self.lr, &mut problems);
+        let key = |k: &str| format!("{prefix}.{k}");
+        positive(&key("lr"), self.lr, &mut problems);
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             problems.push(format!(
-                "`optim.weight_decay` must be >= 0, got {}",
+                "`{}` must be >= 0, got {}",
+                key("weight_decay"),
                 self.weight_decay
             ));
         }
+        let decay_in_range = |decay: f64, problems: &mut Vec<String>| {
+            if !(decay > 0.0 && decay <= 1.0) {
+                problems.push(format!(
+                    "`{}` must be in (0, 1], got {decay}",
+                    key("lr_policy.decay")
+                ));
+            }
+        };
         match &self.lr_policy {
             LrPolicy::Uniform { head_lr } => head_lr
                 .iter()
-                .for_each(|h| positive("lr_policy.head_lr", *h, &mut problems)),
+                .for_each(|h| positive(&key("lr_policy.head_lr"), *h, &mut problems)),
             LrPolicy::Llrd { decay, head_lr } => {
-                if !(*decay > 0.0 && *decay <= 1.0) {
-                    problems.push(format!(
-                        "`optim.lr_policy.decay` must be in (0, 1], got {decay}"
-                    ));
-                }
+                decay_in_range(*decay, &mut problems);
                 head_lr
                     .iter()
-                    .for_each(|h| positive("lr_policy.head_lr", *h, &mut problems));
+                    .for_each(|h| positive(&key("lr_policy.head_lr"), *h, &mut problems));
             }
-            LrPolicy::TutorialLlrd { decay } => {
-                if !(*decay > 0.0 && *decay <= 1.0) {
-                    problems.push(format!(
-                        "`optim.lr_policy.decay` must be in (0, 1], got {decay}"
-                    ));
-                }
-            }
+            LrPolicy::TutorialLlrd { decay } => decay_in_range(*decay, &mut problems),
             LrPolicy::Discriminative {
                 bottom,
                 middle,
@@ -184,15 +186,16 @@ impl GroupConfig {
                     ("top", top),
                     ("head", head),
                 ] {
-                    positive(&format!("lr_policy.{k}"), *v, &mut problems);
+                    positive(&key(&format!("lr_policy.{k}")), *v, &mut problems);
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(OptimError::config("optim", problems.join("; ")))
-        }
+        problems
+    }
+
+    /// Every bad value at once (keys under `optim`).
+    pub fn validate(&self) -> Result<(), OptimError> {
+        problems_to_result("optim", self.problems("optim"))
     }
 
     /// The learning rate of a parameter with tag `t`, in a model whose towers have

@@ -23,6 +23,7 @@
 
 mod adamw;
 mod clipping;
+mod config;
 mod error;
 mod groups;
 mod kernels;
@@ -31,6 +32,7 @@ mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use clipping::clip_grad_norm;
+pub use config::OptimConfig;
 pub use error::OptimError;
 pub use groups::{GroupConfig, GroupReport, GroupRow, LrPolicy, NoDecay, ParamGroup, TensorRow};
 pub use scaler::{GradScaler, ScalerConfig};

@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::OptimError;
 use crate::adamw::AdamW;
+use crate::error::problems_to_result;
 use crate::kernels::amp_unscale;
 
 /// GradScaler settings (PyTorch's defaults).
@@ -33,10 +34,11 @@ impl Default for ScalerConfig {
 }
 
 impl ScalerConfig {
-    /// Reports every bad value at once, each named `optim.scaler.<key>`.
-    pub fn validate(&self) -> Result<(), OptimError> {
+    /// Every bad value, each naming its key under `prefix` (`optim.scaler` in a
+    /// run config).
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut bad = |k: &str, r: String| problems.push(format!("`optim.scaler.{k}` {r}"));
+        let mut bad = |k: &str, r: String| problems.push(format!("`{prefix}.{k}` {r}"));
         if !(self.init_scale > 0.0 && self.init_scale.is_finite()) {
             bad(
                 "init_scale",
@@ -61,11 +63,12 @@ impl ScalerConfig {
                 format!("must be >= 1, got {}", self.growth_interval),
             );
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(OptimError::config("optim.scaler", problems.join("; ")))
-        }
+        problems
+    }
+
+    /// Every bad value at once (keys under `optim.scaler`).
+    pub fn validate(&self) -> Result<(), OptimError> {
+        problems_to_result("optim.scaler", self.problems("optim.scaler"))
     }
 }
 

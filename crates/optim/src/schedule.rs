@@ -100,6 +100,29 @@ impl Schedule {
         }
     }
 
+    /// The values that are wrong whatever the run's length, each naming its key
+    /// under `prefix` (`optim.schedule` in a run config).
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let fraction = match self.warmup() {
+            Warmup::Steps(_) => None,
+            Warmup::Fraction(f) | Warmup::Rounded { fraction: f, .. } => Some(f),
+        };
+        if let Some(f) = fraction.filter(|f| !(0.0..1.0).contains(f)) {
+            problems.push(format!(
+                "`{prefix}.warmup`: a fraction must be in [0, 1), got {f}"
+            ));
+        }
+        if let Schedule::Cosine { min_lr_ratio, .. } = *self
+            && !(0.0..=1.0).contains(&min_lr_ratio)
+        {
+            problems.push(format!(
+                "`{prefix}.min_lr_ratio` must be in [0, 1], got {min_lr_ratio}"
+            ));
+        }
+        problems
+    }
+
     /// Resolves the schedule for a run of `total_steps` optimizer steps; reports a
     /// warmup that is not shorter than the run or a ratio out of range.
     pub fn build(&self, total_steps: u64) -> Result<LrSchedule, OptimError> {

@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use clip_data::{LoaderConfig, SourceConfig, TransformConfig};
-use clip_model::{
-    ClipConfig, HeadConfig, LoraConfig, Regularization, TextConfig, Tower, VisionConfig,
-};
-use clip_optim::{AdamWConfig, GroupConfig, LrPolicy, NoDecay, ScalerConfig, Schedule};
+use clip_model::{ClipConfig, HeadConfig, LoraConfig, Regularization, TextConfig, VisionConfig};
+use clip_optim::OptimConfig;
 
 use crate::error::{Result, TrainError};
 use crate::precision::Precision;
@@ -23,7 +21,7 @@ pub struct RunConfig {
     pub run: RunSection,
     pub model: ModelSection,
     pub data: DataSection,
-    pub optim: OptimSection,
+    pub optim: OptimConfig,
     pub train: TrainSection,
     pub compare: CompareSection,
 }
@@ -253,65 +251,6 @@ impl Default for DataSection {
             eval_transforms: None,
             loader: LoaderConfig::default(),
             eval_batch_size: None,
-        }
-    }
-}
-
-/// `[optim]`: AdamW, parameter groups, schedule, clipping and loss scaling.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OptimSection {
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub betas: [f64; 2],
-    pub eps: f64,
-    pub amsgrad: bool,
-    pub no_decay: NoDecay,
-    pub lr_policy: LrPolicy,
-    pub frozen_towers: Vec<Tower>,
-    pub schedule: Schedule,
-    /// Clip the global gradient norm to this value (`0` disables).
-    pub max_grad_norm: f64,
-    /// GradScaler settings (used with `train.precision = "fp16"`).
-    pub scaler: ScalerConfig,
-}
-
-impl Default for OptimSection {
-    fn default() -> Self {
-        let g = GroupConfig::default();
-        let a = AdamWConfig::default();
-        Self {
-            lr: g.lr,
-            weight_decay: g.weight_decay,
-            betas: a.betas,
-            eps: a.eps,
-            amsgrad: a.amsgrad,
-            no_decay: g.no_decay,
-            lr_policy: g.lr_policy,
-            frozen_towers: g.frozen_towers,
-            schedule: Schedule::default(),
-            max_grad_norm: 1.0,
-            scaler: ScalerConfig::default(),
-        }
-    }
-}
-
-impl OptimSection {
-    pub fn groups(&self) -> GroupConfig {
-        GroupConfig {
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            no_decay: self.no_decay,
-            lr_policy: self.lr_policy.clone(),
-            frozen_towers: self.frozen_towers.clone(),
-        }
-    }
-
-    pub fn adamw(&self) -> AdamWConfig {
-        AdamWConfig {
-            betas: self.betas,
-            eps: self.eps,
-            amsgrad: self.amsgrad,
         }
     }
 }
@@ -673,22 +612,7 @@ impl RunConfig {
                 p.push(e.to_string());
             }
         }
-        let o = &self.optim;
-        if let Err(e) = o.groups().validate() {
-            p.push(e.to_string());
-        }
-        if let Err(e) = o.adamw().validate() {
-            p.push(e.to_string());
-        }
-        if let Err(e) = o.scaler.validate() {
-            p.push(e.to_string());
-        }
-        if !(o.max_grad_norm >= 0.0 && o.max_grad_norm.is_finite()) {
-            p.push(format!(
-                "`optim.max_grad_norm` must be >= 0 (0 disables clipping), got {}",
-                o.max_grad_norm
-            ));
-        }
+        p.extend(self.optim.problems("optim"));
         let t = &self.train;
         if t.epochs == 0 && t.max_steps.is_none() {
             p.push("`train.epochs` must be at least 1 (or set `train.max_steps`)".into());
@@ -777,6 +701,7 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clip_optim::LrPolicy;
 
     const MINIMAL: &str = r#"
 [model.architecture]

@@ -56,8 +56,8 @@ pub use compare::{
 };
 pub use config::{
     Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
-    EarlyStoppingConfig, EmaConfig, Metric, ModelSection, OptimSection, RunConfig, RunSection,
-    TrainSection, Unfreeze,
+    EarlyStoppingConfig, EmaConfig, Metric, ModelSection, RunConfig, RunSection, TrainSection,
+    Unfreeze,
 };
 pub use error::{Result, TrainError};
 pub use evaluation::{EvalReport, Prediction, evaluate, predictions};

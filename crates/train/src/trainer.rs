@@ -315,12 +315,7 @@ impl Trainer {
         let (step_loss, images) = self.accumulate(iter, n, epoch)?;
         let factor = self.schedule.factor_at(self.state.global_step);
         self.opt.set_lr_factor(factor);
-        let max_norm = if self.cfg.optim.max_grad_norm > 0.0 {
-            self.cfg.optim.max_grad_norm
-        } else {
-            f64::INFINITY
-        };
-        let decision = self.amp.step(&mut self.opt, max_norm)?;
+        let decision = self.amp.step(&mut self.opt, self.cfg.optim.clip_norm())?;
         let grad_norm = decision.grad_norm();
         let stepped = match decision {
             StepDecision::Stepped { .. } => true,
