@@ -6,14 +6,13 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, bail};
-use tch::{Kind, nn};
+use tch::nn;
 
-use clip_data::{Dataset, Pipeline, RgbImage};
-use clip_model::{ClipClassifier, HeadConfig, ModelFiles};
+use clip_data::{Dataset, LoaderConfig, Pipeline};
+use clip_model::{ClipClassifier, HeadConfig};
 use clip_train::{
-    Log, MetricsFiles, Observer, Plots, Precision, Progress, RunConfig, Trainer, apply_unfreeze,
-    build_model, eval_loader, evaluate, load_classifier, load_datasets, param_groups, predictions,
-    source_from_path,
+    Log, MetricsFiles, Observer, Plots, Precision, Progress, RunConfig, Trainer, evaluate,
+    load_classifier, load_datasets, ordered_loader, predictions, source_from_path,
 };
 
 use crate::TrainArgs;
@@ -162,9 +161,7 @@ fn run_eval(
     batch_size: usize,
 ) -> anyhow::Result<ExitCode> {
     let ds = dataset_for(data, model, "the model")?;
-    let mut cfg = RunConfig::default();
-    cfg.data.eval_batch_size = Some(batch_size.max(1));
-    let loader = eval_loader(&cfg, ds, pipeline)?;
+    let loader = ordered_loader(&LoaderConfig::default(), ds, pipeline, batch_size, 0)?;
     let mut out = match output {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
@@ -247,32 +244,13 @@ pub fn predict(
 ) -> anyhow::Result<ExitCode> {
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let (model, pipe) = classifier_with_pipeline(&vs, model)?;
-    let size = model.clip.config().vision_config.image_size as usize;
-    let k = top_k.clamp(1, model.class_names().len());
-    for path in images {
-        let img = RgbImage::open(path)?;
-        let mut buf = vec![0f32; 3 * size * size];
-        pipe.apply_into(img, &mut clip_data::SampleRng::new(0, 0, 0), &mut buf)?;
-        let x = tch::Tensor::from_slice(&buf).view([1, 3, size as i64, size as i64]);
-        let probs = tch::no_grad(|| model.forward(&x, false, None))?.softmax(-1, Kind::Float);
-        let (p, i) = probs.topk(k as i64, -1, true, true);
-        let p: Vec<f32> = Vec::try_from(p.view([-1]))?;
-        let i: Vec<i64> = Vec::try_from(i.view([-1]))?;
-        let top: Vec<(String, f32)> = i
-            .iter()
-            .zip(&p)
-            .map(|(&c, &p)| (model.class_names()[c as usize].clone(), p))
-            .collect();
+    for (path, top) in clip_train::predict_images(&model, &pipe, images, top_k)? {
         if json {
-            let top: Vec<_> = top
-                .iter()
-                .map(|(l, p)| serde_json::json!({"label": l, "probability": p}))
-                .collect();
             println!("{}", serde_json::json!({"path": path, "top": top}));
         } else {
             let line: Vec<String> = top
                 .iter()
-                .map(|(l, p)| format!("{l} {:.1}%", p * 100.0))
+                .map(|s| format!("{} {:.1}%", s.label, s.probability * 100.0))
                 .collect();
             println!("{}: {}", path.display(), line.join(", "));
         }
@@ -297,39 +275,17 @@ pub fn inspect(
     overrides: &[String],
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let vs = nn::VarStore::new(tch::Device::Cpu);
     match (config, model) {
         (Some(cfg_path), _) => {
-            let cfg = load_config(cfg_path, overrides)?;
-            let (train, _) = load_datasets(&cfg)?;
-            let model = build_model(&cfg, &vs, train.classes().to_vec())?;
-            let (groups, trained) = param_groups(&cfg, &model)?;
-            let layers = model.clip.config().vision_config.num_hidden_layers as u32;
-            apply_unfreeze(
-                model.params(),
-                cfg.train.unfreeze,
-                &trained,
-                0,
-                cfg.train.epochs.max(1),
-                layers,
-            );
-            let lrs: Vec<f64> = groups.iter().map(|g| g.base_lr).collect();
-            let report = clip_optim::GroupReport::new(&groups, &lrs);
+            let r = clip_train::inspect_config(&load_config(cfg_path, overrides)?)?;
             if json {
-                let tensors = clip_optim::TensorRow::list(model.params(), &groups, &lrs);
-                println!(
-                    "{}",
-                    serde_json::json!({"parameters": model.report(), "groups": report, "tensors": tensors})
-                );
+                println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("{}\n{report}", model.report());
+                println!("{}\n{}", r.parameters, r.groups);
             }
         }
         (None, Some(spec)) => {
-            let report = match load_classifier(&vs, spec) {
-                Ok(m) => m.report(),
-                Err(_) => clip_model::ClipModel::from_pretrained(&vs.root(), spec)?.report(),
-            };
+            let report = clip_train::model_report(spec)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -350,16 +306,7 @@ pub fn preview(
 ) -> anyhow::Result<ExitCode> {
     let cfg = load_config(config, overrides)?;
     let (train, _) = load_datasets(&cfg)?;
-    let size = match (&cfg.model.architecture, &cfg.model.pretrained) {
-        (Some(a), _) => a.config()?.vision_config.image_size as usize,
-        (None, Some(spec)) => {
-            let files = ModelFiles::resolve(spec)?;
-            clip_model::ClipConfig::from_json_file(&files.config)?
-                .vision_config
-                .image_size as usize
-        }
-        (None, None) => bail!("the config names no model"),
-    };
+    let size = clip_train::image_size_of(&cfg)?;
     let (pipe, _) = clip_train::pipelines(&cfg, size)?;
     clip_data::write_preview(output, &train, &pipe, images, views, cfg.run.seed)?;
     eprintln!(

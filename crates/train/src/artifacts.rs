@@ -8,7 +8,9 @@ use serde_json::json;
 use tch::nn;
 
 use clip_data::{Normalize, Pipeline, SourceConfig};
-use clip_model::{ClipClassifier, ModelFiles, save_peft_adapter, write_atomic};
+use clip_model::{
+    ClipClassifier, ClipModel, ModelFiles, ParamReport, save_peft_adapter, write_atomic,
+};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
@@ -96,6 +98,16 @@ pub fn eval_pipeline_for(model_dir: &Path, image_size: usize) -> Result<Pipeline
 pub fn load_classifier(vs: &nn::VarStore, spec: &str) -> Result<ClipClassifier> {
     let dir = classifier_dir(Path::new(spec))?;
     Ok(ClipClassifier::load(&vs.root(), &dir)?)
+}
+
+/// The parameter report of a fine-tuned classifier (export, checkpoint or run
+/// folder), else of a plain CLIP (hub id or folder).
+pub fn model_report(spec: &str) -> Result<ParamReport> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    match load_classifier(&vs, spec) {
+        Ok(m) => Ok(m.report()),
+        Err(_) => Ok(ClipModel::from_pretrained(&vs.root(), spec)?.report()),
+    }
 }
 
 /// A data source from a path: a folder is an image folder, `*.csv` a manifest,

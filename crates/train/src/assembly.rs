@@ -8,12 +8,14 @@ use tch::nn;
 
 use clip_data::{Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline, SourceConfig};
 use clip_model::{
-    ClipClassifier, ClipConfig, ClipTokenizer, HeadConfig, HeadInit, ModelFiles, Tower,
+    ClipClassifier, ClipConfig, ClipTokenizer, HeadConfig, HeadInit, ModelFiles, ParamReport, Tower,
 };
-use clip_optim::ParamGroup;
+use clip_optim::{GroupReport, ParamGroup, TensorRow};
+use serde::Serialize;
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
+use crate::policies::apply_unfreeze;
 
 /// The datasets of a config: `(train, val)`.
 pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
@@ -113,18 +115,51 @@ pub fn pipelines(cfg: &RunConfig, image_size: usize) -> Result<(Pipeline, Pipeli
     Ok((train, eval))
 }
 
-/// The evaluation loader for `dataset`.
+/// The evaluation loader for `dataset` under a run config (its loader settings,
+/// `data.eval_batch_size` or twice the training batch).
 pub fn eval_loader(cfg: &RunConfig, dataset: Dataset, pipeline: Pipeline) -> Result<Loader> {
     let l = &cfg.data.loader;
+    let batch = cfg.data.eval_batch_size.unwrap_or(l.batch_size * 2);
+    ordered_loader(l, dataset, pipeline, batch, cfg.run.seed)
+}
+
+/// An in-order loader without shuffling, balancing or mixing, batches of
+/// `batch_size` (at least 1), the other settings from `base`: what evaluation and
+/// prediction read images with.
+pub fn ordered_loader(
+    base: &LoaderConfig,
+    dataset: Dataset,
+    pipeline: Pipeline,
+    batch_size: usize,
+    seed: u64,
+) -> Result<Loader> {
     let config = LoaderConfig {
-        batch_size: cfg.data.eval_batch_size.unwrap_or(l.batch_size * 2),
+        batch_size: batch_size.max(1),
         shuffle: false,
         balanced: false,
         drop_last: false,
         mix: MixConfig::default(),
-        ..l.clone()
+        ..base.clone()
     };
-    Ok(Loader::new(dataset, pipeline, config, cfg.run.seed)?)
+    Ok(Loader::new(dataset, pipeline, config, seed)?)
+}
+
+/// The image size of the model a config trains (from its architecture, or the
+/// pretrained model's config.json; no weights are read).
+pub fn image_size_of(cfg: &RunConfig) -> Result<usize> {
+    let vision = match (&cfg.model.architecture, &cfg.model.pretrained) {
+        (Some(a), _) => a.config()?.vision_config,
+        (None, Some(spec)) => {
+            ClipConfig::from_json_file(&ModelFiles::resolve(spec)?.config)?.vision_config
+        }
+        (None, None) => {
+            return Err(TrainError::config(
+                "model",
+                "set `model.pretrained` or `model.architecture`",
+            ));
+        }
+    };
+    Ok(vision.image_size as usize)
 }
 
 /// Builds the model a fresh run starts from.
@@ -262,4 +297,37 @@ pub fn param_groups(
         .filter(|t| !groups_cfg.frozen_towers.contains(t))
         .collect();
     Ok((groups, trained))
+}
+
+/// What `train-cli inspect --config` shows: the model's parameters, the
+/// optimizer's groups (base LRs, first epoch's trainable flags) and every tensor
+/// with its group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub parameters: ParamReport,
+    pub groups: GroupReport,
+    pub tensors: Vec<TensorRow>,
+}
+
+/// Builds the model and groups a config would train, without training.
+pub fn inspect_config(cfg: &RunConfig) -> Result<Inspection> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let (train, _) = load_datasets(cfg)?;
+    let model = build_model(cfg, &vs, train.classes().to_vec())?;
+    let (groups, trained) = param_groups(cfg, &model)?;
+    let layers = model.clip.config().vision_config.num_hidden_layers as u32;
+    apply_unfreeze(
+        model.params(),
+        cfg.train.unfreeze,
+        &trained,
+        0,
+        cfg.train.epochs.max(1),
+        layers,
+    );
+    let lrs: Vec<f64> = groups.iter().map(|g| g.base_lr).collect();
+    Ok(Inspection {
+        parameters: model.report(),
+        groups: GroupReport::new(&groups, &lrs),
+        tensors: TensorRow::list(model.params(), &groups, &lrs),
+    })
 }

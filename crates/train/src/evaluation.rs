@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use clip_data::{Batch, Loader};
+use std::path::PathBuf;
+
+use clip_data::{Batch, Loader, Pipeline, RgbImage, SampleRng};
 use clip_model::ClipClassifier;
 
 use crate::config::Metric;
@@ -122,4 +124,44 @@ pub fn predictions(loader: &Loader, batch: &Batch, logits: &Tensor) -> Result<Ve
             }
         })
         .collect())
+}
+
+/// One class and its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    pub label: String,
+    pub probability: f32,
+}
+
+/// The `k` most probable classes of each image (preprocessed by `pipeline`), in
+/// the order given; an unreadable image is an error naming it.
+pub fn predict_images(
+    model: &ClipClassifier,
+    pipeline: &Pipeline,
+    images: &[PathBuf],
+    k: usize,
+) -> Result<Vec<(PathBuf, Vec<Scored>)>> {
+    let size = model.clip.config().vision_config.image_size as usize;
+    let k = k.clamp(1, model.class_names().len());
+    let mut out = Vec::with_capacity(images.len());
+    for path in images {
+        let img = RgbImage::open(path)?;
+        let mut buf = vec![0f32; 3 * size * size];
+        pipeline.apply_into(img, &mut SampleRng::new(0, 0, 0), &mut buf)?;
+        let x = Tensor::from_slice(&buf).view([1, 3, size as i64, size as i64]);
+        let probs = tch::no_grad(|| model.forward(&x, false, None))?.softmax(-1, Kind::Float);
+        let (p, i) = probs.topk(k as i64, -1, true, true);
+        let p: Vec<f32> = Vec::try_from(p.view([-1]))?;
+        let i: Vec<i64> = Vec::try_from(i.view([-1]))?;
+        let top = i
+            .iter()
+            .zip(&p)
+            .map(|(&c, &probability)| Scored {
+                label: model.class_names()[c as usize].clone(),
+                probability,
+            })
+            .collect();
+        out.push((path.clone(), top));
+    }
+    Ok(out)
 }

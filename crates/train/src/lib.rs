@@ -45,11 +45,12 @@ mod trainer;
 mod wise_ft;
 
 pub use artifacts::{
-    classifier_dir, eval_pipeline_for, export, load_classifier, preprocessor_json, source_from_path,
+    classifier_dir, eval_pipeline_for, export, load_classifier, model_report, preprocessor_json,
+    source_from_path,
 };
 pub use assembly::{
-    build_model, classifier_from_pretrained, eval_loader, load_datasets, param_groups, pipelines,
-    zero_shot_classifier,
+    Inspection, build_model, classifier_from_pretrained, eval_loader, image_size_of,
+    inspect_config, load_datasets, ordered_loader, param_groups, pipelines, zero_shot_classifier,
 };
 pub use compare::{
     CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
@@ -60,7 +61,7 @@ pub use config::{
     Unfreeze,
 };
 pub use error::{Result, TrainError};
-pub use evaluation::{EvalReport, Prediction, evaluate, predictions};
+pub use evaluation::{EvalReport, Prediction, Scored, evaluate, predict_images, predictions};
 pub use loss::{Targets, cross_entropy};
 pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use observe::{Event, Log, MetricsFiles, Observer, Plots, Progress, StartInfo};

@@ -9,11 +9,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
-use clip_data::{Dataset, Pipeline};
+use clip_data::{Dataset, LoaderConfig, Pipeline};
 use clip_model::{ClipClassifier, Module};
 
-use crate::assembly::{eval_loader, zero_shot_classifier};
-use crate::config::RunConfig;
+use crate::assembly::{ordered_loader, zero_shot_classifier};
 use crate::error::{Result, TrainError};
 use crate::evaluation::{EvalReport, evaluate};
 use crate::precision::Precision;
@@ -103,9 +102,13 @@ pub fn wise_ft(
     }
     let (s0, s1) = (zero_shot.scale(), fine_tuned.scale());
     let size = fine_tuned.clip.config().vision_config.image_size as usize;
-    let mut cfg = RunConfig::default();
-    cfg.data.eval_batch_size = Some(batch_size.max(1));
-    let loader = eval_loader(&cfg, data, Pipeline::clip_eval(size))?;
+    let loader = ordered_loader(
+        &LoaderConfig::default(),
+        data,
+        Pipeline::clip_eval(size),
+        batch_size,
+        0,
+    )?;
     let set = |model: &mut ClipClassifier, alpha: f64| {
         tch::no_grad(|| {
             for (name, p, b) in &ft {
