@@ -32,12 +32,18 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(batch as u64));
         g.sample_size(10);
         g.bench_function("forward", |b| {
-            b.iter(|| tch::no_grad(|| model.forward(&x, false, None).expect("forward")))
+            b.iter(|| {
+                tch::no_grad(|| {
+                    model
+                        .forward(&x, clip_model::Pass::eval())
+                        .expect("forward")
+                })
+            })
         });
         g.bench_function("forward_backward", |b| {
             b.iter(|| {
                 let loss = model
-                    .forward(&x, true, None)
+                    .forward(&x, clip_model::Pass::train())
                     .expect("forward")
                     .sum(Kind::Float);
                 loss.backward();

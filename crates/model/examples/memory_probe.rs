@@ -57,7 +57,9 @@ fn main() -> anyhow::Result<()> {
     let base = status_kib("VmRSS:")?;
     let mut tape = GradTape::new();
     let t0 = std::time::Instant::now();
-    let loss = model.forward(&x, true, Some(&mut tape))?.sum(Kind::Float);
+    let loss = model
+        .forward(&x, clip_model::Pass::train().tape(&mut tape))?
+        .sum(Kind::Float);
     tape.backward(&loss)?;
     let secs = t0.elapsed().as_secs_f64();
     let peak = status_kib("VmHWM:")?;

@@ -11,7 +11,7 @@ use tch::{Kind, Tensor, nn};
 use crate::clip::{ClipModel, l2_normalize};
 use crate::config::ClipConfig;
 use crate::error::{ModelError, Result};
-use crate::grad_checkpoint::GradTape;
+use crate::grad_checkpoint::Pass;
 use crate::hub::ModelFiles;
 use crate::layers::{Linear, dropout};
 use crate::lora::LoraConfig;
@@ -360,13 +360,18 @@ impl ClipClassifier {
 
     /// Class logits `[batch, classes]`. With a tape and gradient checkpointing on,
     /// blocks are recomputed in [`GradTape::backward`].
-    pub fn forward<'m>(
-        &'m self,
-        pixel_values: &Tensor,
-        train: bool,
-        tape: Option<&mut GradTape<'m>>,
-    ) -> Result<Tensor> {
-        let pooled = self.clip.vision(pixel_values, train, tape, false)?.pooled;
+    pub fn forward<'m>(&'m self, pixel_values: &Tensor, pass: Pass<'_, 'm>) -> Result<Tensor> {
+        let train = pass.train;
+        let pooled = self
+            .clip
+            .vision(
+                pixel_values,
+                Pass {
+                    hidden_states: false,
+                    ..pass
+                },
+            )?
+            .pooled;
         let features = l2_normalize(&self.clip.visual_projection.forward(&pooled));
         Ok(self.head.forward(&dropout(features, self.dropout, train)) * self.scale)
     }

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor, nn};
 use crate::config::ClipConfig;
 use crate::encoder::Regularization;
 use crate::error::{ModelError, Result};
-use crate::grad_checkpoint::GradTape;
+use crate::grad_checkpoint::Pass;
 use crate::hub::ModelFiles;
 use crate::layers::Linear;
 use crate::lora::{self, LoraConfig};
@@ -265,27 +265,17 @@ impl ClipModel {
 
     /// The vision tower's output. Pass a tape to checkpoint blocks when gradient
     /// checkpointing is on (then call [`GradTape::backward`] instead of `backward`).
-    pub fn vision<'m>(
-        &'m self,
-        pixel_values: &Tensor,
-        train: bool,
-        tape: Option<&mut GradTape<'m>>,
-        with_hidden: bool,
-    ) -> Result<VisionOutput> {
-        let tape = tape.filter(|_| self.gradient_checkpointing);
+    pub fn vision<'m>(&'m self, pixel_values: &Tensor, pass: Pass<'_, 'm>) -> Result<VisionOutput> {
+        let (train, with_hidden) = (pass.train, pass.hidden_states);
+        let tape = pass.tape.filter(|_| self.gradient_checkpointing);
         self.vision_model
             .forward(pixel_values, train, tape, with_hidden)
     }
 
     /// The text tower's output.
-    pub fn text<'m>(
-        &'m self,
-        input_ids: &Tensor,
-        train: bool,
-        tape: Option<&mut GradTape<'m>>,
-        with_hidden: bool,
-    ) -> Result<TextOutput> {
-        let tape = tape.filter(|_| self.gradient_checkpointing);
+    pub fn text<'m>(&'m self, input_ids: &Tensor, pass: Pass<'_, 'm>) -> Result<TextOutput> {
+        let (train, with_hidden) = (pass.train, pass.hidden_states);
+        let tape = pass.tape.filter(|_| self.gradient_checkpointing);
         self.text_model.forward(input_ids, train, tape, with_hidden)
     }
 
@@ -293,14 +283,14 @@ impl ClipModel {
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
         Ok(self
             .visual_projection
-            .forward(&self.vision(pixel_values, false, None, false)?.pooled))
+            .forward(&self.vision(pixel_values, Pass::eval())?.pooled))
     }
 
     /// Projected (not normalised) text features, as `get_text_features`.
     pub fn text_features(&self, input_ids: &Tensor) -> Result<Tensor> {
         Ok(self
             .text_projection
-            .forward(&self.text(input_ids, false, None, false)?.pooled))
+            .forward(&self.text(input_ids, Pass::eval())?.pooled))
     }
 
     /// The full forward of transformers' `CLIPModel`.
@@ -308,12 +298,16 @@ impl ClipModel {
         &'m self,
         pixel_values: &Tensor,
         input_ids: &Tensor,
-        train: bool,
-        mut tape: Option<&mut GradTape<'m>>,
-        with_hidden: bool,
+        mut pass: Pass<'_, 'm>,
     ) -> Result<ClipOutput> {
-        let vision = self.vision(pixel_values, train, tape.as_deref_mut(), with_hidden)?;
-        let text = self.text(input_ids, train, tape, with_hidden)?;
+        let vision = self.vision(
+            pixel_values,
+            Pass {
+                tape: pass.tape.as_deref_mut(),
+                ..pass
+            },
+        )?;
+        let text = self.text(input_ids, pass)?;
         let image_embeds = l2_normalize(&self.visual_projection.forward(&vision.pooled));
         let text_embeds = l2_normalize(&self.text_projection.forward(&text.pooled));
         let logits_per_text = text_embeds.matmul(&image_embeds.tr()) * self.logit_scale.exp();

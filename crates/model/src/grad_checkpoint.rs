@@ -18,6 +18,51 @@ struct Segment<'m> {
     train: bool,
 }
 
+/// How a forward pass runs: `Pass::eval()` or `Pass::train()`, optionally with a
+/// tape recording checkpointed blocks (`.tape(&mut tape)`) and with every
+/// layer's hidden states returned (`.hidden_states()`).
+#[derive(Default)]
+pub struct Pass<'t, 'm> {
+    /// Dropout and drop-path active.
+    pub train: bool,
+    /// With gradient checkpointing on, checkpointed blocks are recorded here and
+    /// recomputed in [`GradTape::backward`].
+    pub tape: Option<&'t mut GradTape<'m>>,
+    /// Return every layer's hidden states too.
+    pub hidden_states: bool,
+}
+
+impl<'t, 'm> Pass<'t, 'm> {
+    /// Inference: no dropout, no tape, no hidden states.
+    pub fn eval() -> Self {
+        Self::default()
+    }
+
+    /// Training: dropout and drop-path on.
+    pub fn train() -> Self {
+        Self {
+            train: true,
+            ..Self::default()
+        }
+    }
+
+    /// Records checkpointed blocks on `tape`.
+    pub fn tape(self, tape: &'t mut GradTape<'m>) -> Self {
+        Self {
+            tape: Some(tape),
+            ..self
+        }
+    }
+
+    /// Also returns every layer's hidden states.
+    pub fn hidden_states(self) -> Self {
+        Self {
+            hidden_states: true,
+            ..self
+        }
+    }
+}
+
 /// The record of checkpointed blocks of one forward pass; see the module docs.
 #[derive(Default)]
 pub struct GradTape<'m> {

@@ -16,7 +16,7 @@
 //! let model = ClipModel::new(&vs.root(), &ClipConfig::tiny()).unwrap();
 //! let pixels = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
 //! let ids = tch::Tensor::from_slice(&[49406i64, 320, 49407]).view([1, 3]);
-//! let out = model.forward(&pixels, &ids, false, None, false).unwrap();
+//! let out = model.forward(&pixels, &ids, clip_model::Pass::eval()).unwrap();
 //! assert_eq!(out.logits_per_image.size(), [2, 1]);
 //! // Freeze the text tower, as classification fine-tuning does.
 //! model.params().set_tower_trainable(Tower::Text, 0..=u32::MAX, false);
@@ -47,7 +47,7 @@ pub use clip::{ClipModel, ClipOutput, l2_normalize};
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
 pub use encoder::Regularization;
 pub use error::{ModelError, Result};
-pub use grad_checkpoint::GradTape;
+pub use grad_checkpoint::{GradTape, Pass};
 pub use hub::ModelFiles;
 pub use layers::{LayerNorm, Linear};
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget, peft_adapter_config, save_peft_adapter};

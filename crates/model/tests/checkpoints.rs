@@ -318,8 +318,8 @@ fn classifier_round_trips_with_head_and_class_names() {
     let x = Tensor::randn([2, 3, 20, 20], (Kind::Float, tch::Device::Cpu));
     let (a, b) = tch::no_grad(|| {
         (
-            c.forward(&x, false, None).unwrap(),
-            d.forward(&x, false, None).unwrap(),
+            c.forward(&x, clip_model::Pass::eval()).unwrap(),
+            d.forward(&x, clip_model::Pass::eval()).unwrap(),
         )
     });
     assert_eq!(a.size(), [2, 3]);
@@ -350,9 +350,9 @@ fn zero_shot_head_equals_clip_zero_shot_logits() {
         .unwrap();
     let (head_logits, clip_logits) = tch::no_grad(|| {
         (
-            c.forward(&x, false, None).unwrap(),
+            c.forward(&x, clip_model::Pass::eval()).unwrap(),
             c.clip
-                .forward(&x, &ids, false, None, false)
+                .forward(&x, &ids, clip_model::Pass::eval())
                 .unwrap()
                 .logits_per_image,
         )

@@ -34,7 +34,7 @@ fn rust_exports_load_in_transformers_with_identical_outputs() {
     let model = ClipModel::new(&vs.root(), &cfg).unwrap();
     let pixels = Tensor::randn([2, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
     let ids = Tensor::from_slice(&[998i64, 5, 17, 999, 999, 998, 40, 41, 42, 999]).view([2, 5]);
-    let logits = tch::no_grad(|| model.forward(&pixels, &ids, false, None, false))
+    let logits = tch::no_grad(|| model.forward(&pixels, &ids, clip_model::Pass::eval()))
         .unwrap()
         .logits_per_image;
     model.save_pretrained(&dir.join("clip")).unwrap();

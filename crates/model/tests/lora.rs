@@ -77,7 +77,7 @@ fn fresh_adapters_leave_the_outputs_unchanged_and_merge_unmerge_is_exact() {
     let vs = nn::VarStore::new(Device::Cpu);
     let mut model = tiny_classifier(&vs);
     let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let before = model.forward(&x, false, None).unwrap();
+    let before = model.forward(&x, clip_model::Pass::eval()).unwrap();
     let cfg = LoraConfig {
         target_modules: vec![
             LoraTarget::QProj,
@@ -88,14 +88,14 @@ fn fresh_adapters_leave_the_outputs_unchanged_and_merge_unmerge_is_exact() {
         ..LoraConfig::default()
     };
     model.clip.add_lora(&vs.root(), &cfg).unwrap();
-    let after = model.forward(&x, false, None).unwrap();
+    let after = model.forward(&x, clip_model::Pass::eval()).unwrap();
     assert_eq!(
         Vec::<f32>::try_from(before.flatten(0, -1)).unwrap(),
         Vec::<f32>::try_from(after.flatten(0, -1)).unwrap()
     );
 
     randomize_b(&model);
-    let with = model.forward(&x, false, None).unwrap();
+    let with = model.forward(&x, clip_model::Pass::eval()).unwrap();
     assert!(
         max_diff(&with, &before) > 1e-3,
         "the adapters now change the output"
@@ -106,7 +106,7 @@ fn fresh_adapters_leave_the_outputs_unchanged_and_merge_unmerge_is_exact() {
         .map(|p| Vec::<f32>::try_from(p.tensor.detach().flatten(0, -1)).unwrap())
         .collect();
     model.clip.merge_lora();
-    let merged = model.forward(&x, false, None).unwrap();
+    let merged = model.forward(&x, clip_model::Pass::eval()).unwrap();
     assert!(
         max_diff(&merged, &with) < 1e-5,
         "merged forward equals adapter forward"
@@ -120,7 +120,7 @@ fn fresh_adapters_leave_the_outputs_unchanged_and_merge_unmerge_is_exact() {
             p.name
         );
     }
-    let again = model.forward(&x, false, None).unwrap();
+    let again = model.forward(&x, clip_model::Pass::eval()).unwrap();
     assert_eq!(
         Vec::<f32>::try_from(again.flatten(0, -1)).unwrap(),
         Vec::<f32>::try_from(with.flatten(0, -1)).unwrap()
@@ -139,20 +139,23 @@ fn adapters_survive_save_and_load_and_merged_saves_are_plain() {
         .unwrap();
     randomize_b(&model);
     let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let y = model.forward(&x, false, None).unwrap();
+    let y = model.forward(&x, clip_model::Pass::eval()).unwrap();
     model.save_pretrained(&dir.path().join("adapters")).unwrap();
     model.save_merged(&dir.path().join("merged")).unwrap();
 
     let vs2 = nn::VarStore::new(Device::Cpu);
     let loaded = ClipClassifier::load(&vs2.root(), &dir.path().join("adapters")).unwrap();
     assert_eq!(loaded.clip.lora(), Some(&LoraConfig::default()));
-    assert_eq!(max_diff(&loaded.forward(&x, false, None).unwrap(), &y), 0.0);
+    assert_eq!(
+        max_diff(&loaded.forward(&x, clip_model::Pass::eval()).unwrap(), &y),
+        0.0
+    );
 
     let vs3 = nn::VarStore::new(Device::Cpu);
     let merged = ClipClassifier::load(&vs3.root(), &dir.path().join("merged")).unwrap();
     assert!(merged.clip.lora().is_none());
     assert_eq!(merged.params().count(|t| t.module == Module::Adapter), 0);
-    assert!(max_diff(&merged.forward(&x, false, None).unwrap(), &y) < 1e-4);
+    assert!(max_diff(&merged.forward(&x, clip_model::Pass::eval()).unwrap(), &y) < 1e-4);
 }
 
 fn python() -> Option<std::path::PathBuf> {

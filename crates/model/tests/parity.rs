@@ -42,9 +42,14 @@ fn fp32_forward_matches_transformers() {
     for name in ["tiny-a", "tiny-b"] {
         let (_vs, model) = load(name);
         let r = reference(name);
-        let out =
-            tch::no_grad(|| model.forward(&r["pixel_values"], &r["input_ids"], false, None, false))
-                .unwrap();
+        let out = tch::no_grad(|| {
+            model.forward(
+                &r["pixel_values"],
+                &r["input_ids"],
+                clip_model::Pass::eval(),
+            )
+        })
+        .unwrap();
         for (key, got) in [
             ("image_embeds", &out.image_embeds),
             ("text_embeds", &out.text_embeds),
@@ -74,9 +79,7 @@ fn check_gradients(name: &str, checkpointing: bool) {
         .forward(
             &r["pixel_values"],
             &r["input_ids"],
-            true,
-            Some(&mut tape),
-            false,
+            clip_model::Pass::train().tape(&mut tape),
         )
         .unwrap();
     let layers = model.config().vision_config.num_hidden_layers
@@ -147,7 +150,9 @@ fn tokenizer_matches_transformers() {
 fn hidden_states_are_returned_per_block() {
     let (_vs, model) = load("tiny-b");
     let r = reference("tiny-b");
-    let v = tch::no_grad(|| model.vision(&r["pixel_values"], false, None, true)).unwrap();
+    let v =
+        tch::no_grad(|| model.vision(&r["pixel_values"], clip_model::Pass::eval().hidden_states()))
+            .unwrap();
     let hs = v.hidden_states.unwrap();
     assert_eq!(hs.len(), 4, "embeddings + 3 blocks");
     assert_eq!(max_abs_diff(&hs[3], &v.last_hidden_state), 0.0);
@@ -163,7 +168,7 @@ fn bf16_autocast_runs_low_precision_matmuls_and_keeps_fp32_gradients() {
         clip_model::with_autocast(cpu, Kind::BFloat16, || {
             assert!(clip_model::autocast_enabled(cpu));
             let v = model
-                .vision(&r["pixel_values"], false, None, false)
+                .vision(&r["pixel_values"], clip_model::Pass::eval())
                 .unwrap();
             (v.pooled.kind(), model.visual_projection.forward(&v.pooled))
         })
@@ -187,9 +192,7 @@ fn bf16_autocast_runs_low_precision_matmuls_and_keeps_fp32_gradients() {
             .forward(
                 &r["pixel_values"],
                 &r["input_ids"],
-                true,
-                Some(&mut tape),
-                false,
+                clip_model::Pass::train().tape(&mut tape),
             )
             .unwrap();
         let d = max_abs_diff(

@@ -21,7 +21,11 @@ fn pixels() -> Tensor {
 }
 
 fn pooled(m: &ClipModel, x: &Tensor, train: bool) -> Tensor {
-    tch::no_grad(|| m.vision(x, train, None, false).unwrap().pooled)
+    let pass = clip_model::Pass {
+        train,
+        ..clip_model::Pass::eval()
+    };
+    tch::no_grad(|| m.vision(x, pass).unwrap().pooled)
 }
 
 /// libtorch's default generator is global: tests that draw from it run one at a time.
@@ -87,7 +91,9 @@ fn grads_with_dropout(checkpointing: bool) -> Vec<Tensor> {
     let x = pixels();
     tch::manual_seed(42);
     let mut tape = GradTape::new();
-    let out = m.vision(&x, true, Some(&mut tape), false).unwrap();
+    let out = m
+        .vision(&x, clip_model::Pass::train().tape(&mut tape))
+        .unwrap();
     assert_eq!(tape.len(), if checkpointing { 3 } else { 0 });
     let loss = (m.visual_projection.forward(&out.pooled) * 0.5)
         .tanh()
@@ -137,9 +143,9 @@ fn head_dropout_acts_in_training_only() {
     let x = pixels();
     let (e1, e2, t) = tch::no_grad(|| {
         (
-            c.forward(&x, false, None).unwrap(),
-            c.forward(&x, false, None).unwrap(),
-            c.forward(&x, true, None).unwrap(),
+            c.forward(&x, clip_model::Pass::eval()).unwrap(),
+            c.forward(&x, clip_model::Pass::eval()).unwrap(),
+            c.forward(&x, clip_model::Pass::train()).unwrap(),
         )
     });
     assert!(e1.equal(&e2));

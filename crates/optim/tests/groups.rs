@@ -186,7 +186,7 @@ fn progressive_unfreezing_adds_fresh_state_and_keeps_the_rest() {
     let mut opt = AdamW::new(groups, AdamWConfig::default()).unwrap();
     let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
     let step = |opt: &mut AdamW| {
-        m.forward(&x, true, None)
+        m.forward(&x, clip_model::Pass::train())
             .unwrap()
             .sum(Kind::Float)
             .backward();

@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 use std::path::PathBuf;
 
 use clip_data::{Batch, Loader, Pipeline, RgbImage, SampleRng};
-use clip_model::ClipClassifier;
+use clip_model::{ClipClassifier, Pass};
 
 use crate::config::Metric;
 use crate::error::Result;
@@ -62,7 +62,7 @@ pub fn evaluate(
         let batch = batch?;
         let (x, y) = batch.to_tensors(device);
         let logits =
-            tch::no_grad(|| precision.autocast(device, || model.forward(&x, false, None)))??
+            tch::no_grad(|| precision.autocast(device, || model.forward(&x, Pass::eval())))??
                 .to_kind(Kind::Float);
         let loss =
             logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?;
@@ -149,7 +149,7 @@ pub fn predict_images(
         let mut buf = vec![0f32; 3 * size * size];
         pipeline.apply_into(img, &mut SampleRng::new(0, 0, 0), &mut buf)?;
         let x = Tensor::from_slice(&buf).view([1, 3, size as i64, size as i64]);
-        let probs = tch::no_grad(|| model.forward(&x, false, None))?.softmax(-1, Kind::Float);
+        let probs = tch::no_grad(|| model.forward(&x, Pass::eval()))?.softmax(-1, Kind::Float);
         let (p, i) = probs.topk(k as i64, -1, true, true);
         let p: Vec<f32> = Vec::try_from(p.view([-1]))?;
         let i: Vec<i64> = Vec::try_from(i.view([-1]))?;

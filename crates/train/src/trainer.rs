@@ -9,7 +9,7 @@ use std::time::Instant;
 use tch::{Device, Tensor, nn};
 
 use clip_data::{Batch, Loader};
-use clip_model::{ClipClassifier, Tower, write_safetensors};
+use clip_model::{ClipClassifier, Pass, Tower, write_safetensors};
 use clip_optim::{AdamW, GroupReport, LrSchedule};
 
 use crate::config::{Metric, RunConfig};
@@ -127,7 +127,7 @@ impl Trainer {
         let (x, y) = batch.to_tensors(self.device);
         tch::manual_seed(seed);
         self.amp.backward(weight, |tape| {
-            let logits = self.model.forward(&x, true, Some(tape))?;
+            let logits = self.model.forward(&x, Pass::train().tape(tape))?;
             self.loss(&logits, batch, &y)
         })
     }
