@@ -39,16 +39,16 @@ impl MixConfig {
         self.mixup_alpha > 0.0 || self.cutmix_alpha > 0.0
     }
 
-    pub fn validate(&self) -> Result<(), DataError> {
+    /// Every bad value, each naming its key under `prefix` (`data.loader.mix` in
+    /// a run config).
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
         for (k, v) in [
             ("mixup_alpha", self.mixup_alpha),
             ("cutmix_alpha", self.cutmix_alpha),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
-                return Err(DataError::config(
-                    format!("data.loader.mix.{k}"),
-                    format!("must be >= 0, got {v}"),
-                ));
+                problems.push(format!("`{prefix}.{k}` must be >= 0, got {v}"));
             }
         }
         for (k, v) in [
@@ -57,13 +57,20 @@ impl MixConfig {
             ("label_smoothing", self.label_smoothing),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(DataError::config(
-                    format!("data.loader.mix.{k}"),
-                    format!("must be in [0, 1], got {v}"),
-                ));
+                problems.push(format!("`{prefix}.{k}` must be in [0, 1], got {v}"));
             }
         }
-        Ok(())
+        problems
+    }
+
+    /// Every bad value at once (keys under `data.loader.mix`).
+    pub fn validate(&self) -> Result<(), DataError> {
+        let problems = self.problems("data.loader.mix");
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(DataError::config("data.loader.mix", problems.join("; ")))
+        }
     }
 }
 

@@ -58,28 +58,34 @@ impl Default for HeadConfig {
 }
 
 impl HeadConfig {
-    pub fn validate(&self) -> Result<()> {
+    /// Every bad value, each naming its key under `prefix` (`model.head` in a run
+    /// config).
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ModelError::config(
-                "model.head.dropout",
-                format!("must be in [0, 1), got {}", self.dropout),
+            problems.push(format!(
+                "`{prefix}.dropout` must be in [0, 1), got {}",
+                self.dropout
             ));
         }
         if let Some(s) = self.scale.filter(|s| !(*s > 0.0 && s.is_finite())) {
-            return Err(ModelError::config(
-                "model.head.scale",
-                format!("must be a positive number, got {s}"),
+            problems.push(format!(
+                "`{prefix}.scale` must be a positive number, got {s}"
             ));
         }
         if self.init == HeadInit::ZeroShot
             && (self.templates.is_empty() || self.templates.iter().any(|t| !t.contains("{}")))
         {
-            return Err(ModelError::config(
-                "model.head.templates",
-                "zero_shot needs at least one template, each containing `{}`",
+            problems.push(format!(
+                "`{prefix}.templates`: zero_shot needs at least one template, each containing `{{}}`"
             ));
         }
-        Ok(())
+        problems
+    }
+
+    /// Every bad value at once (keys under `model.head`).
+    pub fn validate(&self) -> Result<()> {
+        ModelError::from_problems("model.head", self.problems("model.head"))
     }
 }
 

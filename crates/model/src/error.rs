@@ -46,6 +46,15 @@ impl ModelError {
         }
     }
 
+    /// `Ok` without problems, else one error for `section` listing them all.
+    pub(crate) fn from_problems(section: &str, problems: Vec<String>) -> Result<(), Self> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::config(section, problems.join("; ")))
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -72,24 +72,26 @@ impl Default for LoraConfig {
 }
 
 impl LoraConfig {
-    pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, reason: String| {
-            Err(ModelError::config(format!("model.lora.{key}"), reason))
-        };
+    /// Every bad value, each naming its key under `prefix` (`model.lora` in a run
+    /// config).
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut bad =
+            |key: &str, reason: String| problems.push(format!("`{prefix}.{key}` {reason}"));
         if self.r < 1 {
-            return bad("r", format!("must be at least 1, got {}", self.r));
+            bad("r", format!("must be at least 1, got {}", self.r));
         }
         if !(self.alpha > 0.0 && self.alpha.is_finite()) {
-            return bad("alpha", format!("must be positive, got {}", self.alpha));
+            bad("alpha", format!("must be positive, got {}", self.alpha));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return bad(
+            bad(
                 "dropout",
                 format!("must be in [0, 1), got {}", self.dropout),
             );
         }
         if self.target_modules.is_empty() {
-            return bad("target_modules", "is empty".into());
+            bad("target_modules", "is empty".into());
         }
         if self.towers.is_empty()
             || self
@@ -97,12 +99,17 @@ impl LoraConfig {
                 .iter()
                 .any(|t| !matches!(t, Tower::Vision | Tower::Text))
         {
-            return bad(
+            bad(
                 "towers",
                 format!("must list `vision` and/or `text`, got {:?}", self.towers),
             );
         }
-        Ok(())
+        problems
+    }
+
+    /// Every bad value at once (keys under `model.lora`).
+    pub fn validate(&self) -> Result<()> {
+        ModelError::from_problems("model.lora", self.problems("model.lora"))
     }
 
     pub fn scaling(&self) -> f64 {

@@ -558,9 +558,7 @@ impl RunConfig {
             }
             _ => {}
         }
-        if let Err(e) = m.head.validate() {
-            p.push(e.to_string());
-        }
+        p.extend(m.head.problems("model.head"));
         if m.head.init == clip_model::HeadInit::ZeroShot
             && m.pretrained.is_none()
             && m.tokenizer.is_none()
@@ -568,9 +566,7 @@ impl RunConfig {
             p.push("`model.head.init = \"zero_shot\"` needs a tokenizer: `model.pretrained` or `model.tokenizer`".into());
         }
         if let Some(l) = &m.lora {
-            if let Err(e) = l.validate() {
-                p.push(e.to_string());
-            }
+            p.extend(l.problems("model.lora"));
             if self.train.unfreeze != Unfreeze::All {
                 p.push("`model.lora` trains the adapters and the head: leave `train.unfreeze` at `all`".into());
             }
@@ -599,9 +595,7 @@ impl RunConfig {
         if d.eval_batch_size == Some(0) {
             p.push("`data.eval_batch_size` must be at least 1".into());
         }
-        if let Err(e) = d.loader.mix.validate() {
-            p.push(e.to_string());
-        }
+        p.extend(d.loader.mix.problems("data.loader.mix"));
         for (key, ops) in [
             ("data.train_transforms", &d.train_transforms),
             ("data.eval_transforms", &d.eval_transforms),
@@ -709,6 +703,39 @@ preset = "tiny"
 [data]
 train = { kind = "image_folder", path = "data/train" }
 "#;
+
+    /// Two bad values in each section: both are reported, not just the first.
+    #[test]
+    fn every_section_reports_all_its_problems_at_once() {
+        let err = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &[
+                "model.head={dropout=2.0, scale=-1}".into(),
+                "model.lora={r=0, alpha=-1}".into(),
+                "data.loader.mix={mixup_alpha=-1, prob=2}".into(),
+                "optim.scaler={growth_factor=0.5, growth_interval=0}".into(),
+                "optim.betas=[1.5, 0.999]".into(),
+                "optim.eps=0".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "model.head.dropout",
+            "model.head.scale",
+            "model.lora.r",
+            "model.lora.alpha",
+            "data.loader.mix.mixup_alpha",
+            "data.loader.mix.prob",
+            "optim.scaler.growth_factor",
+            "optim.scaler.growth_interval",
+            "optim.betas[0]",
+            "optim.eps",
+        ] {
+            assert!(err.contains(&format!("`{key}`")), "{key} missing:\n{err}");
+        }
+    }
 
     #[test]
     fn compare_methods_are_typed_and_wise_ft_follows_full() {
