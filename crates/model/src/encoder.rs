@@ -23,20 +23,22 @@ pub struct Regularization {
 }
 
 impl Regularization {
-    pub fn validate(&self, prefix: &str) -> crate::Result<()> {
-        for (key, p) in [
+    /// Every bad value, each naming `{prefix}<key>` (`model.regularization.` in a
+    /// run config).
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        [
             ("attention_dropout", self.attention_dropout),
             ("residual_dropout", self.residual_dropout),
             ("drop_path", self.drop_path),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(crate::ModelError::config(
-                    format!("{prefix}{key}"),
-                    format!("must be in [0, 1), got {p}"),
-                ));
-            }
-        }
-        Ok(())
+        ]
+        .into_iter()
+        .filter(|(_, p)| !(0.0..1.0).contains(p))
+        .map(|(key, p)| format!("`{prefix}{key}` must be in [0, 1), got {p}"))
+        .collect()
+    }
+
+    pub fn validate(&self, prefix: &str) -> crate::Result<()> {
+        crate::ModelError::from_problems(prefix.trim_end_matches('.'), self.problems(prefix))
     }
 }
 

@@ -571,9 +571,7 @@ impl RunConfig {
                 p.push("`model.lora` trains the adapters and the head: leave `train.unfreeze` at `all`".into());
             }
         }
-        if let Err(e) = m.regularization.validate("model.regularization.") {
-            p.push(e.to_string());
-        }
+        p.extend(m.regularization.problems("model.regularization."));
         let d = &self.data;
         if d.train.is_none() {
             p.push("`data.train` is required (e.g. `{ kind = \"image_folder\", path = \"data/train\" }`)".into());
@@ -712,6 +710,7 @@ train = { kind = "image_folder", path = "data/train" }
             "t.toml",
             &[
                 "model.head={dropout=2.0, scale=-1}".into(),
+                "model.regularization={residual_dropout=2.0, drop_path=-0.5}".into(),
                 "model.lora={r=0, alpha=-1}".into(),
                 "data.loader.mix={mixup_alpha=-1, prob=2}".into(),
                 "optim.scaler={growth_factor=0.5, growth_interval=0}".into(),
@@ -724,6 +723,8 @@ train = { kind = "image_folder", path = "data/train" }
         for key in [
             "model.head.dropout",
             "model.head.scale",
+            "model.regularization.residual_dropout",
+            "model.regularization.drop_path",
             "model.lora.r",
             "model.lora.alpha",
             "data.loader.mix.mixup_alpha",
