@@ -67,7 +67,8 @@ pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use observe::{Event, Log, MetricsFiles, Observer, Plots, Progress, StartInfo};
 pub use plots::write_all as write_plots;
 pub use policies::{
-    CheckpointEntry, Decision, EarlyStopping, apply_unfreeze, best_entry, open_blocks, retention,
+    AfterStep, CheckpointEntry, Decision, EarlyStopping, Next, after_step, apply_unfreeze,
+    best_entry, open_blocks, retention,
 };
 pub use precision::Precision;
 pub use report::{

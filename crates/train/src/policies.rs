@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use clip_model::{Module, ParamTable, Tower};
 
-use crate::config::{CheckpointConfig, EarlyStoppingConfig, Metric, Unfreeze};
+use crate::config::{CheckpointConfig, EarlyStoppingConfig, Metric, TrainSection, Unfreeze};
 
 /// Whether `a` beats `b` by more than `min_delta` under `metric`.
 fn improves(metric: Metric, a: f64, b: f64, min_delta: f64) -> bool {
@@ -152,6 +152,54 @@ pub fn apply_unfreeze(
     table.trainable_count()
 }
 
+/// Where a step leaves the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Another step of this epoch.
+    Step,
+    /// The epoch is over: start the next one.
+    Epoch,
+    /// The run has done its steps.
+    Finish,
+    /// The stop flag was set (Ctrl-C): the run ends, resumable.
+    Interrupt,
+}
+
+/// What the loop does after an optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterStep {
+    pub evaluate: bool,
+    pub checkpoint: bool,
+    pub next: Next,
+}
+
+/// After optimizer step `step` (1-based): evaluate at epoch ends, at the run's end
+/// and every `train.eval_every_steps`; checkpoint then, every
+/// `train.checkpoints.every_steps`, and when stopping.
+pub fn after_step(
+    step: u64,
+    epoch_done: bool,
+    run_done: bool,
+    stop_requested: bool,
+    train: &TrainSection,
+) -> AfterStep {
+    let every = |k: Option<u64>| k.is_some_and(|k| step.is_multiple_of(k));
+    let boundary = epoch_done || run_done;
+    AfterStep {
+        evaluate: boundary || every(train.eval_every_steps),
+        checkpoint: boundary || stop_requested || every(train.checkpoints.every_steps),
+        next: if stop_requested {
+            Next::Interrupt
+        } else if run_done {
+            Next::Finish
+        } else if epoch_done {
+            Next::Epoch
+        } else {
+            Next::Step
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +276,40 @@ mod tests {
         assert_eq!(open, vec![0, 3, 6, 9]);
         assert_eq!(open_blocks(0, 4, 12, 2), 2);
         assert_eq!(open_blocks(9, 4, 12, 0), 12);
+    }
+
+    #[test]
+    fn after_step_evaluates_checkpoints_and_ends_where_the_config_says() {
+        let mut t = TrainSection::default();
+        let plan = |step, epoch_done, run_done, stop, t: &TrainSection| {
+            after_step(step, epoch_done, run_done, stop, t)
+        };
+        let mid = plan(3, false, false, false, &t);
+        assert_eq!(
+            (mid.evaluate, mid.checkpoint, mid.next),
+            (false, false, Next::Step)
+        );
+        let end_of_epoch = plan(4, true, false, false, &t);
+        assert_eq!(
+            (
+                end_of_epoch.evaluate,
+                end_of_epoch.checkpoint,
+                end_of_epoch.next
+            ),
+            (true, true, Next::Epoch)
+        );
+        let last = plan(8, true, true, false, &t);
+        assert_eq!(last.next, Next::Finish);
+        let stopped = plan(3, false, false, true, &t);
+        assert_eq!(
+            (stopped.evaluate, stopped.checkpoint, stopped.next),
+            (false, true, Next::Interrupt)
+        );
+        t.eval_every_steps = Some(3);
+        t.checkpoints.every_steps = Some(2);
+        let every = plan(6, false, false, false, &t);
+        assert_eq!((every.evaluate, every.checkpoint), (true, true));
+        let odd = plan(3, false, false, false, &t);
+        assert_eq!((odd.evaluate, odd.checkpoint), (true, false));
     }
 }

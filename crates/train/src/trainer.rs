@@ -19,7 +19,9 @@ use crate::evaluation::{EvalReport, evaluate};
 use crate::loss::{Targets, cross_entropy};
 use crate::mixed_precision::{MixedPrecision, StepDecision};
 use crate::observe::{Event, Observer, StartInfo};
-use crate::policies::{CheckpointEntry, Decision, apply_unfreeze, best_entry, retention};
+use crate::policies::{
+    CheckpointEntry, Decision, Next, after_step, apply_unfreeze, best_entry, retention,
+};
 use crate::report::{Best, EvalRecord, FitReport, StepMetrics, peak_memory_mib};
 use crate::run_folder::{RunFolder, TrainState, checkpoints_dir, write_json};
 
@@ -388,49 +390,37 @@ impl Trainer {
                     skipped: !stepped,
                 };
                 Self::emit(observers, Event::Step(&m))?;
-                let step = self.state.global_step;
                 let epoch_done = self.state.batch_in_epoch >= batches;
-                let run_done = step >= self.total_steps;
                 if epoch_done {
                     self.state.epoch += 1;
                     self.state.batch_in_epoch = 0;
                 }
-                let eval_now = epoch_done
-                    || run_done
-                    || self
-                        .cfg
-                        .train
-                        .eval_every_steps
-                        .is_some_and(|k| step.is_multiple_of(k));
-                let stop = self.stop.load(Ordering::SeqCst);
-                let save_now = epoch_done
-                    || run_done
-                    || stop
-                    || self
-                        .cfg
-                        .train
-                        .checkpoints
-                        .every_steps
-                        .is_some_and(|k| step.is_multiple_of(k));
+                let plan = after_step(
+                    self.state.global_step,
+                    epoch_done,
+                    self.state.global_step >= self.total_steps,
+                    self.stop.load(Ordering::SeqCst),
+                    &self.cfg.train,
+                );
                 self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
-                if eval_now {
+                if plan.evaluate {
                     let train_loss = (loss_n > 0).then(|| loss_sum / loss_n as f64);
                     (loss_sum, loss_n) = (0.0, 0);
-                    if self.eval_and_save(observers, train_loss, save_now)? == Decision::Stop {
+                    if self.eval_and_save(observers, train_loss, plan.checkpoint)? == Decision::Stop
+                    {
                         break 'run;
                     }
-                } else if save_now {
+                } else if plan.checkpoint {
                     self.checkpoint(observers, None)?;
                 }
-                if stop {
-                    interrupted = true;
-                    break 'run;
-                }
-                if run_done {
-                    break 'run;
-                }
-                if epoch_done {
-                    break;
+                match plan.next {
+                    Next::Step => {}
+                    Next::Epoch => break,
+                    Next::Finish => break 'run,
+                    Next::Interrupt => {
+                        interrupted = true;
+                        break 'run;
+                    }
                 }
             }
         }
