@@ -32,9 +32,9 @@ pub struct TrainState {
     pub last_eval: Option<EvalRecord>,
 }
 
-pub(crate) const STATE_FILE: &str = "trainer_state.json";
+const STATE_FILE: &str = "trainer_state.json";
 
-pub(crate) fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
@@ -136,9 +136,14 @@ impl RunFolder {
         latest_checkpoint(&self.dir)
     }
 
+    /// The folder of checkpoint `name`.
+    pub(crate) fn checkpoint(&self, name: &str) -> PathBuf {
+        checkpoints_dir(&self.dir).join(name)
+    }
+
     /// Whether checkpoint `name` is still on disk.
     pub(crate) fn has_checkpoint(&self, name: &str) -> bool {
-        checkpoints_dir(&self.dir).join(name).is_dir()
+        self.checkpoint(name).is_dir()
     }
 
     /// The progress saved in checkpoint `ckpt`.
@@ -182,7 +187,7 @@ impl RunFolder {
 
     /// Deletes checkpoint `name` (retention); a failure is logged, not fatal.
     pub(crate) fn remove_checkpoint(&self, name: &str) {
-        let p = checkpoints_dir(&self.dir).join(name);
+        let p = self.checkpoint(name);
         if let Err(e) = std::fs::remove_dir_all(&p) {
             tracing::warn!("cannot delete old checkpoint {}: {e}", p.display());
         }

@@ -23,7 +23,7 @@ use crate::policies::{
     CheckpointEntry, Decision, Next, after_step, apply_unfreeze, best_entry, retention,
 };
 use crate::report::{Best, EvalRecord, FitReport, StepMetrics, peak_memory_mib};
-use crate::run_folder::{RunFolder, TrainState, checkpoints_dir, write_json};
+use crate::run_folder::{RunFolder, TrainState, write_json};
 
 mod bench;
 mod build;
@@ -433,19 +433,18 @@ impl Trainer {
 
     fn report(&self, interrupted: bool) -> FitReport {
         let metric: Metric = self.cfg.train.checkpoints.metric;
-        let dir = checkpoints_dir(self.folder.dir());
         let best = best_entry(metric, &self.state.checkpoints).map(|e| Best {
             metric: metric.name().into(),
             value: e.metric.unwrap_or(f64::NAN),
             step: e.step,
-            checkpoint: dir.join(&e.name),
+            checkpoint: self.folder.checkpoint(&e.name),
         });
         let latest = self
             .state
             .checkpoints
             .iter()
             .max_by_key(|c| c.step)
-            .map(|c| dir.join(&c.name));
+            .map(|c| self.folder.checkpoint(&c.name));
         let params = self.model.params();
         let trainable = params.trainable_count();
         let total = params.count(|_| true);
