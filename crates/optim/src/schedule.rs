@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::OptimError;
+use crate::error::problems_to_result;
 
 /// Linear warmup length, in optimizer steps or as a fraction of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,32 @@ pub enum Rounding {
     Up,
     /// `int()`, truncation (the tutorial's snippet).
     Down,
+}
+
+impl Warmup {
+    /// The fraction of the run, for a warmup given as one.
+    fn fraction(self) -> Option<f64> {
+        match self {
+            Warmup::Steps(_) => None,
+            Warmup::Fraction(f) | Warmup::Rounded { fraction: f, .. } => Some(f),
+        }
+    }
+
+    /// Whole warmup steps of a run of `total` steps.
+    fn steps(self, total: u64) -> u64 {
+        let of = |f: f64, round: Rounding| {
+            let steps = f * total as f64;
+            match round {
+                Rounding::Up => steps.ceil() as u64,
+                Rounding::Down => steps.floor() as u64,
+            }
+        };
+        match self {
+            Warmup::Steps(n) => n,
+            Warmup::Fraction(f) => of(f, Rounding::Up),
+            Warmup::Rounded { fraction, round } => of(fraction, round),
+        }
+    }
 }
 
 impl Default for Warmup {
@@ -104,11 +131,7 @@ impl Schedule {
     /// under `prefix` (`optim.schedule` in a run config).
     pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        let fraction = match self.warmup() {
-            Warmup::Steps(_) => None,
-            Warmup::Fraction(f) | Warmup::Rounded { fraction: f, .. } => Some(f),
-        };
-        if let Some(f) = fraction.filter(|f| !(0.0..1.0).contains(f)) {
+        if let Some(f) = self.warmup().fraction().filter(|f| !(0.0..1.0).contains(f)) {
             problems.push(format!(
                 "`{prefix}.warmup`: a fraction must be in [0, 1), got {f}"
             ));
@@ -126,46 +149,18 @@ impl Schedule {
     /// Resolves the schedule for a run of `total_steps` optimizer steps; reports a
     /// warmup that is not shorter than the run or a ratio out of range.
     pub fn build(&self, total_steps: u64) -> Result<LrSchedule, OptimError> {
-        let bad = |key: &str, reason: String| OptimError::Config {
-            key: format!("optim.schedule.{key}"),
-            reason,
-        };
-        let fraction_steps = |f: f64, round: Rounding| {
-            if !(0.0..1.0).contains(&f) {
-                return Err(bad(
-                    "warmup",
-                    format!("a fraction must be in [0, 1), got {f}"),
-                ));
-            }
-            let steps = f * total_steps as f64;
-            Ok(match round {
-                Rounding::Up => steps.ceil(),
-                Rounding::Down => steps.floor(),
-            } as u64)
-        };
-        let warmup_steps = match self.warmup() {
-            Warmup::Steps(n) => n,
-            Warmup::Fraction(f) => fraction_steps(f, Rounding::Up)?,
-            Warmup::Rounded { fraction, round } => fraction_steps(fraction, round)?,
-        };
+        problems_to_result("optim.schedule", self.problems("optim.schedule"))?;
+        let warmup_steps = self.warmup().steps(total_steps);
         if total_steps > 0 && warmup_steps >= total_steps {
-            return Err(bad(
-                "warmup",
+            return Err(OptimError::config(
+                "optim.schedule.warmup",
                 format!(
                     "{warmup_steps} warmup steps is not shorter than the run's {total_steps} steps"
                 ),
             ));
         }
         let shape = match *self {
-            Schedule::Cosine { min_lr_ratio, .. } => {
-                if !(0.0..=1.0).contains(&min_lr_ratio) {
-                    return Err(bad(
-                        "min_lr_ratio",
-                        format!("must be in [0, 1], got {min_lr_ratio}"),
-                    ));
-                }
-                Shape::Cosine { min_lr_ratio }
-            }
+            Schedule::Cosine { min_lr_ratio, .. } => Shape::Cosine { min_lr_ratio },
             Schedule::Linear { .. } => Shape::Linear,
             Schedule::Constant { .. } => Shape::Constant,
         };
