@@ -41,17 +41,21 @@ setup_python() {
 }
 
 font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+gloo_header=/usr/include/gloo/config.h
 
 setup_data() {
     local packages=()
     [[ -d "$fmnist" ]] || packages+=(dataset-fashion-mnist)
     [[ -f "$font" ]] || packages+=(fonts-dejavu-core)
+    # gloo's headers: clip-dist's c10d shim includes ProcessGroupGloo.hpp, which the wheel
+    # ships without them.
+    [[ -f "$gloo_header" ]] || packages+=(libgloo-dev)
     if [[ ${#packages[@]} == 0 ]]; then
-        say "Fashion-MNIST present in $fmnist, plot font present"
+        say "Fashion-MNIST present in $fmnist, plot font and gloo headers present"
         return
     fi
     if ! command -v apt-get >/dev/null; then
-        say "warning: no apt-get; the demo needs Fashion-MNIST's IDX files in $fmnist and plots need a TrueType font (CLIP_PLOT_FONT)"
+        say "warning: no apt-get; the demo needs Fashion-MNIST's IDX files in $fmnist, plots need a TrueType font (CLIP_PLOT_FONT) and the build needs gloo's headers (CLIP_GLOO_INCLUDE)"
         return
     fi
     local sudo=""

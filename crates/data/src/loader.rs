@@ -102,6 +102,14 @@ pub struct Batch {
     pub targets: Option<Vec<f32>>,
     /// Names of undecodable images that were replaced (`on_corrupt = "skip"`).
     pub replaced: Vec<String>,
+    /// Samples in the global batch this batch is one rank's share of (its own
+    /// length when the loader is not sharded).
+    pub global_len: usize,
+    /// A stand-in: when the last global batch of an epoch has fewer samples than
+    /// there are ranks, a rank without a share gets the global batch's first sample
+    /// to run (gradient synchronisation needs every rank's backward pass); it must
+    /// count for nothing (loss weight 0, no metrics).
+    pub placeholder: bool,
 }
 
 impl Batch {
@@ -111,6 +119,11 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The samples that count: `len()`, or 0 for a placeholder.
+    pub fn counted(&self) -> usize {
+        if self.placeholder { 0 } else { self.len() }
     }
 
     /// The normalised `f32` images, when the batch holds them.
@@ -165,6 +178,31 @@ pub struct Loader {
     seed: u64,
     pool: Arc<rayon::ThreadPool>,
     size: (usize, usize),
+    shard: Shard,
+}
+
+/// One data-parallel rank's share of every batch: global batch `k` of an epoch is
+/// `batch_size x world` consecutive samples of the epoch order (what a single
+/// process with that batch size would take), and rank `r` takes its `r`-th
+/// contiguous part (the last, smaller global batch is split as evenly as it goes).
+/// The union over ranks is the global batch: nothing padded, nothing repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self { rank: 0, world: 1 }
+    }
+}
+
+impl Shard {
+    /// This rank's part `[start, end)` of a global batch of `m` samples.
+    pub fn range(self, m: usize) -> (usize, usize) {
+        (self.rank * m / self.world, (self.rank + 1) * m / self.world)
+    }
 }
 
 impl Loader {
@@ -205,16 +243,38 @@ impl Loader {
             seed,
             pool: Arc::new(pool),
             size,
+            shard: Shard::default(),
         })
+    }
+
+    /// This loader as rank `rank` of `world` (see [`Shard`]).
+    pub fn sharded(mut self, rank: usize, world: usize) -> Result<Self, DataError> {
+        if world == 0 || rank >= world {
+            return Err(DataError::config(
+                "data.loader",
+                format!("rank {rank} of a world of {world}"),
+            ));
+        }
+        self.shard = Shard { rank, world };
+        Ok(self)
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// Samples per global batch: `batch_size x world`.
+    pub fn global_batch_size(&self) -> usize {
+        self.config.batch_size * self.shard.world
     }
 
     pub fn dataset(&self) -> &Dataset {
         &self.dataset
     }
 
-    /// Batches per epoch.
+    /// Batches per epoch (global batches when sharded: every rank gets as many).
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        let (n, b) = (self.dataset.len(), self.global_batch_size());
         if self.config.drop_last {
             n / b
         } else {
@@ -259,6 +319,7 @@ impl Loader {
     ) -> Result<Batch, DataError> {
         let (h, w) = self.size;
         let per = 3 * h * w;
+        let indices_len = indices.len();
         let replaced = std::sync::Mutex::new(Vec::new());
         let mut used: Vec<usize> = indices.to_vec();
         let mut images = match self.config.output {
@@ -317,6 +378,8 @@ impl Loader {
             step,
             targets,
             replaced,
+            global_len: indices_len,
+            placeholder: false,
         })
     }
 
@@ -354,7 +417,7 @@ impl Loader {
     /// background thread.
     pub fn epoch(&self, epoch: u64, start: usize) -> EpochIter {
         let order = self.epoch_order(epoch);
-        let b = self.config.batch_size;
+        let b = self.global_batch_size();
         let total = self.batches_per_epoch();
         let (tx, rx) = sync_channel(self.config.prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
@@ -386,8 +449,20 @@ fn produce(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let idx = &order[step * b..((step + 1) * b).min(order.len())];
-        let batch = loader.make_batch(epoch, step, idx);
+        let global = &order[step * b..((step + 1) * b).min(order.len())];
+        let (lo, hi) = loader.shard.range(global.len());
+        let batch = if lo < hi {
+            loader.make_batch(epoch, step, &global[lo..hi])
+        } else {
+            loader.make_batch(epoch, step, &global[..1]).map(|mut b| {
+                b.placeholder = true;
+                b
+            })
+        }
+        .map(|mut batch| {
+            batch.global_len = global.len();
+            batch
+        });
         let failed = batch.is_err();
         if tx.send(batch).is_err() || failed {
             return;

@@ -202,6 +202,80 @@ fn batches_do_not_depend_on_threads_and_resume_exactly() {
 }
 
 #[test]
+fn sharded_batches_are_the_single_process_batches_split_over_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = folder_dataset(dir.path()); // 12 images
+    let cfg = |batch_size| LoaderConfig {
+        batch_size,
+        threads: 1,
+        ..LoaderConfig::default()
+    };
+    // 3 ranks x batch 3 = global batch 9, against one process with batch 9.
+    let single = Loader::new(ds.clone(), train_pipeline(), cfg(9), 7).unwrap();
+    let whole: Vec<_> = single.epoch(2, 0).map(Result::unwrap).collect();
+    assert_eq!(whole.iter().map(|b| b.len()).collect::<Vec<_>>(), [9, 3]);
+    let per = 3 * 24 * 24;
+    let ranks: Vec<Vec<_>> = (0..3)
+        .map(|r| {
+            let l = Loader::new(ds.clone(), train_pipeline(), cfg(3), 7)
+                .unwrap()
+                .sharded(r, 3)
+                .unwrap();
+            assert_eq!(l.batches_per_epoch(), 2);
+            l.epoch(2, 0).map(Result::unwrap).collect()
+        })
+        .collect();
+    for (k, global) in whole.iter().enumerate() {
+        let mut indices = Vec::new();
+        let mut pixels = Vec::new();
+        for rank in &ranks {
+            let b = &rank[k];
+            assert_eq!(b.global_len, global.len());
+            assert!(!b.placeholder);
+            indices.extend(b.indices.clone());
+            pixels.extend_from_slice(b.images_f32().unwrap());
+        }
+        // The union, in rank order, is the single-process batch, pixel for pixel
+        // (draws come from (seed, epoch, index), not from the rank).
+        assert_eq!(indices, global.indices, "global batch {k}");
+        assert_eq!(pixels.len(), global.len() * per);
+        assert!(
+            pixels == global.images_f32().unwrap(),
+            "pixels of batch {k}"
+        );
+    }
+    // The last global batch (3 samples) gives each of the 3 ranks one.
+    assert_eq!(
+        ranks.iter().map(|r| r[1].len()).collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+
+    // 5 ranks x batch 2 = 10: the last global batch has 2 samples for 5 ranks;
+    // ranks without a share get a placeholder that counts for nothing.
+    let last: Vec<_> = (0..5)
+        .map(|r| {
+            let l = Loader::new(ds.clone(), train_pipeline(), cfg(2), 7)
+                .unwrap()
+                .sharded(r, 5)
+                .unwrap();
+            l.epoch(0, 1).map(Result::unwrap).next().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        last.iter().map(|b| b.counted()).collect::<Vec<_>>(),
+        [0, 0, 1, 0, 1]
+    );
+    assert!(last.iter().all(|b| b.global_len == 2 && b.len() == 1));
+    assert!(last[0].placeholder && !last[2].placeholder);
+    assert!(
+        Loader::new(ds, train_pipeline(), cfg(2), 7)
+            .unwrap()
+            .sharded(2, 2)
+            .is_err()
+    );
+}
+
+#[test]
 fn balanced_sampling_and_drop_last() {
     let dir = tempfile::tempdir().unwrap();
     let ds = folder_dataset(dir.path());

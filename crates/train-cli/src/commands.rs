@@ -29,7 +29,23 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if let Some(d) = &args.output_dir {
         overrides.push(format!("run.output_dir={:?}", d.display().to_string()));
     }
-    let mut trainer = match (&args.resume, &args.config) {
+    // torchrun --max-restarts: a restarted group continues from the run's latest
+    // checkpoint instead of starting over (or refusing the existing folder).
+    let restart_dir = match (&args.resume, &args.config) {
+        (None, Some(cfg)) if clip_train::DataParallel::restart_count() > 0 => {
+            let dir = load_config(cfg, &overrides)?.run.dir();
+            clip_train::latest_checkpoint(&dir).is_ok().then_some(dir)
+        }
+        _ => None,
+    };
+    if let Some(dir) = &restart_dir {
+        eprintln!(
+            "torchrun restart {}: continuing {} from its latest checkpoint",
+            clip_train::DataParallel::restart_count(),
+            dir.display()
+        );
+    }
+    let mut trainer = match (args.resume.as_ref().or(restart_dir.as_ref()), &args.config) {
         (Some(dir), _) => {
             let t = Trainer::resume(dir, &overrides)?;
             eprintln!(
@@ -48,15 +64,40 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         ),
     };
     let flag = trainer.stop_flag();
+    let (rank, world) = trainer.rank_and_world();
     let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+        // torchrun passes a Ctrl-C on to its workers once more (and then SIGTERM):
+        // in a data-parallel run a repeated signal must not skip the checkpoint.
+        if flag.swap(true, Ordering::SeqCst) && world == 1 {
             eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
             std::process::exit(i32::from(INTERRUPTED));
         }
-        eprintln!(
-            "\nCtrl-C: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)"
-        );
+        if rank == 0 {
+            eprintln!(
+                "\ninterrupted: finishing the current step and writing a checkpoint{}",
+                if world == 1 {
+                    " (Ctrl-C again to quit now)"
+                } else {
+                    " (every rank stops at the same step)"
+                }
+            );
+        }
     });
+    if !trainer.is_main() {
+        // Rank 0 writes the run's files and prints; the others train and stay quiet.
+        let report = trainer.fit(&mut [])?;
+        return Ok(if report.interrupted {
+            ExitCode::from(INTERRUPTED)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    if world > 1 {
+        eprintln!(
+            "data-parallel: {world} ranks, global batch {} (batch_size x ranks x grad_accum)",
+            trainer.config().data.loader.batch_size * world * trainer.config().train.grad_accum
+        );
+    }
     let run_dir = trainer.run_dir().to_path_buf();
     let model_report = trainer.model().report();
     eprintln!("run folder: {}", run_dir.display());
@@ -389,6 +430,12 @@ pub fn compare(
     overrides: &[String],
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
+    if clip_train::DataParallel::launched()? {
+        bail!(
+            "compare runs its trainings one after another in one process: start it without torchrun/srun \
+             (each method's training can be run data-parallel on its own with `train`)"
+        );
+    }
     let exe = std::env::current_exe().context("cannot find the train-cli executable")?;
     let mut run_job = |job: &clip_train::TrainJob| -> clip_train::Result<()> {
         let mut cmd = std::process::Command::new(&exe);

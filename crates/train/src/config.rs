@@ -134,6 +134,37 @@ pub struct RunSection {
     pub overwrite: bool,
     /// libtorch intra-op threads (0 = libtorch's default).
     pub threads: usize,
+    /// Data parallelism under torchrun or srun: the c10d backend (`auto`: Gloo on
+    /// the CPU, NCCL on CUDA).
+    pub dist_backend: DistBackend,
+    /// A collective that does not complete within this many seconds (a dead or
+    /// hung rank) ends every rank with an error naming the failed one.
+    pub dist_timeout_s: f64,
+    /// Gradient bucket size of DDP's Reducer, MB (DDP's `bucket_cap_mb`).
+    pub ddp_bucket_mb: f64,
+    /// How gradients are synchronised: `reducer` (DDP's c10d Reducer: buckets
+    /// all-reduced while the backward runs) or `after_backward` (one coalesced
+    /// all-reduce once the backward is done; no overlap).
+    pub grad_sync: GradSync,
+}
+
+/// `run.dist_backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistBackend {
+    #[default]
+    Auto,
+    Gloo,
+    Nccl,
+}
+
+/// `run.grad_sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradSync {
+    #[default]
+    Reducer,
+    AfterBackward,
 }
 
 impl Default for RunSection {
@@ -145,6 +176,10 @@ impl Default for RunSection {
             device: DeviceChoice::Auto,
             overwrite: false,
             threads: 0,
+            dist_backend: DistBackend::Auto,
+            dist_timeout_s: 600.0,
+            ddp_bucket_mb: 25.0,
+            grad_sync: GradSync::Reducer,
         }
     }
 }
@@ -685,6 +720,14 @@ impl RunConfig {
                 "`run.name` must be a plain folder name, got {:?}",
                 self.run.name
             ));
+        }
+        for (key, v) in [
+            ("run.dist_timeout_s", self.run.dist_timeout_s),
+            ("run.ddp_bucket_mb", self.run.ddp_bucket_mb),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                p.push(format!("`{key}` must be a positive number, got {v}"));
+            }
         }
         if p.is_empty() { Ok(()) } else { Err(p) }
     }

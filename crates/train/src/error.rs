@@ -36,6 +36,18 @@ pub enum TrainError {
     Optim(#[from] clip_optim::OptimError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Dist(#[from] clip_dist::DistError),
+    /// This rank failed in a data-parallel run; `peers` says what the other ranks
+    /// reported (their own errors, or which did not answer).
+    #[error("rank {rank} of {world}: {source}\n  peers: {peers}")]
+    Rank {
+        rank: usize,
+        world: usize,
+        #[source]
+        source: Box<TrainError>,
+        peers: String,
+    },
 }
 
 impl TrainError {

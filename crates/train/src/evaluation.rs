@@ -53,50 +53,107 @@ pub fn evaluate(
     loader: &Loader,
     precision: Precision,
     device: Device,
-    mut on_batch: impl FnMut(&Batch, &Tensor) -> Result<()>,
+    on_batch: impl FnMut(&Batch, &Tensor) -> Result<()>,
 ) -> Result<EvalReport> {
-    let classes = model.class_names().len();
-    let mut confusion = vec![vec![0u64; classes]; classes];
-    let (mut loss_sum, mut top5, mut n) = (0.0f64, 0u64, 0usize);
-    for batch in loader.epoch(0, 0) {
-        let batch = batch?;
-        let (x, y) = batch.to_tensors(device);
-        let logits =
-            tch::no_grad(|| precision.autocast(device, || model.forward(&x, Pass::eval())))??
-                .to_kind(Kind::Float);
-        let loss =
-            logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?;
-        loss_sum += loss.double_value(&[]);
-        let k = classes.min(5) as i64;
-        let (_, topk) = logits.topk(k, -1, true, true);
-        let hit5 = topk.eq_tensor(&y.unsqueeze(-1)).any_dim(-1, false);
-        top5 += hit5.sum(Kind::Int64).int64_value(&[]) as u64;
-        let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false))?;
-        for (&t, &p) in batch.labels.iter().zip(&pred) {
-            confusion[t as usize][p as usize] += 1;
+    Ok(
+        EvalCounts::collect(model, loader, precision, device, on_batch)?
+            .report(model.class_names()),
+    )
+}
+
+/// The sums an [`EvalReport`] is made of: exact counts that add over the shards
+/// of a data-parallel evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalCounts {
+    /// Sum of the per-image cross-entropies.
+    pub loss_sum: f64,
+    pub top5: u64,
+    pub images: u64,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+impl EvalCounts {
+    /// Counts over every batch of `loader` (epoch 0, in order; a sharded loader's
+    /// placeholders are skipped).
+    pub fn collect(
+        model: &ClipClassifier,
+        loader: &Loader,
+        precision: Precision,
+        device: Device,
+        mut on_batch: impl FnMut(&Batch, &Tensor) -> Result<()>,
+    ) -> Result<Self> {
+        let classes = model.class_names().len();
+        let mut c = Self {
+            loss_sum: 0.0,
+            top5: 0,
+            images: 0,
+            confusion: vec![vec![0u64; classes]; classes],
+        };
+        for batch in loader.epoch(0, 0) {
+            let batch = batch?;
+            if batch.placeholder {
+                continue;
+            }
+            let (x, y) = batch.to_tensors(device);
+            let logits =
+                tch::no_grad(|| precision.autocast(device, || model.forward(&x, Pass::eval())))??
+                    .to_kind(Kind::Float);
+            let loss =
+                logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?;
+            c.loss_sum += loss.double_value(&[]);
+            let k = classes.min(5) as i64;
+            let (_, topk) = logits.topk(k, -1, true, true);
+            let hit5 = topk.eq_tensor(&y.unsqueeze(-1)).any_dim(-1, false);
+            c.top5 += hit5.sum(Kind::Int64).int64_value(&[]) as u64;
+            let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false))?;
+            for (&t, &p) in batch.labels.iter().zip(&pred) {
+                c.confusion[t as usize][p as usize] += 1;
+            }
+            c.images += batch.len() as u64;
+            on_batch(&batch, &logits)?;
         }
-        n += batch.len();
-        on_batch(&batch, &logits)?;
+        Ok(c)
     }
-    let correct: u64 = (0..classes).map(|i| confusion[i][i]).sum();
-    let per_class = confusion
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let total: u64 = row.iter().sum();
-            (total > 0).then(|| row[i] as f64 / total as f64)
-        })
-        .collect();
-    let denom = n.max(1) as f64;
-    Ok(EvalReport {
-        loss: loss_sum / denom,
-        accuracy: correct as f64 / denom,
-        top5: top5 as f64 / denom,
-        images: n,
-        class_names: model.class_names().to_vec(),
-        per_class,
-        confusion,
-    })
+
+    /// Replaces the counts with their sums over the ranks (`sum` sums a vector of
+    /// f64 in place: exact for counts below 2^53).
+    pub fn sum_over(&mut self, sum: impl FnOnce(&mut [f64]) -> Result<()>) -> Result<()> {
+        let mut v = vec![self.loss_sum, self.top5 as f64, self.images as f64];
+        v.extend(self.confusion.iter().flatten().map(|&x| x as f64));
+        sum(&mut v)?;
+        self.loss_sum = v[0];
+        self.top5 = v[1] as u64;
+        self.images = v[2] as u64;
+        for (dst, &src) in self.confusion.iter_mut().flatten().zip(&v[3..]) {
+            *dst = src as u64;
+        }
+        Ok(())
+    }
+
+    pub fn report(&self, class_names: &[String]) -> EvalReport {
+        let classes = self.confusion.len();
+        let correct: u64 = (0..classes).map(|i| self.confusion[i][i]).sum();
+        let per_class = self
+            .confusion
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let total: u64 = row.iter().sum();
+                (total > 0).then(|| row[i] as f64 / total as f64)
+            })
+            .collect();
+        let denom = self.images.max(1) as f64;
+        EvalReport {
+            loss: self.loss_sum / denom,
+            accuracy: correct as f64 / denom,
+            top5: self.top5 as f64 / denom,
+            images: self.images as usize,
+            class_names: class_names.to_vec(),
+            per_class,
+            confusion: self.confusion.clone(),
+        }
+    }
 }
 
 /// Per-image predictions of a batch.

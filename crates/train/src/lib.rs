@@ -5,7 +5,7 @@
 //! early stopping, checkpoints and exact resume, with observers (progress bars,
 //! metrics files, plots) that only watch events.
 //!
-//! Layering: `train-cli -> clip-train -> {clip-optim, clip-data, clip-model}`.
+//! Layering: `train-cli -> clip-train -> {clip-optim, clip-data, clip-model, clip-dist}`.
 //!
 //! ```
 //! use clip_train::{Precision, RunConfig};
@@ -30,6 +30,7 @@ mod artifacts;
 mod assembly;
 mod compare;
 mod config;
+mod data_parallel;
 mod ema;
 mod error;
 mod evaluation;
@@ -57,11 +58,14 @@ pub use compare::{
 };
 pub use config::{
     Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
-    EarlyStoppingConfig, EmaConfig, Metric, ModelSection, RunConfig, RunSection, TrainSection,
-    Unfreeze,
+    DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection, RunConfig,
+    RunSection, TrainSection, Unfreeze,
 };
+pub use data_parallel::DataParallel;
 pub use error::{Result, TrainError};
-pub use evaluation::{EvalReport, Prediction, Scored, evaluate, predict_images, predictions};
+pub use evaluation::{
+    EvalCounts, EvalReport, Prediction, Scored, evaluate, predict_images, predictions,
+};
 pub use loss::{Targets, cross_entropy};
 pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use observe::{Event, Log, MetricsFiles, Observer, Plots, Progress, StartInfo};

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use tch::{Device, Tensor};
 
+use clip_dist::Reducer;
 use clip_model::GradTape;
 use clip_optim::{AdamW, GradScaler, ScalerConfig, clip_grad_norm};
 
@@ -82,11 +83,14 @@ impl MixedPrecision {
 
     /// One micro-batch: `forward` (under autocast, recording checkpointed blocks on
     /// the tape) returns the loss; its gradient, weighted by `weight` and scaled
-    /// under fp16, is accumulated into the parameters. Returns the unweighted loss.
-    /// A non-finite loss without loss scaling is returned without a backward pass.
+    /// under fp16, is accumulated into the parameters; with `sync`, the backward
+    /// also averages the gradients over the data-parallel ranks. Returns the
+    /// unweighted loss. A non-finite loss without loss scaling is returned without
+    /// a backward pass.
     pub fn backward<'m>(
         &self,
         weight: f64,
+        sync: Option<&Reducer>,
         forward: impl FnOnce(&mut GradTape<'m>) -> Result<Tensor>,
     ) -> Result<f64> {
         self.autocast(|| -> Result<f64> {
@@ -101,6 +105,9 @@ impl MixedPrecision {
                 Some(s) => s.scale(&weighted),
                 None => weighted,
             };
+            if let Some(r) = sync {
+                r.prepare(&to_back)?;
+            }
             tape.backward(&to_back)?;
             Ok(value)
         })?

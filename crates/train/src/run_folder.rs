@@ -30,6 +30,13 @@ pub struct TrainState {
     pub stopped_early: bool,
     /// The latest evaluation.
     pub last_eval: Option<EvalRecord>,
+    /// Data-parallel ranks that wrote it (1 for one process).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 const STATE_FILE: &str = "trainer_state.json";
@@ -126,6 +133,11 @@ impl RunFolder {
             },
             cfg,
         ))
+    }
+
+    /// The folder of a run that another process (data-parallel rank 0) created.
+    pub(crate) fn at(dir: PathBuf) -> Self {
+        Self { dir }
     }
 
     pub(crate) fn dir(&self) -> &Path {

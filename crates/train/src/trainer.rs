@@ -13,9 +13,10 @@ use clip_model::{ClipClassifier, Pass, Tower, write_safetensors};
 use clip_optim::{AdamW, GroupReport, LrSchedule};
 
 use crate::config::{Metric, RunConfig};
+use crate::data_parallel::DataParallel;
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
-use crate::evaluation::{EvalReport, evaluate};
+use crate::evaluation::{EvalCounts, EvalReport};
 use crate::loss::{Targets, cross_entropy};
 use crate::mixed_precision::{MixedPrecision, StepDecision};
 use crate::observe::{Event, Observer, StartInfo};
@@ -59,6 +60,8 @@ pub struct Trainer {
     epochs: u64,
     stop: Arc<AtomicBool>,
     resumed_from: Option<PathBuf>,
+    /// Set in a data-parallel run (torchrun, srun).
+    dp: Option<DataParallel>,
 }
 
 impl Trainer {
@@ -90,6 +93,27 @@ impl Trainer {
 
     pub fn total_steps(&self) -> u64 {
         self.total_steps
+    }
+
+    /// Rank and world size of a data-parallel run (`(0, 1)` for one process).
+    pub fn rank_and_world(&self) -> (usize, usize) {
+        self.dp.as_ref().map_or((0, 1), |d| (d.rank(), d.world()))
+    }
+
+    /// Whether this process writes the run's files (rank 0, or the only process).
+    pub fn is_main(&self) -> bool {
+        self.rank_and_world().0 == 0
+    }
+
+    /// The trainable parameters, in the optimizer's order.
+    fn trainable(&self) -> Vec<(String, Tensor)> {
+        self.opt
+            .groups()
+            .iter()
+            .flat_map(|g| &g.params)
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect()
     }
 
     /// The parameter-group table with the current trainable flags.
@@ -124,23 +148,48 @@ impl Trainer {
         }
     }
 
-    /// One micro-batch forward and backward; returns the unscaled loss.
-    fn micro_step(&self, batch: &Batch, weight: f64, seed: i64) -> Result<f64> {
+    /// One micro-batch forward and backward; returns the unscaled loss. On the
+    /// step's last micro-batch of a data-parallel run the backward also averages
+    /// the gradients over the ranks (DDP's Reducer), earlier ones accumulate
+    /// locally (`no_sync`).
+    fn micro_step(&mut self, batch: &Batch, weight: f64, seed: i64, last: bool) -> Result<f64> {
         let (x, y) = batch.to_tensors(self.device);
         tch::manual_seed(seed);
-        self.amp.backward(weight, |tape| {
+        if last && self.dp.is_some() {
+            let trainable = self.trainable();
+            if let Some(dp) = self.dp.as_mut() {
+                dp.begin_sync(&trainable);
+            }
+        }
+        let sync = self
+            .dp
+            .as_ref()
+            .filter(|_| last)
+            .and_then(DataParallel::reducer);
+        self.amp.backward(weight, sync, |tape| {
             let logits = self.model.forward(&x, Pass::train().tape(tape))?;
             self.loss(&logits, batch, &y)
         })
     }
 
-    fn evaluate(&self) -> Result<(EvalReport, Option<EvalReport>)> {
+    /// The model on the validation set (sharded over the ranks in a data-parallel
+    /// run, the counts summed: every image counted once).
+    fn evaluate_model(&self) -> Result<EvalReport> {
         let prec = self.amp.precision();
-        let val = evaluate(&self.model, &self.val, prec, self.device, |_, _| Ok(()))?;
+        let mut counts =
+            EvalCounts::collect(&self.model, &self.val, prec, self.device, |_, _| Ok(()))?;
+        if let Some(dp) = &self.dp {
+            counts.sum_over(|v| dp.sum(v))?;
+        }
+        Ok(counts.report(self.model.class_names()))
+    }
+
+    fn evaluate(&self) -> Result<(EvalReport, Option<EvalReport>)> {
+        let val = self.evaluate_model()?;
         let ema = match &self.ema {
             Some(e) => {
                 e.swap();
-                let r = evaluate(&self.model, &self.val, prec, self.device, |_, _| Ok(()));
+                let r = self.evaluate_model();
                 e.swap();
                 Some(r?)
             }
@@ -160,6 +209,17 @@ impl Trainer {
             step: self.state.global_step,
             metric,
         });
+        if !self.is_main() {
+            // Rank 0 writes; the others keep the same bookkeeping and wait for it.
+            self.state.checkpoints = state.checkpoints;
+            for old in retention(&self.cfg.train.checkpoints, &self.state.checkpoints) {
+                self.state.checkpoints.retain(|c| c.name != old);
+            }
+            if let Some(dp) = &self.dp {
+                dp.barrier()?;
+            }
+            return Ok(self.folder.checkpoint(&name));
+        }
         let dir = self.folder.write_checkpoint(&name, &state, |tmp| {
             self.model.save_pretrained(&tmp.join("model"))?;
             self.opt.save(&tmp.join("optimizer.safetensors"))?;
@@ -177,6 +237,9 @@ impl Trainer {
         for old in retention(&self.cfg.train.checkpoints, &self.state.checkpoints) {
             self.folder.remove_checkpoint(&old);
             self.state.checkpoints.retain(|c| c.name != old);
+        }
+        if let Some(dp) = &self.dp {
+            dp.barrier()?;
         }
         Ok(dir)
     }
@@ -238,7 +301,10 @@ impl Trainer {
 
     /// Forward and backward over the next `n` micro-batches of `iter`, each loss
     /// weighted `1 / n` (PyTorch's `loss / accumulation_steps`, over the micro-batches
-    /// this step has); returns the mean loss and the number of images.
+    /// this step has); returns the mean loss and the number of images. In a
+    /// data-parallel run, this rank's share: its loss weighted by its part of the
+    /// global micro-batch (the gradient average over the ranks is then the
+    /// single-process gradient), and the loss and image count to sum over ranks.
     fn accumulate(
         &mut self,
         iter: &mut clip_data::EpochIter,
@@ -247,6 +313,7 @@ impl Trainer {
     ) -> Result<(f64, usize)> {
         let accum = self.cfg.train.grad_accum as u64;
         let seed = self.cfg.run.seed as i64;
+        let (rank, world) = self.rank_and_world();
         let (mut step_loss, mut images) = (0.0, 0usize);
         for micro in 0..n {
             let batch = iter.next().ok_or_else(|| {
@@ -254,8 +321,13 @@ impl Trainer {
             })??;
             let s = seed
                 .wrapping_mul(1_000_003)
-                .wrapping_add((self.state.global_step * accum + micro as u64) as i64);
-            let l = self.micro_step(&batch, 1.0 / n as f64, s)?;
+                .wrapping_add((self.state.global_step * accum + micro as u64) as i64)
+                .wrapping_add((rank as i64) << 40);
+            // Integer products keep the single-process weights bit for bit (1 / n).
+            let counted = batch.counted();
+            let weight = (world * counted) as f64 / (batch.global_len * n) as f64;
+            let share = counted as f64 / batch.global_len.max(1) as f64;
+            let l = self.micro_step(&batch, weight, s, micro + 1 == n)?;
             if !l.is_finite() && !self.amp.scales_loss() {
                 self.opt.zero_grad()?;
                 return Err(TrainError::NonFinite {
@@ -264,8 +336,14 @@ impl Trainer {
                     loss: l,
                 });
             }
-            step_loss += l / n as f64;
-            images += batch.len();
+            step_loss += share * l / n as f64;
+            images += counted;
+        }
+        if self.dp.is_some() {
+            let trainable = self.trainable();
+            if let Some(dp) = self.dp.as_mut() {
+                dp.finish_gradients(&trainable)?;
+            }
         }
         Ok((step_loss, images))
     }
@@ -341,8 +419,28 @@ impl Trainer {
         })
     }
 
-    /// Runs the training to its end (or early stop, or the stop flag).
+    /// This step's loss, images and stop request summed over the ranks (a stop
+    /// asked on any rank stops all at the same step).
+    fn agree(&self, loss: f64, images: usize, stop: bool) -> Result<(f64, usize, bool)> {
+        let Some(dp) = &self.dp else {
+            return Ok((loss, images, stop));
+        };
+        let mut v = [loss, images as f64, f64::from(u8::from(stop))];
+        dp.sum(&mut v)?;
+        Ok((v[0], v[1] as usize, v[2] > 0.0))
+    }
+
+    /// Runs the training to its end (or early stop, or the stop flag). In a
+    /// data-parallel run an error names this rank and what the others reported.
     pub fn fit(&mut self, observers: &mut [Box<dyn Observer>]) -> Result<FitReport> {
+        let r = self.fit_inner(observers);
+        match (&self.dp, r) {
+            (Some(dp), Err(e)) => Err(dp.explain(e)),
+            (_, r) => r,
+        }
+    }
+
+    fn fit_inner(&mut self, observers: &mut [Box<dyn Observer>]) -> Result<FitReport> {
         let started = Instant::now();
         let wall_before = self.state.wall_s;
         let info = StartInfo {
@@ -373,6 +471,8 @@ impl Trainer {
                     grad_norm,
                     stepped,
                 } = self.train_step(&mut iter, n, epoch)?;
+                let (step_loss, images, stop) =
+                    self.agree(step_loss, images, self.stop.load(Ordering::SeqCst))?;
                 self.state.global_step += 1;
                 self.state.batch_in_epoch += n;
                 if step_loss.is_finite() {
@@ -399,7 +499,7 @@ impl Trainer {
                     self.state.global_step,
                     epoch_done,
                     self.state.global_step >= self.total_steps,
-                    self.stop.load(Ordering::SeqCst),
+                    stop,
                     &self.cfg.train,
                 );
                 self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
@@ -426,7 +526,9 @@ impl Trainer {
         }
         self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
         let report = self.report(interrupted);
-        write_json(&self.folder.dir().join("summary.json"), &report)?;
+        if self.is_main() {
+            write_json(&self.folder.dir().join("summary.json"), &report)?;
+        }
         Self::emit(observers, Event::Finish(&report))?;
         Ok(report)
     }

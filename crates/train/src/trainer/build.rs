@@ -13,18 +13,41 @@ use clip_optim::AdamW;
 use super::Trainer;
 use crate::assembly::{build_model, eval_loader, load_datasets, param_groups, pipelines};
 use crate::config::RunConfig;
+use crate::data_parallel::DataParallel;
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::mixed_precision::MixedPrecision;
 use crate::precision::Precision;
 use crate::run_folder::{RunFolder, TrainState};
 
+/// `e`, with what the other ranks reported in a data-parallel run.
+fn explained(dp: Option<&DataParallel>, e: TrainError) -> TrainError {
+    match dp {
+        Some(d) => d.explain(e),
+        None => e,
+    }
+}
+
 impl Trainer {
     /// A fresh run: creates the run folder (refusing one that holds a run unless
     /// `run.overwrite`), writes `config.resolved.toml` and builds everything.
+    /// Under torchrun or srun, joins the data-parallel group first; rank 0 alone
+    /// creates the folder.
     pub fn new(cfg: RunConfig) -> Result<Self> {
-        let folder = RunFolder::create(&cfg)?;
-        Self::build(cfg, folder, None)
+        let dp = DataParallel::join(&cfg.run, cfg.run.device.device()?)?;
+        let folder = match &dp {
+            Some(d) if d.rank() > 0 => d.barrier().map(|()| RunFolder::at(cfg.run.dir())),
+            _ => RunFolder::create(&cfg).and_then(|f| {
+                if let Some(d) = &dp {
+                    d.barrier()?;
+                }
+                Ok(f)
+            }),
+        };
+        match folder {
+            Ok(f) => Self::build(cfg, f, None, dp),
+            Err(e) => Err(explained(dp.as_ref(), e)),
+        }
     }
 
     /// Continues the run in `run_dir` from its newest checkpoint, with its resolved
@@ -32,10 +55,31 @@ impl Trainer {
     pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
         let (folder, cfg) = RunFolder::open(run_dir, overrides)?;
         let ckpt = folder.latest_checkpoint()?;
-        Self::build(cfg, folder, Some(ckpt))
+        let dp = DataParallel::join(&cfg.run, cfg.run.device.device()?)?;
+        Self::build(cfg, folder, Some(ckpt), dp)
     }
 
-    fn build(mut cfg: RunConfig, folder: RunFolder, resume: Option<PathBuf>) -> Result<Self> {
+    fn build(
+        cfg: RunConfig,
+        folder: RunFolder,
+        resume: Option<PathBuf>,
+        dp: Option<DataParallel>,
+    ) -> Result<Self> {
+        match Self::assemble(cfg, folder, resume, dp.as_ref()) {
+            Ok(mut t) => {
+                t.dp = dp;
+                Ok(t)
+            }
+            Err(e) => Err(explained(dp.as_ref(), e)),
+        }
+    }
+
+    fn assemble(
+        mut cfg: RunConfig,
+        folder: RunFolder,
+        resume: Option<PathBuf>,
+        dp: Option<&DataParallel>,
+    ) -> Result<Self> {
         if cfg.train.gradient_checkpointing {
             // Returns freed activations to the OS so checkpointing's saving shows;
             // mmap-backed buffers cost page faults, so only when it pays.
@@ -45,6 +89,8 @@ impl Trainer {
             tch::set_num_threads(cfg.run.threads as i32);
         }
         let device = cfg.run.device.device()?;
+        let device = dp.map_or(device, |d| d.device(device));
+        let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world()));
         if let Some(p) = cfg.train.precision_on_cpu.filter(|_| device == Device::Cpu) {
             if p != cfg.train.precision {
                 let name = |p: Precision| format!("{p:?}").to_lowercase();
@@ -80,10 +126,15 @@ impl Trainer {
             }
             None => build_model(&cfg, &vs, classes)?,
         };
+        if let Some(d) = dp {
+            // Every rank starts from rank 0's weights, as DDP's construction does.
+            d.broadcast_variables(&vs)?;
+        }
         let image_size = model.clip.config().vision_config.image_size as usize;
         let (train_pipe, eval_pipe) = pipelines(&cfg, image_size)?;
-        let train = Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?;
-        let val = eval_loader(&cfg, val_ds, eval_pipe)?;
+        let train = Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?
+            .sharded(rank, world)?;
+        let val = eval_loader(&cfg, val_ds, eval_pipe)?.sharded(rank, world)?;
 
         let (groups, trained_towers) = param_groups(&cfg, &model)?;
         let mut opt = AdamW::new(groups, cfg.optim.adamw())?;
@@ -94,7 +145,7 @@ impl Trainer {
             return Err(TrainError::config(
                 "data.loader.batch_size",
                 format!(
-                    "is larger than the {} training images with drop_last = true",
+                    "times the {world} rank(s) is larger than the {} training images with drop_last = true",
                     train.dataset().len()
                 ),
             ));
@@ -114,6 +165,7 @@ impl Trainer {
 
         let mut state = TrainState {
             config_hash: cfg.hash(),
+            world_size: world,
             ..TrainState::default()
         };
         if let Some(ckpt) = &resume {
@@ -128,10 +180,29 @@ impl Trainer {
             if let Some(e) = &ema {
                 e.load(&ckpt.join("ema.safetensors"))?;
             }
+            let saved_world = saved.world_size;
             state = TrainState {
                 config_hash: state.config_hash,
+                world_size: world,
                 ..saved
             };
+            if saved_world != world {
+                // The global batch changes: continue the epoch after the samples
+                // already seen (a whole number of new global batches), not exactly.
+                let b = cfg.data.loader.batch_size;
+                let seen = state.batch_in_epoch * b * saved_world;
+                state.batch_in_epoch = seen / (b * world);
+                tracing::warn!(
+                    "resuming on {world} rank(s) a run that {saved_world} rank(s) wrote: the global batch \
+                     changes from {} to {} images (batch_size {b} x ranks x grad_accum {accum}) and the \
+                     run has {total_steps} steps in all; the epoch continues at global batch {} \
+                     ({} of its samples seen before), which is a continuation, not an exact resume",
+                    b * saved_world * accum as usize,
+                    b * world * accum as usize,
+                    state.batch_in_epoch,
+                    seen
+                );
+            }
             state.checkpoints.retain(|c| folder.has_checkpoint(&c.name));
         }
         let me = Self {
@@ -153,6 +224,7 @@ impl Trainer {
             epochs,
             stop: Arc::new(AtomicBool::new(false)),
             resumed_from: resume,
+            dp: None,
         };
         me.apply_unfreeze(me.state.epoch);
         Ok(me)

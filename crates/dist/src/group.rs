@@ -1,0 +1,469 @@
+//! A c10d process group (Gloo or NCCL) and DDP's gradient `Reducer`, behind a safe
+//! API. Every call goes through the shim in `c10d.cpp`, which turns C++ exceptions
+//! into an error code and message.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_long, c_void};
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use tch::{Kind, Tensor};
+use torch_sys::C_tensor;
+
+use crate::env::DistEnv;
+use crate::error::{DistError, Result};
+
+unsafe extern "C" {
+    fn clip_pg_new(
+        host: *const c_char,
+        port: c_int,
+        server: c_int,
+        prefix: *const c_char,
+        rank: c_int,
+        world: c_int,
+        backend: c_int,
+        timeout_ms: c_long,
+        iface: *const c_char,
+        gloo_host: *const c_char,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: c_int,
+    ) -> c_int;
+    fn clip_pg_free(pg: *mut c_void);
+    fn clip_pg_all_reduce_sum(
+        pg: *mut c_void,
+        t: *mut C_tensor,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
+    fn clip_pg_broadcast(
+        pg: *mut c_void,
+        ts: *const *mut C_tensor,
+        n: c_int,
+        buffer_bytes: c_long,
+        root: c_int,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
+    fn clip_pg_barrier(pg: *mut c_void, err: *mut c_char, len: c_int) -> c_int;
+    fn clip_store_set(
+        pg: *mut c_void,
+        key: *const c_char,
+        value: *const c_char,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
+    fn clip_store_get(
+        pg: *mut c_void,
+        key: *const c_char,
+        timeout_ms: c_long,
+        found: *mut c_int,
+        out: *mut c_char,
+        out_len: c_int,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
+    fn clip_reducer_new(
+        pg: *mut c_void,
+        params: *const *mut C_tensor,
+        n: c_int,
+        bucket_bytes: c_long,
+        first_bucket_bytes: c_long,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
+    fn clip_reducer_prepare(
+        r: *mut c_void,
+        loss: *mut C_tensor,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
+    fn clip_reducer_free(r: *mut c_void, err: *mut c_char, len: c_int) -> c_int;
+}
+
+const ERR_LEN: usize = 2048;
+
+/// Calls `f` with an error buffer; a non-zero code becomes the buffer's message.
+fn call(f: impl FnOnce(*mut c_char, c_int) -> c_int) -> std::result::Result<(), String> {
+    let mut err = vec![0 as c_char; ERR_LEN];
+    if f(err.as_mut_ptr(), ERR_LEN as c_int) == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim NUL-terminates within ERR_LEN.
+    let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
+    Err(msg.to_string_lossy().trim().to_string())
+}
+
+fn cstring(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+/// The collective backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Gloo: CPU tensors.
+    Gloo,
+    /// NCCL: CUDA tensors (a build with the `nccl` feature).
+    Nccl,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+}
+
+/// A c10d process group with its store. One per process; used from the thread
+/// that created it.
+pub struct ProcessGroup {
+    raw: NonNull<c_void>,
+    env: DistEnv,
+    backend: Backend,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessGroup")
+            .field("rank", &self.env.rank)
+            .field("world", &self.env.world)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl ProcessGroup {
+    /// Joins the group `env` describes. Collectives that do not complete within
+    /// `timeout` (a dead or hung peer) fail with [`DistError::Collective`].
+    pub fn new(env: DistEnv, backend: Backend, timeout: Duration) -> Result<Self> {
+        let server = !env.agent_store && env.rank == 0;
+        // torch's env:// rendezvous keys each restart attempt apart.
+        let prefix = format!("/worker/attempt_{}", env.restart_count);
+        let iface = env.gloo_interface.clone().unwrap_or_default();
+        let gloo_host = if iface.is_empty() && env.is_loopback() {
+            "127.0.0.1"
+        } else {
+            ""
+        };
+        let (host, prefix, iface, gloo_host) = (
+            cstring(&env.master_addr),
+            cstring(&prefix),
+            cstring(&iface),
+            cstring(gloo_host),
+        );
+        let mut raw = std::ptr::null_mut();
+        let ms = timeout.as_millis().min(c_long::MAX as u128) as c_long;
+        call(|err, len| unsafe {
+            clip_pg_new(
+                host.as_ptr(),
+                c_int::from(env.master_port),
+                c_int::from(server),
+                prefix.as_ptr(),
+                env.rank as c_int,
+                env.world as c_int,
+                c_int::from(backend == Backend::Nccl),
+                ms,
+                iface.as_ptr(),
+                gloo_host.as_ptr(),
+                &mut raw,
+                err,
+                len,
+            )
+        })
+        .map_err(|message| DistError::Init {
+            rank: env.rank,
+            world: env.world,
+            backend: backend.name().into(),
+            addr: format!("{}:{}", env.master_addr, env.master_port),
+            message,
+        })?;
+        let raw = NonNull::new(raw).ok_or_else(|| DistError::Init {
+            rank: env.rank,
+            world: env.world,
+            backend: backend.name().into(),
+            addr: format!("{}:{}", env.master_addr, env.master_port),
+            message: "the shim returned no process group".into(),
+        })?;
+        Ok(Self {
+            raw,
+            env,
+            backend,
+            timeout,
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.env.rank
+    }
+
+    pub fn world(&self) -> usize {
+        self.env.world
+    }
+
+    pub fn env(&self) -> &DistEnv {
+        &self.env
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn collective(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(*mut c_char, c_int) -> c_int,
+    ) -> Result<()> {
+        call(f).map_err(|message| DistError::Collective {
+            rank: self.env.rank,
+            world: self.env.world,
+            op,
+            message,
+        })
+    }
+
+    /// Sums `t` over all ranks, in place.
+    pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
+        let p = t.as_mut_ptr();
+        self.collective("all_reduce", |e, l| unsafe {
+            clip_pg_all_reduce_sum(self.raw.as_ptr(), p, e, l)
+        })
+    }
+
+    /// Sums `values` over all ranks (in f64, exact for counts below 2^53).
+    pub fn all_reduce_f64(&self, values: &mut [f64]) -> Result<()> {
+        let mut t = Tensor::from_slice(values).to_kind(Kind::Double);
+        if self.backend == Backend::Nccl {
+            t = t.to_device(tch::Device::Cuda(self.env.local_rank));
+        }
+        self.all_reduce_sum(&mut t)?;
+        let summed = Vec::<f64>::try_from(t.to_device(tch::Device::Cpu))?;
+        values.copy_from_slice(&summed);
+        Ok(())
+    }
+
+    /// Replaces every tensor with rank `root`'s, coalesced into 250 MB buffers (as
+    /// DDP does with a module's parameters and buffers at construction).
+    pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<()> {
+        if tensors.is_empty() {
+            return Ok(());
+        }
+        let mut handles: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
+        let ptrs: Vec<*mut C_tensor> = handles.iter_mut().map(Tensor::as_mut_ptr).collect();
+        self.collective("broadcast", |e, l| unsafe {
+            clip_pg_broadcast(
+                self.raw.as_ptr(),
+                ptrs.as_ptr(),
+                ptrs.len() as c_int,
+                250 * 1024 * 1024,
+                root as c_int,
+                e,
+                l,
+            )
+        })
+    }
+
+    /// Waits for every rank.
+    pub fn barrier(&self) -> Result<()> {
+        self.collective("barrier", |e, l| unsafe {
+            clip_pg_barrier(self.raw.as_ptr(), e, l)
+        })
+    }
+
+    /// Sets `key` in the job's store (this restart attempt's keys).
+    pub fn store_set(&self, key: &str, value: &str) -> Result<()> {
+        let (k, v) = (cstring(key), cstring(value));
+        self.collective("store set", |e, l| unsafe {
+            clip_store_set(self.raw.as_ptr(), k.as_ptr(), v.as_ptr(), e, l)
+        })
+    }
+
+    /// `key`'s value in the store, `None` when it is not set.
+    pub fn store_get(&self, key: &str, timeout: Duration) -> Result<Option<String>> {
+        let k = cstring(key);
+        let mut found: c_int = 0;
+        let mut out = vec![0 as c_char; ERR_LEN];
+        let ms = timeout.as_millis().min(c_long::MAX as u128) as c_long;
+        self.collective("store get", |e, l| unsafe {
+            clip_store_get(
+                self.raw.as_ptr(),
+                k.as_ptr(),
+                ms,
+                &mut found,
+                out.as_mut_ptr(),
+                ERR_LEN as c_int,
+                e,
+                l,
+            )
+        })?;
+        if found == 0 {
+            return Ok(None);
+        }
+        // SAFETY: the shim NUL-terminates within ERR_LEN.
+        let s = unsafe { CStr::from_ptr(out.as_ptr()) };
+        Ok(Some(s.to_string_lossy().into_owned()))
+    }
+
+    /// After this rank failed with `message` (its own error, or a collective that
+    /// failed because a peer did): publishes the message, checks in, and waits up
+    /// to `wait` for the other ranks to do the same. Returns what is known about the
+    /// peers: their own errors, and which ranks did not answer (dead, or hung).
+    pub fn diagnose(&self, message: &str, wait: Duration) -> String {
+        let me = self.env.rank;
+        let publish = self
+            .store_set(&format!("clip/error/{me}"), message)
+            .and_then(|()| self.store_set(&format!("clip/alive/{me}"), "1"));
+        if publish.is_err() {
+            return format!(
+                "the job's store at {}:{} is unreachable: the process serving it ({}) is gone",
+                self.env.master_addr,
+                self.env.master_port,
+                if self.env.agent_store {
+                    "torchrun's agent"
+                } else {
+                    "rank 0"
+                }
+            );
+        }
+        let others: Vec<usize> = (0..self.env.world).filter(|&r| r != me).collect();
+        let deadline = Instant::now() + wait;
+        let short = Duration::from_millis(200);
+        let mut silent = others.clone();
+        loop {
+            silent.retain(|&r| {
+                !matches!(
+                    self.store_get(&format!("clip/alive/{r}"), short),
+                    Ok(Some(_))
+                )
+            });
+            if silent.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(short);
+        }
+        let mut lines: Vec<String> = others
+            .iter()
+            .filter_map(|&r| {
+                let e = self.store_get(&format!("clip/error/{r}"), short).ok()??;
+                Some(format!("rank {r} failed: {e}"))
+            })
+            .collect();
+        if !silent.is_empty() {
+            let ranks: Vec<String> = silent.iter().map(usize::to_string).collect();
+            lines.push(format!(
+                "no answer from rank {} within {:.0} s (dead, killed, or hung: a collective waits at most run.dist_timeout_s = {:.0} s)",
+                ranks.join(", "),
+                wait.as_secs_f64(),
+                self.timeout.as_secs_f64()
+            ));
+        }
+        if lines.is_empty() {
+            "every other rank is alive and reported no error of its own".into()
+        } else {
+            lines.join("; ")
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: created by clip_pg_new, freed once.
+        unsafe { clip_pg_free(self.raw.as_ptr()) }
+    }
+}
+
+/// DDP's gradient engine (`c10d::Reducer`) over a fixed list of trainable
+/// parameters: after [`Reducer::prepare`], the next backward pass all-reduces the
+/// gradients in buckets as they become ready (overlapping the rest of the
+/// backward) and leaves every parameter's `.grad` averaged over the ranks. Several
+/// backward calls (a gradient-checkpoint tape) count as one pass. Without
+/// `prepare`, a backward accumulates locally (`no_sync`).
+pub struct Reducer {
+    raw: NonNull<c_void>,
+    rank: usize,
+    world: usize,
+    params: usize,
+}
+
+impl std::fmt::Debug for Reducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reducer")
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
+impl Reducer {
+    /// Buckets of `bucket_mb` MB (DDP's `bucket_cap_mb`, default 25) after a first
+    /// one of 1 MB, parameters in reverse order (the order backward reaches them).
+    /// Every parameter must receive a gradient in each synchronised pass.
+    pub fn new(pg: &ProcessGroup, params: &[Tensor], bucket_mb: f64) -> Result<Self> {
+        let mut handles: Vec<Tensor> = params.iter().map(Tensor::shallow_clone).collect();
+        let ptrs: Vec<*mut C_tensor> = handles.iter_mut().map(Tensor::as_mut_ptr).collect();
+        let mut raw = std::ptr::null_mut();
+        let bytes = (bucket_mb * 1024.0 * 1024.0).max(1.0) as c_long;
+        pg.collective("Reducer construction", |e, l| unsafe {
+            clip_reducer_new(
+                pg.raw.as_ptr(),
+                ptrs.as_ptr(),
+                ptrs.len() as c_int,
+                bytes,
+                1024 * 1024,
+                &mut raw,
+                e,
+                l,
+            )
+        })?;
+        let raw = NonNull::new(raw).ok_or(DistError::Collective {
+            rank: pg.rank(),
+            world: pg.world(),
+            op: "Reducer construction",
+            message: "the shim returned no reducer".into(),
+        })?;
+        Ok(Self {
+            raw,
+            rank: pg.rank(),
+            world: pg.world(),
+            params: params.len(),
+        })
+    }
+
+    /// Number of parameters it reduces.
+    pub fn len(&self) -> usize {
+        self.params
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.params == 0
+    }
+
+    /// The next backward pass (rooted at `loss`) synchronises the gradients.
+    pub fn prepare(&self, loss: &Tensor) -> Result<()> {
+        let mut l = loss.shallow_clone();
+        let p = l.as_mut_ptr();
+        call(|e, len| unsafe { clip_reducer_prepare(self.raw.as_ptr(), p, e, len) }).map_err(
+            |message| DistError::Collective {
+                rank: self.rank,
+                world: self.world,
+                op: "Reducer prepare_for_backward",
+                message,
+            },
+        )
+    }
+}
+
+impl Drop for Reducer {
+    fn drop(&mut self) {
+        // SAFETY: created by clip_reducer_new, freed once. The destructor removes the
+        // autograd hooks; its failure (none is known) can only be logged here.
+        if let Err(e) = call(|e, l| unsafe { clip_reducer_free(self.raw.as_ptr(), e, l) }) {
+            tracing::warn!("freeing the gradient reducer: {e}");
+        }
+    }
+}

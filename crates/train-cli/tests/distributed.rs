@@ -1,0 +1,382 @@
+//! Data-parallel training on c10d (Gloo, loopback), launched as a user would: with
+//! the venv's `torchrun`, or as two processes with torchrun's variables set by hand
+//! (what srun-style launchers do). Compares against one process with the same
+//! global batch.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../../../tests/support/image_folder.rs"]
+mod image_folder;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn torchrun() -> PathBuf {
+    let p = root().join(".venv/bin/torchrun");
+    assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
+    p
+}
+
+/// 13 images per class, 3 classes: 30 train and 9 validation images (odd).
+fn data(tmp: &Path) -> PathBuf {
+    let d = tmp.join("data");
+    image_folder::make_folder(&d, &["cat", "dog", "fox"], 13);
+    d
+}
+
+fn args(out: &Path, data: &Path, batch: usize, sets: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        "--config".into(),
+        root().join("configs/smoke.toml").display().to_string(),
+        "--output-dir".into(),
+        out.display().to_string(),
+        "--quiet".into(),
+        "--set".into(),
+        format!(
+            "data.train={{kind=\"image_folder\", path={:?}}}",
+            data.display().to_string()
+        ),
+        "--set".into(),
+        format!("data.loader.batch_size={batch}"),
+        "--set".into(),
+        "run.threads=1".into(),
+        "--set".into(),
+        "run.dist_timeout_s=60".into(),
+    ];
+    for s in sets {
+        a.extend(["--set".into(), (*s).into()]);
+    }
+    a
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_train-cli")
+}
+
+fn check(o: Output) -> Output {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "failed: {err}");
+    o
+}
+
+fn one_process(args: &[String]) -> Output {
+    check(
+        Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap(),
+    )
+}
+
+fn two_ranks(args: &[String]) -> Output {
+    check(
+        Command::new(torchrun())
+            .args([
+                "--standalone",
+                "--nproc-per-node",
+                "2",
+                "--no-python",
+                bin(),
+            ])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("OMP_NUM_THREADS", "1")
+            .output()
+            .unwrap(),
+    )
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn kind<'a>(m: &'a [serde_json::Value], k: &str) -> Vec<&'a serde_json::Value> {
+    m.iter().filter(|l| l["kind"] == k).collect()
+}
+
+fn weights(ckpt: &Path) -> HashMap<String, Vec<f32>> {
+    let bytes = std::fs::read(ckpt.join("model/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, data)
+        })
+        .collect()
+}
+
+fn latest(run: &Path) -> PathBuf {
+    let mut c: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    c.sort();
+    c.pop().unwrap()
+}
+
+/// The largest difference between two checkpoints' weights, over the tensors
+/// `keep` selects.
+fn max_weight_diff_of(a: &Path, b: &Path, keep: impl Fn(&str) -> bool) -> f32 {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(
+        a.keys().collect::<std::collections::BTreeSet<_>>(),
+        b.keys().collect()
+    );
+    a.iter()
+        .filter(|(k, _)| keep(k))
+        .flat_map(|(k, v)| v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
+        .fold(0.0, f32::max)
+}
+
+fn max_weight_diff(a: &Path, b: &Path) -> f32 {
+    max_weight_diff_of(a, b, |_| true)
+}
+
+/// Losses of every step and the validation metrics: 2 ranks x batch 4 equal one
+/// process x batch 8 (fp32). The tolerances: the two sum the same per-sample
+/// gradients in a different order (per rank, then across ranks), ~1e-7 relative
+/// per step; after 20 AdamW steps at lr 3e-3 the weights differ by ~1e-7 (1e-6
+/// allowed). Except the attention key biases: softmax is invariant to them, their
+/// exact gradient is 0 and AdamW turns rounding noise into steps of ~lr, so they
+/// differ by ~2e-4 between any two summation orders (one process with 1 vs 2
+/// threads too); they are held to 20 steps x lr.
+fn assert_same_run(single: &Path, dist: &Path, steps: usize) {
+    let (m1, m2) = (metrics(single), metrics(dist));
+    let (s1, s2) = (kind(&m1, "step"), kind(&m2, "step"));
+    assert_eq!(s1.len(), steps);
+    assert_eq!(s2.len(), steps);
+    for (a, b) in s1.iter().zip(&s2) {
+        let (la, lb) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs().max(1.0),
+            "step {}: loss {la} vs {lb}",
+            a["step"]
+        );
+        let (ga, gb) = (
+            a["grad_norm"].as_f64().unwrap(),
+            b["grad_norm"].as_f64().unwrap(),
+        );
+        assert!(
+            (ga - gb).abs() <= 1e-4 * ga.max(1.0),
+            "grad norm {ga} vs {gb}"
+        );
+    }
+    let (e1, e2) = (kind(&m1, "eval"), kind(&m2, "eval"));
+    assert!(!e1.is_empty());
+    assert_eq!(e1.len(), e2.len());
+    for (a, b) in e1.iter().zip(&e2) {
+        // Every validation image counted once: same counts, same confusion matrix.
+        assert_eq!(a["val"]["images"], 9);
+        assert_eq!(a["val"]["images"], b["val"]["images"]);
+        assert_eq!(a["val"]["confusion"], b["val"]["confusion"]);
+        assert_eq!(a["val"]["accuracy"], b["val"]["accuracy"]);
+        let (la, lb) = (
+            a["val"]["loss"].as_f64().unwrap(),
+            b["val"]["loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.max(1.0),
+            "val loss {la} vs {lb}"
+        );
+    }
+    let key_bias = |k: &str| k.contains("k_proj.bias");
+    let d = max_weight_diff_of(&latest(single), &latest(dist), |k| !key_bias(k));
+    assert!(d <= 1e-6, "final weights differ by {d}");
+    let d = max_weight_diff_of(&latest(single), &latest(dist), key_bias);
+    assert!(d <= 20.0 * 3e-3, "final key biases differ by {d}");
+}
+
+#[test]
+fn two_ranks_equal_one_process_with_the_same_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let cases: [(&str, &[&str], usize); 3] = [
+        // 20 steps; the last global batch of each epoch (30 = 3 x 8 + 6) is split 3 + 3.
+        ("plain", &["train.max_steps=20"], 20),
+        // Accumulation (no sync on the first micro-batch) and gradient checkpointing
+        // (several backward calls per micro-batch).
+        (
+            "accum-ckpt",
+            &[
+                "train.max_steps=20",
+                "train.grad_accum=2",
+                "train.gradient_checkpointing=true",
+            ],
+            20,
+        ),
+        // The trainable set changes every epoch (the Reducer is rebuilt), and the
+        // coalesced all-reduce instead of the Reducer.
+        (
+            "progressive",
+            &[
+                "train.epochs=4",
+                "train.unfreeze={kind=\"progressive\"}",
+                "run.grad_sync=\"after_backward\"",
+            ],
+            16,
+        ),
+    ];
+    for (name, sets, steps) in cases {
+        let (one, two) = (
+            tmp.path().join(name).join("1"),
+            tmp.path().join(name).join("2"),
+        );
+        one_process(&args(&one, &data, 8, sets));
+        let o = two_ranks(&args(&two, &data, 4, sets));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("2 ranks, global batch"), "{err}");
+        // Rank 0 alone wrote the run's files: one metrics line per step.
+        assert_same_run(&one.join("smoke"), &two.join("smoke"), steps);
+    }
+}
+
+#[test]
+fn lora_and_head_only_runs_train_data_parallel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    for (name, set) in [
+        ("lora", "model.lora={r=4, alpha=8.0}"),
+        ("head", "train.unfreeze={kind=\"head_only\"}"),
+    ] {
+        let (one, two) = (
+            tmp.path().join(name).join("1"),
+            tmp.path().join(name).join("2"),
+        );
+        let sets = ["train.max_steps=8", set];
+        one_process(&args(&one, &data, 8, &sets));
+        two_ranks(&args(&two, &data, 4, &sets));
+        assert_same_run(&one.join("smoke"), &two.join("smoke"), 8);
+    }
+}
+
+#[test]
+fn a_resumed_two_rank_run_equals_the_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let sets = [
+        "train.max_steps=16",
+        "train.checkpoints.every_steps=6",
+        "train.checkpoints.keep_last=10",
+        "train.grad_accum=2",
+    ];
+    let full = tmp.path().join("full");
+    two_ranks(&args(&full, &data, 4, &sets));
+    let run = full.join("smoke");
+    // A copy of the run as it was at step 6 (mid-epoch: 2 steps per epoch... the
+    // third epoch), then resumed by two ranks to the end.
+    let cut = tmp.path().join("cut/smoke");
+    copy_dir(&run, &cut);
+    for e in std::fs::read_dir(cut.join("checkpoints")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "step-00000006" {
+            std::fs::remove_dir_all(p).unwrap();
+        }
+    }
+    let resumed = Command::new(torchrun())
+        .args([
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            bin(),
+        ])
+        .args(["--quiet", "--resume", cut.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    check(resumed);
+    assert_eq!(max_weight_diff(&latest(&run), &latest(&cut)), 0.0);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dst = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dst);
+        } else {
+            std::fs::copy(&p, &dst).unwrap();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn killing_a_rank_ends_the_other_with_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let out = tmp.path().join("run");
+    let port = free_port().to_string();
+    // Two processes with torchrun's variables (rank 0 serves the store).
+    let a = args(
+        &out,
+        &data,
+        4,
+        &["train.epochs=100000", "run.dist_timeout_s=20"],
+    );
+    let spawn = |rank: &str| {
+        Command::new(bin())
+            .args(&a)
+            .env("RANK", rank)
+            .env("WORLD_SIZE", "2")
+            .env("LOCAL_RANK", rank)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let rank0 = spawn("0");
+    let mut rank1 = spawn("1");
+    // Wait until training runs (rank 0 writes step lines).
+    let metrics = out.join("smoke/metrics.jsonl");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rank1.kill().unwrap();
+    let killed = Instant::now();
+    let o = rank0.wait_with_output().unwrap();
+    let _ = rank1.wait();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    // Within the collective timeout (20 s) plus the 3 s check-in.
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(err.contains("rank 0 of 2"), "{err}");
+    assert!(err.contains("no answer from rank 1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,0 +1,227 @@
+//! Data parallelism for the trainer, on c10d (`clip-dist`): joining the group that
+//! torchrun or srun describes, the start-of-run parameter broadcast, gradient
+//! synchronisation (DDP's Reducer, or one coalesced all-reduce after the backward),
+//! sums of step and evaluation figures, and errors that name the failed rank.
+//!
+//! Semantics (as `torch.nn.parallel.DistributedDataParallel` + a DistributedSampler
+//! that pads nothing): `data.loader.batch_size` is per rank, the global batch is
+//! `batch_size x world x train.grad_accum`; global batch `k` is the single-process
+//! batch `k` of `batch_size x world` samples, split over the ranks
+//! ([`clip_data::Shard`]); each rank's loss is weighted by its share of the global
+//! batch, so the averaged gradients and the reported loss equal one process's.
+
+use std::time::Duration;
+
+use tch::{Device, Tensor, nn};
+
+use clip_dist::{Backend, DistEnv, ProcessGroup, Reducer};
+
+use crate::config::{DistBackend, GradSync, RunSection};
+use crate::error::{Result, TrainError};
+
+/// How long a failing rank waits for the others to check in before it names the
+/// silent ones.
+const DIAGNOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// This process's part in a data-parallel run.
+pub struct DataParallel {
+    pg: ProcessGroup,
+    sync: GradSync,
+    bucket_mb: f64,
+    /// The Reducer and the trainable parameters (names) it was built for.
+    reducer: Option<(Reducer, Vec<String>)>,
+    /// Whether the reducer was prepared for this step's backward.
+    prepared: bool,
+}
+
+impl std::fmt::Debug for DataParallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataParallel({:?})", self.pg)
+    }
+}
+
+impl DataParallel {
+    /// Joins the group the launcher describes; `None` for a single process.
+    /// `device` is the run's device before the local rank picks its GPU.
+    pub fn join(run: &RunSection, device: Device) -> Result<Option<Self>> {
+        let Some(env) = DistEnv::detect()? else {
+            return Ok(None);
+        };
+        let backend = match (run.dist_backend, device) {
+            (DistBackend::Gloo, _) => Backend::Gloo,
+            (DistBackend::Nccl, Device::Cuda(_)) => Backend::Nccl,
+            (DistBackend::Nccl, _) => {
+                return Err(TrainError::config(
+                    "run.dist_backend",
+                    "\"nccl\" needs CUDA, but the run's device is the CPU: use \"gloo\" or \"auto\"",
+                ));
+            }
+            (DistBackend::Auto, Device::Cuda(_)) => Backend::Nccl,
+            (DistBackend::Auto, _) => Backend::Gloo,
+        };
+        let timeout = Duration::from_secs_f64(run.dist_timeout_s);
+        let pg = ProcessGroup::new(env, backend, timeout)?;
+        tracing::info!(
+            "rank {} of {} ({} via {}:{})",
+            pg.rank(),
+            pg.world(),
+            backend.name(),
+            pg.env().master_addr,
+            pg.env().master_port
+        );
+        Ok(Some(Self {
+            pg,
+            sync: run.grad_sync,
+            bucket_mb: run.ddp_bucket_mb,
+            reducer: None,
+            prepared: false,
+        }))
+    }
+
+    /// Whether a launcher (torchrun, srun) started this process as one of several.
+    pub fn launched() -> Result<bool> {
+        Ok(DistEnv::detect()?.is_some())
+    }
+
+    /// torchrun's `TORCHELASTIC_RESTART_COUNT` (0 outside torchrun or before any
+    /// restart).
+    pub fn restart_count() -> u32 {
+        DistEnv::detect()
+            .ok()
+            .flatten()
+            .map_or(0, |e| e.restart_count)
+    }
+
+    pub fn rank(&self) -> usize {
+        self.pg.rank()
+    }
+
+    pub fn world(&self) -> usize {
+        self.pg.world()
+    }
+
+    /// The device of this rank: CUDA device `LOCAL_RANK` when the run is on CUDA.
+    pub fn device(&self, device: Device) -> Device {
+        match device {
+            Device::Cuda(_) => Device::Cuda(self.pg.env().local_rank),
+            d => d,
+        }
+    }
+
+    pub fn barrier(&self) -> Result<()> {
+        Ok(self.pg.barrier()?)
+    }
+
+    /// Sums `values` over the ranks.
+    pub fn sum(&self, values: &mut [f64]) -> Result<()> {
+        Ok(self.pg.all_reduce_f64(values)?)
+    }
+
+    /// Every variable of `vs` from rank 0 (in name order, the same on every rank),
+    /// as DDP does at construction.
+    pub fn broadcast_variables(&self, vs: &nn::VarStore) -> Result<()> {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+        tch::no_grad(|| self.pg.broadcast(&tensors, 0))?;
+        Ok(())
+    }
+
+    /// Called before this step's last backward with the trainable parameters:
+    /// whether a Reducer covers exactly them (it is built after the first step that
+    /// used them, as it must know which parameters get gradients; unfreezing drops
+    /// it and the next step builds another). [`DataParallel::reducer`] then gives it.
+    pub fn begin_sync(&mut self, trainable: &[(String, Tensor)]) -> bool {
+        let same = self.reducer.as_ref().is_some_and(|(_, names)| {
+            names.len() == trainable.len() && names.iter().zip(trainable).all(|(n, (m, _))| n == m)
+        });
+        if !same {
+            self.reducer = None;
+        }
+        self.prepared = same;
+        same
+    }
+
+    /// The Reducer to prepare for this step's last backward (after
+    /// [`DataParallel::begin_sync`] said there is one).
+    pub fn reducer(&self) -> Option<&Reducer> {
+        self.reducer
+            .as_ref()
+            .filter(|_| self.prepared)
+            .map(|(r, _)| r)
+    }
+
+    /// After the step's backward passes: unless the Reducer already averaged the
+    /// gradients, one coalesced all-reduce of every trainable gradient (parameters
+    /// without a gradient on every rank keep none); then the Reducer for the next
+    /// steps is built over the parameters that got one.
+    pub fn finish_gradients(&mut self, trainable: &[(String, Tensor)]) -> Result<()> {
+        if std::mem::take(&mut self.prepared) {
+            return Ok(());
+        }
+        let world = self.world() as f64;
+        let mut has: Vec<f64> = trainable
+            .iter()
+            .map(|(_, t)| f64::from(u8::from(t.grad().defined())))
+            .collect();
+        self.sum(&mut has)?;
+        if let Some(((name, _), h)) = trainable
+            .iter()
+            .zip(&has)
+            .find(|(_, h)| **h > 0.0 && **h < world)
+        {
+            return Err(TrainError::config(
+                "run.grad_sync",
+                format!(
+                    "{name} got a gradient on {h} of {world} ranks: the model's graph must be the same on every rank"
+                ),
+            ));
+        }
+        let used: Vec<&(String, Tensor)> = trainable
+            .iter()
+            .zip(&has)
+            .filter(|(_, h)| **h > 0.0)
+            .map(|(p, _)| p)
+            .collect();
+        if !used.is_empty() {
+            tch::no_grad(|| -> Result<()> {
+                let grads: Vec<Tensor> =
+                    used.iter().map(|(_, t)| t.grad().flatten(0, -1)).collect();
+                let mut flat = Tensor::cat(&grads, 0);
+                self.pg.all_reduce_sum(&mut flat)?;
+                let flat = flat / world;
+                let mut offset = 0i64;
+                for (_, t) in &used {
+                    let n = t.numel() as i64;
+                    t.grad().copy_(&flat.narrow(0, offset, n).view_as(t));
+                    offset += n;
+                }
+                Ok(())
+            })?;
+        }
+        if self.sync == GradSync::Reducer {
+            let params: Vec<Tensor> = used.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let names = trainable.iter().map(|(n, _)| n.clone()).collect();
+            self.reducer = None;
+            if !params.is_empty() {
+                self.reducer = Some((Reducer::new(&self.pg, &params, self.bucket_mb)?, names));
+            }
+        }
+        Ok(())
+    }
+
+    /// Wraps this rank's error with what the other ranks reported (see
+    /// [`ProcessGroup::diagnose`]); publishes it for them first.
+    pub fn explain(&self, e: TrainError) -> TrainError {
+        if matches!(e, TrainError::Rank { .. }) {
+            return e;
+        }
+        let peers = self.pg.diagnose(&e.to_string(), DIAGNOSE_WAIT);
+        TrainError::Rank {
+            rank: self.rank(),
+            world: self.world(),
+            source: Box::new(e),
+            peers,
+        }
+    }
+}
