@@ -368,12 +368,15 @@ pub fn bench(
     o.push(format!("run.output_dir={:?}", tmp.display().to_string()));
     o.push("run.overwrite=true".into());
     let cfg = load_config(config, &o)?;
-    let result = (|| -> anyhow::Result<clip_train::BenchReport> {
+    let result = (|| -> anyhow::Result<(clip_train::BenchReport, bool)> {
         let mut trainer = Trainer::new(cfg)?;
-        Ok(trainer.bench(warmup, steps.max(1))?)
+        Ok((trainer.bench(warmup, steps.max(1))?, trainer.is_main()))
     })();
     let _ = std::fs::remove_dir_all(&tmp);
-    println!("{}", serde_json::to_string_pretty(&result?)?);
+    let (report, main) = result?;
+    if main {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -302,6 +302,29 @@ fn a_resumed_two_rank_run_equals_the_uninterrupted_one() {
         .unwrap();
     check(resumed);
     assert_eq!(max_weight_diff(&latest(&run), &latest(&cut)), 0.0);
+
+    // The same checkpoint resumed by one process: a continuation, with a warning.
+    let single = tmp.path().join("single/smoke");
+    copy_dir(&run, &single);
+    for e in std::fs::read_dir(single.join("checkpoints")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "step-00000006" {
+            std::fs::remove_dir_all(p).unwrap();
+        }
+    }
+    let o = check(
+        Command::new(bin())
+            .args(["--quiet", "--resume", single.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("resuming on 1 rank(s) a run that 2 rank(s) wrote")
+            && err.contains("global batch changes from 16 to 8"),
+        "{err}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -314,6 +337,47 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&p, &dst).unwrap();
         }
+    }
+}
+
+/// The two ranks of a run launched by hand with torchrun's variables (rank 0
+/// serves the store), once training has started.
+fn two_processes(
+    out: &Path,
+    data: &Path,
+    sets: &[&str],
+) -> (std::process::Child, std::process::Child) {
+    let port = free_port().to_string();
+    let a = args(out, data, 4, sets);
+    let spawn = |rank: &str| {
+        Command::new(bin())
+            .args(&a)
+            .env("RANK", rank)
+            .env("WORLD_SIZE", "2")
+            .env("LOCAL_RANK", rank)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let rank0 = spawn("0");
+    let rank1 = spawn("1");
+    wait_for_steps(&out.join("smoke/metrics.jsonl"), 3);
+    (rank0, rank1)
+}
+
+/// Waits until rank 0 has logged `n` lines.
+fn wait_for_steps(metrics: &Path, n: usize) {
+    let t0 = Instant::now();
+    while std::fs::read_to_string(metrics).map_or(0, |s| s.lines().count()) < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -330,53 +394,164 @@ fn killing_a_rank_ends_the_other_with_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(tmp.path());
     let out = tmp.path().join("run");
-    let port = free_port().to_string();
-    // Two processes with torchrun's variables (rank 0 serves the store).
-    let a = args(
-        &out,
-        &data,
-        4,
-        &["train.epochs=100000", "run.dist_timeout_s=20"],
-    );
-    let spawn = |rank: &str| {
-        Command::new(bin())
-            .args(&a)
-            .env("RANK", rank)
-            .env("WORLD_SIZE", "2")
-            .env("LOCAL_RANK", rank)
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", &port)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let rank0 = spawn("0");
-    let mut rank1 = spawn("1");
-    // Wait until training runs (rank 0 writes step lines).
-    let metrics = out.join("smoke/metrics.jsonl");
-    let t0 = Instant::now();
-    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 3 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "training did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let sets = ["train.epochs=100000", "run.dist_timeout_s=20"];
+    let (rank0, mut rank1) = two_processes(&out, &data, &sets);
     rank1.kill().unwrap();
     let killed = Instant::now();
     let o = rank0.wait_with_output().unwrap();
     let _ = rank1.wait();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
-    // Within the collective timeout (20 s) plus the 3 s check-in.
+    // The peer's socket closes at once: well within the collective timeout (20 s)
+    // plus the 3 s check-in.
     assert!(
-        killed.elapsed() < Duration::from_secs(30),
+        killed.elapsed() < Duration::from_secs(20),
         "{:?}",
         killed.elapsed()
     );
     assert!(err.contains("rank 0 of 2"), "{err}");
     assert!(err.contains("no answer from rank 1"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_stop_signal_on_one_rank_stops_every_rank_at_the_same_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let out = tmp.path().join("run");
+    let (rank0, rank1) = two_processes(&out, &data, &["train.epochs=100000"]);
+    // SIGTERM (what Slurm and torchrun send) to rank 1 alone.
+    let pid = rank1.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (o0, o1) = (
+        rank0.wait_with_output().unwrap(),
+        rank1.wait_with_output().unwrap(),
+    );
+    let err = String::from_utf8_lossy(&o0.stderr);
+    assert_eq!(o0.status.code(), Some(130), "{err}");
+    assert_eq!(
+        o1.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    assert!(err.contains("continue with: train-cli --resume"), "{err}");
+    let run = out.join("smoke");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["world_size"], 2);
+    // One checkpoint, at the step where both stopped.
+    let step = summary["global_step"].as_u64().unwrap();
+    assert_eq!(
+        latest(&run).file_name().unwrap().to_str().unwrap(),
+        format!("step-{step:08}")
+    );
+}
+
+#[test]
+fn a_hung_rank_ends_the_other_after_the_timeout_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let out = tmp.path().join("run");
+    let sets = ["train.epochs=100000", "run.dist_timeout_s=4"];
+    let (rank0, mut rank1) = two_processes(&out, &data, &sets);
+    // Rank 1 stops responding (as a process stuck in I/O or a deadlock would).
+    let pid = rank1.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let hung = Instant::now();
+    let o = rank0.wait_with_output().unwrap();
+    let waited = hung.elapsed();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = rank1.kill();
+    let _ = rank1.wait();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(20),
+        "rank 0 ended {waited:?} after rank 1 hung (timeout 4 s)"
+    );
+    assert!(err.contains("no answer from rank 1"), "{err}");
+}
+
+/// The worker processes torchrun `parent` started (train-cli children).
+fn workers(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ppid == parent && String::from_utf8_lossy(&cmd).contains("train-cli") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn torchrun_restarts_a_failed_group_from_the_latest_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let out = tmp.path().join("run");
+    let sets = ["train.max_steps=60", "train.checkpoints.every_steps=2"];
+    let child = Command::new(torchrun())
+        .args([
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "1",
+        ])
+        .args(["--monitor-interval", "0.2", "--no-python", bin()])
+        .args(args(&out, &data, 4, &sets))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpts = out.join("smoke/checkpoints");
+    let t0 = Instant::now();
+    while std::fs::read_dir(&ckpts).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no checkpoint written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pids = workers(child.id());
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pids[1].to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("torchrun restart 1: continuing"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("smoke/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["global_step"], 60);
 }

@@ -106,6 +106,16 @@ pub struct FitReport {
     pub interrupted: bool,
     pub stopped_early: bool,
     pub latest_checkpoint: Option<PathBuf>,
+    /// Data-parallel ranks (1 for one process).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Images per optimizer step: `batch_size x world_size x grad_accum`.
+    #[serde(default)]
+    pub global_batch_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What `train-cli bench` prints.
@@ -120,6 +130,11 @@ pub struct BenchReport {
     pub median_step_s: f64,
     pub peak_memory_mib: f64,
     pub trainable_parameters: i64,
+    /// Data-parallel ranks (1 for one process); `train_images_per_s` and the
+    /// loader figure are this rank's.
+    pub world_size: usize,
+    /// Images/s of all ranks together (their images over their mean time).
+    pub global_train_images_per_s: f64,
 }
 
 /// Peak resident memory of this process (VmHWM), MiB; 0 where unknown.

@@ -209,33 +209,30 @@ impl Trainer {
             step: self.state.global_step,
             metric,
         });
-        if !self.is_main() {
-            // Rank 0 writes; the others keep the same bookkeeping and wait for it.
-            self.state.checkpoints = state.checkpoints;
-            for old in retention(&self.cfg.train.checkpoints, &self.state.checkpoints) {
-                self.state.checkpoints.retain(|c| c.name != old);
-            }
-            if let Some(dp) = &self.dp {
-                dp.barrier()?;
-            }
-            return Ok(self.folder.checkpoint(&name));
-        }
-        let dir = self.folder.write_checkpoint(&name, &state, |tmp| {
-            self.model.save_pretrained(&tmp.join("model"))?;
-            self.opt.save(&tmp.join("optimizer.safetensors"))?;
-            self.amp.save(&tmp.join("scaler.safetensors"))?;
-            if let Some(e) = &self.ema {
-                write_safetensors(
-                    &tmp.join("ema.safetensors"),
-                    &e.tensors(),
-                    Default::default(),
-                )?;
-            }
-            Ok(())
-        })?;
+        // Rank 0 writes; the other ranks keep the same bookkeeping and wait for it.
+        let main = self.is_main();
+        let dir = if main {
+            self.folder.write_checkpoint(&name, &state, |tmp| {
+                self.model.save_pretrained(&tmp.join("model"))?;
+                self.opt.save(&tmp.join("optimizer.safetensors"))?;
+                self.amp.save(&tmp.join("scaler.safetensors"))?;
+                if let Some(e) = &self.ema {
+                    write_safetensors(
+                        &tmp.join("ema.safetensors"),
+                        &e.tensors(),
+                        Default::default(),
+                    )?;
+                }
+                Ok(())
+            })?
+        } else {
+            self.folder.checkpoint(&name)
+        };
         self.state.checkpoints = state.checkpoints;
         for old in retention(&self.cfg.train.checkpoints, &self.state.checkpoints) {
-            self.folder.remove_checkpoint(&old);
+            if main {
+                self.folder.remove_checkpoint(&old);
+            }
             self.state.checkpoints.retain(|c| c.name != old);
         }
         if let Some(dp) = &self.dp {
@@ -564,6 +561,8 @@ impl Trainer {
             interrupted,
             stopped_early: self.state.stopped_early,
             latest_checkpoint: latest,
+            world_size: self.rank_and_world().1,
+            global_batch_size: self.train.global_batch_size() * self.cfg.train.grad_accum,
         }
     }
 }

@@ -9,7 +9,8 @@ use crate::report::{BenchReport, peak_memory_mib};
 impl Trainer {
     /// Steady-state training speed: `warmup` untimed steps, then `steps` timed
     /// ones (no evaluation, no checkpoints), and the loader alone over as many
-    /// batches. Leaves the run folder untouched.
+    /// batches. Leaves the run folder untouched. Under torchrun every rank runs it
+    /// and the report adds the ranks' images/s together.
     pub fn bench(&mut self, warmup: usize, steps: usize) -> Result<BenchReport> {
         self.apply_unfreeze(self.epochs.saturating_sub(1));
         let accum = self.cfg.train.grad_accum;
@@ -49,7 +50,14 @@ impl Trainer {
         }
         let loader_time = t0.elapsed().as_secs_f64();
         times.sort_by(f64::total_cmp);
+        let (_, world) = self.rank_and_world();
+        let mut global = [images as f64, train_time];
+        if let Some(dp) = &self.dp {
+            dp.sum(&mut global)?;
+        }
         Ok(BenchReport {
+            world_size: world,
+            global_train_images_per_s: global[0] / (global[1] / world as f64).max(1e-9),
             steps,
             batch_size: self.cfg.data.loader.batch_size,
             grad_accum: accum,
