@@ -35,7 +35,8 @@ fn main() {
         .warnings(false);
     if std::env::var_os("CARGO_FEATURE_NCCL").is_some() {
         // The wheel's site-packages/nvidia/{nccl,cu13}/include (DESIGN.md section 7).
-        let site = lib
+        let real = std::fs::canonicalize(&lib).expect("the libtorch lib folder exists");
+        let site = real
             .parent()
             .and_then(Path::parent)
             .expect("libtorch sits in site-packages/torch");

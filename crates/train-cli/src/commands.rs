@@ -93,9 +93,13 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         });
     }
     if world > 1 {
+        let (b, accum) = (
+            trainer.config().data.loader.batch_size,
+            trainer.config().train.grad_accum,
+        );
         eprintln!(
-            "data-parallel: {world} ranks, global batch {} (batch_size x ranks x grad_accum)",
-            trainer.config().data.loader.batch_size * world * trainer.config().train.grad_accum
+            "data-parallel: {world} ranks, global batch {} (batch_size {b} x {world} ranks x grad_accum {accum})",
+            b * world * accum
         );
     }
     let run_dir = trainer.run_dir().to_path_buf();

@@ -468,7 +468,7 @@ impl Trainer {
                     grad_norm,
                     stepped,
                 } = self.train_step(&mut iter, n, epoch)?;
-                let (step_loss, images, stop) =
+                let (step_loss, images, agreed_stop) =
                     self.agree(step_loss, images, self.stop.load(Ordering::SeqCst))?;
                 self.state.global_step += 1;
                 self.state.batch_in_epoch += n;
@@ -496,7 +496,13 @@ impl Trainer {
                     self.state.global_step,
                     epoch_done,
                     self.state.global_step >= self.total_steps,
-                    stop,
+                    // One process: also a stop asked while the step was reported.
+                    // Data-parallel: the ranks' agreed flag (a later request is
+                    // agreed at the next step).
+                    match self.dp {
+                        Some(_) => agreed_stop,
+                        None => self.stop.load(Ordering::SeqCst),
+                    },
                     &self.cfg.train,
                 );
                 self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
