@@ -271,23 +271,17 @@ fn a_resumed_two_rank_run_equals_the_uninterrupted_one() {
     let data = data(tmp.path());
     let sets = [
         "train.max_steps=16",
-        "train.checkpoints.every_steps=6",
+        "train.checkpoints.every_steps=5",
         "train.checkpoints.keep_last=10",
         "train.grad_accum=2",
     ];
     let full = tmp.path().join("full");
     two_ranks(&args(&full, &data, 4, &sets));
     let run = full.join("smoke");
-    // A copy of the run as it was at step 6 (mid-epoch: 2 steps per epoch... the
-    // third epoch), then resumed by two ranks to the end.
+    // The run as it was at step 5: mid-epoch (4 global batches per epoch, 2 per step,
+    // so epoch 2 after its first step), resumed by two ranks to the end.
     let cut = tmp.path().join("cut/smoke");
-    copy_dir(&run, &cut);
-    for e in std::fs::read_dir(cut.join("checkpoints")).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap() != "step-00000006" {
-            std::fs::remove_dir_all(p).unwrap();
-        }
-    }
+    copy_cut_at(&run, &cut, "step-00000005");
     let resumed = Command::new(torchrun())
         .args([
             "--standalone",
@@ -305,13 +299,7 @@ fn a_resumed_two_rank_run_equals_the_uninterrupted_one() {
 
     // The same checkpoint resumed by one process: a continuation, with a warning.
     let single = tmp.path().join("single/smoke");
-    copy_dir(&run, &single);
-    for e in std::fs::read_dir(single.join("checkpoints")).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap() != "step-00000006" {
-            std::fs::remove_dir_all(p).unwrap();
-        }
-    }
+    copy_cut_at(&run, &single, "step-00000005");
     let o = check(
         Command::new(bin())
             .args(["--quiet", "--resume", single.to_str().unwrap()])
@@ -325,6 +313,17 @@ fn a_resumed_two_rank_run_equals_the_uninterrupted_one() {
             && err.contains("global batch changes from 16 to 8"),
         "{err}"
     );
+}
+
+/// A copy of the run folder `from` as it was when `checkpoint` was its newest.
+fn copy_cut_at(from: &Path, to: &Path, checkpoint: &str) {
+    copy_dir(from, to);
+    for e in std::fs::read_dir(to.join("checkpoints")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != checkpoint {
+            std::fs::remove_dir_all(p).unwrap();
+        }
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
