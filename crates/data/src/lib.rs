@@ -44,7 +44,9 @@ pub use geometry::{
     rotate, tv_affine,
 };
 pub use image::RgbImage;
-pub use loader::{Batch, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Shard};
+pub use loader::{
+    Batch, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Shard, max_threads,
+};
 pub use mix::{MixConfig, beta, mix_batch};
 pub use normalize::Normalize;
 pub use preview::{preview_grid, write_preview};

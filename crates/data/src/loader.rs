@@ -169,6 +169,12 @@ impl Batch {
     }
 }
 
+/// The most threads a thread-count setting may ask for: 4x the cores (a typo such
+/// as 100000 is an error before any thread is spawned).
+pub fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Turns a dataset and a pipeline into batches.
 #[derive(Debug, Clone)]
 pub struct Loader {
@@ -229,6 +235,17 @@ impl Loader {
                 "data.loader.output",
                 "\"u8\" leaves normalisation to the device, but random_erasing and \
                  MixUp/CutMix work on normalised f32 images: use \"f32\"",
+            ));
+        }
+        let most = max_threads();
+        if config.threads > most {
+            return Err(DataError::config(
+                "data.loader.threads",
+                format!(
+                    "{} is more than 4x this machine's {} cores ({most} at most; 0 = one per core)",
+                    config.threads,
+                    most / 4
+                ),
             ));
         }
         let pool = rayon::ThreadPoolBuilder::new()

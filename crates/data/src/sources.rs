@@ -404,8 +404,11 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), DataError> {
             ]) as usize
         })
         .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() != header + n {
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| bad(format!("its header's dimensions {dims:?} overflow")))?;
+    if bytes.len() - header != n {
         return Err(bad(format!(
             "holds {} data bytes, its header says {n}",
             bytes.len() - header

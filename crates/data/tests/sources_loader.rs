@@ -134,6 +134,19 @@ fn idx_files_plain_and_gzipped() {
     std::fs::write(dir.path().join("labels.idx.gz"), idx_bytes(&[2], &[0, 1])).unwrap();
     let err = Dataset::load(&cfg, "data.train").unwrap_err().to_string();
     assert!(err.contains("do not match"), "{err}");
+    // A header whose dimensions multiply past usize: an error naming the file, no
+    // overflow panic.
+    let huge = u32::MAX;
+    std::fs::write(
+        dir.path().join("images.idx"),
+        idx_bytes(&[huge, huge, huge], &[]),
+    )
+    .unwrap();
+    let err = Dataset::load(&cfg, "data.train").unwrap_err().to_string();
+    assert!(
+        err.contains("images.idx") && err.contains("overflow"),
+        "{err}"
+    );
 }
 
 #[test]

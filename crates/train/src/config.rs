@@ -715,11 +715,26 @@ impl RunConfig {
         {
             p.push("`compare.wise_alphas` must lie in [0, 1]".into());
         }
-        if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
+        // One plain path component: the run folder stays inside `output_dir` and
+        // `run.overwrite` can never clear anything but it.
+        if matches!(self.run.name.as_str(), "" | "." | "..") || self.run.name.contains(['/', '\\'])
+        {
             p.push(format!(
                 "`run.name` must be a plain folder name, got {:?}",
                 self.run.name
             ));
+        }
+        let most = clip_data::max_threads();
+        for (key, n) in [
+            ("run.threads", self.run.threads),
+            ("data.loader.threads", self.data.loader.threads),
+        ] {
+            if n > most {
+                p.push(format!(
+                    "`{key}` = {n} is more than 4x this machine's {} cores ({most} at most; 0 = libtorch's / one per core)",
+                    most / 4
+                ));
+            }
         }
         for (key, v) in [
             ("run.dist_timeout_s", self.run.dist_timeout_s),
@@ -744,6 +759,53 @@ preset = "tiny"
 [data]
 train = { kind = "image_folder", path = "data/train" }
 "#;
+
+    /// Run names that leave `output_dir` (`.`, `..`), thread counts far beyond the
+    /// machine and non-positive distributed settings are config errors (before any
+    /// folder, thread or process group exists).
+    #[test]
+    fn run_names_threads_and_distributed_settings_are_checked() {
+        let err = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &[
+                "run.threads=1000000".into(),
+                "data.loader.threads=100000".into(),
+                "run.dist_timeout_s=0".into(),
+                "run.ddp_bucket_mb=-1".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for name in [".", "..", "a/b", ""] {
+            let err = RunConfig::from_toml(MINIMAL, "t.toml", &[format!("run.name={name:?}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`run.name` must be a plain folder name"),
+                "{name}: {err}"
+            );
+        }
+        for key in [
+            "run.threads",
+            "data.loader.threads",
+            "run.dist_timeout_s",
+            "run.ddp_bucket_mb",
+        ] {
+            assert!(err.contains(&format!("`{key}`")), "{key} missing:\n{err}");
+        }
+        let ok = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &[
+                format!("run.threads={}", clip_data::max_threads()),
+                "run.dist_backend=\"gloo\"".into(),
+                "run.grad_sync=\"after_backward\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.run.grad_sync, GradSync::AfterBackward);
+    }
 
     /// Two bad values in each section: both are reported, not just the first.
     #[test]

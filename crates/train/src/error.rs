@@ -23,6 +23,12 @@ pub enum TrainError {
     /// A checkpoint or run folder that cannot be resumed from.
     #[error("cannot resume from {path}: {reason}")]
     Resume { path: PathBuf, reason: String },
+    /// Another process trains in (or resumes) this run folder.
+    #[error(
+        "the run folder {} is in use by process {holder} (a training or resume still running): wait for it to end or stop it",
+        dir.display()
+    )]
+    InUse { dir: PathBuf, holder: String },
     /// The loss became NaN or infinite.
     #[error(
         "the loss is not finite ({loss}) at step {step} (epoch {epoch}); the last good checkpoint is kept. Lower the learning rate, enable clipping or use fp32"

@@ -2,7 +2,10 @@
 //! `trainer_state.json` (the progress that must survive a restart), the newest
 //! complete checkpoint, atomic checkpoint and JSON writes.
 
+use std::fs::{File, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +74,40 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf> {
     })
 }
 
+/// An exclusive lock on `dir/.lock` (flock: released by the OS when the process
+/// ends, so a crash leaves no stale lock), with this process's PID written in it.
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(TrainError::io("cannot open the lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let pid = std::process::id().to_string();
+            file.set_len(0)
+                .and_then(|()| file.write_all(pid.as_bytes()))
+                .map_err(TrainError::io("cannot write the lock file", &path))?;
+            Ok(file)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(TrainError::InUse {
+                dir: dir.to_path_buf(),
+                holder: holder.trim().to_string(),
+            })
+        }
+        Err(TryLockError::Error(e)) => Err(TrainError::Io {
+            action: "cannot lock",
+            path,
+            source: e,
+        }),
+    }
+}
+
 pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
     write_atomic(path, text.as_bytes())?;
@@ -80,10 +117,16 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// The config a run was started with (and resumes with).
 pub(crate) const CONFIG_FILE: &str = "config.resolved.toml";
 
+/// The lock file of a run folder (it holds the PID of the process training in it).
+const LOCK_FILE: &str = ".lock";
+
 /// A run folder: `output_dir/name`.
 #[derive(Debug, Clone)]
 pub(crate) struct RunFolder {
     dir: PathBuf,
+    /// The exclusive lock of the process that trains in it (rank 0 of a
+    /// data-parallel run); the OS releases it when the process ends, crash or not.
+    lock: Option<Arc<File>>,
 }
 
 impl RunFolder {
@@ -91,6 +134,9 @@ impl RunFolder {
     /// `run.overwrite`), with `config.resolved.toml` written.
     pub(crate) fn create(cfg: &RunConfig) -> Result<Self> {
         let dir = cfg.run.dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(TrainError::io("cannot create the run folder", &dir))?;
+        let lock = lock(&dir)?;
         if latest_checkpoint(&dir).is_ok() {
             if !cfg.run.overwrite {
                 return Err(TrainError::config(
@@ -102,12 +148,34 @@ impl RunFolder {
                     ),
                 ));
             }
-            std::fs::remove_dir_all(&dir).map_err(TrainError::io("cannot clear", &dir))?;
+            // Everything but the lock we hold.
+            let entries = std::fs::read_dir(&dir).map_err(TrainError::io("cannot clear", &dir))?;
+            for e in entries {
+                let path = e.map_err(TrainError::io("cannot clear", &dir))?.path();
+                if path.file_name().is_some_and(|n| n == LOCK_FILE) {
+                    continue;
+                }
+                let removed = if path.is_dir() && !path.is_symlink() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(TrainError::io("cannot clear", &path))?;
+            }
         }
         std::fs::create_dir_all(checkpoints_dir(&dir))
             .map_err(TrainError::io("cannot create the run folder", &dir))?;
         write_atomic(&dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            lock: Some(Arc::new(lock)),
+        })
+    }
+
+    /// Takes the run folder's exclusive lock (resuming: rank 0 only).
+    pub(crate) fn lock(&mut self) -> Result<()> {
+        self.lock = Some(Arc::new(lock(&self.dir)?));
+        Ok(())
     }
 
     /// An existing run and its resolved config with `overrides` applied; the run
@@ -130,6 +198,7 @@ impl RunFolder {
         Ok((
             Self {
                 dir: dir.to_path_buf(),
+                lock: None,
             },
             cfg,
         ))
@@ -137,7 +206,7 @@ impl RunFolder {
 
     /// The folder of a run that another process (data-parallel rank 0) created.
     pub(crate) fn at(dir: PathBuf) -> Self {
-        Self { dir }
+        Self { dir, lock: None }
     }
 
     pub(crate) fn dir(&self) -> &Path {

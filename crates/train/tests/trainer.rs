@@ -204,7 +204,7 @@ fn early_stopping_stops_and_retention_keeps_what_the_policy_says() {
 }
 
 #[test]
-fn a_run_folder_is_never_overwritten_silently() {
+fn a_run_folder_is_never_overwritten_silently_nor_used_by_two_runs() {
     let (_g, tmp, data) = setup(4);
     let cfg = config(
         tmp.path(),
@@ -222,6 +222,24 @@ fn a_run_folder_is_never_overwritten_silently() {
     );
     let mut cfg = cfg;
     cfg.run.overwrite = true;
+    let running = Trainer::new(cfg.clone()).unwrap();
+
+    // While a trainer holds the folder, neither a resume nor an overwriting run may
+    // touch it; the error names the holder's PID. Its files stay.
+    let pid = std::process::id().to_string();
+    let dir = running.run_dir().to_path_buf();
+    for err in [
+        Trainer::resume(&dir, &[]).err().unwrap().to_string(),
+        Trainer::new(cfg.clone()).err().unwrap().to_string(),
+    ] {
+        assert!(
+            err.contains("in use by process") && err.contains(&pid),
+            "{err}"
+        );
+    }
+    assert!(dir.join("config.resolved.toml").is_file());
+    // Released with the trainer (and by the OS when a process dies).
+    drop(running);
     assert!(Trainer::new(cfg).is_ok());
 }
 
@@ -429,6 +447,7 @@ fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint
     assert!(msg.contains("step 2"), "{msg}");
     let run = t.run_dir().to_path_buf();
     assert_eq!(checkpoint_names(&run), vec!["step-00000001".to_string()]);
+    drop(t); // releases the run folder's lock
     assert!(
         Trainer::resume(&run, &[]).is_ok(),
         "the kept checkpoint resumes"

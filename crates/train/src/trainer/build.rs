@@ -53,9 +53,13 @@ impl Trainer {
     /// Continues the run in `run_dir` from its newest checkpoint, with its resolved
     /// config and `overrides` applied on top.
     pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
-        let (folder, cfg) = RunFolder::open(run_dir, overrides)?;
-        let ckpt = folder.latest_checkpoint()?;
+        let (mut folder, cfg) = RunFolder::open(run_dir, overrides)?;
         let dp = DataParallel::join(&cfg.run, cfg.run.device.device()?)?;
+        if dp.as_ref().is_none_or(|d| d.rank() == 0) {
+            // Rank 0 (or the only process) trains in the folder: nobody else may.
+            folder.lock().map_err(|e| explained(dp.as_ref(), e))?;
+        }
+        let ckpt = folder.latest_checkpoint()?;
         Self::build(cfg, folder, Some(ckpt), dp)
     }
 
