@@ -128,10 +128,11 @@ impl DataParallel {
     }
 
     /// Called before this step's last backward with the trainable parameters:
-    /// whether a Reducer covers exactly them (it is built after the first step that
-    /// used them, as it must know which parameters get gradients; unfreezing drops
-    /// it and the next step builds another). [`DataParallel::reducer`] then gives it.
-    pub fn begin_sync(&mut self, trainable: &[(String, Tensor)]) -> bool {
+    /// keeps the Reducer when it covers exactly them (it is built after the first
+    /// step that used them, as it must know which parameters get gradients;
+    /// unfreezing drops it and the next step builds another), and
+    /// [`DataParallel::reducer`] then gives it.
+    pub fn begin_sync(&mut self, trainable: &[(String, Tensor)]) {
         let same = self.reducer.as_ref().is_some_and(|(_, names)| {
             names.len() == trainable.len() && names.iter().zip(trainable).all(|(n, (m, _))| n == m)
         });
@@ -139,7 +140,6 @@ impl DataParallel {
             self.reducer = None;
         }
         self.prepared = same;
-        same
     }
 
     /// The Reducer to prepare for this step's last backward (after
