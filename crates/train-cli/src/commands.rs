@@ -45,6 +45,14 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
+    if let (Some(dir), Some(cfg)) = (&args.resume, &args.config) {
+        bail!(
+            "--config {} and --resume {} exclude each other: a resumed run continues with its own {}/config.resolved.toml; change its values with --set (they are kept for later resumes)",
+            cfg.display(),
+            dir.display(),
+            dir.display()
+        );
+    }
     let mut trainer = match (args.resume.as_ref().or(restart_dir.as_ref()), &args.config) {
         (Some(dir), _) => {
             let t = Trainer::resume(dir, &overrides)?;

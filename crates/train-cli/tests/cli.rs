@@ -340,6 +340,14 @@ fn sigint_writes_a_resumable_checkpoint() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["global_step"].as_u64().unwrap(), step + 2);
+    // --config beside --resume is refused, not silently ignored.
+    let o = run(bin().arg("--resume").arg(&run_dir).args([
+        "--config",
+        smoke().to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("exclude each other"), "{}", stderr(&o));
 }
 
 #[test]

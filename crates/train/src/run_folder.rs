@@ -130,46 +130,59 @@ pub(crate) struct RunFolder {
 }
 
 impl RunFolder {
-    /// A fresh run folder for `cfg` (refusing one that holds a run unless
-    /// `run.overwrite`), with `config.resolved.toml` written.
-    pub(crate) fn create(cfg: &RunConfig) -> Result<Self> {
+    /// Claims `cfg`'s run folder for a fresh run: creates it and takes its lock,
+    /// refusing one that holds a run unless `run.overwrite`. Nothing is cleared or
+    /// written yet: [`RunFolder::start`] does that once the run is built, so a
+    /// config that fails (a typo in `data.train`) leaves an old run untouched.
+    pub(crate) fn claim(cfg: &RunConfig) -> Result<Self> {
         let dir = cfg.run.dir();
         std::fs::create_dir_all(&dir)
             .map_err(TrainError::io("cannot create the run folder", &dir))?;
         let lock = lock(&dir)?;
-        if latest_checkpoint(&dir).is_ok() {
-            if !cfg.run.overwrite {
-                return Err(TrainError::config(
-                    "run.name",
-                    format!(
-                        "the run folder {} already holds a run: continue it with `--resume {}`, pick another `run.name`, or set `run.overwrite = true`",
-                        dir.display(),
-                        dir.display()
-                    ),
-                ));
-            }
-            // Everything but the lock we hold.
-            let entries = std::fs::read_dir(&dir).map_err(TrainError::io("cannot clear", &dir))?;
-            for e in entries {
-                let path = e.map_err(TrainError::io("cannot clear", &dir))?.path();
-                if path.file_name().is_some_and(|n| n == LOCK_FILE) {
-                    continue;
-                }
-                let removed = if path.is_dir() && !path.is_symlink() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                removed.map_err(TrainError::io("cannot clear", &path))?;
-            }
+        if latest_checkpoint(&dir).is_ok() && !cfg.run.overwrite {
+            return Err(TrainError::config(
+                "run.name",
+                format!(
+                    "the run folder {} already holds a run: continue it with `--resume {}`, pick another `run.name`, or set `run.overwrite = true`",
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
         }
-        std::fs::create_dir_all(checkpoints_dir(&dir))
-            .map_err(TrainError::io("cannot create the run folder", &dir))?;
-        write_atomic(&dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
         Ok(Self {
             dir,
             lock: Some(Arc::new(lock)),
         })
+    }
+
+    /// Starts the fresh run in the claimed folder: clears an old run (everything but
+    /// the lock it holds) and writes `config.resolved.toml`.
+    pub(crate) fn start(&self, cfg: &RunConfig) -> Result<()> {
+        let dir = &self.dir;
+        let entries = std::fs::read_dir(dir).map_err(TrainError::io("cannot clear", dir))?;
+        for e in entries {
+            let path = e.map_err(TrainError::io("cannot clear", dir))?.path();
+            if path.file_name().is_some_and(|n| n == LOCK_FILE) {
+                continue;
+            }
+            let removed = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(TrainError::io("cannot clear", &path))?;
+        }
+        std::fs::create_dir_all(checkpoints_dir(dir))
+            .map_err(TrainError::io("cannot create the run folder", dir))?;
+        write_atomic(&dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+        Ok(())
+    }
+
+    /// Saves the config a resumed run continues with (its overrides included), so
+    /// the next resume keeps them.
+    pub(crate) fn save_config(&self, cfg: &RunConfig) -> Result<()> {
+        write_atomic(&self.dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+        Ok(())
     }
 
     /// Takes the run folder's exclusive lock (resuming: rank 0 only).

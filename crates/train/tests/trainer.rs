@@ -222,7 +222,22 @@ fn a_run_folder_is_never_overwritten_silently_nor_used_by_two_runs() {
     );
     let mut cfg = cfg;
     cfg.run.overwrite = true;
+    // An overwriting run whose config fails (a typo in data.train) leaves the old
+    // run as it was.
+    let run_dir = cfg.run.dir();
+    let before = checkpoint_names(&run_dir);
+    assert!(!before.is_empty());
+    let mut typo = cfg.clone();
+    typo.data.train = Some(clip_data::SourceConfig::ImageFolder {
+        path: tmp.path().join("no-such-folder"),
+    });
+    let err = Trainer::new(typo).err().unwrap().to_string();
+    assert!(err.contains("no-such-folder"), "{err}");
+    assert_eq!(checkpoint_names(&run_dir), before);
+    assert!(run_dir.join("config.resolved.toml").is_file());
     let running = Trainer::new(cfg.clone()).unwrap();
+    // A run that starts clears the old one.
+    assert!(checkpoint_names(&run_dir).is_empty());
 
     // While a trainer holds the folder, neither a resume nor an overwriting run may
     // touch it; the error names the holder's PID. Its files stay.
@@ -448,6 +463,11 @@ fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint
     let run = t.run_dir().to_path_buf();
     assert_eq!(checkpoint_names(&run), vec!["step-00000001".to_string()]);
     drop(t); // releases the run folder's lock
+    // Overrides given at a resume are kept by the next resume.
+    let with = Trainer::resume(&run, &["train.max_steps=5".into()]).unwrap();
+    assert_eq!(with.total_steps(), 5);
+    drop(with);
+    assert_eq!(Trainer::resume(&run, &[]).unwrap().total_steps(), 5);
     assert!(
         Trainer::resume(&run, &[]).is_ok(),
         "the kept checkpoint resumes"

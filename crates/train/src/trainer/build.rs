@@ -29,15 +29,15 @@ fn explained(dp: Option<&DataParallel>, e: TrainError) -> TrainError {
 }
 
 impl Trainer {
-    /// A fresh run: creates the run folder (refusing one that holds a run unless
-    /// `run.overwrite`), writes `config.resolved.toml` and builds everything.
-    /// Under torchrun or srun, joins the data-parallel group first; rank 0 alone
-    /// creates the folder.
+    /// A fresh run: claims the run folder (refusing one that holds a run unless
+    /// `run.overwrite`), builds everything, and only then clears an old run and
+    /// writes `config.resolved.toml`. Under torchrun or srun, joins the
+    /// data-parallel group first; rank 0 alone touches the folder.
     pub fn new(cfg: RunConfig) -> Result<Self> {
         let dp = DataParallel::join(&cfg.run, cfg.run.device.device()?)?;
         let folder = match &dp {
             Some(d) if d.rank() > 0 => d.barrier().map(|()| RunFolder::at(cfg.run.dir())),
-            _ => RunFolder::create(&cfg).and_then(|f| {
+            _ => RunFolder::claim(&cfg).and_then(|f| {
                 if let Some(d) = &dp {
                     d.barrier()?;
                 }
@@ -69,7 +69,22 @@ impl Trainer {
         resume: Option<PathBuf>,
         dp: Option<DataParallel>,
     ) -> Result<Self> {
-        match Self::assemble(cfg, folder, resume, dp.as_ref()) {
+        let given = cfg.clone();
+        let fresh = resume.is_none();
+        let started = Self::assemble(cfg, folder, resume, dp.as_ref()).and_then(|t| {
+            if dp.as_ref().is_none_or(|d| d.rank() == 0) {
+                // Everything is built: only now may an old run go (fresh runs); a
+                // resume's overrides become the run's config (the next resume
+                // keeps them).
+                if fresh {
+                    t.folder.start(&given)?;
+                } else {
+                    t.folder.save_config(&given)?;
+                }
+            }
+            Ok(t)
+        });
+        match started {
             Ok(mut t) => {
                 t.dp = dp;
                 Ok(t)
