@@ -324,6 +324,8 @@ fn sigint_writes_a_resumable_checkpoint() {
     assert_eq!(summary["interrupted"], true);
     let step = summary["global_step"].as_u64().unwrap();
     assert!(step < 1200);
+    let metrics_before = std::fs::read(run_dir.join("metrics.jsonl")).unwrap();
+    let csv_before = std::fs::read(run_dir.join("metrics.csv")).unwrap();
     // Resume with a shorter run so it ends quickly: the checkpoint is found and used.
     let o = run(bin().arg("--resume").arg(&run_dir).args([
         "--quiet",
@@ -340,6 +342,17 @@ fn sigint_writes_a_resumable_checkpoint() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["global_step"].as_u64().unwrap(), step + 2);
+    // The lines written up to the checkpoint are kept byte for byte, then appended to.
+    for (name, before) in [
+        ("metrics.jsonl", metrics_before),
+        ("metrics.csv", csv_before),
+    ] {
+        let after = std::fs::read(run_dir.join(name)).unwrap();
+        assert!(
+            after.len() > before.len() && after.starts_with(&before),
+            "{name} was rewritten on resume"
+        );
+    }
     // --config beside --resume is refused, not silently ignored.
     let o = run(bin().arg("--resume").arg(&run_dir).args([
         "--config",

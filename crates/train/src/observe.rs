@@ -2,7 +2,7 @@
 //! logs, metrics files and plots. Observers never change the run.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -204,30 +204,76 @@ fn append((path, file): &mut (PathBuf, BufWriter<File>), text: &str) -> Result<(
         .map_err(TrainError::io("cannot write", path))
 }
 
+/// `path` opened for appending after its first `lines` lines (the rest cut off).
+fn cut_after_lines(path: &Path, lines: usize) -> Result<(PathBuf, BufWriter<File>)> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let end = text
+        .split_inclusive(|&b| b == b'\n')
+        .take(lines)
+        .map(<[u8]>::len)
+        .sum::<usize>();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(TrainError::io("cannot write", path))?;
+    f.set_len(end as u64)
+        .and_then(|()| f.seek(std::io::SeekFrom::End(0)).map(|_| ()))
+        .map_err(TrainError::io("cannot write", path))?;
+    Ok((path.to_path_buf(), BufWriter::new(f)))
+}
+
 impl MetricsFiles {
     /// Opens the files in `run_dir`, keeping the lines up to `keep_until` (the
-    /// resumed checkpoint's step) or none for a fresh run.
+    /// resumed checkpoint's step) or none for a fresh run. Kept lines stay byte for
+    /// byte (the files are cut after them and appended to, never re-serialised).
     pub fn open(run_dir: &Path, keep_until: Option<u64>, log_every: u64) -> Result<Self> {
         let jp = run_dir.join("metrics.jsonl");
-        let kept: Vec<MetricsLine> = match keep_until {
-            Some(step) => read_metrics(&jp)?
-                .into_iter()
-                .filter(|l| l.step() <= step)
-                .collect(),
-            None => Vec::new(),
-        };
+        let cp = run_dir.join("metrics.csv");
         let create = |p: PathBuf| -> Result<(PathBuf, BufWriter<File>)> {
             let f = File::create(&p).map_err(TrainError::io("cannot write", &p))?;
             Ok((p, BufWriter::new(f)))
         };
+        let log_every = log_every.max(1);
+        let Some(step) = keep_until else {
+            let mut me = Self {
+                jsonl: create(jp)?,
+                csv: create(cp)?,
+                log_every,
+            };
+            append(&mut me.csv, CSV_HEADER)?;
+            return Ok(me);
+        };
+        // The leading lines written up to the checkpoint (lines are in step order).
+        let text = match std::fs::read_to_string(&jp) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(TrainError::io("cannot read", &jp)(e)),
+        };
+        let kept: Vec<MetricsLine> = text
+            .lines()
+            .map_while(|l| serde_json::from_str::<MetricsLine>(l).ok())
+            .take_while(|l| l.step() <= step)
+            .collect();
+        let jsonl = cut_after_lines(&jp, kept.len())?;
+        let csv_lines = std::fs::read_to_string(&cp).map_or(0, |t| t.lines().count());
+        if csv_lines > kept.len() {
+            return Ok(Self {
+                jsonl,
+                csv: cut_after_lines(&cp, 1 + kept.len())?,
+                log_every,
+            });
+        }
+        // The CSV is gone or short: rebuilt from the kept lines.
         let mut me = Self {
-            jsonl: create(jp)?,
-            csv: create(run_dir.join("metrics.csv"))?,
-            log_every: log_every.max(1),
+            jsonl,
+            csv: create(cp)?,
+            log_every,
         };
         append(&mut me.csv, CSV_HEADER)?;
         for l in &kept {
-            me.write(l)?;
+            append(&mut me.csv, &csv_row(l))?;
         }
         Ok(me)
     }
