@@ -48,30 +48,130 @@ fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-/// The newest complete checkpoint of a run folder.
-pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf> {
+/// The checkpoints of a run folder that hold a trainer state, newest first.
+fn checkpoints(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = checkpoints_dir(run_dir);
     let entries = std::fs::read_dir(&dir).map_err(|e| TrainError::Resume {
         path: run_dir.to_path_buf(),
         reason: format!("no checkpoints folder ({e}); is this a run folder?"),
     })?;
-    let mut best: Option<(u64, PathBuf)> = None;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let Some(step) = name
-            .strip_prefix("step-")
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        if e.path().join(STATE_FILE).is_file() && best.as_ref().is_none_or(|b| step > b.0) {
-            best = Some((step, e.path()));
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+            e.path()
+                .join(STATE_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Whether the run folder holds a run (a checkpoint with a trainer state, intact
+/// or not).
+fn holds_a_run(run_dir: &Path) -> bool {
+    checkpoints(run_dir).is_ok_and(|c| !c.is_empty())
+}
+
+/// The newest intact checkpoint of a run folder. A newer damaged one (a truncated
+/// or unreadable weights, optimizer or state file, e.g. from a full disk or a copy
+/// cut short) is skipped with a warning naming it and why.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf> {
+    let mut damaged: Vec<(PathBuf, String)> = Vec::new();
+    for ckpt in checkpoints(run_dir)? {
+        match check_intact(&ckpt) {
+            Ok(()) => {
+                for (bad, why) in &damaged {
+                    tracing::warn!(
+                        "checkpoint {} is damaged ({why}); using the older {}",
+                        bad.display(),
+                        ckpt.display()
+                    );
+                }
+                return Ok(ckpt);
+            }
+            Err(why) => damaged.push((ckpt, why)),
         }
     }
-    best.map(|b| b.1).ok_or_else(|| TrainError::Resume {
+    let reason = match damaged.first() {
+        None => "it holds no complete checkpoint".to_string(),
+        Some((bad, why)) => format!(
+            "every checkpoint is damaged; the newest, {}: {why}",
+            bad.display()
+        ),
+    };
+    Err(TrainError::Resume {
         path: run_dir.to_path_buf(),
-        reason: "it holds no complete checkpoint".into(),
+        reason,
     })
+}
+
+/// Whether every file a resume reads in `ckpt` is whole: the trainer state parses,
+/// and each safetensors file is as long as its header says.
+fn check_intact(ckpt: &Path) -> std::result::Result<(), String> {
+    let state = ckpt.join(STATE_FILE);
+    let text = std::fs::read_to_string(&state).map_err(|e| format!("{}: {e}", state.display()))?;
+    serde_json::from_str::<TrainState>(&text).map_err(|e| format!("{}: {e}", state.display()))?;
+    let safetensors_in = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let model = safetensors_in(&ckpt.join("model"));
+    if model.is_empty() {
+        return Err(format!("no weights in {}", ckpt.join("model").display()));
+    }
+    let optimizer = ckpt.join("optimizer.safetensors");
+    if !optimizer.is_file() {
+        return Err(format!("{} is missing", optimizer.display()));
+    }
+    for f in model.into_iter().chain(safetensors_in(ckpt)) {
+        safetensors_whole(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+    }
+    Ok(())
+}
+
+/// A safetensors file's length equals its header's (8-byte length, JSON header,
+/// then the data up to the largest tensor end offset).
+fn safetensors_whole(path: &Path) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| "shorter than a safetensors header".to_string())?;
+    let n = u64::from_le_bytes(n);
+    if n > len.saturating_sub(8) {
+        return Err(format!("its header claims {n} bytes, the file has {len}"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| format!("unreadable header: {e}"))?;
+    let end = header
+        .as_object()
+        .map(|o| {
+            o.values()
+                .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    let want = 8 + n + end;
+    if len != want {
+        return Err(format!(
+            "{len} bytes where its header says {want} (truncated?)"
+        ));
+    }
+    Ok(())
 }
 
 /// An exclusive lock on `dir/.lock` (flock: released by the OS when the process
@@ -139,7 +239,7 @@ impl RunFolder {
         std::fs::create_dir_all(&dir)
             .map_err(TrainError::io("cannot create the run folder", &dir))?;
         let lock = lock(&dir)?;
-        if latest_checkpoint(&dir).is_ok() && !cfg.run.overwrite {
+        if holds_a_run(&dir) && !cfg.run.overwrite {
             return Err(TrainError::config(
                 "run.name",
                 format!(

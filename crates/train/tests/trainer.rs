@@ -259,6 +259,47 @@ fn a_run_folder_is_never_overwritten_silently_nor_used_by_two_runs() {
 }
 
 #[test]
+fn a_damaged_latest_checkpoint_resumes_from_the_newest_intact_one() {
+    let (_g, tmp, data) = setup(4);
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "train.max_steps=3".into(),
+            "train.checkpoints.every_steps=1".into(),
+            "train.checkpoints.keep_last=3".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    t.fit(&mut []).unwrap();
+    let run = t.run_dir().to_path_buf();
+    drop(t);
+    let ckpts = run.join("checkpoints");
+    let truncate = |f: PathBuf| {
+        let len = std::fs::metadata(&f).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    };
+    // A half-written optimizer file in the newest checkpoint: resume from step 2.
+    truncate(ckpts.join("step-00000003/optimizer.safetensors"));
+    assert_eq!(Trainer::resume(&run, &[]).unwrap().state().global_step, 2);
+    // Truncated weights in that one too: step 1.
+    truncate(ckpts.join("step-00000002/model/model.safetensors"));
+    assert_eq!(Trainer::resume(&run, &[]).unwrap().state().global_step, 1);
+    // Nothing intact: an error naming the newest damaged file.
+    std::fs::write(ckpts.join("step-00000001/trainer_state.json"), "{").unwrap();
+    let err = Trainer::resume(&run, &[]).err().unwrap().to_string();
+    assert!(
+        err.contains("every checkpoint is damaged") && err.contains("step-00000003"),
+        "{err}"
+    );
+}
+
+#[test]
 fn corrupt_images_error_or_are_skipped() {
     let (_g, tmp, data) = setup(6);
     std::fs::write(
