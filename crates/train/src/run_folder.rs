@@ -66,7 +66,7 @@ fn checkpoints(run_dir: &Path) -> Result<Vec<PathBuf>> {
                 .then(|| (step, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(step, _)| std::cmp::Reverse(*step));
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
