@@ -17,8 +17,68 @@ use clip_train::{
 
 use crate::TrainArgs;
 
-/// Exit code of a run stopped by Ctrl-C (128 + SIGINT).
+/// Exit code of a run stopped by Ctrl-C (128 + SIGINT), or by a data-parallel peer.
 const INTERRUPTED: u8 = 130;
+
+/// 128 + the signal that stopped the run (SIGINT 130, SIGHUP 129, SIGTERM 143); 130
+/// for a rank that another rank's signal stopped.
+fn exit_code_for(signal: usize) -> u8 {
+    u8::try_from(signal)
+        .ok()
+        .filter(|&s| s > 0)
+        .map_or(INTERRUPTED, |s| 128u8.saturating_add(s))
+}
+
+/// Ctrl-C, SIGTERM (Slurm, Kubernetes, `timeout`, torchrun) and SIGHUP set `stop`:
+/// the run finishes its step, writes a checkpoint and returns. A second signal in a
+/// single process ends it at once with `_exit` (no destructors run while libtorch
+/// works; the last checkpoint is intact); in a data-parallel run it is ignored
+/// (torchrun forwards a Ctrl-C to its workers again). Returns the first signal's
+/// number (0 until one arrives).
+fn watch_signals(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rank: usize,
+    world: usize,
+) -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the signal handlers")?;
+    let seen = first.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let name = match sig {
+                    SIGINT => "Ctrl-C",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGHUP",
+                };
+                if stop.swap(true, Ordering::SeqCst) {
+                    if world == 1 {
+                        eprintln!(
+                            "\nsecond signal ({name}): exiting now without a checkpoint (the last one is intact)"
+                        );
+                        signal_hook::low_level::exit(128 + sig);
+                    }
+                    continue;
+                }
+                let _ = seen.compare_exchange(0, sig as usize, Ordering::SeqCst, Ordering::SeqCst);
+                if rank == 0 {
+                    eprintln!(
+                        "\n{name}: finishing the current step and writing a checkpoint{}",
+                        if world == 1 {
+                            " (Ctrl-C again to quit now)"
+                        } else {
+                            " (every rank stops at the same step)"
+                        }
+                    );
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(first)
+}
 
 fn load_config(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
     Ok(RunConfig::load(path, overrides)?)
@@ -71,31 +131,14 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "no config given: pass --config FILE (see configs/) or --resume RUN_DIR; --help lists the commands"
         ),
     };
-    let flag = trainer.stop_flag();
     let (rank, world) = trainer.rank_and_world();
-    let _ = ctrlc::set_handler(move || {
-        // torchrun passes a Ctrl-C on to its workers once more (and then SIGTERM):
-        // in a data-parallel run a repeated signal must not skip the checkpoint.
-        if flag.swap(true, Ordering::SeqCst) && world == 1 {
-            eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
-            std::process::exit(i32::from(INTERRUPTED));
-        }
-        if rank == 0 {
-            eprintln!(
-                "\ninterrupted: finishing the current step and writing a checkpoint{}",
-                if world == 1 {
-                    " (Ctrl-C again to quit now)"
-                } else {
-                    " (every rank stops at the same step)"
-                }
-            );
-        }
-    });
+    let signal = watch_signals(trainer.stop_flag(), rank, world)?;
+    let interrupted = || ExitCode::from(exit_code_for(signal.load(Ordering::SeqCst)));
     if !trainer.is_main() {
         // Rank 0 writes the run's files and prints; the others train and stay quiet.
         let report = trainer.fit(&mut [])?;
         return Ok(if report.interrupted {
-            ExitCode::from(INTERRUPTED)
+            interrupted()
         } else {
             ExitCode::SUCCESS
         });
@@ -157,7 +200,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             report.global_step,
             run_dir.display()
         );
-        return Ok(ExitCode::from(INTERRUPTED));
+        return Ok(interrupted());
     }
     if report.stopped_early {
         eprintln!(

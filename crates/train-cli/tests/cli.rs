@@ -292,6 +292,67 @@ fn full_config_without_weights_or_data_fails_fast_and_says_how_to_get_them() {
     );
 }
 
+/// A long smoke run in `tmp`, once its first checkpoint is written.
+fn running(tmp: &Path) -> std::process::Child {
+    let data = tmp.join("data");
+    make_folder(&data, 8);
+    let mut args = train_args(tmp, &data);
+    args.extend(["--set".into(), "train.epochs=100000".into()]);
+    let child = bin()
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while clip_train::latest_checkpoint(&tmp.join("smoke")).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no checkpoint written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_and_sighup_checkpoint_and_exit_with_their_codes_a_second_signal_exits_cleanly() {
+    for (sig, code) in [("-TERM", 143), ("-HUP", 129)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let child = running(tmp.path());
+        signal(&child, sig);
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "{sig}: {}", stderr(&o));
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("smoke/summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["interrupted"], true, "{sig}");
+        assert!(
+            stderr(&o).contains("continue with: train-cli --resume"),
+            "{sig}"
+        );
+    }
+    // Two Ctrl-Cs in a row: out at once with 130, no abort or crash (134, 139), and
+    // the run folder still resumes (its newest checkpoint is intact).
+    let tmp = tempfile::tempdir().unwrap();
+    let child = running(tmp.path());
+    signal(&child, "-INT");
+    signal(&child, "-INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    let ckpt = clip_train::latest_checkpoint(&tmp.path().join("smoke"));
+    assert!(ckpt.is_ok(), "{ckpt:?}");
+}
+
 #[test]
 fn sigint_writes_a_resumable_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
