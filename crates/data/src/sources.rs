@@ -1,7 +1,7 @@
 //! Where images and labels come from: an ImageFolder tree, a CSV manifest, or the
 //! MNIST family's IDX files (gzipped or not), with a stratified split.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,11 +145,46 @@ impl Dataset {
             ));
         }
         let (mut files, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+        // A file belongs to the class folder it really lies in: a link from one class
+        // into another's folder does not label it twice (or wrongly), and no file is
+        // counted twice however many links reach it.
+        let class_dirs: Vec<PathBuf> = classes
+            .iter()
+            .map(|c| root.join(c).canonicalize().map_err(io(&root.join(c))))
+            .collect::<Result<_, _>>()?;
+        let mut counted: HashSet<PathBuf> = HashSet::new();
         for (label, class) in classes.iter().enumerate() {
             let mut found = Vec::new();
-            walk(&root.join(class), &mut found)?;
+            walk(
+                &root.join(class),
+                &mut HashSet::new(),
+                &mut found,
+                &mut skipped,
+            )?;
             found.sort();
             for f in found {
+                let Ok(canon) = f.canonicalize() else {
+                    skipped.push((f, "a broken link".to_string()));
+                    continue;
+                };
+                if let Some(other) = class_dirs
+                    .iter()
+                    .position(|d| canon.starts_with(d))
+                    .filter(|&j| j != label)
+                {
+                    skipped.push((
+                        f,
+                        format!(
+                            "a link into class {:?}'s folder (counted there)",
+                            classes[other]
+                        ),
+                    ));
+                    continue;
+                }
+                if !counted.insert(canon.clone()) {
+                    skipped.push((f, format!("{} is already counted", canon.display())));
+                    continue;
+                }
                 let ext = f
                     .extension()
                     .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -355,11 +390,27 @@ impl Dataset {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+/// Every file below `dir`, following symbolic links, except into a folder this walk
+/// has already entered (a link loop, or a second way to the same folder): those are
+/// listed in `skipped`.
+fn walk(
+    dir: &Path,
+    visited: &mut HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> Result<(), DataError> {
+    let canon = dir.canonicalize().map_err(io(dir))?;
+    if !visited.insert(canon.clone()) {
+        skipped.push((
+            dir.to_path_buf(),
+            format!("a link to {}, already read (a link loop?)", canon.display()),
+        ));
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
         if path.is_dir() {
-            walk(&path, out)?;
+            walk(&path, visited, out, skipped)?;
         } else {
             out.push(path);
         }

@@ -76,6 +76,44 @@ fn image_folder_sorts_classes_recurses_and_reports_skipped_files() {
 }
 
 #[test]
+fn links_are_followed_without_loops_double_counts_or_wrong_labels() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path()); // bird 5, cat 4, dog 3 images
+    let root = dir.path();
+    // A loop (cat/nested/loop -> cat), a link from cat into dog's folder, a second
+    // link to a cat image, a broken link, and a linked folder from outside the root.
+    symlink(root.join("cat"), root.join("cat/nested/loop")).unwrap();
+    symlink(root.join("dog"), root.join("cat/dogs")).unwrap();
+    symlink(root.join("cat/1.png"), root.join("cat/again.png")).unwrap();
+    symlink(root.join("nowhere.png"), root.join("cat/broken.png")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    png(&outside.path().join("extra.png"), 20, 20, 9);
+    symlink(outside.path(), root.join("bird/linked")).unwrap();
+    let ds = Dataset::load(
+        &SourceConfig::ImageFolder { path: root.into() },
+        "data.train",
+    )
+    .unwrap();
+    let s = ds.summary();
+    // Each image once, under the class whose folder holds it; the outside folder
+    // belongs to the class that links it.
+    assert_eq!(s.per_class["bird"], 6);
+    assert_eq!(s.per_class["cat"], 4);
+    assert_eq!(s.per_class["dog"], 3);
+    let reasons: Vec<String> = s
+        .skipped
+        .iter()
+        .map(|(p, r)| format!("{}: {r}", p.display()))
+        .collect();
+    let has = |what: &str| reasons.iter().any(|r| r.contains(what));
+    assert!(has("link loop"), "{reasons:?}");
+    assert!(has("class \"dog\"'s folder"), "{reasons:?}");
+    assert!(has("already counted"), "{reasons:?}");
+    assert!(has("broken link"), "{reasons:?}");
+}
+
+#[test]
 fn csv_manifest_resolves_paths_relative_to_its_folder() {
     let dir = tempfile::tempdir().unwrap();
     folder(dir.path());
