@@ -59,8 +59,16 @@ fn train_export_eval_predict_inspect_preview_bench() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     make_folder(&data, 8);
+    std::fs::write(data.join("cat/notes.txt"), "not an image").unwrap();
     let o = run(bin().args(train_args(tmp.path(), &data)));
     assert!(o.status.success());
+    // Files left out of the data are named with the reason.
+    assert!(
+        stderr(&o).contains("data.train: 1 file(s) left out")
+            && stderr(&o).contains("notes.txt: not an image extension"),
+        "{}",
+        stderr(&o)
+    );
     let run_dir = tmp.path().join("smoke");
     for f in [
         "config.resolved.toml",

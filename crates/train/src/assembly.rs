@@ -18,6 +18,32 @@ use crate::error::{Result, TrainError};
 use crate::policies::apply_unfreeze;
 
 /// The datasets of a config: `(train, val)`.
+/// Warns about the files a source left out (not images, link loops, links counted
+/// elsewhere, broken links), naming the first ones with the reason.
+fn report_skipped(key: &str, ds: &Dataset) {
+    let skipped = ds.summary().skipped;
+    if skipped.is_empty() {
+        return;
+    }
+    const SHOWN: usize = 10;
+    let lines: Vec<String> = skipped
+        .iter()
+        .take(SHOWN)
+        .map(|(p, why)| format!("  {}: {why}", p.display()))
+        .collect();
+    let more = skipped.len().saturating_sub(SHOWN);
+    tracing::warn!(
+        "{key}: {} file(s) left out:\n{}{}",
+        skipped.len(),
+        lines.join("\n"),
+        if more > 0 {
+            format!("\n  ... and {more} more")
+        } else {
+            String::new()
+        }
+    );
+}
+
 pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     let d = &cfg.data;
     let train_src = d
@@ -29,9 +55,11 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
         check_exists("data.val", v)?;
     }
     let all = Dataset::load(train_src, "data.train")?;
+    report_skipped("data.train", &all);
     let (train, val) = match &d.val {
         Some(v) => {
             let val = Dataset::load(v, "data.val")?;
+            report_skipped("data.val", &val);
             if val.classes() != all.classes() {
                 return Err(TrainError::config(
                     "data.val",
