@@ -45,7 +45,7 @@ pub use geometry::{
 };
 pub use image::RgbImage;
 pub use loader::{
-    Batch, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Shard, max_threads,
+    Batch, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Replaced, Shard, max_threads,
 };
 pub use mix::{MixConfig, beta, mix_batch};
 pub use normalize::Normalize;

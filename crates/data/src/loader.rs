@@ -63,6 +63,9 @@ pub struct LoaderConfig {
     /// MixUp / CutMix (off by default).
     pub mix: MixConfig,
     pub on_corrupt: OnCorrupt,
+    /// With `on_corrupt = "skip"`: the run fails once more than this share of the
+    /// dataset's images turned out unreadable (or once a class has lost them all).
+    pub max_corrupt_share: f64,
     /// `f32` (normalised on the CPU) or `u8` (normalised on the device).
     pub output: Output,
 }
@@ -78,9 +81,20 @@ impl Default for LoaderConfig {
             prefetch: 2,
             mix: MixConfig::default(),
             on_corrupt: OnCorrupt::Error,
+            max_corrupt_share: 0.01,
             output: Output::F32,
         }
     }
+}
+
+/// An undecodable image that `on_corrupt = "skip"` replaced by the next decodable
+/// one of the dataset.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Replaced {
+    /// The file (or `idx:N`).
+    pub name: String,
+    /// Its class in the dataset.
+    pub label: usize,
 }
 
 /// One batch: `images` is `batch x 3 x height x width`, normalised `f32`, or
@@ -100,8 +114,8 @@ pub struct Batch {
     pub step: usize,
     /// Soft targets `batch x classes` when MixUp/CutMix is on.
     pub targets: Option<Vec<f32>>,
-    /// Names of undecodable images that were replaced (`on_corrupt = "skip"`).
-    pub replaced: Vec<String>,
+    /// Undecodable images that were replaced (`on_corrupt = "skip"`).
+    pub replaced: Vec<Replaced>,
     /// Samples in the global batch this batch is one rank's share of (its own
     /// length when the loader is not sharded).
     pub global_len: usize,
@@ -235,6 +249,12 @@ impl Loader {
                 "data.loader.output",
                 "\"u8\" leaves normalisation to the device, but random_erasing and \
                  MixUp/CutMix work on normalised f32 images: use \"f32\"",
+            ));
+        }
+        if !(0.0..=1.0).contains(&config.max_corrupt_share) {
+            return Err(DataError::config(
+                "data.loader.max_corrupt_share",
+                format!("must lie in [0, 1], got {}", config.max_corrupt_share),
             ));
         }
         let most = max_threads();
@@ -405,7 +425,7 @@ impl Loader {
     fn decode_or_replace(
         &self,
         i: &mut usize,
-        replaced: &std::sync::Mutex<Vec<String>>,
+        replaced: &std::sync::Mutex<Vec<Replaced>>,
     ) -> Result<crate::RgbImage, DataError> {
         let n = self.dataset.len();
         let mut first_err = None;
@@ -415,7 +435,10 @@ impl Loader {
                 Ok(img) => {
                     if k > 0 {
                         if let Ok(mut r) = replaced.lock() {
-                            r.push(self.dataset.name(*i));
+                            r.push(Replaced {
+                                name: self.dataset.name(*i),
+                                label: self.dataset.label(*i),
+                            });
                         }
                         *i = j;
                     }

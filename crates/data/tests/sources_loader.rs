@@ -388,7 +388,9 @@ fn a_corrupt_image_is_an_error_naming_the_file_or_is_replaced() {
     let batch = loader.epoch(0, 0).next().unwrap().unwrap();
     assert_eq!(batch.len(), 13);
     assert_eq!(batch.replaced.len(), 1);
-    assert!(batch.replaced[0].ends_with("broken.png"));
+    assert!(batch.replaced[0].name.ends_with("broken.png"));
+    // Its class: dog (bird, cat, dog).
+    assert_eq!(batch.replaced[0].label, 2);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use tch::{Device, Kind, Tensor};
 
 use std::path::PathBuf;
 
-use clip_data::{Batch, Loader, Pipeline, RgbImage, SampleRng};
+use clip_data::{Batch, Loader, Pipeline, Replaced, RgbImage, SampleRng};
 use clip_model::{ClipClassifier, Pass};
 
 use crate::config::Metric;
@@ -71,6 +71,8 @@ pub struct EvalCounts {
     pub images: u64,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<u64>>,
+    /// Unreadable images the loader replaced (`on_corrupt = "skip"`).
+    pub replaced: Vec<Replaced>,
 }
 
 impl EvalCounts {
@@ -89,6 +91,7 @@ impl EvalCounts {
             top5: 0,
             images: 0,
             confusion: vec![vec![0u64; classes]; classes],
+            replaced: Vec::new(),
         };
         for batch in loader.epoch(0, 0) {
             let batch = batch?;
@@ -111,6 +114,7 @@ impl EvalCounts {
                 c.confusion[t as usize][p as usize] += 1;
             }
             c.images += batch.len() as u64;
+            c.replaced.extend(batch.replaced.iter().cloned());
             on_batch(&batch, &logits)?;
         }
         Ok(c)

@@ -30,6 +30,7 @@ mod artifacts;
 mod assembly;
 mod compare;
 mod config;
+mod corrupt;
 mod data_parallel;
 mod ema;
 mod error;

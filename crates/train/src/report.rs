@@ -30,6 +30,9 @@ pub struct StepMetrics {
     pub images_per_s: f64,
     /// The step was skipped by the GradScaler (inf/NaN gradients).
     pub skipped: bool,
+    /// Distinct unreadable training images replaced so far (`on_corrupt = "skip"`).
+    #[serde(default)]
+    pub corrupt_images: usize,
 }
 
 /// `null`, what JSON holds for a NaN or infinite value, reads back as NaN (so the
@@ -112,6 +115,12 @@ pub struct FitReport {
     /// Images per optimizer step: `batch_size x world_size x grad_accum`.
     #[serde(default)]
     pub global_batch_size: usize,
+    /// Distinct unreadable images replaced (`on_corrupt = "skip"`) in the training
+    /// and validation data (this process's view: rank 0's in a data-parallel run).
+    #[serde(default)]
+    pub corrupt_train_images: usize,
+    #[serde(default)]
+    pub corrupt_val_images: usize,
 }
 
 fn one() -> usize {

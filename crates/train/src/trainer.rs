@@ -13,6 +13,7 @@ use clip_model::{ClipClassifier, Pass, Tower, write_safetensors};
 use clip_optim::{AdamW, GroupReport, LrSchedule};
 
 use crate::config::{Metric, RunConfig};
+use crate::corrupt::CorruptImages;
 use crate::data_parallel::DataParallel;
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
@@ -62,6 +63,8 @@ pub struct Trainer {
     resumed_from: Option<PathBuf>,
     /// Set in a data-parallel run (torchrun, srun).
     dp: Option<DataParallel>,
+    /// Unreadable images found in the training and validation data.
+    corrupt: (CorruptImages, CorruptImages),
 }
 
 impl Trainer {
@@ -174,23 +177,25 @@ impl Trainer {
 
     /// The model on the validation set (sharded over the ranks in a data-parallel
     /// run, the counts summed: every image counted once).
-    fn evaluate_model(&self) -> Result<EvalReport> {
+    fn evaluate_model(&mut self) -> Result<EvalReport> {
         let prec = self.amp.precision();
         let mut counts =
             EvalCounts::collect(&self.model, &self.val, prec, self.device, |_, _| Ok(()))?;
+        self.corrupt.1.record(&counts.replaced)?;
         if let Some(dp) = &self.dp {
             counts.sum_over(|v| dp.sum(v))?;
         }
         Ok(counts.report(self.model.class_names()))
     }
 
-    fn evaluate(&self) -> Result<(EvalReport, Option<EvalReport>)> {
+    fn evaluate(&mut self) -> Result<(EvalReport, Option<EvalReport>)> {
         let val = self.evaluate_model()?;
-        let ema = match &self.ema {
+        let ema = match self.ema.take() {
             Some(e) => {
                 e.swap();
                 let r = self.evaluate_model();
                 e.swap();
+                self.ema = Some(e);
                 Some(r?)
             }
             None => None,
@@ -316,6 +321,7 @@ impl Trainer {
             let batch = iter.next().ok_or_else(|| {
                 TrainError::config("data", "the loader ended before the epoch did")
             })??;
+            self.corrupt.0.record(&batch.replaced)?;
             let s = seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add((self.state.global_step * accum + micro as u64) as i64)
@@ -485,6 +491,7 @@ impl Trainer {
                     loss_scale: self.amp.loss_scale(),
                     images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
                     skipped: !stepped,
+                    corrupt_images: self.corrupt.0.count(),
                 };
                 Self::emit(observers, Event::Step(&m))?;
                 let epoch_done = self.state.batch_in_epoch >= batches;
@@ -568,6 +575,8 @@ impl Trainer {
             stopped_early: self.state.stopped_early,
             latest_checkpoint: latest,
             world_size: self.rank_and_world().1,
+            corrupt_train_images: self.corrupt.0.count(),
+            corrupt_val_images: self.corrupt.1.count(),
             global_batch_size: self.train.global_batch_size() * self.cfg.train.grad_accum,
         }
     }

@@ -329,19 +329,38 @@ fn corrupt_images_error_or_are_skipped() {
         err.contains("broken.png") || err.contains("empty.jpg"),
         "{err}"
     );
-    let cfg = config(
-        tmp.path(),
-        &data,
-        &[
-            val,
+    let skip = |name: &str, share: Option<&str>| {
+        let mut o = vec![
+            val.clone(),
             "train.max_steps=3".into(),
-            "run.name=skip".into(),
+            format!("run.name={name}"),
             "data.loader.on_corrupt=\"skip\"".into(),
             "optim.schedule={kind=\"constant\"}".into(),
-        ],
-    );
-    let r = Trainer::new(cfg).unwrap().fit(&mut []).unwrap();
+        ];
+        o.extend(share.map(|s| format!("data.loader.max_corrupt_share={s}")));
+        let cfg = config(tmp.path(), &data, &o);
+        Trainer::new(cfg).unwrap().fit(&mut [])
+    };
+    // 2 of 20 images unreadable: skipped and counted when 50 % may be...
+    let r = skip("skip", Some("0.5")).unwrap();
     assert_eq!(r.global_step, 3);
+    assert_eq!(r.corrupt_val_images, 2, "the evaluation read every image");
+    assert!(r.corrupt_train_images <= 2);
+    // ...but 10 % is more than the default 1 %: an error naming the key.
+    let err = skip("share", None).unwrap_err().to_string();
+    assert!(
+        err.contains("max_corrupt_share") && err.contains("unreadable"),
+        "{err}"
+    );
+    // A class whose every image is unreadable would train on substitutes: an error.
+    std::fs::create_dir_all(data.join("zigzag")).unwrap();
+    std::fs::write(data.join("zigzag/a.png"), b"garbage").unwrap();
+    std::fs::write(data.join("zigzag/b.png"), b"garbage").unwrap();
+    let err = skip("lost", Some("1.0")).unwrap_err().to_string();
+    assert!(
+        err.contains("every image of class \"zigzag\"") && err.contains("on_corrupt"),
+        "{err}"
+    );
 }
 
 /// Trains with the metrics files on (as the CLI does) and returns the run folder.

@@ -13,6 +13,7 @@ use clip_optim::AdamW;
 use super::Trainer;
 use crate::assembly::{build_model, eval_loader, load_datasets, param_groups, pipelines};
 use crate::config::RunConfig;
+use crate::corrupt::CorruptImages;
 use crate::data_parallel::DataParallel;
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
@@ -224,6 +225,11 @@ impl Trainer {
             }
             state.checkpoints.retain(|c| folder.has_checkpoint(&c.name));
         }
+        let share = cfg.data.loader.max_corrupt_share;
+        let corrupt = (
+            CorruptImages::new("data.train", train.dataset(), share),
+            CorruptImages::new("data.val", val.dataset(), share),
+        );
         let me = Self {
             cfg,
             folder,
@@ -244,6 +250,7 @@ impl Trainer {
             stop: Arc::new(AtomicBool::new(false)),
             resumed_from: resume,
             dp: None,
+            corrupt,
         };
         me.apply_unfreeze(me.state.epoch);
         Ok(me)
