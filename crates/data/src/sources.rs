@@ -221,14 +221,29 @@ impl Dataset {
         }
         let mut rows = Vec::new();
         for (i, line) in lines {
+            let at = || format!("{}: line {}", path.display(), i + 1);
             let Some((p, label)) = line.rsplit_once(',') else {
-                return Err(DataError::config(
-                    format!("{}: line {}", path.display(), i + 1),
-                    "expected `path,label`",
-                ));
+                return Err(DataError::config(at(), "expected `path,label`"));
             };
             let unquote = |s: &str| s.trim().trim_matches('"').to_string();
-            rows.push((dir.join(unquote(p)), unquote(label)));
+            let (p, label) = (unquote(p), unquote(label));
+            // A path may hold commas only when quoted: `"a,b.png",cat`.
+            if !p.is_empty() && !line.trim_start().starts_with('"') && p.contains(',') {
+                return Err(DataError::config(
+                    at(),
+                    format!(
+                        "{} columns where `path,label` has 2 (quote a path that holds commas)",
+                        line.split(',').count()
+                    ),
+                ));
+            }
+            if p.is_empty() || label.is_empty() {
+                return Err(DataError::config(
+                    at(),
+                    format!("an empty {}", if p.is_empty() { "path" } else { "label" }),
+                ));
+            }
+            rows.push((dir.join(p), label));
         }
         let mut classes: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect();
         classes.sort();

@@ -127,6 +127,25 @@ fn csv_manifest_resolves_paths_relative_to_its_folder() {
     assert_eq!(ds.classes(), ["cat", "dog"]);
     assert_eq!((0..3).map(|i| ds.label(i)).collect::<Vec<_>>(), [0, 1, 1]);
     assert_eq!(ds.image(2).unwrap().width, 42);
+    // An extra column and an empty label: errors naming the line, not a missing
+    // file "cat/1.png,a" or a class "".
+    for (text, line, what) in [
+        (
+            "path,label\ncat/1.png,cat\ncat/2.png,a,cat\n",
+            3,
+            "3 columns",
+        ),
+        ("path,label\ncat/1.png,cat\ncat/2.png,\n", 3, "empty label"),
+    ] {
+        std::fs::write(&csv, text).unwrap();
+        let err = Dataset::load(&SourceConfig::Csv { path: csv.clone() }, "data.train")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("train.csv: line {line}")) && err.contains(what),
+            "{err}"
+        );
+    }
     std::fs::write(&csv, "file,class\ncat/1.png,cat\n").unwrap();
     let err = Dataset::load(&SourceConfig::Csv { path: csv }, "data.train")
         .unwrap_err()

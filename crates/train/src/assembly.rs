@@ -44,6 +44,42 @@ fn report_skipped(key: &str, ds: &Dataset) {
     );
 }
 
+/// A classifier needs two classes or more, each with images: a class without any
+/// (an empty or non-image folder, IDX labels that skip numbers) would get a head
+/// row that never trains, and one class makes every accuracy 100 %.
+fn check_classes(key: &str, ds: &Dataset) -> Result<()> {
+    let summary = ds.summary();
+    if summary.classes < 2 {
+        return Err(TrainError::config(
+            key,
+            format!(
+                "holds {} class(es) {:?}: classification needs at least 2",
+                summary.classes,
+                ds.classes()
+            ),
+        ));
+    }
+    let empty: Vec<&String> = summary
+        .per_class
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(c, _)| c)
+        .collect();
+    if !empty.is_empty() {
+        return Err(TrainError::config(
+            key,
+            format!(
+                "{} of its {} classes have no images: {:?}{} (an empty or non-image folder, or IDX labels without `class_names` that skip numbers)",
+                empty.len(),
+                summary.classes,
+                &empty[..empty.len().min(10)],
+                if empty.len() > 10 { " ..." } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     let d = &cfg.data;
     let train_src = d
@@ -56,6 +92,7 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     }
     let all = Dataset::load(train_src, "data.train")?;
     report_skipped("data.train", &all);
+    check_classes("data.train", &all)?;
     let (train, val) = match &d.val {
         Some(v) => {
             let val = Dataset::load(v, "data.val")?;

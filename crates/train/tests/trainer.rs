@@ -300,6 +300,28 @@ fn a_damaged_latest_checkpoint_resumes_from_the_newest_intact_one() {
 }
 
 #[test]
+fn an_empty_class_or_a_single_class_is_an_error_naming_it() {
+    let (_g, tmp, data) = setup(2);
+    std::fs::create_dir_all(data.join("zebra")).unwrap();
+    std::fs::write(data.join("zebra/readme.txt"), "no images here").unwrap();
+    let err = Trainer::new(config(tmp.path(), &data, &[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("data.train") && err.contains("\"zebra\"") && err.contains("no images"),
+        "{err}"
+    );
+    let one = tmp.path().join("one");
+    image_folder::make_folder(&one, &["only"], 4);
+    let err = Trainer::new(config(tmp.path(), &one, &["run.name=one".into()]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("at least 2"), "{err}");
+}
+
+#[test]
 fn corrupt_images_error_or_are_skipped() {
     let (_g, tmp, data) = setup(6);
     std::fs::write(
