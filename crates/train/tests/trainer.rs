@@ -300,7 +300,7 @@ fn a_damaged_latest_checkpoint_resumes_from_the_newest_intact_one() {
 }
 
 #[test]
-fn an_empty_class_or_a_single_class_is_an_error_naming_it() {
+fn runs_that_cannot_train_are_errors_naming_the_key() {
     let (_g, tmp, data) = setup(2);
     std::fs::create_dir_all(data.join("zebra")).unwrap();
     std::fs::write(data.join("zebra/readme.txt"), "no images here").unwrap();
@@ -319,6 +319,23 @@ fn an_empty_class_or_a_single_class_is_an_error_naming_it() {
         .unwrap()
         .to_string();
     assert!(err.contains("at least 2"), "{err}");
+    // 2^63 - 1 epochs of 3 steps used to wrap the step counter.
+    std::fs::remove_dir_all(data.join("zebra")).unwrap();
+    let err = Trainer::new(config(
+        tmp.path(),
+        &data,
+        &[
+            "train.epochs=9223372036854775807".into(),
+            "data.loader.batch_size=1".into(),
+        ],
+    ))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("train.epochs") && err.contains("overflow"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -172,10 +172,32 @@ impl Trainer {
         }
         let accum = cfg.train.grad_accum as u64;
         let steps_per_epoch = batches.div_ceil(accum);
-        let total_steps = cfg
-            .train
-            .max_steps
-            .unwrap_or(cfg.train.epochs * steps_per_epoch);
+        let total_steps = match cfg.train.max_steps {
+            Some(n) => n,
+            None => cfg
+                .train
+                .epochs
+                .checked_mul(steps_per_epoch)
+                .ok_or_else(|| {
+                    TrainError::config(
+                        "train.epochs",
+                        format!(
+                            "{} epochs of {steps_per_epoch} steps overflow the step counter",
+                            cfg.train.epochs
+                        ),
+                    )
+                })?,
+        };
+        if total_steps == 0 {
+            return Err(TrainError::config(
+                if cfg.train.max_steps.is_some() {
+                    "train.max_steps"
+                } else {
+                    "train.epochs"
+                },
+                "the run would take 0 steps",
+            ));
+        }
         let epochs = total_steps.div_ceil(steps_per_epoch);
         let schedule = cfg.optim.schedule.build(total_steps)?;
         let ema = cfg
