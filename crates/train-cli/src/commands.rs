@@ -338,6 +338,9 @@ pub fn predict(
     top_k: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    if top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let (model, pipe) = classifier_with_pipeline(&vs, model)?;
     for (path, top) in clip_train::predict_images(&model, &pipe, images, top_k)? {
@@ -418,6 +421,9 @@ pub fn bench(
     warmup: usize,
     overrides: &[String],
 ) -> anyhow::Result<ExitCode> {
+    if steps == 0 {
+        bail!("--steps must be at least 1 (the timed steps)");
+    }
     let tmp = std::env::temp_dir().join(format!("train-cli-bench-{}", std::process::id()));
     let mut o = overrides.to_vec();
     o.push(format!("run.output_dir={:?}", tmp.display().to_string()));
@@ -425,7 +431,7 @@ pub fn bench(
     let cfg = load_config(config, &o)?;
     let result = (|| -> anyhow::Result<(clip_train::BenchReport, bool)> {
         let mut trainer = Trainer::new(cfg)?;
-        Ok((trainer.bench(warmup, steps.max(1))?, trainer.is_main()))
+        Ok((trainer.bench(warmup, steps)?, trainer.is_main()))
     })();
     let _ = std::fs::remove_dir_all(&tmp);
     let (report, main) = result?;

@@ -259,6 +259,26 @@ fn config_errors_name_the_key_the_value_and_the_file() {
     let o = run(bin().args(["--config", "/nonexistent/x.toml"]));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("/nonexistent/x.toml"));
+    // Counts of zero are refused, not silently raised to 1.
+    let o = run(bin().args(["predict", "--model", "m", "--top-k", "0", "a.png"]));
+    assert!(
+        stderr(&o).contains("--top-k must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(bin().args([
+        "bench",
+        "--config",
+        smoke().to_str().unwrap(),
+        "--steps",
+        "0",
+    ]));
+    assert!(
+        stderr(&o).contains("--steps must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!o.status.success());
 }
 
 #[test]

@@ -31,9 +31,15 @@ pub enum TrainError {
     InUse { dir: PathBuf, holder: String },
     /// The loss became NaN or infinite.
     #[error(
-        "the loss is not finite ({loss}) at step {step} (epoch {epoch}); the last good checkpoint is kept. Lower the learning rate, enable clipping or use fp32"
+        "the loss is not finite ({loss}) at step {step} (epoch {epoch}); {kept}. Lower the learning rate, enable clipping or use fp32"
     )]
-    NonFinite { step: u64, epoch: u64, loss: f64 },
+    NonFinite {
+        step: u64,
+        epoch: u64,
+        loss: f64,
+        /// What is left to resume from: the newest checkpoint, or that there is none.
+        kept: String,
+    },
     #[error(transparent)]
     Model(#[from] clip_model::ModelError),
     #[error(transparent)]

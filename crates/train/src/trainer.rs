@@ -333,11 +333,7 @@ impl Trainer {
             let l = self.micro_step(&batch, weight, s, micro + 1 == n)?;
             if !l.is_finite() && !self.amp.scales_loss() {
                 self.opt.zero_grad()?;
-                return Err(TrainError::NonFinite {
-                    step: self.state.global_step + 1,
-                    epoch: epoch + 1,
-                    loss: l,
-                });
+                return Err(self.non_finite(epoch, l));
             }
             step_loss += share * l / n as f64;
             images += counted;
@@ -404,11 +400,7 @@ impl Trainer {
             StepDecision::Stepped { .. } => true,
             StepDecision::Skipped { .. } => false,
             StepDecision::NonFinite { grad_norm } => {
-                return Err(TrainError::NonFinite {
-                    step: self.state.global_step + 1,
-                    epoch: epoch + 1,
-                    loss: grad_norm,
-                });
+                return Err(self.non_finite(epoch, grad_norm));
             }
         };
         if stepped && let Some(e) = &self.ema {
@@ -420,6 +412,24 @@ impl Trainer {
             grad_norm,
             stepped,
         })
+    }
+
+    /// The error for a non-finite loss (or gradient norm) in the step after the
+    /// current one, naming what is left to resume from.
+    fn non_finite(&self, epoch: u64, loss: f64) -> TrainError {
+        let kept = match self.state.checkpoints.iter().max_by_key(|c| c.step) {
+            Some(c) => format!(
+                "the last good checkpoint, {}, is kept",
+                self.folder.checkpoint(&c.name).display()
+            ),
+            None => "no checkpoint was written before it".into(),
+        };
+        TrainError::NonFinite {
+            step: self.state.global_step + 1,
+            epoch: epoch + 1,
+            loss,
+            kept,
+        }
     }
 
     /// This step's loss, images and stop request summed over the ranks (a stop

@@ -559,6 +559,29 @@ fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint
         "{msg}"
     );
     assert!(msg.contains("step 2"), "{msg}");
+    assert!(
+        msg.contains("the last good checkpoint") && msg.contains("step-00000001"),
+        "{msg}"
+    );
+    // Without a checkpoint before it, the message says so instead.
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "run.name=nockpt".into(),
+            "optim.lr=1e30".into(),
+            "optim.lr_policy={kind=\"uniform\"}".into(),
+            "optim.max_grad_norm=0.0".into(),
+            "optim.schedule={kind=\"constant\"}".into(),
+            "train.epochs=3".into(),
+        ],
+    );
+    let msg = Trainer::new(cfg)
+        .unwrap()
+        .fit(&mut [])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no checkpoint was written before it"), "{msg}");
     let run = t.run_dir().to_path_buf();
     assert_eq!(checkpoint_names(&run), vec!["step-00000001".to_string()]);
     drop(t); // releases the run folder's lock
