@@ -398,7 +398,21 @@ impl Trainer {
         let grad_norm = decision.grad_norm();
         let stepped = match decision {
             StepDecision::Stepped { .. } => true,
-            StepDecision::Skipped { .. } => false,
+            StepDecision::Skipped { .. } => {
+                // fp16's smallest subnormal: below it no loss scale can make the
+                // gradients finite, every further step would be skipped.
+                let floor = 2f64.powi(-24);
+                if let Some(scale) = self.amp.loss_scale().filter(|&s| s < floor) {
+                    let mut e = self.non_finite(epoch, grad_norm);
+                    if let TrainError::NonFinite { kept, .. } = &mut e {
+                        *kept = format!(
+                            "the fp16 loss scale collapsed to {scale:e} (every step skipped); {kept}"
+                        );
+                    }
+                    return Err(e);
+                }
+                false
+            }
             StepDecision::NonFinite { grad_norm } => {
                 return Err(self.non_finite(epoch, grad_norm));
             }

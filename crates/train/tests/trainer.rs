@@ -488,6 +488,35 @@ fn fp16_skips_overflowing_steps_and_moves_the_scale_as_torch_amp() {
 /// `train.precision_on_cpu` replaces the precision on the CPU (the tutorial's
 /// torch.cuda.amp turning itself off): no loss scale is recorded.
 #[test]
+fn a_collapsing_fp16_loss_scale_stops_the_run() {
+    let (_g, tmp, data) = setup(4);
+    // The weights blow up, then every gradient is NaN at any scale: the scale halves
+    // each step until it is below fp16's smallest subnormal, and the run stops
+    // instead of skipping every step to the end with exit 0.
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "train.precision=\"fp16\"".into(),
+            "optim.scaler={init_scale=1.0}".into(),
+            "optim.lr=1e30".into(),
+            "optim.lr_policy={kind=\"uniform\"}".into(),
+            "optim.max_grad_norm=0.0".into(),
+            "optim.schedule={kind=\"constant\"}".into(),
+            "train.max_steps=200".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    let err = t.fit(&mut []).unwrap_err().to_string();
+    assert!(err.contains("loss scale collapsed"), "{err}");
+    assert!(
+        t.state().global_step < 60,
+        "stopped at {}",
+        t.state().global_step
+    );
+}
+
+#[test]
 fn precision_on_cpu_replaces_fp16_on_the_cpu() {
     let (_g, tmp, data) = setup(4);
     let cfg = config(
