@@ -259,6 +259,16 @@ fn config_errors_name_the_key_the_value_and_the_file() {
     let o = run(bin().args(["--config", "/nonexistent/x.toml"]));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("/nonexistent/x.toml"));
+    // A --model that is no model says so (not "cannot resume from").
+    let o = run(bin().args([
+        "eval",
+        "--model",
+        data.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not a model"), "{}", stderr(&o));
     // Counts of zero are refused, not silently raised to 1.
     let o = run(bin().args(["predict", "--model", "m", "--top-k", "0", "a.png"]));
     assert!(

@@ -39,11 +39,8 @@ pub fn classifier_dir(spec: &Path) -> Result<PathBuf> {
         };
         return Ok(ckpt.join("model"));
     }
-    Err(TrainError::Resume {
+    Err(TrainError::NotAModel {
         path: spec.to_path_buf(),
-        reason:
-            "not a model folder (config.json), a checkpoint (model/) or a run folder (checkpoints/)"
-                .into(),
     })
 }
 

@@ -500,8 +500,11 @@ fn dotted(path: &serde_ignored::Path) -> String {
 
 /// serde reports an unknown key as "unknown field `k`, expected ... in `a.b`";
 /// users want "unknown key `a.b.k`" first.
-fn dotted_unknown_key(msg: &str) -> String {
-    let msg = msg.trim_end();
+/// The key a deserialisation error is about (`unknown field `F`` in section `S`, or
+/// a bad value `in `S``), with the message reworded to name it.
+fn failing_key(msg: &str) -> (Option<String>, String) {
+    let msg = msg.trim_end().replace('\n', " ");
+    let msg = msg.as_str();
     let field = msg
         .split_once("unknown field `")
         .and_then(|(_, rest)| rest.split_once('`'))
@@ -511,10 +514,30 @@ fn dotted_unknown_key(msg: &str) -> String {
         .and_then(|(_, rest)| rest.split_once('`'))
         .map(|(s, _)| s);
     match (field, section) {
-        (Some(f), Some(s)) => format!("unknown key `{s}.{f}` ({msg})"),
-        (Some(f), None) => format!("unknown key `{f}` ({msg})"),
-        _ => msg.to_string(),
+        (Some(f), Some(s)) => (
+            Some(format!("{s}.{f}")),
+            format!("unknown key `{s}.{f}` ({msg})"),
+        ),
+        (Some(f), None) => (Some(f.to_string()), format!("unknown key `{f}` ({msg})")),
+        (None, Some(s)) => (Some(s.to_string()), format!("`{s}`: {msg}")),
+        (None, None) => (None, msg.to_string()),
     }
+}
+
+/// Removes the dotted `key` from `table`; false when it is not there.
+fn remove_key(table: &mut toml::Table, key: &str) -> bool {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut t = table;
+    for p in parts {
+        match t.get_mut(p) {
+            Some(toml::Value::Table(inner)) => t = inner,
+            _ => return false,
+        }
+    }
+    t.remove(last).is_some()
 }
 
 impl RunConfig {
@@ -528,21 +551,33 @@ impl RunConfig {
         for o in overrides {
             set_override(&mut table, o)?;
         }
-        let mut unknown = Vec::new();
-        let cfg: RunConfig = serde_ignored::deserialize(table, |path| {
-            unknown.push(dotted(&path));
-        })
-        .map_err(|e: toml::de::Error| TrainError::Parse {
-            path: origin.into(),
-            reason: dotted_unknown_key(&e.to_string()),
-        })?;
-        if !unknown.is_empty() {
+        // Every unknown key and every value of the wrong type at once: each failing
+        // key is noted and taken out, and the rest is read again.
+        let mut problems = Vec::new();
+        let cfg = loop {
+            let mut unknown = Vec::new();
+            let parsed: std::result::Result<RunConfig, toml::de::Error> =
+                serde_ignored::deserialize(table.clone(), |path| unknown.push(dotted(&path)));
+            problems.extend(unknown.into_iter().map(|k| format!("unknown key `{k}`")));
+            match parsed {
+                Ok(cfg) => break cfg,
+                Err(e) => {
+                    let (key, message) = failing_key(&e.to_string());
+                    problems.push(message);
+                    let removed = key.is_some_and(|k| remove_key(&mut table, &k));
+                    if !removed || problems.len() > 100 {
+                        return Err(TrainError::Invalid {
+                            path: origin.into(),
+                            problems,
+                        });
+                    }
+                }
+            }
+        };
+        if !problems.is_empty() {
             return Err(TrainError::Invalid {
                 path: origin.into(),
-                problems: unknown
-                    .into_iter()
-                    .map(|k| format!("unknown key `{k}`"))
-                    .collect(),
+                problems,
             });
         }
         cfg.validate().map_err(|problems| TrainError::Invalid {
@@ -805,6 +840,35 @@ train = { kind = "image_folder", path = "data/train" }
         )
         .unwrap();
         assert_eq!(ok.run.grad_sync, GradSync::AfterBackward);
+    }
+
+    /// Unknown keys and values of the wrong type: every one reported at once, each
+    /// naming its key (a `u64` given -1, a number given a string).
+    #[test]
+    fn every_unknown_key_and_wrong_type_is_reported_at_once() {
+        let err = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &[
+                "train.epochz=1".into(),
+                "optim.lrr=2".into(),
+                "train.epochs=-1".into(),
+                "train.grad_accum=\"x\"".into(),
+                "bogus.key=1".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "unknown key `train.epochz`",
+            "unknown key `optim.lrr`",
+            "`train.epochs`",
+            "`train.grad_accum`",
+            "unknown key `bogus`",
+        ] {
+            assert!(err.contains(key), "{key} missing:\n{err}");
+        }
+        assert!(err.contains("5 problem(s)"), "{err}");
     }
 
     /// Two bad values in each section: both are reported, not just the first.

@@ -20,6 +20,12 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A `--model` that is neither an export, a checkpoint nor a run folder.
+    #[error(
+        "{} is not a model: expected an exported folder (config.json), a checkpoint (model/config.json) or a run folder (checkpoints/)",
+        path.display()
+    )]
+    NotAModel { path: PathBuf },
     /// A checkpoint or run folder that cannot be resumed from.
     #[error("cannot resume from {path}: {reason}")]
     Resume { path: PathBuf, reason: String },
