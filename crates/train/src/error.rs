@@ -20,6 +20,11 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// The model gives NaN or infinite logits (its weights hold NaN or inf).
+    #[error(
+        "the model's outputs are not finite (NaN or inf) in the batch of {image}: its weights hold NaN or inf"
+    )]
+    NonFiniteOutput { image: String },
     /// A `--model` that is neither an export, a checkpoint nor a run folder.
     #[error(
         "{} is not a model: expected an exported folder (config.json), a checkpoint (model/config.json) or a run folder (checkpoints/)",

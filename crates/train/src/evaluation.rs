@@ -9,7 +9,7 @@ use clip_data::{Batch, Loader, Pipeline, Replaced, RgbImage, SampleRng};
 use clip_model::{ClipClassifier, Pass};
 
 use crate::config::Metric;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::precision::Precision;
 
 /// The metrics of one pass over a dataset.
@@ -102,6 +102,13 @@ impl EvalCounts {
             let logits =
                 tch::no_grad(|| precision.autocast(device, || model.forward(&x, Pass::eval())))??
                     .to_kind(Kind::Float);
+            if !bool::try_from(logits.isfinite().all())? {
+                // NaN weights would otherwise "predict" class 0 everywhere and score
+                // that class's share as accuracy.
+                return Err(TrainError::NonFiniteOutput {
+                    image: loader.dataset().name(batch.indices[0]),
+                });
+            }
             let loss =
                 logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?;
             c.loss_sum += loss.double_value(&[]);

@@ -517,6 +517,45 @@ fn a_collapsing_fp16_loss_scale_stops_the_run() {
 }
 
 #[test]
+fn a_model_with_nan_weights_is_an_evaluation_error_not_a_score() {
+    let (_g, tmp, data) = setup(2);
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "train.max_steps=1".into(),
+            "optim.schedule={kind=\"constant\"}".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg.clone()).unwrap();
+    t.fit(&mut []).unwrap();
+    let run = t.run_dir().to_path_buf();
+    drop(t);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let model = clip_train::load_classifier(&vs, run.to_str().unwrap()).unwrap();
+    let ds = clip_data::Dataset::load(cfg.data.train.as_ref().unwrap(), "data").unwrap();
+    let pipe = clip_data::Pipeline::clip_eval(16);
+    let loader = clip_train::ordered_loader(&cfg.data.loader, ds, pipe, 4, 0).unwrap();
+    let eval = |m: &clip_model::ClipClassifier| {
+        clip_train::evaluate(
+            m,
+            &loader,
+            clip_train::Precision::Fp32,
+            tch::Device::Cpu,
+            |_, _| Ok(()),
+        )
+    };
+    assert!(eval(&model).is_ok());
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            let _ = v.fill_(f64::NAN);
+        }
+    });
+    let err = eval(&model).unwrap_err().to_string();
+    assert!(err.contains("not finite") && err.contains(".png"), "{err}");
+}
+
+#[test]
 fn precision_on_cpu_replaces_fp16_on_the_cpu() {
     let (_g, tmp, data) = setup(4);
     let cfg = config(
