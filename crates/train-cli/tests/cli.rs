@@ -259,6 +259,23 @@ fn config_errors_name_the_key_the_value_and_the_file() {
     let o = run(bin().args(["--config", "/nonexistent/x.toml"]));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("/nonexistent/x.toml"));
+    // fp16 on the CPU trains, but not without a word.
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(
+        [
+            "--set",
+            "train.precision=\"fp16\"",
+            "--set",
+            "train.max_steps=1",
+            "--set",
+            "optim.schedule={kind=\"constant\"}",
+            "--set",
+            "run.name=\"fp16\"",
+        ]
+        .map(String::from),
+    );
+    let o = run(bin().args(&args));
+    assert!(stderr(&o).contains("\"fp16\" on the CPU"), "{}", stderr(&o));
     // A --model that is no model says so (not "cannot resume from").
     let o = run(bin().args([
         "eval",

@@ -122,6 +122,13 @@ impl Trainer {
             }
             cfg.train.precision = p;
         }
+        if device == Device::Cpu && cfg.train.precision == Precision::Fp16 {
+            tracing::warn!(
+                "train.precision = \"fp16\" on the CPU: libtorch's CPU fp16 is slow and overflows \
+                 easily (steps are then skipped by the loss scaler); bf16 is the CPU's half \
+                 precision (set train.precision_on_cpu = \"bf16\" or \"fp32\")"
+            );
+        }
         tch::manual_seed(cfg.run.seed as i64);
         let (train_ds, val_ds) = load_datasets(&cfg)?;
         let classes = train_ds.classes().to_vec();
