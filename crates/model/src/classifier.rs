@@ -255,8 +255,20 @@ impl ClipClassifier {
             reason: "config.json has no `clip_classifier` section: this is a plain CLIP, not a saved classifier".into(),
         })?)
         .map_err(parse)?;
-        let id2label: std::collections::BTreeMap<String, String> =
-            serde_json::from_value(json["id2label"].clone()).map_err(parse)?;
+        let id2label: std::collections::BTreeMap<String, String> = match json.get("id2label") {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                ModelError::config(
+                    format!("{}: id2label", files.config.display()),
+                    format!("must map class ids to names: {e}"),
+                )
+            })?,
+            None => {
+                return Err(ModelError::config(
+                    format!("{}: id2label", files.config.display()),
+                    "is missing: a saved classifier names its classes there (`{\"0\": \"cat\", ...}`)",
+                ));
+            }
+        };
         let mut names: Vec<(usize, String)> = id2label
             .into_iter()
             .map(|(k, v)| k.parse::<usize>().map(|i| (i, v)))

@@ -517,7 +517,7 @@ fn a_collapsing_fp16_loss_scale_stops_the_run() {
 }
 
 #[test]
-fn a_model_with_nan_weights_is_an_evaluation_error_not_a_score() {
+fn nan_weights_and_a_config_without_id2label_are_errors_naming_the_cause() {
     let (_g, tmp, data) = setup(2);
     let cfg = config(
         tmp.path(),
@@ -553,6 +553,22 @@ fn a_model_with_nan_weights_is_an_evaluation_error_not_a_score() {
     });
     let err = eval(&model).unwrap_err().to_string();
     assert!(err.contains("not finite") && err.contains(".png"), "{err}");
+    // A classifier's config.json without id2label: an error naming the file and key.
+    let dir = clip_train::classifier_dir(&run).unwrap();
+    let path = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("id2label");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let err = clip_train::load_classifier(&vs, run.to_str().unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("config.json: id2label") && err.contains("is missing"),
+        "{err}"
+    );
 }
 
 #[test]
