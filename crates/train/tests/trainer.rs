@@ -489,7 +489,10 @@ fn fp16_skips_overflowing_steps_and_moves_the_scale_as_torch_amp() {
 /// torch.cuda.amp turning itself off): no loss scale is recorded.
 #[test]
 fn a_collapsing_fp16_loss_scale_stops_the_run() {
-    let (_g, tmp, data) = setup(4);
+    // 16 images per class at batch 1: ~36 steps per epoch, so the scale (halved
+    // from 1.0 on every skipped step) collapses before the first evaluation, which
+    // would otherwise stop the run on the NaN weights first.
+    let (_g, tmp, data) = setup(16);
     // The weights blow up, then every gradient is NaN at any scale: the scale halves
     // each step until it is below fp16's smallest subnormal, and the run stops
     // instead of skipping every step to the end with exit 0.
@@ -504,6 +507,7 @@ fn a_collapsing_fp16_loss_scale_stops_the_run() {
             "optim.max_grad_norm=0.0".into(),
             "optim.schedule={kind=\"constant\"}".into(),
             "train.max_steps=200".into(),
+            "data.loader.batch_size=1".into(),
         ],
     );
     let mut t = Trainer::new(cfg).unwrap();
