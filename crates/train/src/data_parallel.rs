@@ -23,6 +23,11 @@ use crate::error::{Result, TrainError};
 /// silent ones.
 const DIAGNOSE_WAIT: Duration = Duration::from_secs(3);
 
+/// Whether this process writes the run's files: the only process, or rank 0.
+pub(crate) fn is_main(dp: Option<&DataParallel>) -> bool {
+    dp.is_none_or(|d| d.rank() == 0)
+}
+
 /// This process's part in a data-parallel run.
 pub struct DataParallel {
     pg: ProcessGroup,

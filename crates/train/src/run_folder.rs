@@ -274,12 +274,11 @@ impl RunFolder {
         }
         std::fs::create_dir_all(checkpoints_dir(dir))
             .map_err(TrainError::io("cannot create the run folder", dir))?;
-        write_atomic(&dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
-        Ok(())
+        self.save_config(cfg)
     }
 
-    /// Saves the config a resumed run continues with (its overrides included), so
-    /// the next resume keeps them.
+    /// Writes `config.resolved.toml`: a fresh run's config, or the one a resumed
+    /// run continues with (its overrides included, so the next resume keeps them).
     pub(crate) fn save_config(&self, cfg: &RunConfig) -> Result<()> {
         write_atomic(&self.dir.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
         Ok(())

@@ -14,7 +14,7 @@ use clip_optim::{AdamW, GroupReport, LrSchedule};
 
 use crate::config::{Metric, RunConfig};
 use crate::corrupt::CorruptImages;
-use crate::data_parallel::DataParallel;
+use crate::data_parallel::{DataParallel, is_main};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::evaluation::{EvalCounts, EvalReport};
@@ -105,7 +105,7 @@ impl Trainer {
 
     /// Whether this process writes the run's files (rank 0, or the only process).
     pub fn is_main(&self) -> bool {
-        self.rank_and_world().0 == 0
+        is_main(self.dp.as_ref())
     }
 
     /// The trainable parameters, in the optimizer's order.
@@ -155,15 +155,9 @@ impl Trainer {
     /// step's last micro-batch of a data-parallel run the backward also averages
     /// the gradients over the ranks (DDP's Reducer), earlier ones accumulate
     /// locally (`no_sync`).
-    fn micro_step(&mut self, batch: &Batch, weight: f64, seed: i64, last: bool) -> Result<f64> {
+    fn micro_step(&self, batch: &Batch, weight: f64, seed: i64, last: bool) -> Result<f64> {
         let (x, y) = batch.to_tensors(self.device);
         tch::manual_seed(seed);
-        if last && self.dp.is_some() {
-            let trainable = self.trainable();
-            if let Some(dp) = self.dp.as_mut() {
-                dp.begin_sync(&trainable);
-            }
-        }
         let sync = self
             .dp
             .as_ref()
@@ -316,6 +310,13 @@ impl Trainer {
         let accum = self.cfg.train.grad_accum as u64;
         let seed = self.cfg.run.seed as i64;
         let (rank, world) = self.rank_and_world();
+        // The trainable set does not change within a step (unfreezing happens
+        // between epochs): the sync of the last micro-batch and the one after the
+        // backward use the same list.
+        let trainable = match self.dp {
+            Some(_) => self.trainable(),
+            None => Vec::new(),
+        };
         let (mut step_loss, mut images) = (0.0, 0usize);
         for micro in 0..n {
             let batch = iter.next().ok_or_else(|| {
@@ -330,7 +331,11 @@ impl Trainer {
             let counted = batch.counted();
             let weight = (world * counted) as f64 / (batch.global_len * n) as f64;
             let share = counted as f64 / batch.global_len.max(1) as f64;
-            let l = self.micro_step(&batch, weight, s, micro + 1 == n)?;
+            let last = micro + 1 == n;
+            if last && let Some(dp) = self.dp.as_mut() {
+                dp.begin_sync(&trainable);
+            }
+            let l = self.micro_step(&batch, weight, s, last)?;
             if !l.is_finite() && !self.amp.scales_loss() {
                 self.opt.zero_grad()?;
                 return Err(self.non_finite(epoch, l));
@@ -338,11 +343,8 @@ impl Trainer {
             step_loss += share * l / n as f64;
             images += counted;
         }
-        if self.dp.is_some() {
-            let trainable = self.trainable();
-            if let Some(dp) = self.dp.as_mut() {
-                dp.finish_gradients(&trainable)?;
-            }
+        if let Some(dp) = self.dp.as_mut() {
+            dp.finish_gradients(&trainable)?;
         }
         Ok((step_loss, images))
     }

@@ -14,7 +14,7 @@ use super::Trainer;
 use crate::assembly::{build_model, eval_loader, load_datasets, param_groups, pipelines};
 use crate::config::RunConfig;
 use crate::corrupt::CorruptImages;
-use crate::data_parallel::DataParallel;
+use crate::data_parallel::{DataParallel, is_main};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::mixed_precision::MixedPrecision;
@@ -56,7 +56,7 @@ impl Trainer {
     pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
         let (mut folder, cfg) = RunFolder::open(run_dir, overrides)?;
         let dp = DataParallel::join(&cfg.run, cfg.run.device.device()?)?;
-        if dp.as_ref().is_none_or(|d| d.rank() == 0) {
+        if is_main(dp.as_ref()) {
             // Rank 0 (or the only process) trains in the folder: nobody else may.
             folder.lock().map_err(|e| explained(dp.as_ref(), e))?;
         }
@@ -73,7 +73,7 @@ impl Trainer {
         let given = cfg.clone();
         let fresh = resume.is_none();
         let started = Self::assemble(cfg, folder, resume, dp.as_ref()).and_then(|t| {
-            if dp.as_ref().is_none_or(|d| d.rank() == 0) {
+            if is_main(dp.as_ref()) {
                 // Everything is built: only now may an old run go (fresh runs); a
                 // resume's overrides become the run's config (the next resume
                 // keeps them).
