@@ -204,24 +204,35 @@ fn append((path, file): &mut (PathBuf, BufWriter<File>), text: &str) -> Result<(
         .map_err(TrainError::io("cannot write", path))
 }
 
-/// `path` opened for appending after its first `lines` lines (the rest cut off).
-fn cut_after_lines(path: &Path, lines: usize) -> Result<(PathBuf, BufWriter<File>)> {
-    let text = std::fs::read(path).unwrap_or_default();
-    let end = text
-        .split_inclusive(|&b| b == b'\n')
+/// The length of the first `lines` lines of `text`.
+fn lines_len(text: &[u8], lines: usize) -> u64 {
+    text.split_inclusive(|&b| b == b'\n')
         .take(lines)
-        .map(<[u8]>::len)
-        .sum::<usize>();
+        .map(|l| l.len() as u64)
+        .sum()
+}
+
+/// `path` cut to its first `len` bytes and opened for appending.
+fn cut_at(path: &Path, len: u64) -> Result<(PathBuf, BufWriter<File>)> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .map_err(TrainError::io("cannot write", path))?;
-    f.set_len(end as u64)
+    f.set_len(len)
         .and_then(|()| f.seek(std::io::SeekFrom::End(0)).map(|_| ()))
         .map_err(TrainError::io("cannot write", path))?;
     Ok((path.to_path_buf(), BufWriter::new(f)))
+}
+
+/// The bytes of `path`; none when it does not exist.
+fn read_or_empty(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(TrainError::io("cannot read", path)(e)),
+    }
 }
 
 impl MetricsFiles {
@@ -246,22 +257,18 @@ impl MetricsFiles {
             return Ok(me);
         };
         // The leading lines written up to the checkpoint (lines are in step order).
-        let text = match std::fs::read_to_string(&jp) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(TrainError::io("cannot read", &jp)(e)),
-        };
+        let text = read_or_empty(&jp)?;
         let kept: Vec<MetricsLine> = text
-            .lines()
-            .map_while(|l| serde_json::from_str::<MetricsLine>(l).ok())
+            .split(|&b| b == b'\n')
+            .map_while(|l| serde_json::from_slice::<MetricsLine>(l).ok())
             .take_while(|l| l.step() <= step)
             .collect();
-        let jsonl = cut_after_lines(&jp, kept.len())?;
-        let csv_lines = std::fs::read_to_string(&cp).map_or(0, |t| t.lines().count());
-        if csv_lines > kept.len() {
+        let jsonl = cut_at(&jp, lines_len(&text, kept.len()))?;
+        let csv = read_or_empty(&cp)?;
+        if csv.split_inclusive(|&b| b == b'\n').count() > kept.len() {
             return Ok(Self {
                 jsonl,
-                csv: cut_after_lines(&cp, 1 + kept.len())?,
+                csv: cut_at(&cp, lines_len(&csv, 1 + kept.len()))?,
                 log_every,
             });
         }
