@@ -69,6 +69,14 @@ impl RgbImage {
     pub fn decode(bytes: &[u8]) -> Result<Self, image::ImageError> {
         let img = image::load_from_memory(bytes)?;
         let (w, h) = (img.width() as usize, img.height() as usize);
+        if w == 0 || h == 0 {
+            return Err(image::ImageError::Decoding(
+                image::error::DecodingError::new(
+                    image::error::ImageFormatHint::Unknown,
+                    format!("the image has no pixels ({w}x{h})"),
+                ),
+            ));
+        }
         let data = match img {
             DynamicImage::ImageLuma16(g) => g
                 .into_raw()

@@ -132,8 +132,20 @@ impl Dataset {
             .map_err(io(root))?
             .filter_map(Result::ok)
             .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+            .map(|e| {
+                // A class name goes into the model's config.json (UTF-8): a folder
+                // name that is not UTF-8 cannot be one.
+                e.file_name().into_string().map_err(|name| {
+                    DataError::config(
+                        format!("{key}.path"),
+                        format!(
+                            "the class folder {} is not named in UTF-8 (class names go into the model's config.json): rename it",
+                            root.join(&name).display()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
         classes.sort();
         if classes.is_empty() {
             return Err(DataError::config(
@@ -216,7 +228,10 @@ impl Dataset {
         if header.as_deref() != Some("path,label") {
             return Err(DataError::config(
                 format!("{}: line 1", path.display()),
-                format!("the header must be `path,label`, got {header:?}"),
+                format!(
+                    "the header must be `path,label`, got `{}`",
+                    header.unwrap_or_default()
+                ),
             ));
         }
         let mut rows = Vec::new();
@@ -269,11 +284,11 @@ impl Dataset {
     ) -> Result<Self, DataError> {
         let (dims, pixels) = read_idx(images)?;
         let (ldims, label_bytes) = read_idx(labels)?;
-        if dims.len() != 3 || ldims.len() != 1 || dims[0] != ldims[0] {
+        if dims.len() != 3 || ldims.len() != 1 || dims[0] != ldims[0] || dims[1..].contains(&0) {
             return Err(DataError::config(
                 key,
                 format!(
-                    "IDX files do not match: {} has dims {dims:?}, {} has {ldims:?} (expected [n, rows, cols] and [n])",
+                    "IDX files do not match: {} has dims {dims:?}, {} has {ldims:?} (expected [n, rows, cols] and [n], rows and cols at least 1)",
                     images.display(),
                     labels.display()
                 ),
