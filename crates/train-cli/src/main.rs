@@ -276,8 +276,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            // A cause that the line above already quotes is not repeated.
+            let mut shown = e.to_string();
+            for cause in e.chain().skip(1).map(|c| c.to_string()) {
+                if !shown.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                }
+                shown = cause;
             }
             ExitCode::FAILURE
         }
