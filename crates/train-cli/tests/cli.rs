@@ -458,6 +458,22 @@ fn sigint_writes_a_resumable_checkpoint() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["global_step"].as_u64().unwrap(), step + 2);
+    // The warning names the key that changed.
+    assert!(
+        stderr(&o).contains(&format!(
+            "config differs from the one {}",
+            run_dir.join("checkpoints").display()
+        )) && stderr(&o).contains(&format!("train.max_steps: (unset) -> {}", step + 2)),
+        "{}",
+        stderr(&o)
+    );
+    // The same folder written another way, nothing changed: no warning.
+    let o = run(bin()
+        .arg("--resume")
+        .arg(tmp.path().join(".").join("smoke").join(""))
+        .arg("--quiet"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("config differs"), "{}", stderr(&o));
     // The lines written up to the checkpoint are kept byte for byte, then appended to.
     for (name, before) in [
         ("metrics.jsonl", metrics_before),

@@ -3,6 +3,7 @@
 //! the file; `--set section.key=value` overrides any value; [`RunConfig::validate`]
 //! reports every problem at once.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -558,7 +559,13 @@ impl RunConfig {
             let mut unknown = Vec::new();
             let parsed: std::result::Result<RunConfig, toml::de::Error> =
                 serde_ignored::deserialize(table.clone(), |path| unknown.push(dotted(&path)));
-            problems.extend(unknown.into_iter().map(|k| format!("unknown key `{k}`")));
+            // Each retry reads the table again: an unknown key is reported once.
+            for k in unknown {
+                let message = format!("unknown key `{k}`");
+                if !problems.contains(&message) {
+                    problems.push(message);
+                }
+            }
             match parsed {
                 Ok(cfg) => break cfg,
                 Err(e) => {
@@ -597,6 +604,58 @@ impl RunConfig {
     /// The config as TOML (what `config.resolved.toml` holds).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    /// The keys whose values differ from `earlier` (a resolved config's TOML), as
+    /// `key: old -> new` lines. Where the run lives (`run.output_dir`, `run.name`)
+    /// is not compared, nor how a path is written: two strings naming the same
+    /// existing file or folder are equal.
+    pub fn differences(&self, earlier: &str) -> Vec<String> {
+        fn flatten(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, toml::Value>) {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(inner) => flatten(&key, inner, out),
+                    other => {
+                        out.insert(key, other.clone());
+                    }
+                }
+            }
+        }
+        let flat = |text: &str| {
+            let mut out = BTreeMap::new();
+            if let Ok(t) = toml::from_str::<toml::Table>(text) {
+                flatten("", &t, &mut out);
+            }
+            out
+        };
+        let same_path = |a: &toml::Value, b: &toml::Value| match (a.as_str(), b.as_str()) {
+            (Some(a), Some(b)) => matches!(
+                (Path::new(a).canonicalize(), Path::new(b).canonicalize()),
+                (Ok(x), Ok(y)) if x == y
+            ),
+            _ => false,
+        };
+        let (old, new) = (flat(earlier), flat(&self.to_toml()));
+        let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+        old.keys()
+            .chain(new.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| !matches!(k.as_str(), "run.output_dir" | "run.name"))
+            .filter_map(|k| {
+                let (a, b) = (old.get(k), new.get(k));
+                let equal = match (a, b) {
+                    (Some(a), Some(b)) => a == b || same_path(a, b),
+                    _ => false,
+                };
+                (!equal).then(|| format!("{k}: {} -> {}", show(a), show(b)))
+            })
+            .collect()
     }
 
     /// A stable hash of the resolved config (FNV-1a of its TOML), stored in every
@@ -1003,6 +1062,32 @@ train = { kind = "image_folder", path = "data/train" }
             .unwrap_err()
             .to_string();
         assert!(err.contains("optim.lrr"), "{err}");
+    }
+
+    #[test]
+    fn differences_name_changed_keys_but_not_where_the_run_lives_or_how_a_path_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data.csv");
+        std::fs::write(&data, "path,label\n").unwrap();
+        let with = |path: &str, extra: &[&str]| {
+            let mut o: Vec<String> = vec![format!("data.train={{kind=\"csv\", path={path:?}}}")];
+            o.extend(extra.iter().map(|s| s.to_string()));
+            RunConfig::from_toml(MINIMAL, "t.toml", &o).unwrap()
+        };
+        let plain = data.display().to_string();
+        let dotted = tmp.path().join(".").join("data.csv").display().to_string();
+        let base = with(&plain, &[]);
+        let moved = with(&dotted, &["run.output_dir=\"elsewhere\"", "run.name=\"x\""]);
+        assert_eq!(moved.differences(&base.to_toml()), Vec::<String>::new());
+        let changed = with(&plain, &["train.max_steps=300", "optim.lr=0.5"]);
+        let d = changed.differences(&base.to_toml());
+        assert!(
+            d.len() == 2
+                && d[0].starts_with("optim.lr: ")
+                && d[0].ends_with("-> 0.5")
+                && d[1] == "train.max_steps: (unset) -> 300",
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -217,6 +217,9 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// The config a run was started with (and resumes with).
 pub(crate) const CONFIG_FILE: &str = "config.resolved.toml";
 
+/// The resolved config a checkpoint was written with (what a resume compares).
+pub(crate) const CHECKPOINT_CONFIG_FILE: &str = "config.toml";
+
 /// The lock file of a run folder (it holds the PID of the process training in it).
 const LOCK_FILE: &str = ".lock";
 
@@ -347,6 +350,12 @@ impl RunFolder {
             path: ckpt.to_path_buf(),
             reason: format!("{STATE_FILE} is unreadable: {e}"),
         })
+    }
+
+    /// The resolved config checkpoint `ckpt` was written with (none in checkpoints
+    /// of earlier versions).
+    pub(crate) fn checkpoint_config(ckpt: &Path) -> Option<String> {
+        std::fs::read_to_string(ckpt.join(CHECKPOINT_CONFIG_FILE)).ok()
     }
 
     /// Writes checkpoint `name` atomically: `fill` writes into a temporary folder,

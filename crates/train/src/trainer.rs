@@ -25,7 +25,7 @@ use crate::policies::{
     CheckpointEntry, Decision, Next, after_step, apply_unfreeze, best_entry, retention,
 };
 use crate::report::{Best, EvalRecord, FitReport, StepMetrics, peak_memory_mib};
-use crate::run_folder::{RunFolder, TrainState, write_json};
+use crate::run_folder::{CHECKPOINT_CONFIG_FILE, RunFolder, TrainState, write_json};
 
 mod bench;
 mod build;
@@ -213,6 +213,9 @@ impl Trainer {
         let dir = if main {
             self.folder.write_checkpoint(&name, &state, |tmp| {
                 self.model.save_pretrained(&tmp.join("model"))?;
+                let config = tmp.join(CHECKPOINT_CONFIG_FILE);
+                std::fs::write(&config, self.cfg.to_toml())
+                    .map_err(TrainError::io("cannot write", &config))?;
                 self.opt.save(&tmp.join("optimizer.safetensors"))?;
                 self.amp.save(&tmp.join("scaler.safetensors"))?;
                 if let Some(e) = &self.ema {

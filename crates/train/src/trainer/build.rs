@@ -219,9 +219,19 @@ impl Trainer {
         };
         if let Some(ckpt) = &resume {
             let saved = RunFolder::read_state(ckpt)?;
-            if saved.config_hash != state.config_hash {
+            let differences = match RunFolder::checkpoint_config(ckpt) {
+                Some(earlier) => cfg.differences(&earlier),
+                // A checkpoint written before checkpoints kept their config.
+                None if saved.config_hash != state.config_hash => {
+                    vec!["(this checkpoint does not say which keys)".to_string()]
+                }
+                None => Vec::new(),
+            };
+            if !differences.is_empty() {
                 tracing::warn!(
-                    "the config differs from the one the checkpoint was written with (overrides?); continuing with the new one"
+                    "the config differs from the one {} was written with; continuing with the new one: {}",
+                    ckpt.display(),
+                    differences.join("; ")
                 );
             }
             opt.load(&ckpt.join("optimizer.safetensors"))?;
