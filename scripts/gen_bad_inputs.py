@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Generates the bad-input corpus: the files a careless user, a broken download or a
+full disk hands the tool, each paired with the outcome it must get in
+tests/fixtures/bad_inputs/cases.toml (hand-written; the test
+`crates/train-cli/tests/bad_inputs.rs` runs every case on a copy of the corpus and
+asserts its exit code, that nothing panicked or aborted, and the key or file the
+message names).
+
+tests/fixtures/bad_inputs/
+  data/good/{cat,dog,fox}/*.png        16x16 images that train (the base of most cases)
+  data/corrupt/{cat,dog}/*.png         good images
+  data/corrupt/fox/*                   every fox image unreadable: truncated PNG, random
+                                       bytes, an empty file, HTML named .jpg, a PNG and a
+                                       GIF that claim 0x0 pixels
+  data/one_bad/{cat,dog,fox}           good, plus fox/truncated.png
+  data/zero_size/...                   good, plus cat/zero.gif (0x0)
+  data/empty_class/fox/notes.txt       a class folder without images
+  data/single_class/cat                one class only
+  data/no_classes/readme.txt           no class folders at all
+  data/links/                          a loop (cat/loop -> .), a link to the parent
+                                       (dog/up -> ..), a link into another class
+                                       (fox/from_cat.png -> ../cat/0.png), a broken link
+  csv/*.csv                            extra column, empty label, missing file, wrong
+                                       header, header only, not UTF-8
+  idx/*                                IDX files: huge dimensions, truncated data,
+                                       0 rows, label count mismatch, labels skipping
+                                       numbers (255 without class names)
+  configs/*.toml                       unknown keys, wrong types, negative sizes,
+                                       bad enum, TOML syntax, binary garbage, run
+                                       names escaping output_dir, huge thread counts,
+                                       an epoch count that overflows, no model
+  models/*                             tiny-a (tests/fixtures/model) damaged: weights
+                                       truncated, garbage header, a tensor missing, a
+                                       tensor of the wrong shape, config.json not JSON,
+                                       no config.json
+  runs/damaged/                        a run whose only checkpoint is damaged
+
+Cases git cannot hold portably (a class folder whose name is not UTF-8) are made by
+the test on its copy. Run with the setup venv:
+    .venv/bin/python scripts/gen_bad_inputs.py
+"""
+import os
+import random
+import shutil
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import load_file, save_file
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT = os.path.join(ROOT, "tests", "fixtures", "bad_inputs")
+TINY = os.path.join(ROOT, "tests", "fixtures", "model", "tiny-a")
+COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
+rng = random.Random(0)
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+
+
+def png_bytes(cls, i):
+    base = np.array(COLOURS[cls], dtype=np.int32)
+    noise = np.random.default_rng(zlib.crc32(f"{cls}/{i}".encode())).integers(-20, 20, (16, 16, 3))
+    img = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+    path = "/tmp/_bad_inputs.png"
+    img.save(path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def good_class(folder, cls, n=4):
+    for i in range(n):
+        write(os.path.join(folder, cls, f"{i}.png"), png_bytes(cls, i))
+
+
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_zero():
+    """A PNG whose header says 0x0 (CRCs right, so only the size is wrong)."""
+    ihdr = struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(b"")) + png_chunk(b"IEND", b""))
+
+
+def gif_zero():
+    """A GIF whose screen and only frame are 0x0."""
+    return (b"GIF89a" + struct.pack("<HHBBB", 0, 0, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+            + b"\x2c" + struct.pack("<HHHHB", 0, 0, 0, 0, 0) + b"\x02\x02\x44\x01\x00" + b"\x3b")
+
+
+def data():
+    d = os.path.join(OUT, "data")
+    for cls in COLOURS:
+        good_class(os.path.join(d, "good"), cls)
+    # Every fox image unreadable.
+    for cls in ("cat", "dog"):
+        good_class(os.path.join(d, "corrupt"), cls)
+    fox = os.path.join(d, "corrupt", "fox")
+    write(os.path.join(fox, "truncated.png"), png_bytes("fox", 0)[:60])
+    write(os.path.join(fox, "random.jpg"), bytes(rng.getrandbits(8) for _ in range(300)))
+    write(os.path.join(fox, "empty.png"), b"")
+    write(os.path.join(fox, "html.jpg"), "<html><body>404 Not Found</body></html>\n")
+    write(os.path.join(fox, "zero.png"), png_zero())
+    write(os.path.join(fox, "zero.gif"), gif_zero())
+    # One unreadable image among many: skipped when allowed.
+    for cls in COLOURS:
+        good_class(os.path.join(d, "one_bad"), cls, 12)
+    write(os.path.join(d, "one_bad", "fox", "truncated.png"), png_bytes("fox", 1)[:60])
+    # A 0x0 image among good ones.
+    for cls in COLOURS:
+        good_class(os.path.join(d, "zero_size"), cls)
+    write(os.path.join(d, "zero_size", "cat", "zero.gif"), gif_zero())
+    # Class folders that cannot be classes.
+    for cls in ("cat", "dog"):
+        good_class(os.path.join(d, "empty_class"), cls)
+    write(os.path.join(d, "empty_class", "fox", "notes.txt"), "no images here\n")
+    good_class(os.path.join(d, "single_class"), "cat")
+    write(os.path.join(d, "no_classes", "readme.txt"), "images belong in class folders\n")
+    # Links: a loop, a link to the parent, one into another class, a broken one.
+    links = os.path.join(d, "links")
+    for cls in COLOURS:
+        good_class(links, cls)
+    os.symlink(".", os.path.join(links, "cat", "loop"))
+    os.symlink("..", os.path.join(links, "dog", "up"))
+    os.symlink("../cat/0.png", os.path.join(links, "fox", "from_cat.png"))
+    os.symlink("missing.png", os.path.join(links, "fox", "broken.png"))
+
+
+def csv():
+    c = os.path.join(OUT, "csv")
+    rows = [f"../data/good/{cls}/{i}.png,{cls}" for cls in COLOURS for i in range(4)]
+    body = "\n".join(rows) + "\n"
+    write(os.path.join(c, "extra_column.csv"), "path,label\n" + body + "../data/good/cat/1.png,cat,oops\n")
+    write(os.path.join(c, "empty_label.csv"), "path,label\n" + body + "../data/good/cat/2.png,\n")
+    write(os.path.join(c, "missing_file.csv"), "path,label\n" + body + "../data/good/cat/nope.png,cat\n")
+    write(os.path.join(c, "wrong_header.csv"), "file,class\n" + body)
+    write(os.path.join(c, "header_only.csv"), "path,label\n")
+    write(os.path.join(c, "not_utf8.csv"), b"path,label\n../data/good/cat/0.png,caf\xe9\n")
+
+
+def idx_file(dims, payload, code=0x08):
+    return struct.pack(">BBBB", 0, 0, code, len(dims)) + b"".join(struct.pack(">I", d) for d in dims) + payload
+
+
+def idx():
+    i = os.path.join(OUT, "idx")
+    pixels = bytes(rng.getrandbits(8) for _ in range(6 * 4 * 4))
+    write(os.path.join(i, "images"), idx_file([6, 4, 4], pixels))
+    write(os.path.join(i, "labels"), idx_file([6], bytes([0, 1, 2, 0, 1, 2])))
+    write(os.path.join(i, "huge-images"), idx_file([0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF], b""))
+    write(os.path.join(i, "truncated-images"), idx_file([6, 4, 4], pixels[:50]))
+    write(os.path.join(i, "zero-rows-images"), idx_file([6, 0, 4], b""))
+    write(os.path.join(i, "five-labels"), idx_file([5], bytes([0, 1, 2, 0, 1])))
+    write(os.path.join(i, "labels-255"), idx_file([6], bytes([0, 1, 255, 0, 1, 255])))
+
+
+SMOKE_HEAD = """[run]
+name = "bad"
+output_dir = "runs"
+device = "cpu"
+
+[model.architecture]
+preset = "tiny"
+projection_dim = 16
+[model.architecture.vision]
+image_size = 16
+patch_size = 4
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 2
+num_attention_heads = 4
+
+[data]
+train = { kind = "image_folder", path = "data/good" }
+val_fraction = 0.25
+train_transforms = [{ op = "random_resized_crop", size = 16, scale = [0.8, 1.0] }, { op = "normalize" }]
+"""
+
+
+def configs():
+    c = os.path.join(OUT, "configs")
+    write(os.path.join(c, "unknown_keys.toml"),
+          SMOKE_HEAD + "[train]\nepochs = 1\nepoch = 2\nlabel_smothing = 0.1\n[optim]\nlrr = 1e-3\n")
+    write(os.path.join(c, "wrong_types.toml"),
+          SMOKE_HEAD + "[train]\nepochs = \"three\"\ngrad_accum = 1.5\n[data.loader]\nbatch_size = \"big\"\n")
+    write(os.path.join(c, "negative.toml"), SMOKE_HEAD + "[data.loader]\nbatch_size = -8\n")
+    write(os.path.join(c, "bad_enum.toml"), SMOKE_HEAD + "[train]\nprecision = \"fp8\"\n")
+    write(os.path.join(c, "syntax.toml"), SMOKE_HEAD + "[train\nepochs = 1\n")
+    write(os.path.join(c, "binary.toml"), bytes(rng.getrandbits(8) for _ in range(200)))
+    write(os.path.join(c, "name_dotdot.toml"), SMOKE_HEAD.replace('name = "bad"', 'name = ".."'))
+    write(os.path.join(c, "name_slash.toml"), SMOKE_HEAD.replace('name = "bad"', 'name = "a/b"'))
+    write(os.path.join(c, "threads.toml"), SMOKE_HEAD.replace('device = "cpu"', 'device = "cpu"\nthreads = 1000000'))
+    write(os.path.join(c, "loader_threads.toml"), SMOKE_HEAD + "[data.loader]\nthreads = 100000\n")
+    # 2^62 epochs of 9 steps: the step count overflows.
+    write(os.path.join(c, "huge_epochs.toml"),
+          SMOKE_HEAD + "[data.loader]\nbatch_size = 1\n[train]\nepochs = 4611686018427387904\n")
+    write(os.path.join(c, "no_model.toml"), SMOKE_HEAD.split("[model.architecture]")[0]
+          + SMOKE_HEAD.split('num_attention_heads = 4\n')[1])
+    write(os.path.join(c, "missing_data.toml"), SMOKE_HEAD.replace("data/good", "data/nowhere"))
+
+
+def models():
+    m = os.path.join(OUT, "models")
+    with open(os.path.join(TINY, "model.safetensors"), "rb") as f:
+        weights = f.read()
+    cfg = os.path.join(TINY, "config.json")
+
+    def model(name, blob=None, tensors=None):
+        d = os.path.join(m, name)
+        os.makedirs(d, exist_ok=True)
+        shutil.copy(cfg, os.path.join(d, "config.json"))
+        if blob is not None:
+            write(os.path.join(d, "model.safetensors"), blob)
+        if tensors is not None:
+            save_file(tensors, os.path.join(d, "model.safetensors"))
+        return d
+
+    model("truncated", weights[:4096])
+    model("garbage_header", b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}  " + b"\x00" * 64)
+    t = load_file(os.path.join(TINY, "model.safetensors"))
+    name = "vision_model.post_layernorm.weight"
+    model("missing_tensor", tensors={k: v for k, v in t.items() if k != name})
+    model("wrong_shape", tensors={k: (v[:-1] if k == name else v) for k, v in t.items()})
+    d = model("bad_config_json", weights[:64])
+    write(os.path.join(d, "config.json"), "{\"model_type\": \"clip\", \n")
+    write(os.path.join(m, "no_config", "model.txt"), "not a model\n")
+
+
+def runs():
+    r = os.path.join(OUT, "runs", "damaged")
+    write(os.path.join(r, "config.resolved.toml"), SMOKE_HEAD.replace('name = "bad"', 'name = "damaged"'))
+    ck = os.path.join(r, "checkpoints", "step-00000003")
+    write(os.path.join(ck, "trainer_state.json"), "{\"global_step\": 3, \"epo")
+    with open(os.path.join(TINY, "model.safetensors"), "rb") as f:
+        write(os.path.join(ck, "model", "model.safetensors"), f.read()[:2048])
+    write(os.path.join(ck, "optimizer.safetensors"), b"")
+
+
+def main():
+    cases = os.path.join(OUT, "cases.toml")
+    kept = open(cases).read() if os.path.exists(cases) else None
+    shutil.rmtree(OUT, ignore_errors=True)
+    data()
+    csv()
+    idx()
+    configs()
+    models()
+    runs()
+    if kept is not None:
+        write(cases, kept)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
