@@ -107,10 +107,10 @@ fn run_case(case: &Case) -> Option<String> {
     }
     // Each cause once: not one the line above already quotes.
     for pair in stderr.lines().collect::<Vec<_>>().windows(2) {
-        if let Some(cause) = pair[1].strip_prefix("  caused by: ") {
-            if pair[0].contains(cause) {
-                problems.push(format!("a repeated cause: `{cause}`"));
-            }
+        if let Some(cause) = pair[1].strip_prefix("  caused by: ")
+            && pair[0].contains(cause)
+        {
+            problems.push(format!("a repeated cause: `{cause}`"));
         }
     }
     for want in &case.expect {
