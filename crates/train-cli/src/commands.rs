@@ -11,11 +11,11 @@ use tch::nn;
 use clip_data::{Dataset, LoaderConfig, Pipeline};
 use clip_model::{ClipClassifier, HeadConfig};
 use clip_train::{
-    Log, MetricsFiles, Observer, Plots, Precision, Progress, RunConfig, Trainer, evaluate,
+    Log, MetricsFiles, Observer, Placement, Plots, Progress, RunConfig, Trainer, evaluate,
     load_classifier, load_datasets, ordered_loader, predictions, source_from_path,
 };
 
-use crate::TrainArgs;
+use crate::{PlacementArgs, TrainArgs};
 
 /// Exit code of a run stopped by Ctrl-C (128 + SIGINT), or by a data-parallel peer.
 const INTERRUPTED: u8 = 130;
@@ -255,6 +255,7 @@ fn run_eval(
     data: &Path,
     output: Option<&Path>,
     batch_size: usize,
+    place: Placement,
 ) -> anyhow::Result<ExitCode> {
     let ds = dataset_for(data, model, "the model")?;
     let loader = ordered_loader(&LoaderConfig::default(), ds, pipeline, batch_size, 0)?;
@@ -267,8 +268,8 @@ fn run_eval(
     let report = evaluate(
         model,
         &loader,
-        Precision::Fp32,
-        tch::Device::Cpu,
+        place.precision,
+        place.device,
         |b, logits| {
             if let Some(o) = out.as_mut() {
                 let rows = predictions(&loader, b, logits)?;
@@ -293,10 +294,12 @@ pub fn eval(
     data: &Path,
     output: Option<&Path>,
     batch_size: usize,
+    placement: PlacementArgs,
 ) -> anyhow::Result<ExitCode> {
-    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let place = placement.resolve(model)?;
+    let vs = nn::VarStore::new(place.device);
     let (model, pipeline) = classifier_with_pipeline(&vs, model)?;
-    run_eval(&model, pipeline, data, output, batch_size)
+    run_eval(&model, pipeline, data, output, batch_size, place)
 }
 
 pub fn zero_shot(
@@ -306,7 +309,9 @@ pub fn zero_shot(
     templates: Option<&Path>,
     output: Option<&Path>,
     batch_size: usize,
+    placement: PlacementArgs,
 ) -> anyhow::Result<ExitCode> {
+    let place = placement.resolve(model)?;
     let templates: Vec<String> = match (template, templates) {
         (Some(t), _) => vec![t],
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -319,7 +324,7 @@ pub fn zero_shot(
         (None, None) => HeadConfig::default().templates,
     };
     let ds = dataset_from(data)?;
-    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let vs = nn::VarStore::new(place.device);
     let clf = clip_train::zero_shot_classifier(
         &vs,
         model,
@@ -329,7 +334,14 @@ pub fn zero_shot(
         None,
     )?;
     let size = clf.clip.config().vision_config.image_size as usize;
-    run_eval(&clf, Pipeline::clip_eval(size), data, output, batch_size)
+    run_eval(
+        &clf,
+        Pipeline::clip_eval(size),
+        data,
+        output,
+        batch_size,
+        place,
+    )
 }
 
 pub fn predict(
@@ -337,13 +349,17 @@ pub fn predict(
     images: &[PathBuf],
     top_k: usize,
     json: bool,
+    batch_size: usize,
+    placement: PlacementArgs,
 ) -> anyhow::Result<ExitCode> {
     if top_k == 0 {
         bail!("--top-k must be at least 1");
     }
-    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let place = placement.resolve(model)?;
+    let vs = nn::VarStore::new(place.device);
     let (model, pipe) = classifier_with_pipeline(&vs, model)?;
-    for (path, top) in clip_train::predict_images(&model, &pipe, images, top_k)? {
+    for (path, top) in clip_train::predict_images(&model, &pipe, images, top_k, place, batch_size)?
+    {
         if json {
             println!("{}", serde_json::json!({"path": path, "top": top}));
         } else {
@@ -451,7 +467,9 @@ pub fn wise(
     template: &str,
     tokenizer: Option<&Path>,
     batch_size: usize,
+    placement: PlacementArgs,
 ) -> anyhow::Result<ExitCode> {
+    let place = placement.resolve(fine_tuned)?;
     let alphas: Vec<f64> = alphas
         .split(',')
         .map(|a| {
@@ -460,12 +478,12 @@ pub fn wise(
                 .with_context(|| format!("--alphas: {a:?} is not a number"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let vs = nn::VarStore::new(place.device);
     let mut ft = load_classifier(&vs, fine_tuned)?;
-    let vs0 = nn::VarStore::new(tch::Device::Cpu);
+    let vs0 = nn::VarStore::new(place.device);
     let zs = clip_train::zero_shot_like(&vs0, zero_shot, &ft, &[template.to_string()], tokenizer)?;
     let ds = dataset_for(data, &ft, "the fine-tuned model")?;
-    let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, batch_size)?;
+    let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, batch_size, place)?;
     for p in &report.points {
         let bar = "#".repeat((p.accuracy * 40.0).round() as usize);
         eprintln!("alpha {:.2}: {:6.2}% {bar}", p.alpha, p.accuracy * 100.0);
@@ -543,4 +561,16 @@ pub fn compare(
         output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+impl PlacementArgs {
+    /// The device and precision for the model `spec` (see [`Placement::for_model`]).
+    fn resolve(self, spec: &str) -> anyhow::Result<Placement> {
+        let place = Placement::for_model(spec, self.device, self.precision)?;
+        eprintln!(
+            "running {spec} on {} (--device / --precision change it)",
+            place.describe()
+        );
+        Ok(place)
+    }
 }

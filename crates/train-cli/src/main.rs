@@ -53,6 +53,19 @@ pub struct TrainArgs {
     pub output_dir: Option<PathBuf>,
 }
 
+/// Where and in which precision a command runs the model.
+#[derive(Debug, Args, Default, Clone, Copy)]
+pub struct PlacementArgs {
+    /// `auto`, `cpu`, `cuda` or `cuda:N` [default: the run's `run.device` for a run
+    /// folder or checkpoint, else auto]. A device that is not there is an error.
+    #[arg(long)]
+    pub device: Option<clip_train::DeviceChoice>,
+    /// `fp32`, `bf16` or `fp16` (autocast) [default: the run's `train.precision`
+    /// for a run folder or checkpoint, else fp32].
+    #[arg(long)]
+    pub precision: Option<clip_train::Precision>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train (the default when no subcommand is given).
@@ -70,6 +83,8 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Zero-shot accuracy of a CLIP model with the class names of the data.
     ZeroShot {
@@ -88,6 +103,8 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Classify images.
     Predict {
@@ -100,6 +117,11 @@ enum Command {
         /// One JSON object per image instead of text.
         #[arg(long)]
         json: bool,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Write a checkpoint as a Hugging Face-layout folder.
     Export {
@@ -156,6 +178,8 @@ enum Command {
         tokenizer: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Zero-shot, linear probe, LoRA r=8/16, full fine-tuning and WiSE-FT side by side.
     Compare {
@@ -205,7 +229,8 @@ fn main() -> ExitCode {
             data,
             output,
             batch_size,
-        }) => commands::eval(&model, &data, output.as_deref(), batch_size),
+            placement,
+        }) => commands::eval(&model, &data, output.as_deref(), batch_size, placement),
         Some(Command::ZeroShot {
             model,
             data,
@@ -213,6 +238,7 @@ fn main() -> ExitCode {
             templates,
             output,
             batch_size,
+            placement,
         }) => commands::zero_shot(
             &model,
             &data,
@@ -220,13 +246,16 @@ fn main() -> ExitCode {
             templates.as_deref(),
             output.as_deref(),
             batch_size,
+            placement,
         ),
         Some(Command::Predict {
             model,
             images,
             top_k,
             json,
-        }) => commands::predict(&model, &images, top_k, json),
+            batch_size,
+            placement,
+        }) => commands::predict(&model, &images, top_k, json, batch_size, placement),
         Some(Command::Export { checkpoint, output }) => commands::export(&checkpoint, &output),
         Some(Command::Inspect {
             config,
@@ -250,6 +279,7 @@ fn main() -> ExitCode {
             template,
             tokenizer,
             batch_size,
+            placement,
         }) => commands::wise(
             &zero_shot,
             &fine_tuned,
@@ -259,6 +289,7 @@ fn main() -> ExitCode {
             &template,
             tokenizer.as_deref(),
             batch_size,
+            placement,
         ),
         Some(Command::Compare {
             config,

@@ -150,6 +150,32 @@ fn train_export_eval_predict_inspect_preview_bench() {
         .arg(&data));
     let m2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
     assert_eq!(m2["accuracy"], metrics["accuracy"]);
+    // The run's device and precision by default (smoke: cpu, fp32); --precision
+    // bf16 runs under autocast and stays close; a GPU that is not there is an error.
+    assert!(
+        stderr(&o2).contains("on cpu, fp32 (--device / --precision change it)"),
+        "{}",
+        stderr(&o2)
+    );
+    let o3 = run(bin()
+        .args(["eval", "--precision", "bf16", "--model"])
+        .arg(&run_dir)
+        .arg("--data")
+        .arg(&data));
+    assert!(stderr(&o3).contains("on cpu, bf16"), "{}", stderr(&o3));
+    let m3: serde_json::Value = serde_json::from_slice(&o3.stdout).unwrap();
+    let (l2, l3) = (m2["loss"].as_f64().unwrap(), m3["loss"].as_f64().unwrap());
+    assert!(l2 != l3 && (l2 - l3).abs() < 0.05 * l2.abs().max(0.1), "{l2} vs {l3}");
+    let o4 = run(bin()
+        .args(["eval", "--device", "cuda:99", "--model"])
+        .arg(&run_dir)
+        .arg("--data")
+        .arg(&data));
+    assert!(
+        !o4.status.success() && stderr(&o4).contains("`--device`: \"cuda:99\" was asked for"),
+        "{}",
+        stderr(&o4)
+    );
 
     let img = data.join("dog").join("0.png");
     let o = run(bin()

@@ -12,8 +12,9 @@ use clip_model::{
     ClipClassifier, ClipModel, ModelFiles, ParamReport, save_peft_adapter, write_atomic,
 };
 
-use crate::config::RunConfig;
+use crate::config::{DeviceChoice, RunConfig};
 use crate::error::{Result, TrainError};
+use crate::precision::Precision;
 use crate::report::FitReport;
 use crate::run_folder::latest_checkpoint;
 
@@ -53,6 +54,71 @@ fn run_config_of(model_dir: &Path) -> Result<Option<RunConfig>> {
         .find(|p| p.is_file())
         .map(|p| RunConfig::load(&p, &[]))
         .transpose()
+}
+
+/// Where and in which precision a command runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub device: tch::Device,
+    pub precision: Precision,
+}
+
+impl Placement {
+    /// A run's `run.device` and `train.precision` (`train.precision_on_cpu` on the
+    /// CPU).
+    pub fn of_run(cfg: &RunConfig) -> Result<Self> {
+        Self::resolve(cfg.run.device, cfg.train.precision, cfg)
+    }
+
+    /// `device` / `precision` when given (`--device`, `--precision`), else the
+    /// settings of the run `spec` lies in (a run folder or one of its
+    /// checkpoints), else `auto` and fp32. A device that is not there is an error.
+    pub fn for_model(
+        spec: &str,
+        device: Option<DeviceChoice>,
+        precision: Option<Precision>,
+    ) -> Result<Self> {
+        let run = match Path::new(spec).exists() {
+            true => run_config_of(Path::new(spec))?,
+            false => None,
+        };
+        let Some(cfg) = run else {
+            return Ok(Self {
+                device: device.unwrap_or_default().resolve("--device")?,
+                precision: precision.unwrap_or_default(),
+            });
+        };
+        let mut p = Self::resolve(
+            device.unwrap_or(cfg.run.device),
+            precision.unwrap_or(cfg.train.precision),
+            &cfg,
+        )?;
+        if let Some(given) = precision {
+            p.precision = given;
+        }
+        Ok(p)
+    }
+
+    /// `cpu, fp32`, `cuda:1, bf16`.
+    pub fn describe(&self) -> String {
+        let device = match self.device {
+            tch::Device::Cuda(n) => format!("cuda:{n}"),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        format!(
+            "{device}, {}",
+            format!("{:?}", self.precision).to_lowercase()
+        )
+    }
+
+    fn resolve(device: DeviceChoice, precision: Precision, cfg: &RunConfig) -> Result<Self> {
+        let device = device.resolve("--device")?;
+        let precision = match cfg.train.precision_on_cpu {
+            Some(p) if device == tch::Device::Cpu => p,
+            _ => precision,
+        };
+        Ok(Self { device, precision })
+    }
 }
 
 /// The evaluation preprocessing a model was trained for: an export's

@@ -15,13 +15,12 @@ use tch::nn;
 
 use clip_model::{ClipClassifier, HeadInit, ModelFiles};
 
-use crate::artifacts::load_classifier;
+use crate::artifacts::{Placement, load_classifier};
 use crate::assembly::{build_model, eval_loader, load_datasets, pipelines};
 use crate::config::{CompareMethod, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::evaluation::evaluate;
 use crate::plots::{Series, font, line_chart};
-use crate::precision::Precision;
 use crate::report::{FitReport, MetricsLine, read_metrics};
 use crate::run_folder::latest_checkpoint;
 use crate::wise_ft::{WiseReport, wise_ft};
@@ -281,7 +280,8 @@ impl CompareRow {
 fn zero_shot_row(b: &Setup) -> Result<CompareRow> {
     let method = CompareMethod::ZeroShot;
     let t0 = Instant::now();
-    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let place = Placement::of_run(&b.cfg)?;
+    let vs = nn::VarStore::new(place.device);
     let zs = match zero_shot_model(&b.cfg, &vs, b.classes.clone())? {
         Ok(zs) => zs,
         Err(why) => return Ok(CompareRow::skipped(method, why)),
@@ -289,9 +289,7 @@ fn zero_shot_row(b: &Setup) -> Result<CompareRow> {
     let size = zs.clip.config().vision_config.image_size as usize;
     let (_, eval_pipe) = pipelines(&b.cfg, size)?;
     let loader = eval_loader(&b.cfg, b.val.clone(), eval_pipe)?;
-    let r = evaluate(&zs, &loader, Precision::Fp32, tch::Device::Cpu, |_, _| {
-        Ok(())
-    })?;
+    let r = evaluate(&zs, &loader, place.precision, place.device, |_, _| Ok(()))?;
     Ok(CompareRow {
         method: method.name().into(),
         wall_s: Some(t0.elapsed().as_secs_f64()),
@@ -310,7 +308,8 @@ fn zero_shot_row(b: &Setup) -> Result<CompareRow> {
 fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
     let method = CompareMethod::WiseFt;
     let t0 = Instant::now();
-    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let place = Placement::of_run(&b.cfg)?;
+    let vs = nn::VarStore::new(place.device);
     let zs = match zero_shot_model(&b.cfg, &vs, b.classes.clone())? {
         Ok(zs) => zs,
         Err(why) => return Ok((CompareRow::skipped(method, why), None)),
@@ -320,7 +319,7 @@ fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
         path: full_dir.clone(),
         reason: "wise_ft needs the finished `full` row".into(),
     })?;
-    let vs_ft = nn::VarStore::new(tch::Device::Cpu);
+    let vs_ft = nn::VarStore::new(place.device);
     let mut ft = load_classifier(&vs_ft, &full_dir.display().to_string())?;
     let batch = b
         .cfg
@@ -333,6 +332,7 @@ fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
         &b.cfg.compare.wise_alphas,
         b.val.clone(),
         batch,
+        place,
     )?;
     let total = ft.params().count(|_| true);
     let row = CompareRow {

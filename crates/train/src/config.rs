@@ -97,28 +97,94 @@ impl Default for CompareSection {
     }
 }
 
-/// Where devices and files go.
+/// The device a run or command uses: `"auto"` (CUDA device 0 when libtorch sees
+/// one, else the CPU), `"cpu"`, `"cuda"` (device 0) or `"cuda:N"`. In a
+/// data-parallel run each rank uses CUDA device `LOCAL_RANK` instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceChoice {
-    /// CUDA when available, else the CPU.
     #[default]
     Auto,
     Cpu,
-    Cuda,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad =
+            || format!("{s:?} is not a device: use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"");
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(bad),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceChoice {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(d: DeviceChoice) -> String {
+        d.to_string()
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
 }
 
 impl DeviceChoice {
-    pub fn device(self) -> Result<tch::Device> {
+    /// The libtorch device (`key` names the setting in errors): a CUDA device that
+    /// is not there is an error, never a silent fallback to the CPU.
+    pub fn resolve(self, key: &str) -> Result<tch::Device> {
         match self {
             DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
             DeviceChoice::Cpu => Ok(tch::Device::Cpu),
-            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
-            DeviceChoice::Cuda => Err(TrainError::config(
-                "run.device",
-                "\"cuda\" was asked for but libtorch sees no CUDA device; use \"auto\" or \"cpu\"",
-            )),
+            DeviceChoice::Cuda(n) => {
+                let count = if tch::Cuda::is_available() {
+                    tch::Cuda::device_count().max(0) as usize
+                } else {
+                    0
+                };
+                if n < count {
+                    Ok(tch::Device::Cuda(n))
+                } else {
+                    Err(TrainError::config(
+                        key,
+                        format!(
+                            "\"{self}\" was asked for but libtorch sees {count} CUDA device(s){}",
+                            if count == 0 {
+                                " (a CPU-only machine, or a driver libtorch cannot use): use \"auto\" or \"cpu\""
+                            } else {
+                                ""
+                            }
+                        ),
+                    ))
+                }
+            }
         }
+    }
+
+    /// [`DeviceChoice::resolve`] for `run.device`.
+    pub fn device(self) -> Result<tch::Device> {
+        self.resolve("run.device")
     }
 }
 
@@ -1088,6 +1154,40 @@ train = { kind = "image_folder", path = "data/train" }
                 && d[1] == "train.max_steps: (unset) -> 300",
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn devices_parse_print_and_a_missing_gpu_is_an_error_naming_the_key() {
+        for (text, d) in [
+            ("auto", DeviceChoice::Auto),
+            ("cpu", DeviceChoice::Cpu),
+            ("cuda", DeviceChoice::Cuda(0)),
+            ("cuda:3", DeviceChoice::Cuda(3)),
+        ] {
+            assert_eq!(text.parse::<DeviceChoice>().unwrap(), d);
+            assert_eq!(d.to_string().parse::<DeviceChoice>().unwrap(), d);
+        }
+        for bad in ["gpu", "cuda:", "cuda:x", "CUDA"] {
+            let e = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(e.contains(bad) && e.contains("cuda:N"), "{e}");
+        }
+        let c = RunConfig::from_toml(MINIMAL, "t.toml", &["run.device=\"cuda:2\"".into()]).unwrap();
+        assert_eq!(c.run.device, DeviceChoice::Cuda(2));
+        assert!(c.to_toml().contains("device = \"cuda:2\""));
+        let e = RunConfig::from_toml(MINIMAL, "t.toml", &["run.device=\"tpu\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("run.device") && e.contains("\"tpu\""), "{e}");
+        // No machine has 100 GPUs: the error names the key and what libtorch sees.
+        let e = DeviceChoice::Cuda(99)
+            .resolve("--device")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--device") && e.contains("cuda:99") && e.contains("CUDA device(s)"),
+            "{e}"
+        );
+        assert_eq!(DeviceChoice::Cpu.device().unwrap(), tch::Device::Cpu);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clip_data::{Batch, Loader, Pipeline, Replaced, RgbImage, SampleRng};
 use clip_model::{ClipClassifier, Pass};
 
+use crate::artifacts::Placement;
 use crate::config::Metric;
 use crate::error::{Result, TrainError};
 use crate::precision::Precision;
@@ -208,28 +209,40 @@ pub fn predict_images(
     pipeline: &Pipeline,
     images: &[PathBuf],
     k: usize,
+    placement: Placement,
+    batch_size: usize,
 ) -> Result<Vec<(PathBuf, Vec<Scored>)>> {
     let size = model.clip.config().vision_config.image_size as usize;
     let k = k.clamp(1, model.class_names().len());
+    let per = 3 * size * size;
     let mut out = Vec::with_capacity(images.len());
-    for path in images {
-        let img = RgbImage::open(path)?;
-        let mut buf = vec![0f32; 3 * size * size];
-        pipeline.apply_into(img, &mut SampleRng::new(0, 0, 0), &mut buf)?;
-        let x = Tensor::from_slice(&buf).view([1, 3, size as i64, size as i64]);
-        let probs = tch::no_grad(|| model.forward(&x, Pass::eval()))?.softmax(-1, Kind::Float);
+    for chunk in images.chunks(batch_size.max(1)) {
+        let mut buf = vec![0f32; chunk.len() * per];
+        for (path, dst) in chunk.iter().zip(buf.chunks_exact_mut(per)) {
+            let img = RgbImage::open(path)?;
+            pipeline.apply_into(img, &mut SampleRng::new(0, 0, 0), dst)?;
+        }
+        let x = Tensor::from_slice(&buf)
+            .view([chunk.len() as i64, 3, size as i64, size as i64])
+            .to_device(placement.device);
+        let logits = tch::no_grad(|| {
+            placement
+                .precision
+                .autocast(placement.device, || model.forward(&x, Pass::eval()))
+        })??;
+        let probs = logits.to_kind(Kind::Float).softmax(-1, Kind::Float);
         let (p, i) = probs.topk(k as i64, -1, true, true);
-        let p: Vec<f32> = Vec::try_from(p.view([-1]))?;
-        let i: Vec<i64> = Vec::try_from(i.view([-1]))?;
-        let top = i
-            .iter()
-            .zip(&p)
-            .map(|(&c, &probability)| Scored {
-                label: model.class_names()[c as usize].clone(),
-                probability,
-            })
-            .collect();
-        out.push((path.clone(), top));
+        let p: Vec<f32> = Vec::try_from(p.to_device(Device::Cpu).view([-1]))?;
+        let i: Vec<i64> = Vec::try_from(i.to_device(Device::Cpu).view([-1]))?;
+        for (n, path) in chunk.iter().enumerate() {
+            let top = (n * k..(n + 1) * k)
+                .map(|j| Scored {
+                    label: model.class_names()[i[j] as usize].clone(),
+                    probability: p[j],
+                })
+                .collect();
+            out.push((path.clone(), top));
+        }
     }
     Ok(out)
 }

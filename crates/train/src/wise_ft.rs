@@ -12,10 +12,10 @@ use tch::{Kind, Tensor, nn};
 use clip_data::{Dataset, LoaderConfig, Pipeline};
 use clip_model::{ClipClassifier, Module};
 
+use crate::artifacts::Placement;
 use crate::assembly::{ordered_loader, zero_shot_classifier};
 use crate::error::{Result, TrainError};
 use crate::evaluation::{EvalReport, evaluate};
-use crate::precision::Precision;
 
 /// One point of the sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,7 @@ pub fn wise_ft(
     alphas: &[f64],
     data: Dataset,
     batch_size: usize,
+    placement: Placement,
 ) -> Result<WiseReport> {
     if zero_shot.clip.config() != fine_tuned.clip.config() {
         return Err(TrainError::config(
@@ -125,8 +126,8 @@ pub fn wise_ft(
         let r = evaluate(
             fine_tuned,
             &loader,
-            Precision::Fp32,
-            tch::Device::Cpu,
+            placement.precision,
+            placement.device,
             |_, _| Ok(()),
         )?;
         points.push(WisePoint {

@@ -745,7 +745,18 @@ fn wise_ft_endpoints_reproduce_the_zero_shot_and_fine_tuned_accuracies() {
         .unwrap()
     };
     let (a0, a1) = (acc(&zs), acc(&ft));
-    let r = clip_train::wise_ft(&zs, &mut ft, &[0.0, 0.5, 1.0], ds, 7).unwrap();
+    let r = clip_train::wise_ft(
+        &zs,
+        &mut ft,
+        &[0.0, 0.5, 1.0],
+        ds,
+        7,
+        clip_train::Placement {
+            device: tch::Device::Cpu,
+            precision: clip_train::Precision::Fp32,
+        },
+    )
+    .unwrap();
     assert_eq!(r.points[0].accuracy, a0.accuracy);
     assert_eq!(r.points[0].loss, a0.loss);
     assert_eq!(r.points[2].accuracy, a1.accuracy);
