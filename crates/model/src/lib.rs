@@ -28,6 +28,7 @@ mod autocast;
 mod classifier;
 mod clip;
 mod config;
+mod cuda;
 mod encoder;
 mod error;
 mod grad_checkpoint;
@@ -45,6 +46,10 @@ pub use autocast::{autocast_enabled, with_autocast};
 pub use classifier::{ClipClassifier, HeadConfig, HeadInit, zero_shot_weights};
 pub use clip::{ClipModel, ClipOutput, l2_normalize};
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
+pub use cuda::{
+    CudaMemory, cuda_device_count, cuda_memory, load_cuda, reset_cuda_peak, set_tf32_matmul,
+    tf32_matmul,
+};
 pub use encoder::Regularization;
 pub use error::{ModelError, Result};
 pub use grad_checkpoint::{GradTape, Pass};

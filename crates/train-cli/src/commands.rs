@@ -191,6 +191,16 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         );
     }
     eprintln!(
+        "peak memory: {:.0} MiB {}{} over {:.1} s of training",
+        report.peak_memory_mib,
+        report.memory_kind.label(),
+        report
+            .peak_reserved_mib
+            .map(|r| format!(" ({r:.0} MiB reserved)"))
+            .unwrap_or_default(),
+        report.wall_s
+    );
+    eprintln!(
         "plots: {dir}/loss.png, accuracy.png, lr.png, confusion.png; metrics: {dir}/metrics.jsonl, metrics.csv; summary: {dir}/summary.json",
         dir = run_dir.display()
     );

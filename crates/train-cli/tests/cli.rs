@@ -86,6 +86,8 @@ fn train_export_eval_predict_inspect_preview_bench() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["global_step"], 9);
+    assert_eq!(summary["memory_kind"], "host_rss");
+    assert!(stderr(&o).contains("MiB host RSS over"), "{}", stderr(&o));
     let jsonl = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(
         jsonl
@@ -165,7 +167,10 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert!(stderr(&o3).contains("on cpu, bf16"), "{}", stderr(&o3));
     let m3: serde_json::Value = serde_json::from_slice(&o3.stdout).unwrap();
     let (l2, l3) = (m2["loss"].as_f64().unwrap(), m3["loss"].as_f64().unwrap());
-    assert!(l2 != l3 && (l2 - l3).abs() < 0.05 * l2.abs().max(0.1), "{l2} vs {l3}");
+    assert!(
+        l2 != l3 && (l2 - l3).abs() < 0.05 * l2.abs().max(0.1),
+        "{l2} vs {l3}"
+    );
     let o4 = run(bin()
         .args(["eval", "--device", "cuda:99", "--model"])
         .arg(&run_dir)
@@ -249,6 +254,10 @@ fn train_export_eval_predict_inspect_preview_bench() {
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(b["train_images_per_s"].as_f64().unwrap() > 0.0);
     assert!(b["median_step_s"].as_f64().unwrap() > 0.0);
+    // On the CPU the memory figure is the process's resident peak, and says so.
+    assert_eq!(b["memory_kind"], "host_rss", "{b}");
+    assert!(b["peak_memory_mib"].as_f64().unwrap() > 10.0, "{b}");
+    assert!(b["peak_reserved_mib"].is_null(), "{b}");
 }
 
 #[test]

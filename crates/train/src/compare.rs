@@ -21,7 +21,7 @@ use crate::config::{CompareMethod, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::evaluation::evaluate;
 use crate::plots::{Series, font, line_chart};
-use crate::report::{FitReport, MetricsLine, read_metrics};
+use crate::report::{FitReport, MemoryKind, MetricsLine, read_metrics};
 use crate::run_folder::latest_checkpoint;
 use crate::wise_ft::{WiseReport, wise_ft};
 
@@ -41,9 +41,12 @@ pub struct CompareRow {
     pub method: String,
     /// Training (or evaluation) wall time, seconds.
     pub wall_s: Option<f64>,
-    /// Peak resident memory of the job, MiB (`None` when measured in process
-    /// together with other rows).
+    /// Peak memory of the job's training, MiB (`None` when measured in process
+    /// together with other rows): GPU allocated on CUDA (the tutorial's column),
+    /// host RSS on the CPU, as `memory_kind` says.
     pub peak_memory_mib: Option<f64>,
+    #[serde(default)]
+    pub memory_kind: Option<MemoryKind>,
     pub trainable_parameters: i64,
     pub trainable_share: f64,
     pub best_val_accuracy: Option<f64>,
@@ -169,7 +172,10 @@ pub fn markdown(report: &CompareReport) -> String {
             "| {} | {} | {} | {} | {:.2}% | {} | {} |\n",
             r.method,
             fmt_opt(r.wall_s, |w| format!("{w:.0} s")),
-            fmt_opt(r.peak_memory_mib, |m| format!("{m:.0} MiB")),
+            fmt_opt(r.peak_memory_mib, |m| format!(
+                "{m:.0} MiB ({})",
+                r.memory_kind.unwrap_or_default().label()
+            )),
             r.trainable_parameters,
             r.trainable_share * 100.0,
             fmt_opt(r.best_val_accuracy, |a| format!("{:.2}%", a * 100.0)),
@@ -266,6 +272,7 @@ impl CompareRow {
             method: method.name().into(),
             wall_s: None,
             peak_memory_mib: None,
+            memory_kind: None,
             trainable_parameters: 0,
             trainable_share: 0.0,
             best_val_accuracy: None,
@@ -294,6 +301,7 @@ fn zero_shot_row(b: &Setup) -> Result<CompareRow> {
         method: method.name().into(),
         wall_s: Some(t0.elapsed().as_secs_f64()),
         peak_memory_mib: None,
+        memory_kind: None,
         trainable_parameters: 0,
         trainable_share: 0.0,
         best_val_accuracy: Some(r.accuracy),
@@ -339,6 +347,7 @@ fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
         method: method.name().into(),
         wall_s: Some(t0.elapsed().as_secs_f64()),
         peak_memory_mib: None,
+        memory_kind: None,
         trainable_parameters: full.trainable_parameters,
         trainable_share: full.trainable_parameters as f64 / total.max(1) as f64,
         best_val_accuracy: Some(w.best_accuracy),
@@ -394,6 +403,7 @@ fn training_row(
         method: method.name().into(),
         wall_s: Some(r.wall_s),
         peak_memory_mib: Some(r.peak_memory_mib),
+        memory_kind: Some(r.memory_kind),
         trainable_parameters: r.trainable_parameters,
         trainable_share: r.trainable_share,
         best_val_accuracy: evals.iter().copied().reduce(f64::max),

@@ -155,29 +155,27 @@ impl DeviceChoice {
     /// is not there is an error, never a silent fallback to the CPU.
     pub fn resolve(self, key: &str) -> Result<tch::Device> {
         match self {
-            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
             DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+            DeviceChoice::Auto if clip_model::cuda_device_count() > 0 => Ok(tch::Device::Cuda(0)),
+            DeviceChoice::Auto => Ok(tch::Device::Cpu),
             DeviceChoice::Cuda(n) => {
-                let count = if tch::Cuda::is_available() {
-                    tch::Cuda::device_count().max(0) as usize
-                } else {
-                    0
-                };
+                let count = clip_model::cuda_device_count();
                 if n < count {
-                    Ok(tch::Device::Cuda(n))
-                } else {
-                    Err(TrainError::config(
-                        key,
-                        format!(
-                            "\"{self}\" was asked for but libtorch sees {count} CUDA device(s){}",
-                            if count == 0 {
-                                " (a CPU-only machine, or a driver libtorch cannot use): use \"auto\" or \"cpu\""
-                            } else {
-                                ""
-                            }
-                        ),
-                    ))
+                    return Ok(tch::Device::Cuda(n));
                 }
+                let why = match clip_model::load_cuda() {
+                    Err(e) => format!(" ({e})"),
+                    Ok(()) if count == 0 => {
+                        " (no GPU on this machine, or a driver libtorch cannot use): use \"auto\" or \"cpu\"".into()
+                    }
+                    Ok(()) => String::new(),
+                };
+                Err(TrainError::config(
+                    key,
+                    format!(
+                        "\"{self}\" was asked for but libtorch sees {count} CUDA device(s){why}"
+                    ),
+                ))
             }
         }
     }
@@ -480,6 +478,10 @@ pub struct TrainSection {
     /// The precision used instead when the run lands on the CPU (e.g. `"fp32"`
     /// for the tutorial's `torch.cuda.amp`, which turns itself off there).
     pub precision_on_cpu: Option<Precision>,
+    /// CUDA: let fp32 matmuls use TF32 tensor cores
+    /// (`torch.backends.cuda.matmul.allow_tf32`). Off by default, as in PyTorch;
+    /// bf16 / fp16 autocast matmuls are unaffected.
+    pub tf32: bool,
     pub gradient_checkpointing: bool,
     pub label_smoothing: f64,
     pub unfreeze: Unfreeze,
@@ -500,6 +502,7 @@ impl Default for TrainSection {
             grad_accum: 1,
             precision: Precision::Fp32,
             precision_on_cpu: None,
+            tf32: false,
             gradient_checkpointing: false,
             label_smoothing: 0.1,
             unfreeze: Unfreeze::All,

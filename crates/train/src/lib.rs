@@ -77,8 +77,8 @@ pub use policies::{
 };
 pub use precision::Precision;
 pub use report::{
-    BenchReport, Best, EvalRecord, FitReport, MetricsLine, StepMetrics, peak_memory_mib,
-    read_metrics,
+    BenchReport, Best, EvalRecord, FitReport, MemoryKind, MetricsLine, PeakMemory, StepMetrics,
+    peak_memory, peak_memory_mib, read_metrics, reset_peak_memory,
 };
 pub use run_folder::{TrainState, latest_checkpoint};
 pub use trainer::Trainer;

@@ -74,8 +74,12 @@ impl Observer for Progress {
             Event::Step(m) => {
                 if let Some(b) = &self.bar {
                     b.set_position((m.step - 1) % self.steps_per_epoch.max(1) + 1);
+                    let memory = m
+                        .gpu_peak_mib
+                        .map(|g| format!(" gpu {:.1} GiB", g / 1024.0))
+                        .unwrap_or_default();
                     b.set_message(format!(
-                        "loss {:.4} lr {:.2e} {:.0} img/s",
+                        "loss {:.4} lr {:.2e} {:.0} img/s{memory}",
                         m.loss, m.lr, m.images_per_s
                     ));
                 }

@@ -33,6 +33,10 @@ pub struct StepMetrics {
     /// Distinct unreadable training images replaced so far (`on_corrupt = "skip"`).
     #[serde(default)]
     pub corrupt_images: usize,
+    /// CUDA runs: the caching allocator's peak allocated MiB since the run (or
+    /// resume) started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_peak_mib: Option<f64>,
 }
 
 /// `null`, what JSON holds for a NaN or infinite value, reads back as NaN (so the
@@ -102,7 +106,13 @@ pub struct FitReport {
     pub best: Option<Best>,
     pub last_eval: Option<EvalRecord>,
     pub wall_s: f64,
+    /// The peak of `memory_kind` over the training (this process's).
     pub peak_memory_mib: f64,
+    #[serde(default)]
+    pub memory_kind: MemoryKind,
+    /// CUDA only: the caching allocator's peak reserved MiB (what the GPU holds).
+    #[serde(default)]
+    pub peak_reserved_mib: Option<f64>,
     pub total_parameters: i64,
     pub trainable_parameters: i64,
     pub trainable_share: f64,
@@ -137,13 +147,86 @@ pub struct BenchReport {
     pub train_images_per_s: f64,
     pub loader_images_per_s: f64,
     pub median_step_s: f64,
+    /// The peak of `memory_kind` over the timed steps.
     pub peak_memory_mib: f64,
+    pub memory_kind: MemoryKind,
+    /// CUDA only: the caching allocator's peak reserved MiB.
+    pub peak_reserved_mib: Option<f64>,
     pub trainable_parameters: i64,
     /// Data-parallel ranks (1 for one process); `train_images_per_s` and the
     /// loader figure are this rank's.
     pub world_size: usize,
     /// Images/s of all ranks together (their images over their mean time).
     pub global_train_images_per_s: f64,
+}
+
+/// Which memory a peak figure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryKind {
+    /// The process's peak resident memory (VmHWM): CPU runs.
+    #[default]
+    HostRss,
+    /// libtorch's CUDA caching allocator, peak allocated bytes (what
+    /// `torch.cuda.max_memory_allocated` reports): CUDA runs.
+    CudaAllocated,
+}
+
+impl MemoryKind {
+    /// How reports name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            MemoryKind::HostRss => "host RSS",
+            MemoryKind::CudaAllocated => "GPU allocated",
+        }
+    }
+}
+
+/// A phase's peak memory on `device`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeakMemory {
+    pub kind: MemoryKind,
+    pub peak_mib: f64,
+    pub peak_reserved_mib: Option<f64>,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Starts a phase on `device`: CUDA's peaks restart from the current figures; on
+/// the CPU the process's VmHWM is reset (`/proc/self/clear_refs`; where that is not
+/// allowed, the figure stays the process's peak).
+pub fn reset_peak_memory(device: tch::Device) {
+    match device {
+        tch::Device::Cuda(n) => {
+            if let Err(e) = clip_model::reset_cuda_peak(n) {
+                tracing::warn!("{e}");
+            }
+        }
+        _ => {
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+        }
+    }
+}
+
+/// The peak memory of the phase on `device` (see [`reset_peak_memory`]).
+pub fn peak_memory(device: tch::Device) -> PeakMemory {
+    if let tch::Device::Cuda(n) = device {
+        match clip_model::cuda_memory(n) {
+            Ok(m) => {
+                return PeakMemory {
+                    kind: MemoryKind::CudaAllocated,
+                    peak_mib: m.peak_allocated as f64 / MIB,
+                    peak_reserved_mib: Some(m.peak_reserved as f64 / MIB),
+                };
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    PeakMemory {
+        kind: MemoryKind::HostRss,
+        peak_mib: peak_memory_mib(),
+        peak_reserved_mib: None,
+    }
 }
 
 /// Peak resident memory of this process (VmHWM), MiB; 0 where unknown.
@@ -156,4 +239,35 @@ pub fn peak_memory_mib() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_memory_is_the_resident_peak_of_the_phase() {
+        reset_peak_memory(tch::Device::Cpu);
+        let base = peak_memory(tch::Device::Cpu);
+        assert_eq!(base.kind, MemoryKind::HostRss);
+        assert!(
+            base.peak_mib > 1.0 && base.peak_reserved_mib.is_none(),
+            "{base:?}"
+        );
+        // 256 MiB touched and freed: the peak holds it ...
+        let big = vec![1u8; 256 << 20];
+        assert_eq!(
+            big.iter().step_by(4096).map(|&b| b as usize).sum::<usize>(),
+            65536
+        );
+        drop(big);
+        let spiked = peak_memory(tch::Device::Cpu).peak_mib;
+        assert!(spiked > base.peak_mib + 200.0, "{spiked} vs {base:?}");
+        // ... until the next phase starts (where the kernel allows the reset).
+        reset_peak_memory(tch::Device::Cpu);
+        let after = peak_memory(tch::Device::Cpu).peak_mib;
+        if std::fs::write("/proc/self/clear_refs", "5").is_ok() {
+            assert!(after < spiked - 200.0, "{after} vs {spiked}");
+        }
+    }
 }

@@ -24,7 +24,7 @@ use crate::observe::{Event, Observer, StartInfo};
 use crate::policies::{
     CheckpointEntry, Decision, Next, after_step, apply_unfreeze, best_entry, retention,
 };
-use crate::report::{Best, EvalRecord, FitReport, StepMetrics, peak_memory_mib};
+use crate::report::{Best, EvalRecord, FitReport, StepMetrics, peak_memory, reset_peak_memory};
 use crate::run_folder::{CHECKPOINT_CONFIG_FILE, RunFolder, TrainState, write_json};
 
 mod bench;
@@ -473,6 +473,7 @@ impl Trainer {
     }
 
     fn fit_inner(&mut self, observers: &mut [Box<dyn Observer>]) -> Result<FitReport> {
+        reset_peak_memory(self.device);
         let started = Instant::now();
         let wall_before = self.state.wall_s;
         let info = StartInfo {
@@ -521,6 +522,10 @@ impl Trainer {
                     images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
                     skipped: !stepped,
                     corrupt_images: self.corrupt.0.count(),
+                    gpu_peak_mib: match self.device {
+                        Device::Cuda(_) => Some(peak_memory(self.device).peak_mib),
+                        _ => None,
+                    },
                 };
                 Self::emit(observers, Event::Step(&m))?;
                 let epoch_done = self.state.batch_in_epoch >= batches;
@@ -589,6 +594,7 @@ impl Trainer {
         let params = self.model.params();
         let trainable = params.trainable_count();
         let total = params.count(|_| true);
+        let memory = peak_memory(self.device);
         FitReport {
             run_dir: self.folder.dir().to_path_buf(),
             epochs_completed: self.state.epoch,
@@ -596,7 +602,9 @@ impl Trainer {
             best,
             last_eval: self.state.last_eval.clone(),
             wall_s: self.state.wall_s,
-            peak_memory_mib: peak_memory_mib(),
+            peak_memory_mib: memory.peak_mib,
+            memory_kind: memory.kind,
+            peak_reserved_mib: memory.peak_reserved_mib,
             total_parameters: total,
             trainable_parameters: trainable,
             trainable_share: trainable as f64 / total.max(1) as f64,

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::Trainer;
 use crate::error::Result;
-use crate::report::{BenchReport, peak_memory_mib};
+use crate::report::{BenchReport, peak_memory, reset_peak_memory};
 
 impl Trainer {
     /// Steady-state training speed: `warmup` untimed steps, then `steps` timed
@@ -26,6 +26,10 @@ impl Trainer {
                 iter = self.train.epoch(epoch, 0);
                 pos = 0;
             }
+            if i == warmup {
+                // The timed steps are the phase the memory figures describe.
+                reset_peak_memory(self.device);
+            }
             let t0 = Instant::now();
             let outcome = self.train_step(&mut iter, accum, epoch)?;
             pos += accum;
@@ -35,6 +39,7 @@ impl Trainer {
             }
         }
         drop(iter);
+        let memory = peak_memory(self.device);
         let train_time: f64 = times.iter().sum();
         let t0 = Instant::now();
         let mut loader_images = 0usize;
@@ -65,7 +70,9 @@ impl Trainer {
             train_images_per_s: images as f64 / train_time.max(1e-9),
             loader_images_per_s: loader_images as f64 / loader_time.max(1e-9),
             median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
-            peak_memory_mib: peak_memory_mib(),
+            peak_memory_mib: memory.peak_mib,
+            memory_kind: memory.kind,
+            peak_reserved_mib: memory.peak_reserved_mib,
             trainable_parameters: self.model.params().trainable_count(),
         })
     }

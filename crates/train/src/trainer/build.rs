@@ -122,6 +122,11 @@ impl Trainer {
             }
             cfg.train.precision = p;
         }
+        if device.is_cuda() {
+            clip_model::set_tf32_matmul(cfg.train.tf32)?;
+        } else if cfg.train.tf32 {
+            tracing::warn!("train.tf32 only concerns CUDA matmuls: ignored on the CPU");
+        }
         if device == Device::Cpu && cfg.train.precision == Precision::Fp16 {
             tracing::warn!(
                 "train.precision = \"fp16\" on the CPU: libtorch's CPU fp16 is slow and overflows \

@@ -1,0 +1,155 @@
+//! CUDA from libtorch: loading its CUDA library, the caching allocator's memory
+//! figures (what `torch.cuda.max_memory_allocated` / `max_memory_reserved` report)
+//! and TF32 matmuls, through a small C++ shim (`cuda.cpp`).
+
+use std::ffi::{CStr, CString, c_char};
+use std::sync::OnceLock;
+
+use crate::{ModelError, Result};
+
+unsafe extern "C" {
+    fn clip_cuda_memory(device: i32, out: *mut i64, err: *mut c_char, err_len: i32) -> i32;
+    fn clip_cuda_reset_peak(device: i32, err: *mut c_char, err_len: i32) -> i32;
+    fn clip_set_tf32_matmul(allow: i32, err: *mut c_char, err_len: i32) -> i32;
+    fn clip_tf32_matmul() -> i32;
+}
+
+/// The libtorch lib folder this crate was built against.
+const LIBTORCH_LIB: &str = env!("CLIP_LIBTORCH_LIB");
+
+/// Loads libtorch's CUDA library (`libtorch_cuda.so`, beside `libtorch_cpu.so`)
+/// once, so that libtorch sees the GPUs. The linker drops it from binaries that
+/// name none of its symbols (tch-rs issues #329, #980), and then
+/// `tch::Cuda::is_available()` is false on a GPU machine; loading it on demand
+/// also spares CPU-only runs its start-up cost. Fails with the loader's message
+/// (a CPU-only libtorch has no such file).
+pub fn load_cuda() -> std::result::Result<(), String> {
+    static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let path = std::path::Path::new(LIBTORCH_LIB).join("libtorch_cuda.so");
+            if !path.is_file() {
+                return Err(format!(
+                    "{} does not exist (a CPU-only libtorch)",
+                    path.display()
+                ));
+            }
+            let c = CString::new(path.display().to_string()).map_err(|e| e.to_string())?;
+            // SAFETY: dlopen of libtorch's own CUDA library, kept loaded for the
+            // life of the process (never closed); its initialisers register the
+            // CUDA backend with the libtorch already loaded.
+            let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            if handle.is_null() {
+                // SAFETY: dlerror returns a NUL-terminated message or null.
+                let why = unsafe { libc::dlerror() };
+                let why = if why.is_null() {
+                    "unknown error".to_string()
+                } else {
+                    unsafe { CStr::from_ptr(why) }
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                return Err(format!("cannot load {}: {why}", path.display()));
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// The number of CUDA devices libtorch sees (0 where its CUDA library cannot load).
+pub fn cuda_device_count() -> usize {
+    if load_cuda().is_err() || !tch::Cuda::is_available() {
+        return 0;
+    }
+    tch::Cuda::device_count().max(0) as usize
+}
+
+/// The caching allocator's figures for one CUDA device, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CudaMemory {
+    pub allocated: i64,
+    pub peak_allocated: i64,
+    pub reserved: i64,
+    pub peak_reserved: i64,
+}
+
+fn call(what: &str, f: impl FnOnce(*mut c_char, i32) -> i32) -> Result<()> {
+    let mut err = [0 as c_char; 512];
+    if f(err.as_mut_ptr(), err.len() as i32) == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim NUL-terminates the buffer on failure (and it starts zeroed).
+    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
+    Err(ModelError::Torch(tch::TchError::Torch(format!(
+        "{what}: {msg}"
+    ))))
+}
+
+/// The caching allocator's current and peak bytes on CUDA device `device`.
+pub fn cuda_memory(device: usize) -> Result<CudaMemory> {
+    let mut out = [0i64; 4];
+    call("cannot read the CUDA memory figures", |err, len| {
+        // SAFETY: `out` holds the 4 values the shim writes; exceptions are caught.
+        unsafe { clip_cuda_memory(device as i32, out.as_mut_ptr(), err, len) }
+    })?;
+    Ok(CudaMemory {
+        allocated: out[0],
+        peak_allocated: out[1],
+        reserved: out[2],
+        peak_reserved: out[3],
+    })
+}
+
+/// Starts a new phase: the peaks of `device` become its current figures.
+pub fn reset_cuda_peak(device: usize) -> Result<()> {
+    call("cannot reset the CUDA memory peaks", |err, len| {
+        // SAFETY: a libtorch call; exceptions are caught by the shim.
+        unsafe { clip_cuda_reset_peak(device as i32, err, len) }
+    })
+}
+
+/// `torch.backends.cuda.matmul.allow_tf32` (PyTorch's default: false).
+pub fn set_tf32_matmul(allow: bool) -> Result<()> {
+    call("cannot set TF32 matmuls", |err, len| {
+        // SAFETY: a libtorch global setting; exceptions are caught by the shim.
+        unsafe { clip_set_tf32_matmul(i32::from(allow), err, len) }
+    })
+}
+
+/// Whether fp32 matmuls may use TF32 on CUDA.
+pub fn tf32_matmul() -> bool {
+    // SAFETY: reads a libtorch global setting.
+    unsafe { clip_tf32_matmul() != 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tf32_is_off_by_default_and_can_be_switched() {
+        assert!(!tf32_matmul(), "PyTorch's default is off");
+        set_tf32_matmul(true).unwrap();
+        assert!(tf32_matmul());
+        set_tf32_matmul(false).unwrap();
+        assert!(!tf32_matmul());
+    }
+
+    #[test]
+    fn the_cuda_library_loads_and_memory_figures_need_a_device() {
+        // The venv's wheel is a CUDA build: its CUDA library loads without a GPU.
+        load_cuda().unwrap();
+        if cuda_device_count() == 0 {
+            let e = cuda_memory(0).unwrap_err().to_string();
+            assert!(e.contains("cannot read the CUDA memory figures"), "{e}");
+        } else {
+            let before = cuda_memory(0).unwrap();
+            let t = tch::Tensor::zeros([1 << 20], (tch::Kind::Float, tch::Device::Cuda(0)));
+            let after = cuda_memory(0).unwrap();
+            assert!(after.allocated >= before.allocated + (4 << 20), "{after:?}");
+            drop(t);
+            reset_cuda_peak(0).unwrap();
+            assert!(cuda_memory(0).unwrap().peak_allocated < after.peak_allocated);
+        }
+    }
+}
