@@ -47,6 +47,8 @@ pub use image::RgbImage;
 pub use loader::{
     Batch, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Replaced, Shard, max_threads,
 };
+#[cfg(feature = "tch")]
+pub use loader::{DeviceBatch, DeviceBatches};
 pub use mix::{MixConfig, beta, mix_batch};
 pub use normalize::Normalize;
 pub use preview::{preview_grid, write_preview};

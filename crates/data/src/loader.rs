@@ -148,16 +148,19 @@ impl Batch {
         }
     }
 
-    /// `(images [B, 3, H, W] f32 normalised, labels [B] i64)` on `device` (pinned
-    /// host memory first when the device is CUDA). `u8` images travel as bytes
-    /// and are normalised on the device, with the same single-precision
-    /// multiply-then-add as the CPU path.
+    /// `(images [B, 3, H, W] f32 normalised, labels [B] i64)` on `device`. To
+    /// CUDA the batch goes through pinned host memory with a non-blocking copy:
+    /// the call returns once the copy is queued, and the copy runs in stream order
+    /// before the work queued after it (libtorch keeps the pinned block until
+    /// the copy is done). `u8` images travel as bytes and are normalised on the
+    /// device, with the same single-precision multiply-then-add as the CPU path.
     #[cfg(feature = "tch")]
     pub fn to_tensors(&self, device: tch::Device) -> (tch::Tensor, tch::Tensor) {
         let shape = [self.len() as i64, 3, self.height as i64, self.width as i64];
         let upload = |t: tch::Tensor| {
             if device.is_cuda() {
-                t.pin_memory(device).to_device(device)
+                let kind = t.kind();
+                t.pin_memory(device).to_device_(device, kind, true, false)
             } else {
                 t
             }
@@ -176,10 +179,72 @@ impl Batch {
                     + per_channel(bias)
             }
         };
-        (
-            images,
-            tch::Tensor::from_slice(&self.labels).to_device(device),
-        )
+        (images, upload(tch::Tensor::from_slice(&self.labels)))
+    }
+}
+
+/// A batch and its tensors on the device.
+#[cfg(feature = "tch")]
+pub struct DeviceBatch {
+    pub batch: Batch,
+    pub images: tch::Tensor,
+    pub labels: tch::Tensor,
+}
+
+/// An epoch's batches as tensors on a device, one uploaded ahead on request:
+/// call [`DeviceBatches::prefetch`] right after queueing a batch's work on the
+/// GPU, and the next batch's pinning and copy overlap that work instead of
+/// waiting for it (on the CPU it only moves the same work earlier). The batches
+/// and their order are the epoch's, prefetched or not.
+#[cfg(feature = "tch")]
+pub struct DeviceBatches {
+    inner: EpochIter,
+    device: tch::Device,
+    ready: Option<Result<DeviceBatch, DataError>>,
+    ended: bool,
+}
+
+#[cfg(feature = "tch")]
+impl DeviceBatches {
+    pub fn new(inner: EpochIter, device: tch::Device) -> Self {
+        Self {
+            inner,
+            device,
+            ready: None,
+            ended: false,
+        }
+    }
+
+    /// Uploads the next batch now, unless one is waiting or the epoch has ended.
+    pub fn prefetch(&mut self) {
+        if self.ready.is_some() || self.ended {
+            return;
+        }
+        self.ready = match self.inner.next() {
+            Some(Ok(batch)) => {
+                let (images, labels) = batch.to_tensors(self.device);
+                Some(Ok(DeviceBatch {
+                    batch,
+                    images,
+                    labels,
+                }))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => {
+                self.ended = true;
+                None
+            }
+        };
+    }
+}
+
+#[cfg(feature = "tch")]
+impl Iterator for DeviceBatches {
+    type Item = Result<DeviceBatch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.prefetch();
+        self.ready.take()
     }
 }
 

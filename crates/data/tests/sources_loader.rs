@@ -491,6 +491,48 @@ fn batches_become_tensors() {
     );
 }
 
+/// Batches uploaded ahead (`DeviceBatches::prefetch`, called at any point) are the
+/// epoch's batches in its order, as tensors.
+#[cfg(feature = "tch")]
+#[test]
+fn prefetched_device_batches_are_the_epoch_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = folder_dataset(dir.path());
+    let cfg = LoaderConfig {
+        batch_size: 3,
+        ..LoaderConfig::default()
+    };
+    let loader = Loader::new(ds, train_pipeline(), cfg, 5).unwrap();
+    let plain: Vec<(Vec<i64>, tch::Tensor)> = loader
+        .epoch(1, 1)
+        .map(|b| {
+            let b = b.unwrap();
+            let (x, _) = b.to_tensors(tch::Device::Cpu);
+            (b.labels.clone(), x)
+        })
+        .collect();
+    assert!(plain.len() >= 3);
+    let mut it = clip_data::DeviceBatches::new(loader.epoch(1, 1), tch::Device::Cpu);
+    it.prefetch();
+    it.prefetch();
+    let mut got = Vec::new();
+    while let Some(b) = it.next() {
+        let b = b.unwrap();
+        if got.len() % 2 == 0 {
+            it.prefetch();
+        }
+        assert_eq!(Vec::<i64>::try_from(&b.labels).unwrap(), b.batch.labels);
+        got.push((b.batch.labels.clone(), b.images));
+    }
+    it.prefetch();
+    assert!(it.next().is_none());
+    assert_eq!(got.len(), plain.len());
+    for ((la, xa), (lb, xb)) in plain.iter().zip(&got) {
+        assert_eq!(la, lb);
+        assert!(xa.equal(xb));
+    }
+}
+
 /// `output = "u8"` batches hold the same samples as byte planes that the batch's
 /// `normalize` maps exactly onto the f32 batch; erasing and mixing need f32.
 #[test]

@@ -21,8 +21,10 @@ const LIBTORCH_LIB: &str = env!("CLIP_LIBTORCH_LIB");
 /// once, so that libtorch sees the GPUs. The linker drops it from binaries that
 /// name none of its symbols (tch-rs issues #329, #980), and then
 /// `tch::Cuda::is_available()` is false on a GPU machine; loading it on demand
-/// also spares CPU-only runs its start-up cost. Fails with the loader's message
-/// (a CPU-only libtorch has no such file).
+/// also spares CPU-only runs its start-up cost. Call it before anything asks
+/// libtorch about CUDA (`tch::Cuda::*`, `tch::manual_seed`, a CUDA tensor):
+/// libtorch answers "no CUDA" for good once asked without its CUDA library.
+/// Fails with the loader's message (a CPU-only libtorch has no such file).
 pub fn load_cuda() -> std::result::Result<(), String> {
     static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     LOADED

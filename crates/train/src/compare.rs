@@ -421,6 +421,9 @@ pub fn compare(
     train: &mut dyn FnMut(&TrainJob) -> Result<()>,
 ) -> Result<CompareReport> {
     let cfg = RunConfig::load(config_path, overrides)?;
+    // A device that is not there fails here, before any training; and CUDA is
+    // loaded before anything asks libtorch about it.
+    Placement::of_run(&cfg)?;
     std::fs::create_dir_all(out_dir).map_err(TrainError::io("cannot create", out_dir))?;
     let (train_ds, val_ds) = load_datasets(&cfg)?;
     let mut report = CompareReport {

@@ -5,7 +5,9 @@ use tch::{Device, Kind, Tensor};
 
 use std::path::PathBuf;
 
-use clip_data::{Batch, Loader, Pipeline, Replaced, RgbImage, SampleRng};
+use clip_data::{
+    Batch, DeviceBatch, DeviceBatches, Loader, Pipeline, Replaced, RgbImage, SampleRng,
+};
 use clip_model::{ClipClassifier, Pass};
 
 use crate::artifacts::Placement;
@@ -94,15 +96,21 @@ impl EvalCounts {
             confusion: vec![vec![0u64; classes]; classes],
             replaced: Vec::new(),
         };
-        for batch in loader.epoch(0, 0) {
-            let batch = batch?;
+        let mut batches = DeviceBatches::new(loader.epoch(0, 0), device);
+        while let Some(b) = batches.next() {
+            let DeviceBatch {
+                batch,
+                images: x,
+                labels: y,
+            } = b?;
             if batch.placeholder {
                 continue;
             }
-            let (x, y) = batch.to_tensors(device);
             let logits =
                 tch::no_grad(|| precision.autocast(device, || model.forward(&x, Pass::eval())))??
                     .to_kind(Kind::Float);
+            // The next batch goes up while the device computes this one.
+            batches.prefetch();
             if !bool::try_from(logits.isfinite().all())? {
                 // NaN weights would otherwise "predict" class 0 everywhere and score
                 // that class's share as accuracy.

@@ -85,21 +85,19 @@ impl MixedPrecision {
     /// the tape) returns the loss; its gradient, weighted by `weight` and scaled
     /// under fp16, is accumulated into the parameters; with `sync`, the backward
     /// also averages the gradients over the data-parallel ranks. Returns the
-    /// unweighted loss. A non-finite loss without loss scaling is returned without
-    /// a backward pass.
+    /// unweighted loss, detached and not read (reading it waits for the device:
+    /// the caller does that once the step's work is queued; a non-finite loss
+    /// without loss scaling then stops the run before the optimizer steps).
     pub fn backward<'m>(
         &self,
         weight: f64,
         sync: Option<&Reducer>,
         forward: impl FnOnce(&mut GradTape<'m>) -> Result<Tensor>,
-    ) -> Result<f64> {
-        self.autocast(|| -> Result<f64> {
+    ) -> Result<Tensor> {
+        self.autocast(|| -> Result<Tensor> {
             let mut tape = GradTape::new();
             let loss = forward(&mut tape)?;
-            let value = loss.double_value(&[]);
-            if !value.is_finite() && self.scaler.is_none() {
-                return Ok(value);
-            }
+            let value = loss.detach();
             let weighted = loss * weight;
             let to_back = match &self.scaler {
                 Some(s) => s.scale(&weighted),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tch::{Device, Tensor, nn};
 
-use clip_data::{Batch, Loader};
+use clip_data::{Batch, DeviceBatch, DeviceBatches, Loader};
 use clip_model::{ClipClassifier, Pass, Tower, write_safetensors};
 use clip_optim::{AdamW, GroupReport, LrSchedule};
 
@@ -155,8 +155,10 @@ impl Trainer {
     /// step's last micro-batch of a data-parallel run the backward also averages
     /// the gradients over the ranks (DDP's Reducer), earlier ones accumulate
     /// locally (`no_sync`).
-    fn micro_step(&self, batch: &Batch, weight: f64, seed: i64, last: bool) -> Result<f64> {
-        let (x, y) = batch.to_tensors(self.device);
+    /// Queues one micro-batch's forward and backward; returns its (unweighted) loss
+    /// on the device, not yet read.
+    fn micro_step(&self, b: &DeviceBatch, weight: f64, seed: i64, last: bool) -> Result<Tensor> {
+        let (batch, x, y) = (&b.batch, &b.images, &b.labels);
         tch::manual_seed(seed);
         let sync = self
             .dp
@@ -164,8 +166,8 @@ impl Trainer {
             .filter(|_| last)
             .and_then(DataParallel::reducer);
         self.amp.backward(weight, sync, |tape| {
-            let logits = self.model.forward(&x, Pass::train().tape(tape))?;
-            self.loss(&logits, batch, &y)
+            let logits = self.model.forward(x, Pass::train().tape(tape))?;
+            self.loss(&logits, batch, y)
         })
     }
 
@@ -304,9 +306,11 @@ impl Trainer {
     /// data-parallel run, this rank's share: its loss weighted by its part of the
     /// global micro-batch (the gradient average over the ranks is then the
     /// single-process gradient), and the loss and image count to sum over ranks.
+    /// The losses are read once the step's work is queued (one wait for the
+    /// device per step), and each next batch is uploaded while the device works.
     fn accumulate(
         &mut self,
-        iter: &mut clip_data::EpochIter,
+        iter: &mut DeviceBatches,
         n: usize,
         epoch: u64,
     ) -> Result<(f64, usize)> {
@@ -320,11 +324,13 @@ impl Trainer {
             Some(_) => self.trainable(),
             None => Vec::new(),
         };
-        let (mut step_loss, mut images) = (0.0, 0usize);
+        let mut losses = Vec::with_capacity(n);
+        let mut images = 0usize;
         for micro in 0..n {
-            let batch = iter.next().ok_or_else(|| {
+            let b = iter.next().ok_or_else(|| {
                 TrainError::config("data", "the loader ended before the epoch did")
             })??;
+            let batch = &b.batch;
             self.corrupt.0.record(&batch.replaced)?;
             let s = seed
                 .wrapping_mul(1_000_003)
@@ -338,16 +344,23 @@ impl Trainer {
             if last && let Some(dp) = self.dp.as_mut() {
                 dp.begin_sync(&trainable);
             }
-            let l = self.micro_step(&batch, weight, s, last)?;
+            let l = self.micro_step(&b, weight, s, last)?;
+            // The next batch (of this step or the next) goes up while this one runs.
+            iter.prefetch();
+            losses.push((share, l));
+            images += counted;
+        }
+        if let Some(dp) = self.dp.as_mut() {
+            dp.finish_gradients(&trainable)?;
+        }
+        let mut step_loss = 0.0;
+        for (share, l) in losses {
+            let l = l.double_value(&[]);
             if !l.is_finite() && !self.amp.scales_loss() {
                 self.opt.zero_grad()?;
                 return Err(self.non_finite(epoch, l));
             }
             step_loss += share * l / n as f64;
-            images += counted;
-        }
-        if let Some(dp) = self.dp.as_mut() {
-            dp.finish_gradients(&trainable)?;
         }
         Ok((step_loss, images))
     }
@@ -375,7 +388,7 @@ impl Trainer {
             ));
         }
         self.opt.zero_grad()?;
-        let mut iter = self.train.epoch(epoch, first_batch);
+        let mut iter = DeviceBatches::new(self.train.epoch(epoch, first_batch), self.device);
         self.accumulate(&mut iter, n, epoch)?;
         let grads = self
             .opt
@@ -392,7 +405,7 @@ impl Trainer {
     /// One optimizer step over `n` micro-batches drawn from `iter`.
     fn train_step(
         &mut self,
-        iter: &mut clip_data::EpochIter,
+        iter: &mut DeviceBatches,
         n: usize,
         epoch: u64,
     ) -> Result<StepOutcome> {
@@ -494,7 +507,10 @@ impl Trainer {
             let epoch = self.state.epoch;
             let trainable = self.apply_unfreeze(epoch);
             Self::emit(observers, Event::EpochStart { epoch, trainable })?;
-            let mut iter = self.train.epoch(epoch, self.state.batch_in_epoch);
+            let mut iter = DeviceBatches::new(
+                self.train.epoch(epoch, self.state.batch_in_epoch),
+                self.device,
+            );
             while self.state.batch_in_epoch < batches {
                 let t0 = Instant::now();
                 let n = accum.min(batches - self.state.batch_in_epoch);

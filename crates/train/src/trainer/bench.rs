@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use clip_data::DeviceBatches;
+
 use super::Trainer;
 use crate::error::Result;
 use crate::report::{BenchReport, peak_memory, reset_peak_memory};
@@ -18,12 +20,12 @@ impl Trainer {
         let mut times = Vec::with_capacity(steps);
         let mut images = 0usize;
         let mut epoch = 0u64;
-        let mut iter = self.train.epoch(epoch, 0);
+        let mut iter = DeviceBatches::new(self.train.epoch(epoch, 0), self.device);
         let mut pos = 0usize;
         for i in 0..warmup + steps {
             if pos + accum > batches {
                 epoch += 1;
-                iter = self.train.epoch(epoch, 0);
+                iter = DeviceBatches::new(self.train.epoch(epoch, 0), self.device);
                 pos = 0;
             }
             if i == warmup {
