@@ -16,6 +16,9 @@ echo "== cargo test --workspace"
 run cargo test --workspace --all-targets
 run cargo test --workspace --doc
 
+echo "== the CUDA tests compile (they run on a GPU: scripts/gpu_check.sh)"
+run cargo test -p clip-train --features cuda-tests --test cuda --no-run
+
 echo "== cargo test -p clip-data (without libtorch)"
 run cargo test -p clip-data --lib --tests
 
