@@ -202,6 +202,7 @@ pub struct DeviceBatches {
     device: tch::Device,
     ready: Option<Result<DeviceBatch, DataError>>,
     ended: bool,
+    waited: std::time::Duration,
 }
 
 #[cfg(feature = "tch")]
@@ -212,7 +213,14 @@ impl DeviceBatches {
             device,
             ready: None,
             ended: false,
+            waited: std::time::Duration::ZERO,
         }
+    }
+
+    /// The time spent waiting for the loader's batches so far: a loader that keeps
+    /// up has them ready, one that does not makes training wait here.
+    pub fn waited(&self) -> std::time::Duration {
+        self.waited
     }
 
     /// Uploads the next batch now, unless one is waiting or the epoch has ended.
@@ -220,7 +228,10 @@ impl DeviceBatches {
         if self.ready.is_some() || self.ended {
             return;
         }
-        self.ready = match self.inner.next() {
+        let t0 = std::time::Instant::now();
+        let next = self.inner.next();
+        self.waited += t0.elapsed();
+        self.ready = match next {
             Some(Ok(batch)) => {
                 let (images, labels) = batch.to_tensors(self.device);
                 Some(Ok(DeviceBatch {

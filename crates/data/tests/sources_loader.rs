@@ -513,8 +513,17 @@ fn prefetched_device_batches_are_the_epoch_in_order() {
         .collect();
     assert!(plain.len() >= 3);
     let mut it = clip_data::DeviceBatches::new(loader.epoch(1, 1), tch::Device::Cpu);
+    assert_eq!(it.waited(), std::time::Duration::ZERO);
     it.prefetch();
+    // The first batch had to be waited for (the loader thread had just started).
+    let first_wait = it.waited();
+    assert!(first_wait > std::time::Duration::ZERO);
     it.prefetch();
+    assert_eq!(
+        it.waited(),
+        first_wait,
+        "a waiting batch is not fetched again"
+    );
     let mut got = Vec::new();
     while let Some(b) = it.next() {
         let b = b.unwrap();

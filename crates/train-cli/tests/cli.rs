@@ -254,6 +254,14 @@ fn train_export_eval_predict_inspect_preview_bench() {
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(b["train_images_per_s"].as_f64().unwrap() > 0.0);
     assert!(b["median_step_s"].as_f64().unwrap() > 0.0);
+    // The steps without their wait for batches are at least as fast as with it.
+    let (train, step) = (
+        b["train_images_per_s"].as_f64().unwrap(),
+        b["step_images_per_s"].as_f64().unwrap(),
+    );
+    let share = b["loader_wait_share"].as_f64().unwrap();
+    assert!(step >= train && (0.0..=1.0).contains(&share), "{b}");
+    assert!((train / step - (1.0 - share)).abs() < 1e-6, "{b}");
     // On the CPU the memory figure is the process's resident peak, and says so.
     assert_eq!(b["memory_kind"], "host_rss", "{b}");
     assert!(b["peak_memory_mib"].as_f64().unwrap() > 10.0, "{b}");

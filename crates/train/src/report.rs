@@ -144,7 +144,15 @@ pub struct BenchReport {
     pub batch_size: usize,
     pub grad_accum: usize,
     pub precision: Precision,
+    /// Images per second of the timed steps, waiting for the loader included.
     pub train_images_per_s: f64,
+    /// The same steps without the time they waited for batches: what the model
+    /// and optimizer alone sustain. Above `loader_images_per_s`, the loader is the
+    /// bottleneck.
+    pub step_images_per_s: f64,
+    /// The share of the timed steps spent waiting for batches.
+    pub loader_wait_share: f64,
+    /// The loader alone over as many images (all its threads, no training).
     pub loader_images_per_s: f64,
     pub median_step_s: f64,
     /// The peak of `memory_kind` over the timed steps.

@@ -22,11 +22,17 @@ impl Trainer {
         let mut epoch = 0u64;
         let mut iter = DeviceBatches::new(self.train.epoch(epoch, 0), self.device);
         let mut pos = 0usize;
+        // Time the timed steps spent waiting for batches (summed over the epochs).
+        let (mut waited, mut waited_before) = (0.0, 0.0);
         for i in 0..warmup + steps {
             if pos + accum > batches {
                 epoch += 1;
+                waited += iter.waited().as_secs_f64();
                 iter = DeviceBatches::new(self.train.epoch(epoch, 0), self.device);
                 pos = 0;
+            }
+            if i == warmup {
+                waited_before = waited + iter.waited().as_secs_f64();
             }
             if i == warmup {
                 // The timed steps are the phase the memory figures describe.
@@ -40,6 +46,7 @@ impl Trainer {
                 images += outcome.images;
             }
         }
+        let loader_wait_s = waited + iter.waited().as_secs_f64() - waited_before;
         drop(iter);
         let memory = peak_memory(self.device);
         let train_time: f64 = times.iter().sum();
@@ -70,6 +77,8 @@ impl Trainer {
             grad_accum: accum,
             precision: self.amp.precision(),
             train_images_per_s: images as f64 / train_time.max(1e-9),
+            step_images_per_s: images as f64 / (train_time - loader_wait_s).max(1e-9),
+            loader_wait_share: (loader_wait_s / train_time.max(1e-9)).clamp(0.0, 1.0),
             loader_images_per_s: loader_images as f64 / loader_time.max(1e-9),
             median_step_s: times.get(times.len() / 2).copied().unwrap_or(0.0),
             peak_memory_mib: memory.peak_mib,
