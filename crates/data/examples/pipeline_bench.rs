@@ -85,6 +85,50 @@ fn main() -> anyhow::Result<()> {
         }
         result.insert(format!("{name}_ms_per_image"), median(per_image).into());
     }
+    // `data.loader.decode = "draft"`: JPEGs at the reduced DCT scale each
+    // pipeline allows, its time, and how far its output is from the exact path's
+    // (same random draws), in 8-bit levels (normalised difference x std x 255).
+    for (name, pipeline) in [("train", &train), ("eval", &eval)] {
+        let reduce = |w: usize, h: usize| pipeline.draft_reduction(w, h);
+        let mut per_image = Vec::new();
+        for r in 0..repeat {
+            let t = Instant::now();
+            for (i, b) in bytes.iter().enumerate() {
+                let img = RgbImage::decode_draft(b, reduce)?;
+                pipeline.apply_into(img, &mut SampleRng::new(0, r as u64, i as u64), &mut out)?;
+            }
+            per_image.push(t.elapsed().as_secs_f64() * 1e3 / bytes.len() as f64);
+        }
+        result.insert(
+            format!("{name}_draft_ms_per_image"),
+            median(per_image).into(),
+        );
+        let (mut sum, mut max, mut n, mut reduced) = (0.0f64, 0.0f64, 0usize, 0usize);
+        let mut exact = vec![0f32; out.len()];
+        for (i, b) in bytes.iter().enumerate() {
+            let full = RgbImage::decode(b)?;
+            let (w, h) = (full.width, full.height);
+            reduced += usize::from(reduce(w, h) >= 2);
+            pipeline.apply_into(full, &mut SampleRng::new(0, 0, i as u64), &mut exact)?;
+            let img = RgbImage::decode_draft(b, reduce)?;
+            pipeline.apply_into(img, &mut SampleRng::new(0, 0, i as u64), &mut out)?;
+            let plane = out.len() / 3;
+            for (j, (a, e)) in out.iter().zip(&exact).enumerate() {
+                let d = f64::from((a - e).abs())
+                    * f64::from(Normalize::IMAGENET_STD[j / plane])
+                    * 255.0;
+                sum += d;
+                max = max.max(d);
+                n += 1;
+            }
+        }
+        result.insert(
+            format!("{name}_draft_mean_abs_levels"),
+            (sum / n as f64).into(),
+        );
+        result.insert(format!("{name}_draft_max_abs_levels"), max.into());
+        result.insert(format!("{name}_draft_reduced_images"), reduced.into());
+    }
     println!("{}", serde_json::Value::Object(result));
     Ok(())
 }

@@ -62,6 +62,80 @@ impl RgbImage {
         })
     }
 
+    /// Decodes an image file; a JPEG at the largest DCT reduction (1/2, 1/4, 1/8)
+    /// that `reduction(width, height)` allows (see [`RgbImage::decode_draft`]).
+    pub fn open_draft(
+        path: &Path,
+        reduction: impl Fn(usize, usize) -> usize,
+    ) -> Result<Self, DataError> {
+        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// A JPEG decoded at reduced scale through the scaled inverse DCT (what PIL's
+    /// `Image.draft` does with libjpeg): 1/4 or 1/8 of each side, the larger of
+    /// those not above `reduction(width, height)` (the full size's); below 4 it
+    /// decodes exactly as [`RgbImage::decode`] (at 1/2 this decoder's slower
+    /// entropy decoding ate the saving: docs/BENCHMARKS.md). 2.4x less time for
+    /// 10-megapixel photos; the pixels differ from decoding in full and resizing
+    /// (docs/BENCHMARKS.md). Other formats decode in full.
+    pub fn decode_draft(
+        bytes: &[u8],
+        reduction: impl Fn(usize, usize) -> usize,
+    ) -> Result<Self, image::ImageError> {
+        if !bytes.starts_with(&[0xFF, 0xD8]) {
+            return Self::decode(bytes);
+        }
+        let bad = |e: jpeg_decoder::Error| {
+            image::ImageError::Decoding(image::error::DecodingError::new(
+                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
+                e,
+            ))
+        };
+        let mut d = jpeg_decoder::Decoder::new(bytes);
+        d.read_info().map_err(bad)?;
+        let Some(info) = d.info() else {
+            return Self::decode(bytes);
+        };
+        let (w, h) = (usize::from(info.width), usize::from(info.height));
+        let k = [8usize, 4]
+            .into_iter()
+            .find(|&k| k <= reduction(w, h))
+            .unwrap_or(1);
+        if k == 1 || w == 0 || h == 0 {
+            return Self::decode(bytes);
+        }
+        // The decoder picks the smallest scale giving at least this size.
+        let (sw, sh) = d
+            .scale(w.div_ceil(k) as u16, h.div_ceil(k) as u16)
+            .map_err(bad)?;
+        let pixels = d.decode().map_err(bad)?;
+        let Some(info) = d.info() else {
+            return Self::decode(bytes);
+        };
+        let (sw, sh) = (usize::from(sw), usize::from(sh));
+        let data = match info.pixel_format {
+            jpeg_decoder::PixelFormat::RGB24 => pixels,
+            jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&g| [g; 3]).collect(),
+            // 16-bit and CMYK JPEGs are rare: decoded in full, as the exact path does.
+            _ => return Self::decode(bytes),
+        };
+        if data.len() != sw * sh * 3 {
+            return Self::decode(bytes);
+        }
+        Ok(Self {
+            width: sw,
+            height: sh,
+            data,
+        })
+    }
+
     /// Decodes encoded bytes, converting every mode to RGB as PIL's
     /// `convert("RGB")`: alpha dropped (not composited), grey replicated, palette
     /// expanded; 16-bit grey clamped to 255 (PIL's `I;16` → `L`), 16-bit colour

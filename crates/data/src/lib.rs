@@ -45,7 +45,8 @@ pub use geometry::{
 };
 pub use image::RgbImage;
 pub use loader::{
-    Batch, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Replaced, Shard, max_threads,
+    Batch, Decode, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Replaced, Shard,
+    max_threads,
 };
 #[cfg(feature = "tch")]
 pub use loader::{DeviceBatch, DeviceBatches};

@@ -40,6 +40,20 @@ pub enum Output {
     U8,
 }
 
+/// How JPEGs are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decode {
+    /// Every pixel, as PIL without `draft` (torchvision's pixels).
+    #[default]
+    Exact,
+    /// JPEGs at the largest 1/4 or 1/8 DCT scale that still covers the
+    /// pipeline's first resize or crop at full resolution (PIL's `draft`): far less
+    /// decoding for photos four or more times the model's input size; pixels
+    /// differ slightly (docs/BENCHMARKS.md).
+    Draft,
+}
+
 /// A batch's images, `batch x 3 x height x width`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pixels {
@@ -68,6 +82,8 @@ pub struct LoaderConfig {
     pub max_corrupt_share: f64,
     /// `f32` (normalised on the CPU) or `u8` (normalised on the device).
     pub output: Output,
+    /// `exact` or `draft` (reduced-scale JPEG decoding).
+    pub decode: Decode,
 }
 
 impl Default for LoaderConfig {
@@ -83,6 +99,7 @@ impl Default for LoaderConfig {
             on_corrupt: OnCorrupt::Error,
             max_corrupt_share: 0.01,
             output: Output::F32,
+            decode: Decode::Exact,
         }
     }
 }
@@ -507,7 +524,13 @@ impl Loader {
         let mut first_err = None;
         for k in 0..n {
             let j = (*i + k) % n;
-            match self.dataset.image(j) {
+            let image = match self.config.decode {
+                Decode::Exact => self.dataset.image(j),
+                Decode::Draft => self
+                    .dataset
+                    .image_draft(j, |w, h| self.pipeline.draft_reduction(w, h)),
+            };
+            match image {
                 Ok(img) => {
                     if k > 0 {
                         if let Ok(mut r) = replaced.lock() {

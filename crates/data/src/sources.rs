@@ -343,6 +343,19 @@ impl Dataset {
         }
     }
 
+    /// Image `i`, a JPEG file decoded at the reduction `reduction(width, height)`
+    /// allows ([`RgbImage::decode_draft`]); other images as [`Dataset::image`].
+    pub fn image_draft(
+        &self,
+        i: usize,
+        reduction: impl Fn(usize, usize) -> usize,
+    ) -> Result<RgbImage, DataError> {
+        match &*self.storage {
+            Storage::Files(files) => RgbImage::open_draft(&files[self.view[i]], reduction),
+            _ => self.image(i),
+        }
+    }
+
     /// Decodes item `i` (an error names the file).
     pub fn image(&self, i: usize) -> Result<RgbImage, DataError> {
         let k = self.view[i];

@@ -561,6 +561,44 @@ impl Pipeline {
         }
     }
 
+    /// How much a `width x height` image may shrink before the pipeline sees it
+    /// (`data.loader.decode = "draft"`) without its first geometric step ever
+    /// upsampling because of it: `resize` to a shorter side `s` allows
+    /// `shorter / s`; `random_resized_crop` to `s` with areas from `scale[0]` and
+    /// aspect ratios up to `ratio[1]` allows `sqrt(scale[0] x w x h / ratio[1]) / s`
+    /// (the smallest crop's shorter side stays at least `s`); anything else 1.
+    pub fn draft_reduction(&self, width: usize, height: usize) -> usize {
+        let first = self.ops.iter().find(|op| {
+            !matches!(
+                op,
+                TransformConfig::RandomHorizontalFlip { .. } | TransformConfig::ColorJitter { .. }
+            )
+        });
+        let (w, h) = (width as f64, height as f64);
+        let allowed = match first {
+            Some(TransformConfig::Resize {
+                size: Size::One(s), ..
+            }) => w.min(h) / *s as f64,
+            Some(TransformConfig::Resize {
+                size: Size::Hw([sh, sw]),
+                ..
+            }) => (w / *sw as f64).min(h / *sh as f64),
+            Some(TransformConfig::RandomResizedCrop {
+                size, scale, ratio, ..
+            }) => {
+                let (sh, sw) = size.hw();
+                let smallest = (scale[0] * w * h / ratio[1].max(1.0 / ratio[0])).sqrt();
+                smallest / sh.max(sw) as f64
+            }
+            _ => 1.0,
+        };
+        if allowed.is_finite() && allowed >= 1.0 {
+            allowed.floor() as usize
+        } else {
+            1
+        }
+    }
+
     /// The output `(height, width)` for an input of the given size, when fixed by a
     /// crop or an exact resize (`None` if it depends on the input's aspect ratio).
     pub fn output_size(&self) -> Option<(usize, usize)> {

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::Path;
 
 use clip_data::{
-    Dataset, Loader, LoaderConfig, Output, Pipeline, Pixels, RgbImage, SampleRng, SourceConfig,
-    TransformConfig,
+    Dataset, Loader, LoaderConfig, Normalize, Output, Pipeline, Pixels, RgbImage, SampleRng, Size,
+    SourceConfig, TransformConfig,
 };
 
 fn png(path: &Path, w: u32, h: u32, shade: u8) {
@@ -717,4 +717,121 @@ fn automatic_augmentation_policies_are_configured_and_deterministic() {
             distinct.len()
         );
     }
+}
+
+/// `data.loader.decode = "draft"`: how far each pipeline lets an image shrink, and
+/// a large JPEG decoded at 1/4 scale close to the full decode averaged over 4x4
+/// blocks; anything the pipeline does not let shrink 4x, and other formats,
+/// decode exactly.
+#[test]
+fn draft_decoding_shrinks_large_jpegs_only_as_far_as_the_pipeline_allows() {
+    let eval = Pipeline::clip_eval(224);
+    assert_eq!(eval.draft_reduction(3840, 2560), 11); // 2560 / 224
+    assert_eq!(eval.draft_reduction(500, 375), 1);
+    // RandomResizedCrop(224, scale 0.8, ratio 3/4..4/3): the smallest crop's
+    // shorter side is sqrt(0.8 x w x h x 3/4).
+    let train = Pipeline::tutorial_train(224, Normalize::imagenet());
+    assert_eq!(train.draft_reduction(1024, 768), 3); // 687 / 224 = 3.07
+    assert_eq!(train.draft_reduction(3840, 2560), 10); // 2429 / 224
+    let crop_first = Pipeline::new(
+        vec![TransformConfig::CenterCrop {
+            size: Size::One(224),
+            convention: Default::default(),
+        }],
+        "t",
+    )
+    .unwrap();
+    assert_eq!(crop_first.draft_reduction(3840, 2560), 1);
+
+    // A smooth 1024x768 photo-like JPEG.
+    let (w, h) = (1024usize, 768usize);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let f = |a: f64| (127.5 + 100.0 * a.sin()) as u8;
+            rgb.extend([
+                f(x as f64 / 97.0),
+                f(y as f64 / 61.0),
+                f((x + y) as f64 / 143.0),
+            ]);
+        }
+    }
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 92)
+        .encode(&rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let full = RgbImage::decode(&jpeg).unwrap();
+    let quarter = RgbImage::decode_draft(&jpeg, |_, _| 5).unwrap();
+    assert_eq!((quarter.width, quarter.height), (256, 192));
+    let mut diff = 0.0;
+    for y in 0..192 {
+        for x in 0..256 {
+            for c in 0..3 {
+                let mut sum = 0u32;
+                for dy in 0..4 {
+                    for dx in 0..4 {
+                        sum += u32::from(full.data[((4 * y + dy) * w + 4 * x + dx) * 3 + c]);
+                    }
+                }
+                let box_avg = f64::from(sum) / 16.0;
+                diff += (box_avg - f64::from(quarter.data[(y * 256 + x) * 3 + c])).abs();
+            }
+        }
+    }
+    let mean = diff / (256.0 * 192.0 * 3.0);
+    assert!(mean < 1.5, "mean difference {mean} levels");
+    let eighth = RgbImage::decode_draft(&jpeg, |_, _| 100).unwrap();
+    assert_eq!((eighth.width, eighth.height), (128, 96));
+    // Less than 4x allowed: the exact decode.
+    assert_eq!(RgbImage::decode_draft(&jpeg, |_, _| 3).unwrap(), full);
+    // The loader decodes at the reduced scale when asked (a 64 px model: 1/8).
+    let dir = tempfile::tempdir().unwrap();
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(class)).unwrap();
+        std::fs::write(dir.path().join(class).join("0.jpg"), &jpeg).unwrap();
+    }
+    let src = SourceConfig::ImageFolder {
+        path: dir.path().to_path_buf(),
+    };
+    let ds = Dataset::load(&src, "data.train").unwrap();
+    let batch = |decode| {
+        let cfg = LoaderConfig {
+            batch_size: 2,
+            shuffle: false,
+            decode,
+            ..LoaderConfig::default()
+        };
+        let l = Loader::new(ds.clone(), Pipeline::clip_eval(64), cfg, 0).unwrap();
+        let b = l.epoch(0, 0).next().unwrap().unwrap();
+        b.images_f32().unwrap().to_vec()
+    };
+    let (exact, draft) = (
+        batch(clip_data::Decode::Exact),
+        batch(clip_data::Decode::Draft),
+    );
+    assert_eq!(exact.len(), 2 * 3 * 64 * 64);
+    let d: f64 = exact
+        .iter()
+        .zip(&draft)
+        .map(|(a, b)| f64::from((a - b).abs()))
+        .sum::<f64>()
+        / exact.len() as f64;
+    // Different pixels (the draft path ran), yet close (normalised units; 0.05 is
+    // about 3 levels).
+    assert!(d > 1e-4 && d < 0.05, "mean difference {d}");
+
+    // Other formats decode in full.
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &rgb,
+        w as u32,
+        h as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .unwrap();
+    assert_eq!(
+        RgbImage::decode_draft(&png, |_, _| 8).unwrap(),
+        RgbImage::decode(&png).unwrap()
+    );
 }
