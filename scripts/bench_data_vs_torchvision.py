@@ -7,7 +7,12 @@ ToTensor, Normalize), CLIP's eval preprocessing (resize 224 bicubic, center crop
 ToTensor, Normalize), or RandomResizedCrop 224 + flip + TrivialAugmentWide + ToTensor +
 Normalize; and decoding alone. Prints median milliseconds per image and the ratio.
 
-.venv/bin/python scripts/bench_data_vs_torchvision.py [--images 32] [--repeat 5]
+.venv/bin/python scripts/bench_data_vs_torchvision.py [--images 32] [--repeat 5] [--files PHOTO...]
+
+--files times these images instead of generated ones (real photos: decoding weighs
+more). The `draft` rows are ours with `data.loader.decode = "draft"` (JPEGs at 1/4 or
+1/8 scale where the pipeline allows), against torchvision's exact path, with the mean
+and largest pixel difference to our exact path in 8-bit levels.
 """
 import argparse
 import json
@@ -53,6 +58,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--files", nargs="+", help="images to time instead of generated ones")
     args = ap.parse_args()
     torch.set_num_threads(1)
     norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -64,7 +70,7 @@ def main():
     evaluation = T.Compose([T.Resize(224, T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(), clip_norm])
     trivial = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.TrivialAugmentWide(), T.ToTensor(), norm])
     with tempfile.TemporaryDirectory() as d:
-        files = make_images(d, args.images)
+        files = args.files or make_images(d, args.images)
         subprocess.run(["cargo", "build", "-q", "--release", "-p", "clip-data", "--example", "pipeline_bench"], cwd=ROOT, check=True)
         exe = os.path.join(ROOT, "target", "release", "examples", "pipeline_bench")
         ours = json.loads(subprocess.run([exe, *files, "--repeat", str(args.repeat)], check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": "1"}).stdout)
@@ -72,6 +78,11 @@ def main():
             tv = time_torchvision(files, pipe, args.repeat)
             us = ours[f"{name}_ms_per_image"]
             print(f"{name:7s}: torchvision+PIL {tv:6.2f} ms/image, ours {us:6.2f} ms/image, ratio {tv / us:.2f}x")
+            if f"{name}_draft_ms_per_image" in ours:
+                dr = ours[f"{name}_draft_ms_per_image"]
+                print(f"{name + ' draft':13s}: ours {dr:6.2f} ms/image, ratio {tv / dr:.2f}x; "
+                      f"{ours[f'{name}_draft_reduced_images']} of {len(files)} images reduced, pixel difference to our exact path "
+                      f"mean {ours[f'{name}_draft_mean_abs_levels']:.2f}, max {ours[f'{name}_draft_max_abs_levels']:.0f} levels")
 
 
 if __name__ == "__main__":
