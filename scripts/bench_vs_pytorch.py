@@ -151,8 +151,9 @@ def main():
     device_sets = ["--set", 'run.device="cuda"', "--set", 'data.loader.output="u8"'] if cuda else []
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "images")
-        # Enough images for two full batches of the largest size per epoch.
-        per_class = max(12, -(-max(batches) * 2 // 4))
+        # One epoch holds every timed step's full batch (10 % go to validation): a
+        # new epoch restarts the loader, which would starve the GPU at the seam.
+        per_class = max(12, -(-max(batches) * (args.steps + args.warmup + 1) * 10 // (4 * 9)))
         make_images(data, per_class=per_class, size=(256, 256) if cuda else (375, 500))
         fastest = 0.0
         memory = "GPU MiB" if cuda else "RSS MiB"
