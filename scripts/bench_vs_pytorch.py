@@ -8,7 +8,8 @@ head (LLRD groups on our side, one group in PyTorch), same batch and precision
 (fp32, or bf16 through CPU autocast). PyTorch runs on pre-made tensors (no data
 loading); `train-cli bench` includes its loader (decode, resize, crop, normalise
 on background threads). Each side runs in its own process, one after the other;
-peak memory is that process's peak RSS on the CPU, and on CUDA the caching
+peak memory is the process's peak RSS on the CPU (ours over the timed steps: `bench`
+resets it there; PyTorch's over the whole process), and on CUDA the caching
 allocator's peak allocated bytes over the timed steps (torch.cuda.max_memory_allocated
 on both sides: ours reads the same allocator through libtorch).
 
