@@ -268,6 +268,40 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert!(b["peak_reserved_mib"].is_null(), "{b}");
 }
 
+/// With stderr going to a file (nohup, Slurm, CI), the run logs plain step lines
+/// (epoch, step of the run, loss, lr, images/s, elapsed, ETA) and no terminal codes.
+#[test]
+fn a_run_logged_to_a_file_prints_plain_step_lines_without_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let args: Vec<String> = train_args(tmp.path(), &data)
+        .into_iter()
+        .filter(|a| a != "--quiet")
+        .collect();
+    let o = run(bin().env_remove("RUST_LOG").args(&args));
+    assert!(o.status.success());
+    let err = stderr(&o);
+    assert!(
+        !err.contains('\x1b'),
+        "terminal codes in a log file:\n{err}"
+    );
+    // smoke: 9 images, batch 8 -> 2 steps per epoch, 3 epochs, a line per step.
+    for step in 1..=6 {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("epoch {}/3 step {step}/6 loss ", (step + 1) / 2)))
+            .unwrap_or_else(|| panic!("no line for step {step}:\n{err}"));
+        assert!(
+            line.contains(" img/s elapsed ") && line.contains(" eta "),
+            "{line}"
+        );
+    }
+    assert!(err.contains("eta 0:00"), "{err}");
+    assert!(err.contains("evaluating after step 2..."), "{err}");
+    assert!(err.contains("INFO"), "the info log is there too: {err}");
+}
+
 #[test]
 fn config_errors_name_the_key_the_value_and_the_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -270,6 +270,7 @@ impl Trainer {
         train_loss: Option<f64>,
         save: bool,
     ) -> Result<Decision> {
+        Self::emit(observers, Event::EvalStart)?;
         let (val, ema) = self.evaluate()?;
         let record = EvalRecord {
             epoch: self
@@ -498,6 +499,7 @@ impl Trainer {
             train_images: self.train.dataset().len(),
             val_images: self.val.dataset().len(),
             groups: self.group_report().to_string(),
+            log_every_steps: self.cfg.train.log_every_steps,
         };
         Self::emit(observers, Event::Start(&info))?;
         let batches = self.train.batches_per_epoch();
