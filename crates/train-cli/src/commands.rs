@@ -268,6 +268,7 @@ fn run_eval(
     place: Placement,
 ) -> anyhow::Result<ExitCode> {
     let ds = dataset_for(data, model, "the model")?;
+    announce(place);
     let loader = ordered_loader(&LoaderConfig::default(), ds, pipeline, batch_size, 0)?;
     let mut out = match output {
         Some(p) => Some(std::io::BufWriter::new(
@@ -368,6 +369,7 @@ pub fn predict(
     let place = placement.resolve(model)?;
     let vs = nn::VarStore::new(place.device);
     let (model, pipe) = classifier_with_pipeline(&vs, model)?;
+    announce(place);
     for (path, top) in clip_train::predict_images(&model, &pipe, images, top_k, place, batch_size)?
     {
         if json {
@@ -492,6 +494,7 @@ pub fn wise(
     let mut ft = load_classifier(&vs, fine_tuned)?;
     let vs0 = nn::VarStore::new(place.device);
     let zs = clip_train::zero_shot_like(&vs0, zero_shot, &ft, &[template.to_string()], tokenizer)?;
+    announce(place);
     let ds = dataset_for(data, &ft, "the fine-tuned model")?;
     let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, batch_size, place)?;
     for p in &report.points {
@@ -573,14 +576,17 @@ pub fn compare(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says where a command runs its model, once the model has loaded.
+fn announce(place: Placement) {
+    eprintln!(
+        "running on {} (--device / --precision change it)",
+        place.describe()
+    );
+}
+
 impl PlacementArgs {
     /// The device and precision for the model `spec` (see [`Placement::for_model`]).
     fn resolve(self, spec: &str) -> anyhow::Result<Placement> {
-        let place = Placement::for_model(spec, self.device, self.precision)?;
-        eprintln!(
-            "running {spec} on {} (--device / --precision change it)",
-            place.describe()
-        );
-        Ok(place)
+        Ok(Placement::for_model(spec, self.device, self.precision)?)
     }
 }

@@ -11,12 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Fine-tune CLIP for image classification from one TOML file.
 #[derive(Debug, Parser)]
-#[command(
-    name = "train-cli",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "train-cli", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -220,11 +215,41 @@ fn init_logging(quiet: bool, format: LogFormat) {
     }
 }
 
+/// Whether any training option was given before a subcommand.
+fn has_train_args(a: &TrainArgs) -> bool {
+    a.config.is_some() || a.resume.is_some() || a.output_dir.is_some() || !a.overrides.is_empty()
+}
+
 fn main() -> ExitCode {
+    // Writing to a closed pipe (`train-cli inspect --json | head`) ends the process
+    // quietly, as other command-line tools do, instead of a "Broken pipe" panic.
+    // SAFETY: resets one signal's disposition at start-up, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.log_format);
+    // --quiet / --log-format go before or after a subcommand; the training options
+    // before one only with `train` or none.
+    if let Some(c) = &cli.command
+        && has_train_args(&cli.train)
+    {
+        let takes = match c {
+            Command::Train(a) if !has_train_args(a) => None,
+            _ => Some(()),
+        };
+        if takes.is_some() {
+            eprintln!(
+                "error: --config / --set / --resume / --output-dir belong to training: give them after `train`, or with no subcommand"
+            );
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         None => commands::train(cli.train, cli.quiet),
+        Some(Command::Train(args)) if !has_train_args(&args) => {
+            commands::train(cli.train, cli.quiet)
+        }
         Some(Command::Train(args)) => commands::train(args, cli.quiet),
         Some(Command::Eval {
             model,

@@ -199,6 +199,40 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert!(o.status.success());
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["groups"]["rows"].as_array().unwrap().len() > 3);
+    // A run folder's model shows what the run trained (smoke: the text tower
+    // frozen), an export every parameter.
+    let trained = summary["trainable_parameters"].as_i64().unwrap();
+    let o = run(bin().args(["inspect", "--json", "--model"]).arg(&run_dir));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["trainable"].as_i64(), Some(trained), "{m}");
+    assert!(trained < m["total"].as_i64().unwrap() / 2);
+    let o = run(bin().args(["inspect", "--json", "--model"]).arg(&export));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["trainable"], m["total"], "{m}");
+    // A closed pipe (`inspect --json | head -c 0`) ends the process quietly.
+    let mut child = bin()
+        .args(["inspect", "--json", "--model"])
+        .arg(&run_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_ne!(o.status.code(), Some(101), "{}", stderr(&o));
+    // Global flags go before or after the subcommand.
+    let o = run(bin()
+        .args(["--quiet", "--log-format", "json", "inspect", "--model"])
+        .arg(&run_dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(bin()
+        .args(["--config"])
+        .arg(smoke())
+        .args(["inspect", "--model"])
+        .arg(&run_dir));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("belong to training"), "{}", stderr(&o));
     // Every tensor by its Hugging Face name, with its group's LR and decay: smoke's
     // llrd (lr 3e-3, decay 0.9, 2 blocks) gives block 1 lr * 0.9^(2 + 1 - 2).
     let tensors = r["tensors"].as_array().unwrap();

@@ -164,13 +164,27 @@ pub fn load_classifier(vs: &nn::VarStore, spec: &str) -> Result<ClipClassifier> 
 }
 
 /// The parameter report of a fine-tuned classifier (export, checkpoint or run
-/// folder), else of a plain CLIP (hub id or folder).
+/// folder), else of a plain CLIP (hub id or folder). A model inside a run folder
+/// shows what that run trained at its last epoch (its frozen towers, adapters and
+/// unfreezing); an export or a plain CLIP has every parameter trainable.
 pub fn model_report(spec: &str) -> Result<ParamReport> {
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    match load_classifier(&vs, spec) {
-        Ok(m) => Ok(m.report()),
-        Err(_) => Ok(ClipModel::from_pretrained(&vs.root(), spec)?.report()),
+    let Ok(m) = load_classifier(&vs, spec) else {
+        return Ok(ClipModel::from_pretrained(&vs.root(), spec)?.report());
+    };
+    if let Some(cfg) = run_config_of(&classifier_dir(Path::new(spec))?)? {
+        let (_, trained) = crate::assembly::param_groups(&cfg, &m)?;
+        let epochs = cfg.train.epochs.max(1);
+        crate::policies::apply_unfreeze(
+            m.params(),
+            cfg.train.unfreeze,
+            &trained,
+            epochs - 1,
+            epochs,
+            m.clip.config().vision_config.num_hidden_layers as u32,
+        );
     }
+    Ok(m.report())
 }
 
 /// A data source from a path: a folder is an image folder, `*.csv` a manifest,
