@@ -152,6 +152,11 @@ fn train_export_eval_predict_inspect_preview_bench() {
         .arg(&data));
     let m2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
     assert_eq!(m2["accuracy"], metrics["accuracy"]);
+    for k in ["macro_precision", "macro_recall", "macro_f1"] {
+        let v = m2[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    assert_eq!(m2["per_class_f1"].as_array().unwrap().len(), 3);
     // The run's device and precision by default (smoke: cpu, fp32); --precision
     // bf16 runs under autocast and stays close; a GPU that is not there is an error.
     assert!(

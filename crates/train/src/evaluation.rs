@@ -24,8 +24,25 @@ pub struct EvalReport {
     pub top5: f64,
     pub images: usize,
     pub class_names: Vec<String>,
-    /// Accuracy of each class (`NaN` for a class without images is written as null).
+    /// Accuracy of each class = its recall (`null` for a class without images).
     pub per_class: Vec<Option<f64>>,
+    /// Precision of each class: right among the images predicted as it (`null`
+    /// for a class that is neither present nor predicted; 0 for one present but
+    /// never predicted).
+    #[serde(default)]
+    pub per_class_precision: Vec<Option<f64>>,
+    /// F1 of each class (harmonic mean of its precision and recall; 0 where both
+    /// are 0).
+    #[serde(default)]
+    pub per_class_f1: Vec<Option<f64>>,
+    /// Unweighted means over the classes present or predicted, as scikit-learn's
+    /// `average="macro"` (with `zero_division=0`).
+    #[serde(default)]
+    pub macro_precision: f64,
+    #[serde(default)]
+    pub macro_recall: f64,
+    #[serde(default)]
+    pub macro_f1: f64,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<u64>>,
 }
@@ -164,16 +181,58 @@ impl EvalCounts {
             })
             .collect();
         let denom = self.images.max(1) as f64;
+        let (precision, recall, f1) = per_class_prf(&self.confusion);
+        let counted: Vec<usize> = (0..classes).filter(|&i| precision[i].is_some()).collect();
+        let mean = |v: &[Option<f64>]| {
+            counted.iter().map(|&i| v[i].unwrap_or(0.0)).sum::<f64>() / counted.len().max(1) as f64
+        };
         EvalReport {
             loss: self.loss_sum / denom,
             accuracy: correct as f64 / denom,
             top5: self.top5 as f64 / denom,
             images: self.images as usize,
             class_names: class_names.to_vec(),
+            macro_precision: mean(&precision),
+            macro_recall: mean(&recall),
+            macro_f1: mean(&f1),
             per_class,
+            per_class_precision: precision,
+            per_class_f1: f1,
             confusion: self.confusion.clone(),
         }
     }
+}
+
+/// A figure per class (`None` where it does not apply).
+type PerClass = Vec<Option<f64>>;
+
+/// Each class's precision, recall and F1 from `confusion[true][predicted]`: `None`
+/// for a class neither present nor predicted, 0 for a ratio with nothing to
+/// divide by (scikit-learn's `zero_division=0`).
+fn per_class_prf(confusion: &[Vec<u64>]) -> (PerClass, PerClass, PerClass) {
+    let n = confusion.len();
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let (mut p, mut r, mut f) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let tp = confusion[i][i];
+        let support: u64 = confusion[i].iter().sum();
+        let predicted: u64 = confusion.iter().map(|row| row[i]).sum();
+        if support == 0 && predicted == 0 {
+            p.push(None);
+            r.push(None);
+            f.push(None);
+            continue;
+        }
+        let (pi, ri) = (ratio(tp, predicted), ratio(tp, support));
+        p.push(Some(pi));
+        r.push(Some(ri));
+        f.push(Some(if pi + ri > 0.0 {
+            2.0 * pi * ri / (pi + ri)
+        } else {
+            0.0
+        }));
+    }
+    (p, r, f)
 }
 
 /// Per-image predictions of a batch.
@@ -253,4 +312,59 @@ pub fn predict_images(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Precision, recall and F1 per class and their macro means, as scikit-learn's
+    /// `precision_recall_fscore_support(average="macro", zero_division=0)` counts
+    /// them: over the classes present or predicted (class 2 is neither; class 3 is
+    /// predicted once, never present).
+    #[test]
+    fn precision_recall_and_f1_per_class_and_macro() {
+        let counts = EvalCounts {
+            loss_sum: 0.0,
+            top5: 0,
+            images: 8,
+            confusion: vec![
+                vec![3, 1, 0, 0],
+                vec![1, 2, 0, 1],
+                vec![0, 0, 0, 0],
+                vec![0, 0, 0, 0],
+            ],
+            replaced: Vec::new(),
+        };
+        let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let r = counts.report(&names);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        let p = [Some(0.75), Some(2.0 / 3.0), None, Some(0.0)];
+        let f = [Some(0.75), Some(4.0 / 7.0), None, Some(0.0)];
+        for i in 0..4 {
+            assert_eq!(r.per_class_precision[i].is_some(), p[i].is_some(), "{i}");
+            assert!(close(
+                r.per_class_precision[i].unwrap_or(0.0),
+                p[i].unwrap_or(0.0)
+            ));
+            assert!(close(r.per_class_f1[i].unwrap_or(0.0), f[i].unwrap_or(0.0)));
+        }
+        assert_eq!(r.per_class, vec![Some(0.75), Some(0.5), None, None]);
+        assert!(
+            close(r.macro_precision, (0.75 + 2.0 / 3.0) / 3.0),
+            "{}",
+            r.macro_precision
+        );
+        assert!(
+            close(r.macro_recall, (0.75 + 0.5) / 3.0),
+            "{}",
+            r.macro_recall
+        );
+        assert!(
+            close(r.macro_f1, (0.75 + 4.0 / 7.0) / 3.0),
+            "{}",
+            r.macro_f1
+        );
+        assert!(close(r.accuracy, 5.0 / 8.0));
+    }
 }

@@ -203,12 +203,13 @@ impl Observer for Progress {
 
 fn eval_line(r: &EvalRecord) -> String {
     let mut s = format!(
-        "epoch {} step {}: val loss {:.4} acc {:.2}% top5 {:.2}%",
-        r.epoch + 1,
+        "epoch {} step {}: val loss {:.4} acc {:.2}% top5 {:.2}% macro F1 {:.2}%",
+        r.epoch,
         r.step,
         r.val.loss,
         r.val.accuracy * 100.0,
-        r.val.top5 * 100.0
+        r.val.top5 * 100.0,
+        r.val.macro_f1 * 100.0
     );
     if let Some(e) = &r.ema {
         s.push_str(&format!(" | ema acc {:.2}%", e.accuracy * 100.0));

@@ -14,6 +14,7 @@ use crate::precision::Precision;
 /// One optimizer step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
+    /// 1-based, as the console prints it.
     pub epoch: u64,
     /// Optimizer steps done, this one included.
     pub step: u64,
@@ -48,6 +49,7 @@ fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f6
 /// One evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
+    /// 1-based: the epoch the evaluation ends (or falls in).
     pub epoch: u64,
     pub step: u64,
     /// Mean training loss since the previous evaluation.
@@ -58,6 +60,8 @@ pub struct EvalRecord {
 }
 
 /// A line of `metrics.jsonl`.
+// Lines are read and written one at a time: boxing the larger variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MetricsLine {

@@ -276,7 +276,8 @@ impl Trainer {
             epoch: self
                 .state
                 .epoch
-                .saturating_sub(u64::from(self.state.batch_in_epoch == 0)),
+                .saturating_sub(u64::from(self.state.batch_in_epoch == 0))
+                + 1,
             step: self.state.global_step,
             train_loss,
             val,
@@ -531,7 +532,7 @@ impl Trainer {
                     loss_n += 1;
                 }
                 let m = StepMetrics {
-                    epoch,
+                    epoch: epoch + 1,
                     step: self.state.global_step,
                     loss: step_loss,
                     lr: self.opt.lrs().iter().copied().fold(0.0, f64::max),
