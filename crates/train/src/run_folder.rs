@@ -209,9 +209,52 @@ fn lock(dir: &Path) -> Result<File> {
 }
 
 pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let value = serde_json::to_value(value).map_err(|e| TrainError::Io {
+        action: "cannot serialise",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    let mut text = String::new();
+    compact_pretty(&value, 0, &mut text);
+    text.push('\n');
     write_atomic(path, text.as_bytes())?;
     Ok(())
+}
+
+/// JSON indented as `to_string_pretty` does, except that an array of numbers,
+/// strings, booleans or nulls stays on one line (a confusion matrix is one line
+/// per class, not one per count).
+fn compact_pretty(v: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = |n: usize| "  ".repeat(n);
+    match v {
+        Value::Array(items) if items.iter().all(|x| !x.is_array() && !x.is_object()) => {
+            out.push_str(&Value::Array(items.clone()).to_string());
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push_str("[\n");
+            for (i, x) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                compact_pretty(x, indent + 1, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, x)) in map.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                compact_pretty(x, indent + 1, out);
+                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// The config a run was started with (and resumes with).
@@ -393,5 +436,32 @@ impl RunFolder {
         if let Err(e) = std::fs::remove_dir_all(&p) {
             tracing::warn!("cannot delete old checkpoint {}: {e}", p.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `summary.json` and friends: field order kept, arrays of scalars on one line,
+    /// and the same value when read back.
+    #[test]
+    fn json_files_are_indented_with_scalar_arrays_on_one_line() {
+        let v = serde_json::json!({
+            "z_first": 1,
+            "confusion": [[1, 2], [3, 4]],
+            "names": ["a", "b"],
+            "nested": {"empty": [], "obj": {}, "x": null},
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        write_json(&p, &v).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            text,
+            "{\n  \"z_first\": 1,\n  \"confusion\": [\n    [1,2],\n    [3,4]\n  ],\n  \"names\": [\"a\",\"b\"],\n  \"nested\": {\n    \"empty\": [],\n    \"obj\": {},\n    \"x\": null\n  }\n}\n"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
     }
 }
