@@ -225,8 +225,9 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 fn classifier_with_pipeline(
     vs: &nn::VarStore,
     spec: &str,
+    ema: bool,
 ) -> anyhow::Result<(ClipClassifier, Pipeline)> {
-    let model = load_classifier(vs, spec)?;
+    let model = clip_train::load_classifier_ema(vs, spec, ema)?;
     let size = model.clip.config().vision_config.image_size as usize;
     let dir = clip_train::classifier_dir(Path::new(spec))?;
     Ok((model, clip_train::eval_pipeline_for(&dir, size)?))
@@ -306,10 +307,11 @@ pub fn eval(
     output: Option<&Path>,
     batch_size: usize,
     placement: PlacementArgs,
+    ema: bool,
 ) -> anyhow::Result<ExitCode> {
     let place = placement.resolve(model)?;
     let vs = nn::VarStore::new(place.device);
-    let (model, pipeline) = classifier_with_pipeline(&vs, model)?;
+    let (model, pipeline) = classifier_with_pipeline(&vs, model, ema)?;
     run_eval(&model, pipeline, data, output, batch_size, place)
 }
 
@@ -368,7 +370,7 @@ pub fn predict(
     }
     let place = placement.resolve(model)?;
     let vs = nn::VarStore::new(place.device);
-    let (model, pipe) = classifier_with_pipeline(&vs, model)?;
+    let (model, pipe) = classifier_with_pipeline(&vs, model, false)?;
     announce(place);
     for (path, top) in clip_train::predict_images(&model, &pipe, images, top_k, place, batch_size)?
     {
@@ -385,8 +387,8 @@ pub fn predict(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn export(checkpoint: &Path, output: &Path) -> anyhow::Result<ExitCode> {
-    let files = clip_train::export(checkpoint, output)?;
+pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> anyhow::Result<ExitCode> {
+    let files = clip_train::export(checkpoint, output, ema)?;
     eprintln!(
         "exported {} to {}: {}",
         checkpoint.display(),

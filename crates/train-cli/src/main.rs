@@ -80,6 +80,9 @@ enum Command {
         batch_size: usize,
         #[command(flatten)]
         placement: PlacementArgs,
+        /// Evaluate the checkpoint's EMA weights (`train.ema`) instead of its trained ones.
+        #[arg(long)]
+        ema: bool,
     },
     /// Zero-shot accuracy of a CLIP model with the class names of the data.
     ZeroShot {
@@ -123,8 +126,12 @@ enum Command {
         /// A checkpoint folder (run/checkpoints/step-N) or a run folder (its best).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// The folder to write (created if missing).
         #[arg(long)]
         output: PathBuf,
+        /// Export the checkpoint's EMA weights (`train.ema`) instead of its trained ones.
+        #[arg(long)]
+        ema: bool,
     },
     /// The parameter-group report of a config or a model.
     Inspect {
@@ -257,7 +264,8 @@ fn main() -> ExitCode {
             output,
             batch_size,
             placement,
-        }) => commands::eval(&model, &data, output.as_deref(), batch_size, placement),
+            ema,
+        }) => commands::eval(&model, &data, output.as_deref(), batch_size, placement, ema),
         Some(Command::ZeroShot {
             model,
             data,
@@ -283,7 +291,11 @@ fn main() -> ExitCode {
             batch_size,
             placement,
         }) => commands::predict(&model, &images, top_k, json, batch_size, placement),
-        Some(Command::Export { checkpoint, output }) => commands::export(&checkpoint, &output),
+        Some(Command::Export {
+            checkpoint,
+            output,
+            ema,
+        }) => commands::export(&checkpoint, &output, ema),
         Some(Command::Inspect {
             config,
             model,

@@ -307,6 +307,85 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert!(b["peak_reserved_mib"].is_null(), "{b}");
 }
 
+/// `eval --ema` and `export --ema` use the EMA weights saved beside the checkpoint;
+/// a run without `train.ema` has none, and says so.
+#[test]
+fn ema_weights_are_evaluated_and_exported_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "train.ema={decay=0.5}".into()]);
+    assert!(run(bin().args(&args)).status.success());
+    let run_dir = tmp.path().join("smoke");
+    let eval = |ema: bool| {
+        let mut c = bin();
+        c.args(["eval", "--model"])
+            .arg(&run_dir)
+            .arg("--data")
+            .arg(&data);
+        if ema {
+            c.arg("--ema");
+        }
+        let o = run(&mut c);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let (plain, ema) = (eval(false), eval(true));
+    assert_ne!(plain["loss"], ema["loss"]);
+    // The EMA evaluation of the run's last eval line equals eval --ema on the
+    // best checkpoint when that is the last one: compare against the summary.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    if summary["best"]["step"] == summary["global_step"] {
+        let logged = summary["last_eval"]["ema"]["loss"].as_f64().unwrap();
+        let got = ema["loss"].as_f64().unwrap();
+        assert!(
+            (logged - got).abs() < 1e-4 * logged.abs().max(1.0),
+            "{logged} vs {got}"
+        );
+    }
+    let (a, b) = (tmp.path().join("plain"), tmp.path().join("ema"));
+    for (out, flag) in [(&a, false), (&b, true)] {
+        let mut c = bin();
+        c.args(["export", "--checkpoint"])
+            .arg(&run_dir)
+            .arg("--output")
+            .arg(out);
+        if flag {
+            c.arg("--ema");
+        }
+        assert!(run(&mut c).status.success());
+    }
+    assert_ne!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap()
+    );
+    // The EMA export evaluates as eval --ema did.
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(&b)
+        .arg("--data")
+        .arg(&data));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["accuracy"], ema["accuracy"]);
+    assert!((m["loss"].as_f64().unwrap() - ema["loss"].as_f64().unwrap()).abs() < 1e-5);
+    // An export has no EMA of its own.
+    let o = run(bin()
+        .args(["eval", "--ema", "--model"])
+        .arg(&b)
+        .arg("--data")
+        .arg(&data));
+    assert!(
+        !o.status.success()
+            && stderr(&o).contains("`--ema`")
+            && stderr(&o).contains("no EMA weights"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// With stderr going to a file (nohup, Slurm, CI), the run logs plain step lines
 /// (epoch, step of the run, loss, lr, images/s, elapsed, ETA) and no terminal codes.
 #[test]

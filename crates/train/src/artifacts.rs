@@ -163,6 +163,52 @@ pub fn load_classifier(vs: &nn::VarStore, spec: &str) -> Result<ClipClassifier> 
     Ok(ClipClassifier::load(&vs.root(), &dir)?)
 }
 
+/// [`load_classifier`], with the checkpoint's EMA weights in place of its trained
+/// ones when `ema` (`--ema`): the `ema.safetensors` beside the checkpoint's model
+/// (a run folder: its best checkpoint's). An export or a run without `train.ema`
+/// has none: an error naming the file.
+pub fn load_classifier_ema(vs: &nn::VarStore, spec: &str, ema: bool) -> Result<ClipClassifier> {
+    let model = load_classifier(vs, spec)?;
+    if !ema {
+        return Ok(model);
+    }
+    let dir = classifier_dir(Path::new(spec))?;
+    let path = dir
+        .parent()
+        .map(|c| c.join("ema.safetensors"))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            TrainError::config(
+                "--ema",
+                format!(
+                    "{} has no EMA weights (no ema.safetensors beside it: the run needs `train.ema`, and exports hold the weights they were exported with)",
+                    dir.display()
+                ),
+            )
+        })?;
+    let saved = clip_model::read_safetensors(&path)?;
+    let params: std::collections::HashMap<&str, &tch::Tensor> = model
+        .params()
+        .iter()
+        .map(|p| (p.name.as_str(), &p.tensor))
+        .collect();
+    for (name, t) in &saved {
+        let p = params
+            .get(name.as_str())
+            .ok_or_else(|| TrainError::Resume {
+                path: path.clone(),
+                reason: format!("the EMA file's `{name}` is not a parameter of the model"),
+            })?;
+        tch::no_grad(|| p.shallow_clone().f_copy_(t))?;
+    }
+    tracing::info!(
+        "EMA weights from {} ({} tensors)",
+        path.display(),
+        saved.len()
+    );
+    Ok(model)
+}
+
 /// The parameter report of a fine-tuned classifier (export, checkpoint or run
 /// folder), else of a plain CLIP (hub id or folder). A model inside a run folder
 /// shows what that run trained at its last epoch (its frozen towers, adapters and
@@ -260,10 +306,10 @@ const TOKENIZER_FILES: &[&str] = &[
 /// folder: `config.json` (with `id2label`), `model.safetensors` (head included),
 /// `preprocessor_config.json`, and the tokenizer files of the pretrained model
 /// the run started from when they can be found. Returns the files written.
-pub fn export(checkpoint: &Path, output: &Path) -> Result<Vec<String>> {
+pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>> {
     let model_dir = classifier_dir(checkpoint)?;
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let mut model = ClipClassifier::load(&vs.root(), &model_dir)?;
+    let mut model = load_classifier_ema(&vs, &checkpoint.display().to_string(), ema)?;
     std::fs::create_dir_all(output).map_err(TrainError::io("cannot create", output))?;
     // The run's config, two levels above the checkpoint, says where the weights
     // came from (for the tokenizer) and how images were normalised.
