@@ -144,6 +144,7 @@ fn train_export_eval_predict_inspect_preview_bench() {
     let correct = lines.iter().filter(|l| l["label"] == l["pred"]).count();
     assert!((correct as f64 / 24.0 - acc).abs() < 1e-9);
     assert_eq!(lines[0]["logits"].as_array().unwrap().len(), 3);
+    model_card_loads_and_its_snippet_gives_our_logits(&export, &lines[0], &summary);
     // The run folder and the checkpoint give the same metrics as the export.
     let o2 = run(bin()
         .args(["eval", "--model"])
@@ -305,6 +306,82 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert_eq!(b["memory_kind"], "host_rss", "{b}");
     assert!(b["peak_memory_mib"].as_f64().unwrap() > 10.0, "{b}");
     assert!(b["peak_reserved_mib"].is_null(), "{b}");
+}
+
+/// The export's model card: Hugging Face metadata that huggingface_hub parses
+/// (with the run's validation accuracy), the classes, and a transformers snippet
+/// that, run as written, gives our logits for an image.
+fn model_card_loads_and_its_snippet_gives_our_logits(
+    export: &Path,
+    prediction: &serde_json::Value,
+    summary: &serde_json::Value,
+) {
+    let card = std::fs::read_to_string(export.join("README.md")).unwrap();
+    assert!(
+        card.starts_with("---\nlibrary_name: transformers\n"),
+        "{card}"
+    );
+    for want in [
+        "## Classes (3)",
+        "0. cat",
+        "2. fox",
+        "## Training config",
+        "[model.architecture]",
+    ] {
+        assert!(card.contains(want), "model card lacks {want:?}:\n{card}");
+    }
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let accuracy = summary["last_eval"]["val"]["accuracy"].as_f64().unwrap();
+    let meta = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, json; from huggingface_hub import ModelCard; \
+             d = ModelCard.load(sys.argv[1]).data.to_dict(); \
+             print(json.dumps(d))",
+        ])
+        .arg(export.join("README.md"))
+        .output()
+        .unwrap();
+    assert!(
+        meta.status.success(),
+        "{}",
+        String::from_utf8_lossy(&meta.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
+    assert_eq!(meta["pipeline_tag"], "image-classification");
+    let metric = &meta["model-index"][0]["results"][0]["metrics"][0];
+    assert_eq!(metric["type"], "accuracy");
+    assert!(
+        (metric["value"].as_f64().unwrap() - accuracy).abs() < 1e-12,
+        "{meta}"
+    );
+    // The snippet, with this folder and image, prints the predicted class; we also
+    // print its logits.
+    let code = card
+        .split("```python\n")
+        .nth(1)
+        .and_then(|c| c.split("```").next())
+        .unwrap()
+        .replace("path/to/this/folder", &export.display().to_string())
+        .replace("image.jpg", prediction["path"].as_str().unwrap());
+    let code = format!("{code}\nimport json\nprint(json.dumps(logits[0].tolist()))\n");
+    let o = Command::new(&python).args(["-c", &code]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let mut lines = out.lines();
+    let label = lines.next().unwrap();
+    let logits: Vec<f64> = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let ours: Vec<f64> = prediction["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (a, b) in logits.iter().zip(&ours) {
+        assert!((a - b).abs() < 1e-4, "snippet {logits:?} vs ours {ours:?}");
+    }
+    let names = ["cat", "dog", "fox"];
+    assert_eq!(label, names[prediction["pred"].as_u64().unwrap() as usize]);
 }
 
 /// `eval --ema` and `export --ema` use the EMA weights saved beside the checkpoint;

@@ -374,5 +374,104 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>
             Err(e) => tracing::warn!("tokenizer not exported: {e}"),
         }
     }
+    let card = model_card(&model, &model_dir, run_cfg.as_ref(), ema);
+    write_atomic(&output.join("README.md"), card.as_bytes())?;
+    written.push("README.md".into());
     Ok(written)
+}
+
+/// A string as a YAML / JSON scalar (JSON strings are valid YAML).
+fn quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// The export's model card (`README.md`, Hugging Face's metadata block first):
+/// base model, classes, the run's validation metrics, its config, and how to load
+/// the classifier with transformers (our head on CLIPModel's image features).
+fn model_card(
+    model: &ClipClassifier,
+    model_dir: &Path,
+    run_cfg: Option<&RunConfig>,
+    ema: bool,
+) -> String {
+    let name = run_cfg.map_or("clip-classifier".to_string(), |c| c.run.name.clone());
+    let base = run_cfg.and_then(|c| c.model.pretrained.clone());
+    // The checkpoint's run: its summary (metrics of the best checkpoint's run).
+    let run_dir = model_dir
+        .ancestors()
+        .find(|p| p.join("summary.json").is_file());
+    let summary: Option<FitReport> = run_dir
+        .and_then(|d| std::fs::read_to_string(d.join("summary.json")).ok())
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let eval = summary.as_ref().and_then(|s| s.last_eval.as_ref());
+    let val = eval.map(|e| {
+        if ema {
+            e.ema.as_ref().unwrap_or(&e.val)
+        } else {
+            &e.val
+        }
+    });
+    let mut s =
+        String::from("---\nlibrary_name: transformers\npipeline_tag: image-classification\n");
+    s.push_str("tags:\n- clip\n- image-classification\n- clip-finetune\n");
+    if let Some(b) = base.as_deref().filter(|b| !Path::new(b).exists()) {
+        s.push_str(&format!("base_model: {}\n", quoted(b)));
+    }
+    if let Some(v) = val {
+        // The training data, as the metadata's `dataset` (required there).
+        let (dataset, kind) = match run_cfg.and_then(|c| c.data.train.as_ref()) {
+            Some(SourceConfig::ImageFolder { path }) => (path.display().to_string(), "imagefolder"),
+            Some(SourceConfig::Csv { path }) => (path.display().to_string(), "csv"),
+            Some(SourceConfig::Idx { images, .. }) => (images.display().to_string(), "idx"),
+            None => ("unknown".to_string(), "unknown"),
+        };
+        s.push_str(&format!(
+            "model-index:\n- name: {}\n  results:\n  - task:\n      type: image-classification\n      name: Image Classification\n    dataset:\n      name: {}\n      type: {}\n      split: validation\n    metrics:\n    - type: accuracy\n      value: {}\n      name: Validation accuracy\n    - type: f1\n      value: {}\n      name: Validation macro F1\n",
+            quoted(&name),
+            quoted(&dataset),
+            quoted(kind),
+            v.accuracy,
+            v.macro_f1
+        ));
+    }
+    s.push_str("---\n\n");
+    s.push_str(&format!("# {name}\n\n"));
+    s.push_str(&format!(
+        "A CLIP image classifier fine-tuned with clip-finetune from {}{}.\n\n",
+        base.as_deref()
+            .map_or("a randomly initialised CLIP".to_string(), |b| format!(
+                "`{b}`"
+            )),
+        if ema {
+            " (the exponential moving average of its weights)"
+        } else {
+            ""
+        }
+    ));
+    s.push_str(&format!("## Classes ({})\n\n", model.class_names().len()));
+    for (i, c) in model.class_names().iter().enumerate() {
+        s.push_str(&format!("{i}. {c}\n"));
+    }
+    if let (Some(v), Some(e)) = (val, eval) {
+        s.push_str(&format!(
+            "\n## Validation (step {}, {} images)\n\n| accuracy | top-5 | macro F1 | loss |\n|---:|---:|---:|---:|\n| {:.2}% | {:.2}% | {:.2}% | {:.4} |\n",
+            e.step,
+            v.images,
+            v.accuracy * 100.0,
+            v.top5 * 100.0,
+            v.macro_f1 * 100.0,
+            v.loss
+        ));
+    }
+    s.push_str(&format!(
+        "\n## How to load\n\nThe weights are a `CLIPModel` plus a linear head `classification_head`; the logits are\n`scale * (W @ normalize(image_features) + b)` with `scale = {}` (`clip_classifier` in config.json):\n\n```python\nimport torch\nfrom PIL import Image\nfrom safetensors.torch import load_file\nfrom transformers import CLIPImageProcessor, CLIPModel\n\npath = \"path/to/this/folder\"\nmodel = CLIPModel.from_pretrained(path).eval()\nprocessor = CLIPImageProcessor.from_pretrained(path)\nhead = load_file(f\"{{path}}/model.safetensors\")\nW, b = head[\"classification_head.weight\"], head.get(\"classification_head.bias\")\nscale = model.config.to_dict()[\"clip_classifier\"][\"scale\"]\n\nwith torch.no_grad():\n    pixels = processor(images=Image.open(\"image.jpg\"), return_tensors=\"pt\").pixel_values\n    features = model.get_image_features(pixel_values=pixels)\n    features = getattr(features, \"pooler_output\", features)\n    logits = torch.nn.functional.normalize(features, dim=-1) @ W.T\n    logits = scale * (logits + b if b is not None else logits)\nprint(model.config.id2label[int(logits.argmax())])\n```\n\nor with clip-finetune: `train-cli predict --model path/to/this/folder image.jpg`.\n",
+        model.scale()
+    ));
+    if let Some(c) = run_cfg {
+        s.push_str(&format!(
+            "\n## Training config\n\n```toml\n{}```\n",
+            c.to_toml()
+        ));
+    }
+    s
 }
