@@ -355,15 +355,63 @@ fn model_card_loads_and_its_snippet_gives_our_logits(
         (metric["value"].as_f64().unwrap() - accuracy).abs() < 1e-12,
         "{meta}"
     );
-    // The snippet, with this folder and image, prints the predicted class; we also
-    // print its logits.
+    // transformers' Auto class and pipeline load the classifier through the
+    // export's modeling file, without missing or unused weights, with our logits.
+    let image = prediction["path"].as_str().unwrap();
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, json, torch\n\
+from PIL import Image\n\
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline\n\
+path, image = sys.argv[1], sys.argv[2]\n\
+model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=True).eval()\n\
+pixels = AutoImageProcessor.from_pretrained(path)(images=Image.open(image), return_tensors='pt').pixel_values\n\
+with torch.no_grad(): logits = model(pixel_values=pixels).logits[0].tolist()\n\
+top = pipeline('image-classification', model=path, trust_remote_code=True)(image, top_k=1)[0]\n\
+print(json.dumps({'logits': logits, 'label': top['label'], 'score': top['score']}))\n",
+        ])
+        .arg(export)
+        .arg(image)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    for bad in [
+        "UNEXPECTED",
+        "MISSING",
+        "newly initialized",
+        "were not used",
+    ] {
+        assert!(!err.contains(bad), "loading reported {bad}:\n{err}");
+    }
+    let auto: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ours: Vec<f64> = prediction["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (a, b) in auto["logits"].as_array().unwrap().iter().zip(&ours) {
+        assert!(
+            (a.as_f64().unwrap() - b).abs() < 1e-4,
+            "{auto} vs ours {ours:?}"
+        );
+    }
+    let names = ["cat", "dog", "fox"];
+    assert_eq!(
+        auto["label"],
+        names[prediction["pred"].as_u64().unwrap() as usize]
+    );
+    // The manual snippet (the last Python block), with this folder and image,
+    // prints the predicted class; we also print its logits.
     let code = card
         .split("```python\n")
-        .nth(1)
+        .last()
         .and_then(|c| c.split("```").next())
         .unwrap()
         .replace("path/to/this/folder", &export.display().to_string())
-        .replace("image.jpg", prediction["path"].as_str().unwrap());
+        .replace("image.jpg", image);
     let code = format!("{code}\nimport json\nprint(json.dumps(logits[0].tolist()))\n");
     let o = Command::new(&python).args(["-c", &code]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -371,16 +419,9 @@ fn model_card_loads_and_its_snippet_gives_our_logits(
     let mut lines = out.lines();
     let label = lines.next().unwrap();
     let logits: Vec<f64> = serde_json::from_str(lines.next().unwrap()).unwrap();
-    let ours: Vec<f64> = prediction["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
     for (a, b) in logits.iter().zip(&ours) {
         assert!((a - b).abs() < 1e-4, "snippet {logits:?} vs ours {ours:?}");
     }
-    let names = ["cat", "dog", "fox"];
     assert_eq!(label, names[prediction["pred"].as_u64().unwrap() as usize]);
 }
 
