@@ -435,7 +435,19 @@ pub fn preview(
 ) -> anyhow::Result<ExitCode> {
     let cfg = load_config(config, overrides)?;
     let (train, _) = load_datasets(&cfg)?;
-    let size = clip_train::image_size_of(&cfg)?;
+    // The augmentation's own output size when it fixes one: no model files needed
+    // (a hub id need not be downloaded to preview its augmentation).
+    let fixed = cfg
+        .data
+        .train_transforms
+        .as_ref()
+        .and_then(|ops| Pipeline::new(ops.clone(), "data.train_transforms").ok())
+        .and_then(|p| p.output_size())
+        .filter(|(h, w)| h == w);
+    let size = match fixed {
+        Some((h, _)) => h,
+        None => clip_train::image_size_of(&cfg)?,
+    };
     let (pipe, _) = clip_train::pipelines(&cfg, size)?;
     clip_data::write_preview(output, &train, &pipe, images, views, cfg.run.seed)?;
     eprintln!(

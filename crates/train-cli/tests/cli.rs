@@ -425,6 +425,35 @@ print(json.dumps({'logits': logits, 'label': top['label'], 'score': top['score']
     assert_eq!(label, names[prediction["pred"].as_u64().unwrap() as usize]);
 }
 
+/// `preview-augment` needs no model files when the augmentation fixes its output
+/// size: a hub id that is not downloaded (offline) is fine.
+#[test]
+fn preview_augment_needs_no_model_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let cfg = tmp.path().join("hub.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npretrained = \"openai/clip-vit-base-patch32\"\n[data]\ntrain = {{ kind = \"image_folder\", path = {:?} }}\nval_fraction = 0.25\ntrain_transforms = [{{ op = \"random_resized_crop\", size = 224 }}, {{ op = \"normalize\" }}]\neval_transforms = [{{ op = \"resize\", size = 224 }}, {{ op = \"center_crop\", size = 224 }}, {{ op = \"normalize\" }}]\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let grid = tmp.path().join("grid.png");
+    let o = run(bin()
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", tmp.path().join("hf"))
+        .args(["preview-augment", "--config"])
+        .arg(&cfg)
+        .arg("--output")
+        .arg(&grid));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w, h) = image::image_dimensions(&grid).unwrap();
+    assert!(w >= 224 && h >= 224, "{w}x{h}");
+}
+
 /// `eval --ema` and `export --ema` use the EMA weights saved beside the checkpoint;
 /// a run without `train.ema` has none, and says so.
 #[test]
