@@ -470,7 +470,41 @@ pub fn bench(
     let mut o = overrides.to_vec();
     o.push(format!("run.output_dir={:?}", tmp.display().to_string()));
     o.push("run.overwrite=true".into());
-    let cfg = load_config(config, &o)?;
+    let mut cfg = load_config(config, &o)?;
+    // Throughput needs images, not these images: data that is not there (a fresh
+    // clone's configs/smoke.toml) is replaced by generated JPEGs, loudly.
+    let missing = |s: &Option<clip_data::SourceConfig>| match s {
+        Some(
+            clip_data::SourceConfig::ImageFolder { path } | clip_data::SourceConfig::Csv { path },
+        ) => (!path.exists()).then(|| path.clone()),
+        Some(clip_data::SourceConfig::Idx { images, .. }) => {
+            (!images.exists()).then(|| images.clone())
+        }
+        None => None,
+    };
+    if let Some(path) = missing(&cfg.data.train) {
+        let images = cfg.data.loader.batch_size * cfg.train.grad_accum * (warmup + steps + 1);
+        let per_class = (images * 5 / 4).div_ceil(4).max(8);
+        let dir = tmp.join("synthetic");
+        write_synthetic_images(&dir, 4, per_class)?;
+        eprintln!(
+            "bench: {} does not exist: timing on {} generated 320x240 JPEGs in 4 classes ({})",
+            path.display(),
+            4 * per_class,
+            dir.display()
+        );
+        o.push(format!(
+            "data.train={{kind=\"image_folder\", path={:?}}}",
+            dir.display().to_string()
+        ));
+        if missing(&cfg.data.val).is_some() {
+            o.push(format!(
+                "data.val={{kind=\"image_folder\", path={:?}}}",
+                dir.display().to_string()
+            ));
+        }
+        cfg = load_config(config, &o)?;
+    }
     let result = (|| -> anyhow::Result<(clip_train::BenchReport, bool)> {
         let mut trainer = Trainer::new(cfg)?;
         Ok((trainer.bench(warmup, steps)?, trainer.is_main()))
@@ -481,6 +515,33 @@ pub fn bench(
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `classes x per_class` noise JPEGs (320x240, quality 90) in `dir/classN/`.
+fn write_synthetic_images(dir: &Path, classes: usize, per_class: usize) -> anyhow::Result<()> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for c in 0..classes {
+        let class = dir.join(format!("class{c}"));
+        std::fs::create_dir_all(&class)
+            .with_context(|| format!("cannot create {}", class.display()))?;
+        for i in 0..per_class {
+            let pixels: Vec<u8> = (0..320 * 240 * 3)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 56) as u8
+                })
+                .collect();
+            let path = class.join(format!("{i}.jpg"));
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 90)
+                .encode(&pixels, 320, 240, image::ExtendedColorType::Rgb8)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

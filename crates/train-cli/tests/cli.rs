@@ -425,6 +425,28 @@ print(json.dumps({'logits': logits, 'label': top['label'], 'score': top['score']
     assert_eq!(label, names[prediction["pred"].as_u64().unwrap() as usize]);
 }
 
+/// `bench` on a fresh clone: configs/smoke.toml's data folder does not exist, so
+/// it times generated images and says so.
+#[test]
+fn bench_generates_images_when_the_configs_data_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(bin()
+        .current_dir(tmp.path())
+        .args([
+            "bench", "--steps", "2", "--warmup", "1", "--quiet", "--config",
+        ])
+        .arg(smoke()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bench: data/smoke/train does not exist: timing on 40 generated"),
+        "{}",
+        stderr(&o)
+    );
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["steps"], 2);
+    assert!(b["train_images_per_s"].as_f64().unwrap() > 0.0);
+}
+
 /// `preview-augment` needs no model files when the augmentation fixes its output
 /// size: a hub id that is not downloaded (offline) is fine.
 #[test]
