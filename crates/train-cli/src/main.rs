@@ -76,6 +76,7 @@ enum Command {
         /// Per-image predictions with logits (JSONL).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Images per forward pass.
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
         #[command(flatten)]
@@ -89,6 +90,7 @@ enum Command {
         /// A hub id or a Hugging Face-layout CLIP folder (with tokenizer.json).
         #[arg(long)]
         model: String,
+        /// An image folder, a CSV manifest, or an IDX images file (its class names make the prompts).
         #[arg(long)]
         data: PathBuf,
         /// A prompt template; `{}` stands for the class name.
@@ -97,8 +99,10 @@ enum Command {
         /// A file with one template per line.
         #[arg(long)]
         templates: Option<PathBuf>,
+        /// Per-image predictions with logits (JSONL).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Images per forward pass.
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
         #[command(flatten)]
@@ -106,10 +110,13 @@ enum Command {
     },
     /// Classify images.
     Predict {
+        /// An exported folder, a checkpoint, or a run folder (its best checkpoint).
         #[arg(long)]
         model: String,
+        /// Image files to classify.
         #[arg(required = true)]
         images: Vec<PathBuf>,
+        /// Classes listed per image, most probable first.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
         /// One JSON object per image instead of text.
@@ -135,25 +142,34 @@ enum Command {
     },
     /// The parameter-group report of a config or a model.
     Inspect {
+        /// A run config: its model, parameter groups, LRs and weight decay before training.
         #[arg(long, conflicts_with = "model")]
         config: Option<PathBuf>,
+        /// An export, a checkpoint, a run folder (what that run trained), or a plain CLIP.
         #[arg(long)]
         model: Option<String>,
+        /// Override a config value (with --config), e.g. `--set optim.lr=3e-5` (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
+        /// JSON, with every tensor, its group, LR and weight decay (with --config).
         #[arg(long)]
         json: bool,
     },
     /// A PNG grid of augmented training views.
     PreviewAugment {
+        /// The run config whose `data.train` and `data.train_transforms` to preview.
         #[arg(long)]
         config: PathBuf,
+        /// The PNG to write.
         #[arg(long)]
         output: PathBuf,
+        /// Training images in the grid (one per row, the original on the left).
         #[arg(long, default_value_t = 6)]
         images: usize,
+        /// Augmented views per image.
         #[arg(long, default_value_t = 7)]
         views: usize,
+        /// Override a config value, e.g. `--set data.train_transforms=[...]` (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
     },
@@ -168,16 +184,19 @@ enum Command {
         /// Comma-separated mixing coefficients.
         #[arg(long, default_value = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")]
         alphas: String,
+        /// An image folder, a CSV manifest, or an IDX images file with the fine-tuned model's classes.
         #[arg(long)]
         data: PathBuf,
         /// Where to save the best mix and the curve (wise_ft.json).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// The prompt template of the zero-shot head; `{}` stands for the class name.
         #[arg(long, default_value = "a photo of a {}.")]
         template: String,
         /// A tokenizer.json to use instead of the zero-shot model's.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Images per forward pass.
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
         #[command(flatten)]
@@ -185,22 +204,28 @@ enum Command {
     },
     /// Zero-shot, linear probe, LoRA r=8/16, full fine-tuning and WiSE-FT side by side.
     Compare {
+        /// The run config every method starts from (same data, split, seed and budget).
         #[arg(long)]
         config: PathBuf,
         /// Where the runs and report.md / report.json / accuracy.png go.
         #[arg(long, default_value = "runs/compare")]
         output: PathBuf,
+        /// Override a config value for every method (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
     },
     /// Steady-state training throughput, loader throughput and memory as JSON.
     Bench {
+        /// The run config to time (its data, or generated images when that is not there).
         #[arg(long)]
         config: PathBuf,
+        /// Timed optimizer steps.
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// Untimed steps first (allocator and kernel warm-up).
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Override a config value, e.g. `--set data.loader.batch_size=64` (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
     },

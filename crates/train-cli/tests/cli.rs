@@ -425,6 +425,43 @@ print(json.dumps({'logits': logits, 'label': top['label'], 'score': top['score']
     assert_eq!(label, names[prediction["pred"].as_u64().unwrap() as usize]);
 }
 
+/// Every option of every command says what it does in `--help`.
+#[test]
+fn every_option_is_described_in_help() {
+    let commands = [
+        "",
+        "train",
+        "eval",
+        "zero-shot",
+        "predict",
+        "export",
+        "inspect",
+        "preview-augment",
+        "wise-ft",
+        "compare",
+        "bench",
+    ];
+    for c in commands {
+        let mut cmd = bin();
+        if !c.is_empty() {
+            cmd.arg(c);
+        }
+        let o = cmd.arg("--help").output().unwrap();
+        assert!(o.status.success(), "{c} --help");
+        let help = String::from_utf8_lossy(&o.stdout).to_string();
+        let options = help.split("Options:").nth(1).unwrap();
+        for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
+            // "  --name <VALUE>  what it does": the text after the option itself.
+            let described = line
+                .trim_start()
+                .split("  ")
+                .skip(1)
+                .any(|part| !part.trim().is_empty() && !part.trim().starts_with("[default"));
+            assert!(described, "`train-cli {c}`: {line:?} has no description");
+        }
+    }
+}
+
 /// `bench` on a fresh clone: configs/smoke.toml's data folder does not exist, so
 /// it times generated images and says so.
 #[test]
