@@ -171,6 +171,17 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if !quiet {
         observers.push(Box::new(Progress::default()));
     }
+    // The test set is read now, so that a wrong path fails before the training.
+    if let Some(src) = &trainer.config().data.test {
+        let test = Dataset::load(src, "data.test")?;
+        if test.classes() != trainer.model().class_names() {
+            bail!(
+                "data.test has classes {:?}, the training data {:?}",
+                test.classes(),
+                trainer.model().class_names()
+            );
+        }
+    }
     let report = trainer.fit(&mut observers)?;
     if let Some(e) = &report.last_eval {
         eprintln!(
@@ -211,6 +222,17 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             run_dir.display()
         );
         return Ok(interrupted());
+    }
+    if let Some(t) = clip_train::evaluate_test(&run_dir, trainer.config())? {
+        eprintln!(
+            "test, once, with the selected checkpoint: accuracy {:.2}%, top-5 {:.2}%, macro F1 {:.2}%, loss {:.4} ({} images): {}",
+            t.accuracy * 100.0,
+            t.top5 * 100.0,
+            t.macro_f1 * 100.0,
+            t.loss,
+            t.images,
+            run_dir.join("test.json").display()
+        );
     }
     if report.stopped_early {
         eprintln!(

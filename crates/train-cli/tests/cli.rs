@@ -425,6 +425,61 @@ print(json.dumps({'logits': logits, 'label': top['label'], 'score': top['score']
     assert_eq!(label, names[prediction["pred"].as_u64().unwrap() as usize]);
 }
 
+/// `data.test`: checked before the training, evaluated once at its end with the
+/// checkpoint the validation selected, as `eval` of the run folder gives.
+#[test]
+fn a_test_set_is_evaluated_once_with_the_selected_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let test = tmp.path().join("test");
+    make_folder(&test, 3);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend([
+        "--set".into(),
+        format!(
+            "data.test={{kind=\"image_folder\", path={:?}}}",
+            test.display().to_string()
+        ),
+    ]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("test, once, with the selected checkpoint: accuracy"),
+        "{}",
+        stderr(&o)
+    );
+    let run_dir = tmp.path().join("smoke");
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("test.json")).unwrap()).unwrap();
+    assert_eq!(t["test"]["images"], 9);
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(&run_dir)
+        .arg("--data")
+        .arg(&test));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(t["test"]["accuracy"], e["accuracy"]);
+    assert_eq!(t["test"]["loss"], e["loss"]);
+    // A test set that is not there fails before anything trains.
+    let mut args = train_args(tmp.path(), &data);
+    args.extend([
+        "--set".into(),
+        "run.name=\"typo\"".into(),
+        "--set".into(),
+        "data.test={kind=\"image_folder\", path=\"/nowhere/test\"}".into(),
+    ]);
+    let o = run(bin().args(&args));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nowhere/test"), "{}", stderr(&o));
+    assert!(
+        !tmp.path()
+            .join("typo/checkpoints")
+            .join("step-00000001")
+            .exists()
+    );
+}
+
 /// Every option of every command says what it does in `--help`.
 #[test]
 fn every_option_is_described_in_help() {

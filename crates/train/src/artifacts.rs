@@ -14,6 +14,7 @@ use clip_model::{
 
 use crate::config::{DeviceChoice, RunConfig};
 use crate::error::{Result, TrainError};
+use crate::evaluation::EvalReport;
 use crate::precision::Precision;
 use crate::report::FitReport;
 use crate::run_folder::latest_checkpoint;
@@ -119,6 +120,44 @@ impl Placement {
         };
         Ok(Self { device, precision })
     }
+}
+
+/// Evaluates the run in `run_dir` once on `cfg.data.test` with the checkpoint its
+/// validation selected (else the latest), on the run's device and precision, and
+/// writes `<run>/test.json`; `None` without a test source. The test set must have
+/// the model's classes.
+pub fn evaluate_test(run_dir: &Path, cfg: &RunConfig) -> Result<Option<EvalReport>> {
+    let Some(src) = &cfg.data.test else {
+        return Ok(None);
+    };
+    let place = Placement::of_run(cfg)?;
+    let vs = nn::VarStore::new(place.device);
+    let spec = run_dir.display().to_string();
+    let model = load_classifier(&vs, &spec)?;
+    let ds = clip_data::Dataset::load(src, "data.test")?;
+    if ds.classes() != model.class_names() {
+        return Err(TrainError::config(
+            "data.test",
+            format!(
+                "has classes {:?}, the model {:?}",
+                ds.classes(),
+                model.class_names()
+            ),
+        ));
+    }
+    let dir = classifier_dir(run_dir)?;
+    let size = model.clip.config().vision_config.image_size as usize;
+    let loader = crate::assembly::eval_loader(cfg, ds, eval_pipeline_for(&dir, size)?)?;
+    let report = crate::evaluation::evaluate(
+        &model,
+        &loader,
+        place.precision,
+        place.device,
+        |_, _| Ok(()),
+    )?;
+    let record = serde_json::json!({ "checkpoint": dir.parent().unwrap_or(&dir), "test": report });
+    crate::run_folder::write_json(&run_dir.join("test.json"), &record)?;
+    Ok(Some(report))
 }
 
 /// The evaluation preprocessing a model was trained for: an export's

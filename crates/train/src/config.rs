@@ -326,6 +326,10 @@ pub struct DataSection {
     pub train: Option<SourceConfig>,
     /// Validation source; without one, `val_fraction` of `train` is split off.
     pub val: Option<SourceConfig>,
+    /// A held-out test source, evaluated once when the run ends with the
+    /// checkpoint the validation selected; never used for selection. The result
+    /// goes to `<run>/test.json`.
+    pub test: Option<SourceConfig>,
     pub val_fraction: f64,
     /// Use only the first N training / validation images (quick runs).
     pub train_limit: Option<usize>,
@@ -344,6 +348,7 @@ impl Default for DataSection {
         Self {
             train: None,
             val: None,
+            test: None,
             val_fraction: 0.1,
             train_limit: None,
             val_limit: None,

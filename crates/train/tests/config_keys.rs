@@ -60,6 +60,7 @@ fn samples() -> Vec<Vec<&'static str>> {
             "optim.schedule={kind=\"linear\"}",
             "train.unfreeze={kind=\"progressive\"}",
             "data.val={kind=\"csv\", path=\"v.csv\"}",
+            "data.test={kind=\"csv\", path=\"t.csv\"}",
         ],
         vec![
             "optim.lr_policy={kind=\"tutorial_llrd\", decay=0.9}",
