@@ -58,9 +58,28 @@ pub fn load_cuda() -> std::result::Result<(), String> {
         .clone()
 }
 
-/// The number of CUDA devices libtorch sees (0 where its CUDA library cannot load).
+/// Whether the NVIDIA driver's library (`libcuda.so.1`) is on this machine: without
+/// it no GPU can be used, and loading libtorch's CUDA library would only cost memory
+/// (~260 MB resident on a CPU machine) and time.
+pub fn nvidia_driver_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        // SAFETY: probing for a system library; the handle is closed at once.
+        unsafe {
+            let handle = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+            if handle.is_null() {
+                return false;
+            }
+            libc::dlclose(handle);
+            true
+        }
+    })
+}
+
+/// The number of CUDA devices libtorch sees: 0 without an NVIDIA driver (libtorch's
+/// CUDA library is then not loaded) or where that library cannot load.
 pub fn cuda_device_count() -> usize {
-    if load_cuda().is_err() || !tch::Cuda::is_available() {
+    if !nvidia_driver_present() || load_cuda().is_err() || !tch::Cuda::is_available() {
         return 0;
     }
     tch::Cuda::device_count().max(0) as usize
@@ -141,6 +160,9 @@ mod tests {
     fn the_cuda_library_loads_and_memory_figures_need_a_device() {
         // The venv's wheel is a CUDA build: its CUDA library loads without a GPU.
         load_cuda().unwrap();
+        if !nvidia_driver_present() {
+            assert_eq!(cuda_device_count(), 0);
+        }
         if cuda_device_count() == 0 {
             let e = cuda_memory(0).unwrap_err().to_string();
             assert!(e.contains("cannot read the CUDA memory figures"), "{e}");

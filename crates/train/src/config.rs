@@ -165,6 +165,9 @@ impl DeviceChoice {
                 }
                 let why = match clip_model::load_cuda() {
                     Err(e) => format!(" ({e})"),
+                    Ok(()) if !clip_model::nvidia_driver_present() => {
+                        " (no NVIDIA driver on this machine: libcuda.so.1 is not there): use \"auto\" or \"cpu\"".into()
+                    }
                     Ok(()) if count == 0 => {
                         " (no GPU on this machine, or a driver libtorch cannot use): use \"auto\" or \"cpu\"".into()
                     }
