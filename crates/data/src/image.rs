@@ -52,27 +52,28 @@ impl RgbImage {
 
     /// Decodes an image file (JPEG, PNG, WebP, BMP, GIF's first frame).
     pub fn open(path: &Path) -> Result<Self, DataError> {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::decode(&bytes).map_err(|source| DataError::Decode {
-            path: path.to_path_buf(),
-            source,
-        })
+        Self::open_with(path, Self::decode)
     }
 
-    /// Decodes an image file; a JPEG at the largest DCT reduction (1/2, 1/4, 1/8)
-    /// that `reduction(width, height)` allows (see [`RgbImage::decode_draft`]).
+    /// Decodes an image file; a JPEG at the DCT reduction (1/4 or 1/8) that
+    /// `reduction(width, height)` allows (see [`RgbImage::decode_draft`]).
     pub fn open_draft(
         path: &Path,
         reduction: impl Fn(usize, usize) -> usize,
+    ) -> Result<Self, DataError> {
+        Self::open_with(path, |bytes| Self::decode_draft(bytes, reduction))
+    }
+
+    /// Reads `path` and decodes it with `decode`; errors name the file.
+    fn open_with(
+        path: &Path,
+        decode: impl FnOnce(&[u8]) -> Result<Self, image::ImageError>,
     ) -> Result<Self, DataError> {
         let bytes = std::fs::read(path).map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
+        decode(&bytes).map_err(|source| DataError::Decode {
             path: path.to_path_buf(),
             source,
         })
@@ -104,10 +105,8 @@ impl RgbImage {
             return Self::decode(bytes);
         };
         let (w, h) = (usize::from(info.width), usize::from(info.height));
-        let k = [8usize, 4]
-            .into_iter()
-            .find(|&k| k <= reduction(w, h))
-            .unwrap_or(1);
+        let allowed = reduction(w, h);
+        let k = [8usize, 4].into_iter().find(|&k| k <= allowed).unwrap_or(1);
         if k == 1 || w == 0 || h == 0 {
             return Self::decode(bytes);
         }

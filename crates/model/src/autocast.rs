@@ -20,7 +20,8 @@ fn device_code(device: Device) -> i32 {
     if device.is_cuda() { 1 } else { 0 }
 }
 
-fn message(err: &[c_char]) -> String {
+/// The message a shim wrote into its error buffer.
+pub(crate) fn message(err: &[c_char]) -> String {
     // SAFETY: the shim NUL-terminates the buffer on failure (and it starts zeroed).
     unsafe { CStr::from_ptr(err.as_ptr()) }
         .to_string_lossy()

@@ -99,10 +99,9 @@ fn call(what: &str, f: impl FnOnce(*mut c_char, i32) -> i32) -> Result<()> {
     if f(err.as_mut_ptr(), err.len() as i32) == 0 {
         return Ok(());
     }
-    // SAFETY: the shim NUL-terminates the buffer on failure (and it starts zeroed).
-    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
     Err(ModelError::Torch(tch::TchError::Torch(format!(
-        "{what}: {msg}"
+        "{what}: {}",
+        crate::autocast::message(&err)
     ))))
 }
 

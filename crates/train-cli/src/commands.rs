@@ -173,14 +173,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     // The test set is read now, so that a wrong path fails before the training.
     if let Some(src) = &trainer.config().data.test {
-        let test = Dataset::load(src, "data.test")?;
-        if test.classes() != trainer.model().class_names() {
-            bail!(
-                "data.test has classes {:?}, the training data {:?}",
-                test.classes(),
-                trainer.model().class_names()
-            );
-        }
+        clip_train::test_set(src, trainer.model().class_names())?;
     }
     let report = trainer.fit(&mut observers)?;
     if let Some(e) = &report.last_eval {
@@ -249,9 +242,9 @@ fn classifier_with_pipeline(
     spec: &str,
     ema: bool,
 ) -> anyhow::Result<(ClipClassifier, Pipeline)> {
-    let model = clip_train::load_classifier_ema(vs, spec, ema)?;
-    let size = model.clip.config().vision_config.image_size as usize;
     let dir = clip_train::classifier_dir(Path::new(spec))?;
+    let model = clip_train::load_classifier_from(vs, &dir, ema)?;
+    let size = model.clip.config().vision_config.image_size as usize;
     Ok((model, clip_train::eval_pipeline_for(&dir, size)?))
 }
 

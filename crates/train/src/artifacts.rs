@@ -16,7 +16,7 @@ use crate::config::{DeviceChoice, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::evaluation::EvalReport;
 use crate::precision::Precision;
-use crate::report::FitReport;
+use crate::report::read_summary;
 use crate::run_folder::latest_checkpoint;
 
 /// The folder holding a classifier's `config.json`: `spec` itself (an export),
@@ -29,10 +29,7 @@ pub fn classifier_dir(spec: &Path) -> Result<PathBuf> {
         return Ok(spec.join("model"));
     }
     if spec.join("checkpoints").is_dir() {
-        let summary = spec.join("summary.json");
-        let best = std::fs::read_to_string(&summary)
-            .ok()
-            .and_then(|s| serde_json::from_str::<FitReport>(&s).ok())
+        let best = read_summary(spec)
             .and_then(|r| r.best.map(|b| b.checkpoint))
             .filter(|p| p.join("model").is_dir());
         let ckpt = match best {
@@ -68,7 +65,11 @@ impl Placement {
     /// A run's `run.device` and `train.precision` (`train.precision_on_cpu` on the
     /// CPU).
     pub fn of_run(cfg: &RunConfig) -> Result<Self> {
-        Self::resolve(cfg.run.device, cfg.train.precision, cfg)
+        let device = cfg.run.device.device()?;
+        Ok(Self {
+            device,
+            precision: cfg.train.precision_on(device),
+        })
     }
 
     /// `device` / `precision` when given (`--device`, `--precision`), else the
@@ -79,9 +80,10 @@ impl Placement {
         device: Option<DeviceChoice>,
         precision: Option<Precision>,
     ) -> Result<Self> {
-        let run = match Path::new(spec).exists() {
-            true => run_config_of(Path::new(spec))?,
-            false => None,
+        let run = if Path::new(spec).exists() {
+            run_config_of(Path::new(spec))?
+        } else {
+            None
         };
         let Some(cfg) = run else {
             return Ok(Self {
@@ -89,11 +91,16 @@ impl Placement {
                 precision: precision.unwrap_or_default(),
             });
         };
-        let mut p = Self::resolve(
-            device.unwrap_or(cfg.run.device),
-            precision.unwrap_or(cfg.train.precision),
-            &cfg,
-        )?;
+        let mut p = match device {
+            Some(d) => {
+                let device = d.resolve("--device")?;
+                Self {
+                    device,
+                    precision: cfg.train.precision_on(device),
+                }
+            }
+            None => Self::of_run(&cfg)?,
+        };
         if let Some(given) = precision {
             p.precision = given;
         }
@@ -106,20 +113,20 @@ impl Placement {
             tch::Device::Cuda(n) => format!("cuda:{n}"),
             other => format!("{other:?}").to_lowercase(),
         };
-        format!(
-            "{device}, {}",
-            format!("{:?}", self.precision).to_lowercase()
-        )
+        format!("{device}, {}", self.precision)
     }
+}
 
-    fn resolve(device: DeviceChoice, precision: Precision, cfg: &RunConfig) -> Result<Self> {
-        let device = device.resolve("--device")?;
-        let precision = match cfg.train.precision_on_cpu {
-            Some(p) if device == tch::Device::Cpu => p,
-            _ => precision,
-        };
-        Ok(Self { device, precision })
+/// The test source `src` (`data.test`), which must have `classes`.
+pub fn test_set(src: &SourceConfig, classes: &[String]) -> Result<clip_data::Dataset> {
+    let ds = clip_data::Dataset::load(src, "data.test")?;
+    if ds.classes() != classes {
+        return Err(TrainError::config(
+            "data.test",
+            format!("has classes {:?}, the model {classes:?}", ds.classes()),
+        ));
     }
+    Ok(ds)
 }
 
 /// Evaluates the run in `run_dir` once on `cfg.data.test` with the checkpoint its
@@ -132,20 +139,9 @@ pub fn evaluate_test(run_dir: &Path, cfg: &RunConfig) -> Result<Option<EvalRepor
     };
     let place = Placement::of_run(cfg)?;
     let vs = nn::VarStore::new(place.device);
-    let spec = run_dir.display().to_string();
-    let model = load_classifier(&vs, &spec)?;
-    let ds = clip_data::Dataset::load(src, "data.test")?;
-    if ds.classes() != model.class_names() {
-        return Err(TrainError::config(
-            "data.test",
-            format!(
-                "has classes {:?}, the model {:?}",
-                ds.classes(),
-                model.class_names()
-            ),
-        ));
-    }
     let dir = classifier_dir(run_dir)?;
+    let model = load_classifier_from(&vs, &dir, false)?;
+    let ds = test_set(src, model.class_names())?;
     let size = model.clip.config().vision_config.image_size as usize;
     let loader = crate::assembly::eval_loader(cfg, ds, eval_pipeline_for(&dir, size)?)?;
     let report = crate::evaluation::evaluate(
@@ -198,20 +194,18 @@ pub fn eval_pipeline_for(model_dir: &Path, image_size: usize) -> Result<Pipeline
 
 /// Loads a fine-tuned classifier from an export, a checkpoint or a run folder.
 pub fn load_classifier(vs: &nn::VarStore, spec: &str) -> Result<ClipClassifier> {
-    let dir = classifier_dir(Path::new(spec))?;
-    Ok(ClipClassifier::load(&vs.root(), &dir)?)
+    load_classifier_from(vs, &classifier_dir(Path::new(spec))?, false)
 }
 
-/// [`load_classifier`], with the checkpoint's EMA weights in place of its trained
-/// ones when `ema` (`--ema`): the `ema.safetensors` beside the checkpoint's model
-/// (a run folder: its best checkpoint's). An export or a run without `train.ema`
-/// has none: an error naming the file.
-pub fn load_classifier_ema(vs: &nn::VarStore, spec: &str, ema: bool) -> Result<ClipClassifier> {
-    let model = load_classifier(vs, spec)?;
+/// The classifier in `dir` (what [`classifier_dir`] gives), with the checkpoint's
+/// EMA weights in place of its trained ones when `ema` (`--ema`): the
+/// `ema.safetensors` beside the checkpoint's model. An export or a run without
+/// `train.ema` has none: an error naming the folder.
+pub fn load_classifier_from(vs: &nn::VarStore, dir: &Path, ema: bool) -> Result<ClipClassifier> {
+    let model = ClipClassifier::load(&vs.root(), dir)?;
     if !ema {
         return Ok(model);
     }
-    let dir = classifier_dir(Path::new(spec))?;
     let path = dir
         .parent()
         .map(|c| c.join("ema.safetensors"))
@@ -254,10 +248,12 @@ pub fn load_classifier_ema(vs: &nn::VarStore, spec: &str, ema: bool) -> Result<C
 /// unfreezing); an export or a plain CLIP has every parameter trainable.
 pub fn model_report(spec: &str) -> Result<ParamReport> {
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let Ok(m) = load_classifier(&vs, spec) else {
+    let loaded = classifier_dir(Path::new(spec))
+        .and_then(|dir| Ok((load_classifier_from(&vs, &dir, false)?, dir)));
+    let Ok((m, dir)) = loaded else {
         return Ok(ClipModel::from_pretrained(&vs.root(), spec)?.report());
     };
-    if let Some(cfg) = run_config_of(&classifier_dir(Path::new(spec))?)? {
+    if let Some(cfg) = run_config_of(&dir)? {
         let (_, trained) = crate::assembly::param_groups(&cfg, &m)?;
         let epochs = cfg.train.epochs.max(1);
         crate::policies::apply_unfreeze(
@@ -348,7 +344,7 @@ const TOKENIZER_FILES: &[&str] = &[
 pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>> {
     let model_dir = classifier_dir(checkpoint)?;
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let mut model = load_classifier_ema(&vs, &checkpoint.display().to_string(), ema)?;
+    let mut model = load_classifier_from(&vs, &model_dir, ema)?;
     std::fs::create_dir_all(output).map_err(TrainError::io("cannot create", output))?;
     // The run's config, two levels above the checkpoint, says where the weights
     // came from (for the tokenizer) and how images were normalised.
@@ -455,12 +451,7 @@ fn model_card(
     let name = run_cfg.map_or("clip-classifier".to_string(), |c| c.run.name.clone());
     let base = run_cfg.and_then(|c| c.model.pretrained.clone());
     // The checkpoint's run: its summary (metrics of the best checkpoint's run).
-    let run_dir = model_dir
-        .ancestors()
-        .find(|p| p.join("summary.json").is_file());
-    let summary: Option<FitReport> = run_dir
-        .and_then(|d| std::fs::read_to_string(d.join("summary.json")).ok())
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let summary = model_dir.ancestors().find_map(read_summary);
     let eval = summary.as_ref().and_then(|s| s.last_eval.as_ref());
     let val = eval.map(|e| {
         if ema {

@@ -21,7 +21,7 @@ use crate::config::{CompareMethod, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::evaluation::evaluate;
 use crate::plots::{Series, font, line_chart};
-use crate::report::{FitReport, MemoryKind, MetricsLine, read_metrics};
+use crate::report::{FitReport, MemoryKind, MetricsLine, read_metrics, read_summary};
 use crate::run_folder::latest_checkpoint;
 use crate::wise_ft::{WiseReport, wise_ft};
 
@@ -142,9 +142,7 @@ fn epoch_accuracies(run_dir: &Path) -> Result<Vec<f64>> {
 }
 
 fn finished(run_dir: &Path) -> Option<FitReport> {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
-    let r: FitReport = serde_json::from_str(&text).ok()?;
-    (!r.interrupted).then_some(r)
+    read_summary(run_dir).filter(|r| !r.interrupted)
 }
 
 fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {

@@ -502,6 +502,17 @@ pub struct TrainSection {
     pub checkpoints: CheckpointConfig,
 }
 
+impl TrainSection {
+    /// The precision a run uses on `device`: `precision_on_cpu` on the CPU when
+    /// set, else `precision`.
+    pub fn precision_on(&self, device: tch::Device) -> Precision {
+        match self.precision_on_cpu {
+            Some(p) if device == tch::Device::Cpu => p,
+            _ => self.precision,
+        }
+    }
+}
+
 impl Default for TrainSection {
     fn default() -> Self {
         Self {

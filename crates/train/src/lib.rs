@@ -48,7 +48,7 @@ mod wise_ft;
 
 pub use artifacts::{
     Placement, classifier_dir, eval_pipeline_for, evaluate_test, export, load_classifier,
-    load_classifier_ema, model_report, preprocessor_json, source_from_path,
+    load_classifier_from, model_report, preprocessor_json, source_from_path, test_set,
 };
 pub use assembly::{
     Inspection, build_model, classifier_from_pretrained, eval_loader, image_size_of,

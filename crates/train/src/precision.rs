@@ -42,6 +42,17 @@ impl Precision {
     }
 }
 
+impl std::fmt::Display for Precision {
+    /// `fp32`, `bf16`, `fp16`: as configs write it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        })
+    }
+}
+
 impl FromStr for Precision {
     type Err = TrainError;
 

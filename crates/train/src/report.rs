@@ -78,6 +78,12 @@ impl MetricsLine {
     }
 }
 
+/// The `summary.json` of `run_dir`, when it is there and parses.
+pub(crate) fn read_summary(run_dir: &Path) -> Option<FitReport> {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Reads `metrics.jsonl` (lines that do not parse are skipped).
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsLine>> {
     let file = match File::open(path) {

@@ -111,16 +111,13 @@ impl Trainer {
         let device = cfg.run.device.device()?;
         let device = dp.map_or(device, |d| d.device(device));
         let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world()));
-        if let Some(p) = cfg.train.precision_on_cpu.filter(|_| device == Device::Cpu) {
-            if p != cfg.train.precision {
-                let name = |p: Precision| format!("{p:?}").to_lowercase();
-                tracing::warn!(
-                    "train.precision = \"{}\" falls back to train.precision_on_cpu = \"{}\" on the CPU",
-                    name(cfg.train.precision),
-                    name(p)
-                );
-            }
-            cfg.train.precision = p;
+        let precision = cfg.train.precision_on(device);
+        if precision != cfg.train.precision {
+            tracing::warn!(
+                "train.precision = \"{}\" falls back to train.precision_on_cpu = \"{precision}\" on the CPU",
+                cfg.train.precision
+            );
+            cfg.train.precision = precision;
         }
         if device.is_cuda() {
             clip_model::set_tf32_matmul(cfg.train.tf32)?;
