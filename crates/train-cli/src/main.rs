@@ -265,17 +265,12 @@ fn main() -> ExitCode {
     // before one only with `train` or none.
     if let Some(c) = &cli.command
         && has_train_args(&cli.train)
+        && !matches!(c, Command::Train(a) if !has_train_args(a))
     {
-        let takes = match c {
-            Command::Train(a) if !has_train_args(a) => None,
-            _ => Some(()),
-        };
-        if takes.is_some() {
-            eprintln!(
-                "error: --config / --set / --resume / --output-dir belong to training: give them after `train`, or with no subcommand"
-            );
-            return ExitCode::from(2);
-        }
+        eprintln!(
+            "error: --config / --set / --resume / --output-dir belong to training: give them after `train`, or with no subcommand"
+        );
+        return ExitCode::from(2);
     }
     let result = match cli.command {
         None => commands::train(cli.train, cli.quiet),

@@ -163,15 +163,17 @@ impl DeviceChoice {
                 if n < count {
                     return Ok(tch::Device::Cuda(n));
                 }
-                let why = match clip_model::load_cuda() {
-                    Err(e) => format!(" ({e})"),
-                    Ok(()) if !clip_model::nvidia_driver_present() => {
+                // Without a driver, libtorch's CUDA library is not loaded just to
+                // explain the error.
+                let why = match clip_model::nvidia_driver_present().then(clip_model::load_cuda) {
+                    None => {
                         " (no NVIDIA driver on this machine: libcuda.so.1 is not there): use \"auto\" or \"cpu\"".into()
                     }
-                    Ok(()) if count == 0 => {
+                    Some(Err(e)) => format!(" ({e})"),
+                    Some(Ok(())) if count == 0 => {
                         " (no GPU on this machine, or a driver libtorch cannot use): use \"auto\" or \"cpu\"".into()
                     }
-                    Ok(()) => String::new(),
+                    Some(Ok(())) => String::new(),
                 };
                 Err(TrainError::config(
                     key,

@@ -151,12 +151,10 @@ impl Trainer {
         }
     }
 
-    /// One micro-batch forward and backward; returns the unscaled loss. On the
-    /// step's last micro-batch of a data-parallel run the backward also averages
-    /// the gradients over the ranks (DDP's Reducer), earlier ones accumulate
-    /// locally (`no_sync`).
     /// Queues one micro-batch's forward and backward; returns its (unweighted) loss
-    /// on the device, not yet read.
+    /// on the device, not yet read. On the step's last micro-batch of a
+    /// data-parallel run the backward also averages the gradients over the ranks
+    /// (DDP's Reducer), earlier ones accumulate locally (`no_sync`).
     fn micro_step(&self, b: &DeviceBatch, weight: f64, seed: i64, last: bool) -> Result<Tensor> {
         let (batch, x, y) = (&b.batch, &b.images, &b.labels);
         tch::manual_seed(seed);
