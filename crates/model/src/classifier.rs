@@ -1,7 +1,13 @@
-//! `ClipClassifier`: the vision tower, `visual_projection`, L2 normalisation and a
-//! scaled linear head. The head starts random or from zero-shot text embeddings of
-//! prompt templates (the starting point of WiSE-FT and FLYP), and is saved with the
-//! class names beside the CLIP weights.
+//! `ClipClassifier`: the vision tower and a linear head, of one of two kinds:
+//!
+//! - `cosine` (default): `visual_projection`, L2 normalisation and a scaled linear
+//!   head, which starts random or from zero-shot text embeddings of prompt
+//!   templates (the starting point of WiSE-FT and FLYP); saved with the class names
+//!   beside the whole CLIP's weights.
+//! - `hf`: transformers' `CLIPForImageClassification`, a linear layer on the mean
+//!   of the patch tokens of the vision tower's last hidden state (before
+//!   `post_layernorm`); the text tower and projections are not part of it, and it
+//!   is saved as transformers saves that class (`vision_model.*` + `classifier.*`).
 
 use std::path::Path;
 
@@ -31,10 +37,33 @@ pub enum HeadInit {
     ZeroShot,
 }
 
+/// Which head sits on the vision tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// `scale * (W normalize(visual_projection(pooled)) + b)`: CLIP's own embedding
+    /// space, so it can start from zero-shot text embeddings.
+    #[default]
+    Cosine,
+    /// transformers' `CLIPForImageClassification`: `W mean(patch tokens) + b`;
+    /// exports load with `AutoModelForImageClassification` and no remote code.
+    Hf,
+}
+
+impl HeadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::Cosine => "cosine",
+            HeadKind::Hf => "hf",
+        }
+    }
+}
+
 /// The head section of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeadConfig {
+    pub kind: HeadKind,
     pub init: HeadInit,
     pub bias: bool,
     /// Dropout on the normalised features before the head.
@@ -48,6 +77,7 @@ pub struct HeadConfig {
 impl Default for HeadConfig {
     fn default() -> Self {
         Self {
+            kind: HeadKind::Cosine,
             init: HeadInit::Random,
             bias: true,
             dropout: 0.0,
@@ -80,6 +110,23 @@ impl HeadConfig {
                 "`{prefix}.templates`: zero_shot needs at least one template, each containing `{{}}`"
             ));
         }
+        if self.kind == HeadKind::Hf {
+            let hf = "the hf head (transformers' CLIPForImageClassification)";
+            if self.init == HeadInit::ZeroShot {
+                problems.push(format!(
+                    "`{prefix}.init = \"zero_shot\"` needs the cosine head: {hf} sits on the \
+                     vision tower's hidden size, not CLIP's embedding space"
+                ));
+            }
+            if self.scale.is_some() {
+                problems.push(format!(
+                    "`{prefix}.scale`: {hf} has no logit scale; remove the key"
+                ));
+            }
+            if !self.bias {
+                problems.push(format!("`{prefix}.bias = false`: {hf} always has a bias"));
+            }
+        }
         problems
     }
 
@@ -93,6 +140,8 @@ impl HeadConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredHead {
+    #[serde(default)]
+    kind: HeadKind,
     bias: bool,
     scale: f64,
     dropout: f64,
@@ -101,11 +150,15 @@ struct StoredHead {
     lora: Option<LoraConfig>,
 }
 
-/// CLIP image classifier: `scale * head(dropout(normalize(visual_projection(pooled))))`.
+/// CLIP image classifier: `scale * head(dropout(normalize(visual_projection(pooled))))`
+/// (cosine) or `head(dropout(mean(patch tokens)))` (hf).
 #[derive(Debug)]
 pub struct ClipClassifier {
+    /// For the hf head, the text tower and projections are built but are not in
+    /// `clip.params()`: not trained, loaded or saved.
     pub clip: ClipModel,
     pub head: Linear,
+    kind: HeadKind,
     scale: f64,
     dropout: f64,
     class_names: Vec<String>,
@@ -116,6 +169,7 @@ impl ClipClassifier {
         path: &nn::Path,
         config: &ClipConfig,
         class_names: Vec<String>,
+        kind: HeadKind,
         bias: bool,
         dropout: f64,
         scale: Option<f64>,
@@ -129,42 +183,58 @@ impl ClipClassifier {
         }
         let scope = Scope::new(path.clone());
         let mut clip = ClipModel::build(&scope, config);
-        let proj = config.projection_dim;
-        let bound = (proj as f64).powf(-0.5);
         let h = scope
             .tower(Tower::Head)
             .depth(config.vision_config.num_hidden_layers as u32 + 1)
-            .module(Module::Head)
-            .sub("classification_head");
+            .module(Module::Head);
         let n = class_names.len() as i64;
-        let head = Linear {
-            lora: None,
-            weight: h.param(
-                "weight",
-                &[n, proj],
-                nn::Init::Uniform {
+        let head = match kind {
+            // nn.Linear's initialisation.
+            HeadKind::Cosine => {
+                let proj = config.projection_dim;
+                let bound = (proj as f64).powf(-0.5);
+                let h = h.sub("classification_head");
+                let init = nn::Init::Uniform {
                     lo: -bound,
                     up: bound,
-                },
-                DecayClass::Weight,
-            ),
-            bias: bias.then(|| {
-                h.param(
-                    "bias",
-                    &[n],
-                    nn::Init::Uniform {
-                        lo: -bound,
-                        up: bound,
-                    },
-                    DecayClass::Bias,
-                )
-            }),
+                };
+                Linear {
+                    lora: None,
+                    weight: h.param("weight", &[n, proj], init, DecayClass::Weight),
+                    bias: bias.then(|| h.param("bias", &[n], init, DecayClass::Bias)),
+                }
+            }
+            // transformers' `_init_weights` for CLIPForImageClassification
+            // (`initializer_factor` 1, its default).
+            HeadKind::Hf => {
+                let hidden = config.vision_config.hidden_size;
+                let h = h.sub("classifier");
+                let stdev = (hidden as f64).powf(-0.5);
+                Linear {
+                    lora: None,
+                    weight: h.param(
+                        "weight",
+                        &[n, hidden],
+                        nn::Init::Randn { mean: 0.0, stdev },
+                        DecayClass::Weight,
+                    ),
+                    bias: Some(h.param("bias", &[n], nn::Init::Const(0.0), DecayClass::Bias)),
+                }
+            }
         };
-        *clip.params_mut() = ParamTable::new(scope.into_params());
-        let scale = scale.unwrap_or_else(|| clip.logit_scale_value().exp());
+        let mut params = scope.into_params();
+        if kind == HeadKind::Hf {
+            params.retain(|p| is_hf_classifier_param(&p.name));
+        }
+        *clip.params_mut() = ParamTable::new(params);
+        let scale = match kind {
+            HeadKind::Cosine => scale.unwrap_or_else(|| clip.logit_scale_value().exp()),
+            HeadKind::Hf => 1.0,
+        };
         Ok(Self {
             clip,
             head,
+            kind,
             scale,
             dropout,
             class_names,
@@ -189,6 +259,7 @@ impl ClipClassifier {
             path,
             config,
             class_names,
+            head.kind,
             head.bias,
             head.dropout,
             head.scale,
@@ -210,17 +281,20 @@ impl ClipClassifier {
             path,
             &config,
             class_names,
+            head.kind,
             head.bias,
             head.dropout,
             head.scale,
         )?;
-        assign(
-            model.clip.params(),
-            read_weights(&files.weights)?,
-            &files.weights[0],
-            |p| p.tag.tower == Tower::Head,
-        )?;
-        if head.scale.is_none() {
+        let mut weights = read_weights(&files.weights)?;
+        if head.kind == HeadKind::Hf {
+            // The pretrained CLIP's text tower and projections are not part of it.
+            weights.retain(|name, _| is_hf_classifier_param(name));
+        }
+        assign(model.clip.params(), weights, &files.weights[0], |p| {
+            p.tag.tower == Tower::Head
+        })?;
+        if head.scale.is_none() && head.kind == HeadKind::Cosine {
             model.scale = model.clip.logit_scale_value().exp();
         }
         if head.init == HeadInit::ZeroShot {
@@ -279,6 +353,7 @@ impl ClipClassifier {
             path,
             &config,
             names.into_iter().map(|(_, n)| n).collect(),
+            stored.kind,
             stored.bias,
             stored.dropout,
             Some(stored.scale),
@@ -314,6 +389,9 @@ impl ClipClassifier {
     fn save_impl(&self, dir: &Path, lora: Option<LoraConfig>) -> Result<()> {
         let adapters = lora.is_some();
         let mut json = self.clip.config().to_hf_json();
+        if self.kind == HeadKind::Hf {
+            json["architectures"] = serde_json::json!(["CLIPForImageClassification"]);
+        }
         json["id2label"] = self
             .class_names
             .iter()
@@ -327,6 +405,7 @@ impl ClipClassifier {
             .map(|(i, n)| (n.clone(), serde_json::Value::from(i)))
             .collect();
         json["clip_classifier"] = serde_json::to_value(StoredHead {
+            kind: self.kind,
             bias: self.head.bias.is_some(),
             scale: self.scale,
             dropout: self.dropout,
@@ -342,6 +421,12 @@ impl ClipClassifier {
         tokenizer: &ClipTokenizer,
         templates: &[String],
     ) -> Result<()> {
+        if self.kind == HeadKind::Hf {
+            return Err(ModelError::config(
+                "model.head.init",
+                "zero_shot needs the cosine head (`model.head.kind = \"cosine\"`)",
+            ));
+        }
         let names: Vec<&str> = self.class_names.iter().map(String::as_str).collect();
         let weights = zero_shot_weights(&self.clip, tokenizer, &names, templates)?;
         tch::no_grad(|| -> Result<()> {
@@ -357,6 +442,10 @@ impl ClipClassifier {
 
     pub fn class_names(&self) -> &[String] {
         &self.class_names
+    }
+
+    pub fn kind(&self) -> HeadKind {
+        self.kind
     }
 
     pub fn scale(&self) -> f64 {
@@ -380,19 +469,35 @@ impl ClipClassifier {
     /// blocks are recomputed in [`GradTape::backward`].
     pub fn forward<'m>(&'m self, pixel_values: &Tensor, pass: Pass<'_, 'm>) -> Result<Tensor> {
         let train = pass.train;
-        let pooled = self
-            .clip
-            .vision(
-                pixel_values,
-                Pass {
-                    hidden_states: false,
-                    ..pass
-                },
-            )?
-            .pooled;
-        let features = l2_normalize(&self.clip.visual_projection.forward(&pooled));
-        Ok(self.head.forward(&dropout(features, self.dropout, train)) * self.scale)
+        let vision = self.clip.vision(
+            pixel_values,
+            Pass {
+                hidden_states: false,
+                ..pass
+            },
+        )?;
+        match self.kind {
+            HeadKind::Cosine => {
+                let features = l2_normalize(&self.clip.visual_projection.forward(&vision.pooled));
+                Ok(self.head.forward(&dropout(features, self.dropout, train)) * self.scale)
+            }
+            HeadKind::Hf => {
+                let tokens =
+                    vision
+                        .last_hidden_state
+                        .narrow(1, 1, vision.last_hidden_state.size()[1] - 1);
+                let features = tokens.mean_dim([1i64].as_slice(), false, None::<Kind>);
+                Ok(self.head.forward(&dropout(features, self.dropout, train)))
+            }
+        }
     }
+}
+
+/// Whether a parameter belongs to transformers' `CLIPForImageClassification`: the
+/// vision tower (its adapters included) and the head, not the text tower, the
+/// projections or the logit scale.
+fn is_hf_classifier_param(name: &str) -> bool {
+    name.starts_with("vision_model.") || name.starts_with("classifier.")
 }
 
 /// Zero-shot classifier weights `[classes, projection_dim]`: for each class, the

@@ -43,7 +43,7 @@ mod vision;
 mod weights;
 
 pub use autocast::{autocast_enabled, with_autocast};
-pub use classifier::{ClipClassifier, HeadConfig, HeadInit, zero_shot_weights};
+pub use classifier::{ClipClassifier, HeadConfig, HeadInit, HeadKind, zero_shot_weights};
 pub use clip::{ClipModel, ClipOutput, l2_normalize};
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
 pub use cuda::{

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clip_model::{
     ClipClassifier, ClipConfig, ClipModel, ClipTokenizer, DecayClass, HeadConfig, HeadInit,
-    ModelFiles, Module, Tower, read_safetensors, write_safetensors,
+    HeadKind, ModelFiles, Module, Tower, read_safetensors, write_safetensors,
 };
 use tch::{Kind, Tensor, nn::VarStore};
 
@@ -359,4 +359,70 @@ fn zero_shot_head_equals_clip_zero_shot_logits() {
     });
     let d = (head_logits - clip_logits).abs().max().double_value(&[]);
     assert!(d < 1e-4, "zero-shot head differs from CLIP's logits by {d}");
+}
+
+/// The hf head (transformers' CLIPForImageClassification) on a pretrained CLIP:
+/// the vision tower's weights from the file, no text tower or projections in the
+/// parameters or the saved file, a round trip to the same logits, and the head
+/// settings it cannot have named.
+#[test]
+fn hf_head_holds_the_vision_tower_only_and_round_trips() {
+    let files = ModelFiles::from_dir(&fixture("tiny-b")).unwrap();
+    let names: Vec<String> = ["cat", "dog"].iter().map(|s| s.to_string()).collect();
+    let head = HeadConfig {
+        kind: HeadKind::Hf,
+        ..HeadConfig::default()
+    };
+    let vs = VarStore::new(tch::Device::Cpu);
+    let c = ClipClassifier::from_clip(&vs.root(), &files, names.clone(), &head, None).unwrap();
+    assert_eq!(c.scale(), 1.0);
+    let pretrained: std::collections::HashMap<String, Tensor> = read_safetensors(&files.weights[0])
+        .unwrap()
+        .into_iter()
+        .collect();
+    let hidden = ClipConfig::from_json_file(&files.config)
+        .unwrap()
+        .vision_config
+        .hidden_size;
+    for p in c.params().iter() {
+        match pretrained.get(&p.name) {
+            Some(t) => assert!(
+                p.name.starts_with("vision_model.") && t.equal(&p.tensor),
+                "{}",
+                p.name
+            ),
+            None => assert!(p.name.starts_with("classifier."), "{}", p.name),
+        }
+    }
+    assert_eq!(c.head.weight.size(), [2, hidden]);
+    let dir = tempfile::tempdir().unwrap();
+    c.save_pretrained(dir.path()).unwrap();
+    let saved = read_safetensors(&dir.path().join("model.safetensors")).unwrap();
+    let mut keys: Vec<&String> = saved.iter().map(|(k, _)| k).collect();
+    keys.retain(|k| !k.starts_with("vision_model."));
+    keys.sort();
+    assert_eq!(keys, ["classifier.bias", "classifier.weight"]);
+    let vs2 = VarStore::new(tch::Device::Cpu);
+    let d = ClipClassifier::load(&vs2.root(), dir.path()).unwrap();
+    assert_eq!(d.kind(), HeadKind::Hf);
+    let x = Tensor::randn([2, 3, 20, 20], (Kind::Float, tch::Device::Cpu));
+    let (a, b) = tch::no_grad(|| {
+        (
+            c.forward(&x, clip_model::Pass::eval()).unwrap(),
+            d.forward(&x, clip_model::Pass::eval()).unwrap(),
+        )
+    });
+    assert_eq!(a.size(), [2, 2]);
+    assert!(a.equal(&b));
+    let bad = HeadConfig {
+        kind: HeadKind::Hf,
+        init: HeadInit::ZeroShot,
+        scale: Some(10.0),
+        bias: false,
+        ..HeadConfig::default()
+    };
+    let problems = bad.problems("model.head").join("\n");
+    for key in ["model.head.init", "model.head.scale", "model.head.bias"] {
+        assert!(problems.contains(key), "{problems}");
+    }
 }

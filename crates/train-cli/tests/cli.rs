@@ -1110,3 +1110,92 @@ fn zero_shot_logits_match_transformers_on_non_square_images() {
         }
     }
 }
+
+/// `model.head.kind = "hf"` trains transformers' `CLIPForImageClassification`
+/// head; its export is that class: `AutoModelForImageClassification` and the
+/// pipeline load it with no remote code and no weight warnings, with our logits.
+#[test]
+fn hf_head_exports_load_in_transformers_without_remote_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "model.head={kind=\"hf\"}".into()]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success());
+    let run_dir = tmp.path().join("smoke");
+    let export = tmp.path().join("export");
+    let o = run(bin()
+        .args(["export", "--checkpoint"])
+        .arg(&run_dir)
+        .arg("--output")
+        .arg(&export));
+    assert!(o.status.success());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "CLIPForImageClassification");
+    assert!(config.get("auto_map").is_none(), "{config}");
+    assert!(!export.join("modeling_clip_finetune.py").exists());
+    let card = std::fs::read_to_string(export.join("README.md")).unwrap();
+    assert!(card.contains("`CLIPForImageClassification`"), "{card}");
+    // Our logits, from the export.
+    let preds = tmp.path().join("preds.jsonl");
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(&export)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&preds));
+    assert!(o.status.success());
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&preds)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, json, torch\n\
+from PIL import Image\n\
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline\n\
+path, image = sys.argv[1], sys.argv[2]\n\
+model = AutoModelForImageClassification.from_pretrained(path).eval()\n\
+pixels = AutoImageProcessor.from_pretrained(path)(images=Image.open(image), return_tensors='pt').pixel_values\n\
+with torch.no_grad(): logits = model(pixel_values=pixels).logits[0].tolist()\n\
+top = pipeline('image-classification', model=path)(image, top_k=1)[0]\n\
+print(json.dumps({'class': type(model).__name__, 'logits': logits, 'label': top['label']}))\n",
+        ])
+        .arg(&export)
+        .arg(first["path"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    for bad in [
+        "UNEXPECTED",
+        "MISSING",
+        "newly initialized",
+        "were not used",
+        "trust_remote_code",
+    ] {
+        assert!(!err.contains(bad), "loading reported {bad}:\n{err}");
+    }
+    let hf: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(hf["class"], "CLIPForImageClassification");
+    let ours = first["logits"].as_array().unwrap();
+    assert_eq!(ours.len(), 3);
+    for (a, b) in hf["logits"].as_array().unwrap().iter().zip(ours) {
+        assert!(
+            (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4,
+            "{hf} vs ours {ours:?}"
+        );
+    }
+    let names = ["cat", "dog", "fox"];
+    assert_eq!(hf["label"], names[first["pred"].as_u64().unwrap() as usize]);
+}

@@ -9,7 +9,7 @@ use tch::nn;
 
 use clip_data::{Normalize, Pipeline, SourceConfig};
 use clip_model::{
-    ClipClassifier, ClipModel, ModelFiles, ParamReport, save_peft_adapter, write_atomic,
+    ClipClassifier, ClipModel, HeadKind, ModelFiles, ParamReport, save_peft_adapter, write_atomic,
 };
 
 use crate::config::{DeviceChoice, RunConfig};
@@ -366,21 +366,25 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>
         }
         None => model.save_pretrained(output)?,
     }
-    // transformers' Auto classes and pipeline load the classifier itself through a
-    // small modeling file (`trust_remote_code=True`); CLIPModel still loads it.
-    let config_path = output.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(TrainError::io("cannot read", &config_path))?;
-    let mut config: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        TrainError::config("config.json", format!("{}: {e}", config_path.display()))
-    })?;
-    config["auto_map"] = json!({
-        "AutoModelForImageClassification": "modeling_clip_finetune.CLIPFinetuneForImageClassification"
-    });
-    let text = serde_json::to_string_pretty(&config).unwrap_or_default();
-    write_atomic(&config_path, text.as_bytes())?;
-    write_atomic(&output.join(MODELING_FILE), MODELING_SOURCE.as_bytes())?;
-    written.push(MODELING_FILE.into());
+    // The hf head is transformers' own CLIPForImageClassification (config.json
+    // says so). Our cosine head loads in transformers' Auto classes and pipeline
+    // through a small modeling file (`trust_remote_code=True`); CLIPModel still
+    // loads it.
+    if model.kind() == HeadKind::Cosine {
+        let config_path = output.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(TrainError::io("cannot read", &config_path))?;
+        let mut config: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            TrainError::config("config.json", format!("{}: {e}", config_path.display()))
+        })?;
+        config["auto_map"] = json!({
+            "AutoModelForImageClassification": "modeling_clip_finetune.CLIPFinetuneForImageClassification"
+        });
+        let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+        write_atomic(&config_path, text.as_bytes())?;
+        write_atomic(&output.join(MODELING_FILE), MODELING_SOURCE.as_bytes())?;
+        written.push(MODELING_FILE.into());
+    }
     let norm = run_cfg
         .as_ref()
         .and_then(|c| c.data.eval_transforms.as_ref())
@@ -512,10 +516,13 @@ fn model_card(
             v.loss
         ));
     }
-    s.push_str(&format!(
+    match model.kind() {
+        HeadKind::Hf => s.push_str("\n## How to load\n\nWith transformers, which knows this model as `CLIPForImageClassification`:\n\n```python\nfrom transformers import pipeline\n\nclassifier = pipeline(\"image-classification\", model=\"path/to/this/folder\")\nprint(classifier(\"image.jpg\"))\n```\n\nor `AutoModelForImageClassification.from_pretrained(path)`; or with clip-finetune:\n`train-cli predict --model path/to/this/folder image.jpg`.\n"),
+        HeadKind::Cosine => s.push_str(&format!(
         "\n## How to load\n\nWith transformers (the folder carries its modeling file, `modeling_clip_finetune.py`):\n\n```python\nfrom transformers import pipeline\n\nclassifier = pipeline(\"image-classification\", model=\"path/to/this/folder\", trust_remote_code=True)\nprint(classifier(\"image.jpg\"))\n```\n\n`AutoModelForImageClassification.from_pretrained(path, trust_remote_code=True)` gives the same\nmodel; without remote code, the weights are a `CLIPModel` plus a linear head `classification_head`; the logits are\n`scale * (W @ normalize(image_features) + b)` with `scale = {}` (`clip_classifier` in config.json):\n\n```python\nimport torch\nfrom PIL import Image\nfrom safetensors.torch import load_file\nfrom transformers import CLIPImageProcessor, CLIPModel\n\npath = \"path/to/this/folder\"\nmodel = CLIPModel.from_pretrained(path).eval()\nprocessor = CLIPImageProcessor.from_pretrained(path)\nhead = load_file(f\"{{path}}/model.safetensors\")\nW, b = head[\"classification_head.weight\"], head.get(\"classification_head.bias\")\nscale = model.config.to_dict()[\"clip_classifier\"][\"scale\"]\n\nwith torch.no_grad():\n    pixels = processor(images=Image.open(\"image.jpg\"), return_tensors=\"pt\").pixel_values\n    features = model.get_image_features(pixel_values=pixels)\n    features = getattr(features, \"pooler_output\", features)\n    logits = torch.nn.functional.normalize(features, dim=-1) @ W.T\n    logits = scale * (logits + b if b is not None else logits)\nprint(model.config.id2label[int(logits.argmax())])\n```\n\nor with clip-finetune: `train-cli predict --model path/to/this/folder image.jpg`.\n",
         model.scale()
-    ));
+    )),
+    }
     if let Some(c) = run_cfg {
         s.push_str(&format!(
             "\n## Training config\n\n```toml\n{}```\n",

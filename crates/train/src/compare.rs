@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
-use clip_model::{ClipClassifier, HeadInit, ModelFiles};
+use clip_model::{ClipClassifier, HeadInit, HeadKind, ModelFiles};
 
 use crate::artifacts::{Placement, load_classifier};
 use crate::assembly::{build_model, eval_loader, load_datasets, pipelines};
@@ -23,7 +23,7 @@ use crate::evaluation::evaluate;
 use crate::plots::{Series, font, line_chart};
 use crate::report::{FitReport, MemoryKind, MetricsLine, read_metrics, read_summary};
 use crate::run_folder::latest_checkpoint;
-use crate::wise_ft::{WiseReport, wise_ft};
+use crate::wise_ft::{HF_HEAD_NO_WISE, WiseReport, wise_ft};
 
 /// A training job for the runner: the config file plus overrides, run in
 /// `run_dir` (fresh, or resumed when `resume`).
@@ -119,6 +119,8 @@ pub fn zero_shot_model(
         }
     }
     let mut zs = cfg.clone();
+    zs.model.head.kind = HeadKind::Cosine;
+    zs.model.head.scale = None;
     zs.model.head.init = HeadInit::ZeroShot;
     zs.model.head.templates = cfg.compare.templates.clone();
     zs.model.lora = None;
@@ -314,6 +316,9 @@ fn zero_shot_row(b: &Setup) -> Result<CompareRow> {
 fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
     let method = CompareMethod::WiseFt;
     let t0 = Instant::now();
+    if b.cfg.model.head.kind != HeadKind::Cosine {
+        return Ok((CompareRow::skipped(method, HF_HEAD_NO_WISE.into()), None));
+    }
     let place = Placement::of_run(&b.cfg)?;
     let vs = nn::VarStore::new(place.device);
     let zs = match zero_shot_model(&b.cfg, &vs, b.classes.clone())? {

@@ -786,6 +786,14 @@ impl RunConfig {
         }
         if let Some(l) = &m.lora {
             p.extend(l.problems("model.lora"));
+            if m.head.kind == clip_model::HeadKind::Hf
+                && l.towers.contains(&clip_model::Tower::Text)
+            {
+                p.push(
+                    "`model.lora.towers`: the hf head uses the vision tower only; remove `text`"
+                        .into(),
+                );
+            }
             if self.train.unfreeze != Unfreeze::All {
                 p.push("`model.lora` trains the adapters and the head: leave `train.unfreeze` at `all`".into());
             }

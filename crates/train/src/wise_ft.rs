@@ -10,12 +10,17 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 use clip_data::{Dataset, LoaderConfig, Pipeline};
-use clip_model::{ClipClassifier, Module};
+use clip_model::{ClipClassifier, HeadKind, Module};
 
 use crate::artifacts::Placement;
 use crate::assembly::{ordered_loader, zero_shot_classifier};
 use crate::error::{Result, TrainError};
 use crate::evaluation::{EvalReport, evaluate};
+
+/// Why a model with transformers' head cannot be interpolated.
+pub const HF_HEAD_NO_WISE: &str = "WiSE-FT mixes the fine-tuned model with a zero-shot classifier, \
+    whose head lives in CLIP's embedding space: it needs the cosine head (`model.head.kind = \"cosine\"`), \
+    not hf";
 
 /// One point of the sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +69,9 @@ pub fn wise_ft(
     batch_size: usize,
     placement: Placement,
 ) -> Result<WiseReport> {
+    if fine_tuned.kind() != HeadKind::Cosine {
+        return Err(TrainError::config("model.head.kind", HF_HEAD_NO_WISE));
+    }
     if zero_shot.clip.config() != fine_tuned.clip.config() {
         return Err(TrainError::config(
             "--zero-shot",

@@ -61,6 +61,7 @@ fn samples() -> Vec<Vec<&'static str>> {
             "train.unfreeze={kind=\"progressive\"}",
             "data.val={kind=\"csv\", path=\"v.csv\"}",
             "data.test={kind=\"csv\", path=\"t.csv\"}",
+            "model.head={kind=\"hf\"}",
         ],
         vec![
             "optim.lr_policy={kind=\"tutorial_llrd\", decay=0.9}",
