@@ -168,6 +168,25 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         Box::new(Plots::new(&run_dir)),
         Box::new(Log),
     ];
+    if trainer
+        .config()
+        .train
+        .report_to
+        .contains(&clip_train::ReportTo::Tensorboard)
+    {
+        let tb = clip_train::TensorBoard::open(
+            &run_dir,
+            resumed_step,
+            trainer.config().train.log_every_steps,
+            &trainer.config().to_toml(),
+        )?;
+        eprintln!(
+            "TensorBoard: {} (view: tensorboard --logdir {})",
+            tb.path().display(),
+            clip_train::tensorboard_dir(&run_dir).display()
+        );
+        observers.push(Box::new(tb));
+    }
     if !quiet {
         observers.push(Box::new(Progress::default()));
     }

@@ -1199,3 +1199,115 @@ print(json.dumps({'class': type(model).__name__, 'logits': logits, 'label': top[
     let names = ["cat", "dog", "fox"];
     assert_eq!(hf["label"], names[first["pred"].as_u64().unwrap() as usize]);
 }
+
+/// `train.report_to = ["tensorboard"]`: the event file that TensorBoard's own
+/// reader loads holds the step and eval figures of metrics.jsonl and the config as
+/// text; a resume from an earlier checkpoint cuts the events after it, so every
+/// step is in the file once.
+#[test]
+fn tensorboard_events_read_back_and_resume_cuts_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "train.report_to=[\"tensorboard\"]".into()]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("tensorboard --logdir"),
+        "{}",
+        stderr(&o)
+    );
+    let run_dir = tmp.path().join("smoke");
+    let tb = run_dir.join("tensorboard");
+    let read = || {
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+        let o = Command::new(&python)
+            .args([
+                "-c",
+                "import sys, json, glob\n\
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader\n\
+d = sys.argv[1]\n\
+ea = EventAccumulator(d, size_guidance={'scalars': 0, 'tensors': 0})\n\
+ea.Reload()\n\
+files = glob.glob(d + '/events.out.tfevents.*')\n\
+raw = [e.step for f in files for e in EventFileLoader(f).Load() for v in e.summary.value if v.tag == 'train/loss']\n\
+print(json.dumps({'files': len(files), 'tags': ea.Tags()['scalars'],\n\
+  'loss': [[e.step, e.value] for e in ea.Scalars('train/loss')],\n\
+  'accuracy': [[e.step, e.value] for e in ea.Scalars('val/accuracy')],\n\
+  'config': ea.Tensors('config')[0].tensor_proto.string_val[0].decode(), 'raw_loss_steps': raw}))\n",
+            ])
+            .arg(&tb)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let events = read();
+    assert_eq!(events["files"], 1);
+    for tag in ["train/lr", "train/grad_norm", "val/loss", "val/macro_f1"] {
+        assert!(
+            events["tags"].as_array().unwrap().iter().any(|t| t == tag),
+            "{tag} missing: {events}"
+        );
+    }
+    assert!(
+        events["config"]
+            .as_str()
+            .unwrap()
+            .contains("[model.architecture]"),
+        "{events}"
+    );
+    // The figures of metrics.jsonl (as float32).
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pairs = |kind: &str, field: &dyn Fn(&serde_json::Value) -> f64| -> Vec<(u64, f64)> {
+        lines
+            .iter()
+            .filter(|l| l["kind"] == kind)
+            .map(|l| (l["step"].as_u64().unwrap(), field(l)))
+            .collect()
+    };
+    let from_tb = |name: &str| -> Vec<(u64, f64)> {
+        events[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+            .collect()
+    };
+    for (tb_pairs, ours) in [
+        (
+            from_tb("loss"),
+            pairs("step", &|l| l["loss"].as_f64().unwrap()),
+        ),
+        (
+            from_tb("accuracy"),
+            pairs("eval", &|l| l["val"]["accuracy"].as_f64().unwrap()),
+        ),
+    ] {
+        assert_eq!(tb_pairs.len(), ours.len(), "{tb_pairs:?} vs {ours:?}");
+        assert!(!ours.is_empty());
+        for ((s1, v1), (s2, v2)) in tb_pairs.iter().zip(&ours) {
+            assert!(
+                s1 == s2 && (v1 - v2).abs() <= 1e-6 * v2.abs().max(1.0),
+                "{tb_pairs:?} vs {ours:?}"
+            );
+        }
+    }
+    // Back to the step-6 checkpoint: steps 7-9 are cut, then written again once.
+    std::fs::remove_dir_all(run_dir.join("checkpoints/step-00000009")).unwrap();
+    let o = run(bin().arg("--resume").arg(&run_dir).arg("--quiet"));
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("step 6"), "{}", stderr(&o));
+    let events = read();
+    assert_eq!(events["files"], 1);
+    assert_eq!(
+        events["raw_loss_steps"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    );
+}

@@ -502,6 +502,16 @@ pub struct TrainSection {
     pub log_every_steps: u64,
     pub early_stopping: Option<EarlyStoppingConfig>,
     pub checkpoints: CheckpointConfig,
+    /// Trackers that get the step and eval figures besides `metrics.jsonl`.
+    pub report_to: Vec<ReportTo>,
+}
+
+/// A tracker (`train.report_to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportTo {
+    /// Event files under `<run>/tensorboard/`.
+    Tensorboard,
 }
 
 impl TrainSection {
@@ -532,6 +542,7 @@ impl Default for TrainSection {
             log_every_steps: 10,
             early_stopping: None,
             checkpoints: CheckpointConfig::default(),
+            report_to: Vec::new(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! The fine-tuning loop: mixed precision through libtorch autocast, gradient
 //! accumulation, gradient checkpointing, progressive unfreezing, EMA, evaluation,
 //! early stopping, checkpoints and exact resume, with observers (progress bars,
-//! metrics files, plots) that only watch events.
+//! metrics files, plots, TensorBoard event files) that only watch events.
 //!
 //! Layering: `train-cli -> clip-train -> {clip-optim, clip-data, clip-model, clip-dist}`.
 //!
@@ -43,6 +43,7 @@ mod policies;
 mod precision;
 mod report;
 mod run_folder;
+mod tensorboard;
 mod trainer;
 mod wise_ft;
 
@@ -59,8 +60,8 @@ pub use compare::{
 };
 pub use config::{
     Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
-    DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection, RunConfig,
-    RunSection, TrainSection, Unfreeze,
+    DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection, ReportTo,
+    RunConfig, RunSection, TrainSection, Unfreeze,
 };
 pub use data_parallel::DataParallel;
 pub use error::{Result, TrainError};
@@ -81,5 +82,6 @@ pub use report::{
     peak_memory, peak_memory_mib, read_metrics, reset_peak_memory,
 };
 pub use run_folder::{TrainState, latest_checkpoint};
+pub use tensorboard::{TensorBoard, tensorboard_dir};
 pub use trainer::Trainer;
 pub use wise_ft::{WisePoint, WiseReport, wise_ft, zero_shot_like};
