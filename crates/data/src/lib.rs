@@ -32,6 +32,7 @@ mod rng;
 mod simd;
 mod sources;
 mod transforms;
+mod webdataset;
 
 pub use augment::{AugmentOp, AugmentSpace, apply_augment_op, magnitude};
 pub use color::{
@@ -59,3 +60,4 @@ pub use sources::{
     Dataset, FASHION_MNIST_CLASSES, IMAGE_EXTENSIONS, SourceConfig, Summary, read_idx,
 };
 pub use transforms::{JitterParams, Pipeline, Size, TransformConfig, resized_crop, rotation_angle};
+pub use webdataset::{expand_shards, write_webdataset};

@@ -1,5 +1,6 @@
 //! Where images and labels come from: an ImageFolder tree, a CSV manifest, or the
-//! MNIST family's IDX files (gzipped or not), with a stratified split.
+//! MNIST family's IDX files (gzipped or not), WebDataset tar shards, with a
+//! stratified split.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -46,6 +47,17 @@ pub enum SourceConfig {
         #[serde(default)]
         class_names: Option<Vec<String>>,
     },
+    /// WebDataset tar shards: `path` is a file, a folder of `*.tar`, a brace
+    /// range (`data/train-{000000..000127}.tar`) or a glob. A sample is the
+    /// members sharing a key: an image (`key.jpg`, `.png`, ...) and a label
+    /// (`key.cls`: an index; `key.txt`: a class name; `key.json`: either, or an
+    /// object with `label`). Class names: `class_names` (index order), else the
+    /// sorted names the shards use, else `"0"`, `"1"`, ... for indices.
+    Webdataset {
+        path: String,
+        #[serde(default)]
+        class_names: Option<Vec<String>>,
+    },
 }
 
 #[derive(Debug)]
@@ -57,6 +69,8 @@ enum Storage {
         rows: usize,
         cols: usize,
     },
+    /// Images inside tar shards.
+    Tar(crate::webdataset::Shards),
 }
 
 /// A loaded source: class names, labels and where each image is.
@@ -109,6 +123,17 @@ impl Dataset {
                 labels,
                 class_names,
             } => Self::idx(images, labels, class_names.clone(), key),
+            SourceConfig::Webdataset { path, class_names } => {
+                let shards = crate::webdataset::expand_shards(path, key)?;
+                let (shards, labels, classes, skipped) =
+                    crate::webdataset::index(shards, class_names.as_deref(), key)?;
+                Ok(Self::from_parts(
+                    classes,
+                    Storage::Tar(shards),
+                    labels,
+                    skipped,
+                ))
+            }
         }
     }
 
@@ -340,6 +365,7 @@ impl Dataset {
         match &*self.storage {
             Storage::Files(files) => files[self.view[i]].display().to_string(),
             Storage::Idx { .. } => format!("idx:{}", self.view[i]),
+            Storage::Tar(shards) => shards.name(self.view[i]),
         }
     }
 
@@ -352,7 +378,15 @@ impl Dataset {
     ) -> Result<RgbImage, DataError> {
         match &*self.storage {
             Storage::Files(files) => RgbImage::open_draft(&files[self.view[i]], reduction),
-            _ => self.image(i),
+            Storage::Tar(shards) => {
+                let k = self.view[i];
+                let bytes = shards.read(k)?;
+                RgbImage::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
+                    path: shards.name(k).into(),
+                    source,
+                })
+            }
+            Storage::Idx { .. } => self.image(i),
         }
     }
 
@@ -369,6 +403,51 @@ impl Dataset {
                     height: *rows,
                     data: grey.iter().flat_map(|&g| [g; 3]).collect(),
                 })
+            }
+            Storage::Tar(shards) => {
+                let bytes = shards.read(k)?;
+                RgbImage::decode(&bytes).map_err(|source| DataError::Decode {
+                    path: shards.name(k).into(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Item `i` as stored: the image file's bytes and its lower-case extension
+    /// (an IDX image encoded as PNG).
+    pub fn encoded(&self, i: usize) -> Result<(Vec<u8>, String), DataError> {
+        let k = self.view[i];
+        match &*self.storage {
+            Storage::Files(files) => {
+                let path = &files[k];
+                let ext = path
+                    .extension()
+                    .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                    .unwrap_or_else(|| "jpg".into());
+                Ok((std::fs::read(path).map_err(io(path))?, ext))
+            }
+            Storage::Tar(shards) => {
+                let ext = shards.names[k]
+                    .split_once('.')
+                    .map_or("jpg", |(_, e)| e)
+                    .to_string();
+                Ok((shards.read(k)?, ext))
+            }
+            Storage::Idx { .. } => {
+                let img = self.image(i)?;
+                let mut bytes = Vec::new();
+                image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data)
+                    .ok_or_else(|| DataError::config("data", "an IDX image of the wrong size"))?
+                    .write_to(
+                        &mut std::io::Cursor::new(&mut bytes),
+                        image::ImageFormat::Png,
+                    )
+                    .map_err(|source| DataError::Encode {
+                        path: self.name(i).into(),
+                        source,
+                    })?;
+                Ok((bytes, "png".into()))
             }
         }
     }

@@ -432,6 +432,45 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn convert(
+    data: &Path,
+    output: &Path,
+    shard_size: usize,
+    prefix: &str,
+    shuffle: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    if prefix.is_empty() || prefix.contains(['/', '{', '}', '*', '?', '[']) {
+        bail!("--prefix must be a plain file name prefix, got {prefix:?}");
+    }
+    let src = clip_train::source_from_path(data)?;
+    let ds = clip_data::Dataset::load(&src, "--data")?;
+    let summary = ds.summary();
+    for (path, why) in &summary.skipped {
+        eprintln!("left out {}: {why}", path.display());
+    }
+    let shards = clip_data::write_webdataset(&ds, output, prefix, shard_size, shuffle)?;
+    eprintln!(
+        "wrote {} samples in {} classes to {} shard(s) in {}",
+        ds.len(),
+        ds.classes().len(),
+        shards.len(),
+        output.display()
+    );
+    let last = shards.len().saturating_sub(1);
+    let pattern = if last == 0 {
+        output.join(format!("{prefix}-000000.tar"))
+    } else {
+        output.join(format!("{prefix}-{{000000..{last:06}}}.tar"))
+    };
+    // The `data.train = ...` entry (JSON strings are TOML basic strings).
+    println!(
+        "{{ kind = \"webdataset\", path = {}, class_names = {} }}",
+        serde_json::to_string(&pattern.display().to_string())?,
+        serde_json::to_string(ds.classes())?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn inspect(
     config: Option<&Path>,
     model: Option<&str>,
@@ -513,6 +552,11 @@ pub fn bench(
         ) => (!path.exists()).then(|| path.clone()),
         Some(clip_data::SourceConfig::Idx { images, .. }) => {
             (!images.exists()).then(|| images.clone())
+        }
+        Some(clip_data::SourceConfig::Webdataset { path, .. }) => {
+            clip_data::expand_shards(path, "data.train")
+                .is_err()
+                .then(|| path.into())
         }
         None => None,
     };

@@ -140,6 +140,26 @@ enum Command {
         #[arg(long)]
         ema: bool,
     },
+    /// Write a dataset as WebDataset tar shards (key.jpg + key.cls + key.txt),
+    /// the format streaming loaders read at scale; prints the `data.train` entry.
+    Convert {
+        /// An image folder, a CSV manifest, an IDX images file, or shards.
+        #[arg(long)]
+        data: PathBuf,
+        /// The folder to write the shards to (created if missing).
+        #[arg(long)]
+        output: PathBuf,
+        /// Samples per shard.
+        #[arg(long, default_value_t = 1000)]
+        shard_size: usize,
+        /// Shard names: PREFIX-000000.tar, PREFIX-000001.tar, ...
+        #[arg(long, default_value = "data")]
+        prefix: String,
+        /// Shuffle the samples with this seed (for readers that stream shards in
+        /// order) [default: the source's order].
+        #[arg(long)]
+        shuffle: Option<u64>,
+    },
     /// The parameter-group report of a config or a model.
     Inspect {
         /// A run config: its model, parameter groups, LRs and weight decay before training.
@@ -316,6 +336,13 @@ fn main() -> ExitCode {
             output,
             ema,
         }) => commands::export(&checkpoint, &output, ema),
+        Some(Command::Convert {
+            data,
+            output,
+            shard_size,
+            prefix,
+            shuffle,
+        }) => commands::convert(&data, &output, shard_size, &prefix, shuffle),
         Some(Command::Inspect {
             config,
             model,

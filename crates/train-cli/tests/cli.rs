@@ -1311,3 +1311,150 @@ print(json.dumps({'files': len(files), 'tags': ea.Tags()['scalars'],\n\
         serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9])
     );
 }
+
+/// `convert` writes an image folder as WebDataset shards; a run on the shards
+/// equals the run on the folder (same seed: same classes, order, pixels, so the
+/// same losses and accuracy), and `eval --data` takes the shard pattern.
+#[test]
+fn webdataset_shards_from_convert_train_like_the_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let shards = tmp.path().join("shards");
+    let o = run(bin()
+        .args(["convert", "--data"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&shards)
+        .args(["--shard-size", "5", "--prefix", "train"]));
+    assert!(o.status.success());
+    let entry = String::from_utf8(o.stdout).unwrap();
+    let pattern = shards.join("train-{000000..000004}.tar");
+    assert_eq!(
+        entry.trim(),
+        format!(
+            "{{ kind = \"webdataset\", path = {:?}, class_names = [\"cat\",\"dog\",\"fox\"] }}",
+            pattern.display().to_string()
+        )
+    );
+    let losses = |name: &str, source: String| {
+        let mut args = train_args(tmp.path(), &data);
+        args.extend([
+            "--set".into(),
+            format!("data.train={}", source.trim()),
+            "--set".into(),
+            format!("run.name=\"{name}\""),
+        ]);
+        let o = run(bin().args(&args));
+        assert!(o.status.success());
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(tmp.path().join(name).join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        lines
+            .iter()
+            .map(|l| match l["kind"].as_str().unwrap() {
+                "step" => l["loss"].as_f64().unwrap(),
+                _ => l["val"]["accuracy"].as_f64().unwrap(),
+            })
+            .collect::<Vec<f64>>()
+    };
+    let folder = losses(
+        "folder",
+        format!(
+            "{{kind=\"image_folder\", path={:?}}}",
+            data.display().to_string()
+        ),
+    );
+    let tar = losses("tar", entry);
+    assert_eq!(folder.len(), 12);
+    assert_eq!(folder, tar);
+    // eval reads a shard pattern given as --data (classes from .cls + .txt).
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(tmp.path().join("tar"))
+        .arg("--data")
+        .arg(&pattern));
+    assert!(o.status.success());
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["images"], 24);
+}
+
+/// Shards written by Python's tarfile, as other tools write them: labels as
+/// `.txt` names and `.json` objects, a sample without a label (left out, named),
+/// and an undecodable image: an error naming shard and key, or with
+/// `on_corrupt = "skip"` a warning naming them and a count.
+#[test]
+fn webdataset_shards_from_python_with_a_corrupt_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 6);
+    let shards = tmp.path().join("wds");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            r#"
+import sys, os, io, json, tarfile
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out)
+files = sorted((c, f) for c in os.listdir(src) for f in os.listdir(os.path.join(src, c)))
+def add(t, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    t.addfile(info, io.BytesIO(data))
+for s in range(2):
+    with tarfile.open(os.path.join(out, f"part-{s}.tar"), "w") as t:
+        for i, (c, f) in enumerate(files[s::2]):
+            key = f"{s}_{i:04d}"
+            add(t, key + ".png", open(os.path.join(src, c, f), "rb").read())
+            if i % 2:
+                add(t, key + ".json", json.dumps({"label": c}).encode())
+            else:
+                add(t, key + ".txt", c.encode())
+        add(t, "nolabel.png", open(os.path.join(src, c, f), "rb").read())
+        if s == 1:
+            add(t, "broken.png", b"not a png")
+            add(t, "broken.txt", b"dog")
+"#,
+        ])
+        .arg(&data)
+        .arg(&shards)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let source = format!(
+        "data.train={{kind=\"webdataset\", path={:?}}}",
+        shards.join("part-*.tar").display().to_string()
+    );
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), source.clone()]);
+    let o = run(bin().args(&args));
+    assert_eq!(o.status.code(), Some(1));
+    let broken = format!("{}:broken.png", shards.join("part-1.tar").display());
+    assert!(stderr(&o).contains(&broken), "{}", stderr(&o));
+    args.extend([
+        "--set".into(),
+        "data.loader.on_corrupt=\"skip\"".into(),
+        "--set".into(),
+        "data.loader.max_corrupt_share=0.2".into(),
+    ]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("skipping unreadable image {broken}")),
+        "{err}"
+    );
+    assert!(err.contains("part-0.tar:nolabel: no label member"), "{err}");
+    // The broken image counts once (in training or validation).
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("smoke/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let corrupt = summary["corrupt_train_images"].as_u64().unwrap()
+        + summary["corrupt_val_images"].as_u64().unwrap();
+    assert_eq!(corrupt, 1, "{summary}");
+}

@@ -268,7 +268,8 @@ pub fn model_report(spec: &str) -> Result<ParamReport> {
     Ok(m.report())
 }
 
-/// A data source from a path: a folder is an image folder, `*.csv` a manifest,
+/// A data source from a path: `*.tar` (or a brace range or glob of them)
+/// WebDataset shards, a folder an image folder, `*.csv` a manifest,
 /// an IDX images file (`*-images-idx3-ubyte[.gz]`) takes its labels file beside it
 /// (`*-labels-idx1-ubyte[.gz]`); Fashion-MNIST's files get its class names.
 pub fn source_from_path(path: &Path) -> Result<SourceConfig> {
@@ -276,6 +277,14 @@ pub fn source_from_path(path: &Path) -> Result<SourceConfig> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    let text = path.to_string_lossy();
+    // WebDataset shards: one `.tar`, or a brace range / glob of them.
+    if name.ends_with(".tar") || (!path.exists() && text.contains(['{', '*', '?'])) {
+        return Ok(SourceConfig::Webdataset {
+            path: text.to_string(),
+            class_names: None,
+        });
+    }
     if path.is_dir() {
         return Ok(SourceConfig::ImageFolder { path: path.into() });
     }
@@ -476,6 +485,7 @@ fn model_card(
             Some(SourceConfig::ImageFolder { path }) => (path.display().to_string(), "imagefolder"),
             Some(SourceConfig::Csv { path }) => (path.display().to_string(), "csv"),
             Some(SourceConfig::Idx { images, .. }) => (images.display().to_string(), "idx"),
+            Some(SourceConfig::Webdataset { path, .. }) => (path.clone(), "webdataset"),
             None => ("unknown".to_string(), "unknown"),
         };
         s.push_str(&format!(
