@@ -119,10 +119,38 @@ fn a_tiny_model_overfits_its_training_set() {
 #[test]
 fn interrupted_and_resumed_equals_uninterrupted_bit_for_bit() {
     let (_g, tmp, data) = setup(8);
+    resumes_exactly(tmp.path(), &data, None);
+}
+
+/// The same on WebDataset shards of 5 samples: the stops fall mid-shard.
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted_on_webdataset_shards() {
+    let (_g, tmp, data) = setup(8);
+    let ds = clip_data::Dataset::load(
+        &clip_data::SourceConfig::ImageFolder { path: data.clone() },
+        "data.train",
+    )
+    .unwrap();
+    let shards = tmp.path().join("shards");
+    let written = clip_data::write_webdataset(&ds, &shards, "part", 5, Some(7)).unwrap();
+    assert_eq!(written.len(), 5);
+    let source = format!(
+        "data.train={{kind=\"webdataset\", path={:?}}}",
+        shards
+            .join("part-{000000..000004}.tar")
+            .display()
+            .to_string()
+    );
+    resumes_exactly(tmp.path(), &data, Some(source));
+}
+
+/// A run stopped twice mid-epoch and resumed ends with the uninterrupted run's
+/// weights and EMA evaluation.
+fn resumes_exactly(tmp: &Path, data: &Path, source: Option<String>) {
     // Dropout, drop-path, augmentation, EMA and accumulation all on: every random
     // draw and every piece of state must come back.
     let extra = |name: &str| -> Vec<String> {
-        vec![
+        let mut o = vec![
             format!("run.name={name}"),
             "train.epochs=2".into(),
             "train.grad_accum=2".into(),
@@ -130,12 +158,14 @@ fn interrupted_and_resumed_equals_uninterrupted_bit_for_bit() {
             "model.regularization.residual_dropout=0.1".into(),
             "model.regularization.drop_path=0.1".into(),
             "model.head.dropout=0.1".into(),
-        ]
+        ];
+        o.extend(source.clone());
+        o
     };
-    let mut straight = Trainer::new(config(tmp.path(), &data, &extra("straight"))).unwrap();
+    let mut straight = Trainer::new(config(tmp, data, &extra("straight"))).unwrap();
     straight.fit(&mut []).unwrap();
 
-    let mut first = Trainer::new(config(tmp.path(), &data, &extra("resumed"))).unwrap();
+    let mut first = Trainer::new(config(tmp, data, &extra("resumed"))).unwrap();
     let total = first.total_steps();
     assert_eq!(
         total, 4,
