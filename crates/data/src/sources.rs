@@ -13,6 +13,29 @@ use crate::DataError;
 use crate::image::RgbImage;
 use crate::rng::SampleRng;
 
+/// The index of the class of `target` that `name` names (see
+/// [`Dataset::with_classes`]).
+fn match_class(name: &str, target: &[String]) -> Option<usize> {
+    if let Some(i) = target.iter().position(|t| t == name) {
+        return Some(i);
+    }
+    let decoded = name
+        .replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%25", "%");
+    if let Some(i) = target.iter().position(|t| *t == decoded) {
+        return Some(i);
+    }
+    let mut slashed = target
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.contains('/') && t.replace('/', "_") == name);
+    match (slashed.next(), slashed.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    }
+}
+
 /// Extensions an ImageFolder source reads (torchvision's, less the formats the
 /// `image` crate is not built with here).
 pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "gif"];
@@ -466,6 +489,53 @@ impl Dataset {
             per_class,
             skipped: self.skipped.to_vec(),
         }
+    }
+
+    /// This data labelled with `target`'s classes, matched by name: each of its
+    /// classes that holds images must be one of `target` (in any order, a subset
+    /// is fine). A name matches a target class when it is the same, or when it is
+    /// a folder name standing for a name that cannot be one: `%2F` for `/`
+    /// (`T-shirt%2Ftop`), or `_` for `/` when that names exactly one target class
+    /// (`T-shirt_top`). Classes not among `target` are an error listing them;
+    /// `key` names the data in it.
+    pub fn with_classes(&self, target: &[String], key: &str) -> Result<Self, DataError> {
+        if self.classes.as_slice() == target {
+            return Ok(self.clone());
+        }
+        let counts = self.summary().per_class;
+        let mut map = Vec::with_capacity(self.classes.len());
+        let mut unknown = Vec::new();
+        for c in self.classes.iter() {
+            let found = match_class(c, target);
+            if found.is_none() && counts.get(c).is_some_and(|n| *n > 0) {
+                unknown.push(format!("{c:?}"));
+            }
+            map.push(found.unwrap_or(0));
+        }
+        if !unknown.is_empty() {
+            let indices = self.classes.iter().all(|c| c.parse::<usize>().is_ok());
+            return Err(DataError::config(
+                key,
+                format!(
+                    "{} of its classes are not among the model's {}: {} (the model's: {:?}){}",
+                    unknown.len(),
+                    target.len(),
+                    unknown.join(", "),
+                    target,
+                    if indices {
+                        "; its labels look like class indices: give the names, e.g. \
+                         `--data '{ kind = \"idx\", images = ..., labels = ..., class_names = [...] }'`"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        Ok(Self {
+            classes: Arc::new(target.to_vec()),
+            labels: Arc::new(self.labels.iter().map(|&l| map[l]).collect()),
+            ..self.clone()
+        })
     }
 
     /// A view of the first `n` items (for quick runs).

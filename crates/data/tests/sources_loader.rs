@@ -835,3 +835,70 @@ fn draft_decoding_shrinks_large_jpegs_only_as_far_as_the_pipeline_allows() {
         RgbImage::decode(&png).unwrap()
     );
 }
+
+/// Classes matched by name to a model's: another order and a subset relabel;
+/// folder names stand for names with `/` as `%2F` or (when unambiguous) `_`; a
+/// class the model lacks is an error naming it.
+#[test]
+fn with_classes_matches_by_name_and_maps_slashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (class, n) in [("T-shirt_top", 2), ("Bag", 1), ("Ankle boot%2FX", 3)] {
+        for i in 0..n {
+            png(&tmp.path().join(class).join(format!("{i}.png")), 8, 8, 0);
+        }
+    }
+    let ds = Dataset::load(
+        &SourceConfig::ImageFolder {
+            path: tmp.path().into(),
+        },
+        "--data",
+    )
+    .unwrap();
+    let target: Vec<String> = ["T-shirt/top", "Trouser", "Ankle boot/X", "Bag"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let m = ds.with_classes(&target, "--data").unwrap();
+    assert_eq!(m.classes(), target.as_slice());
+    let labels: Vec<(String, usize)> = (0..m.len())
+        .map(|i| {
+            let name = m.name(i);
+            let class = Path::new(&name).parent().unwrap().file_name().unwrap();
+            (class.to_string_lossy().to_string(), m.label(i))
+        })
+        .collect();
+    for (class, label) in labels {
+        let want = match class.as_str() {
+            "T-shirt_top" => 0,
+            "Ankle boot%2FX" => 2,
+            "Bag" => 3,
+            c => panic!("{c}"),
+        };
+        assert_eq!(label, want, "{class}");
+    }
+    // `_` for `/` only when one class fits it: `a_b_c` could be `a/b_c` or `a_b/c`.
+    let tmp = tempfile::tempdir().unwrap();
+    png(&tmp.path().join("a_b_c/0.png"), 8, 8, 0);
+    let ds = Dataset::load(
+        &SourceConfig::ImageFolder {
+            path: tmp.path().into(),
+        },
+        "--data",
+    )
+    .unwrap();
+    let ambiguous: Vec<String> = vec!["a/b_c".into(), "a_b/c".into()];
+    let err = ds
+        .with_classes(&ambiguous, "--data")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`--data`") && err.contains("1 of its classes") && err.contains("\"a_b_c\""),
+        "{err}"
+    );
+    assert_eq!(
+        ds.with_classes(&ambiguous[..1], "--data")
+            .unwrap()
+            .classes(),
+        &ambiguous[..1]
+    );
+}

@@ -272,19 +272,10 @@ fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
     Dataset::load(&src, "--data").with_context(|| format!("loading {}", path.display()))
 }
 
-/// The dataset at `path`, which must have exactly the classes of `model` (`what`
-/// names the model in the error).
-fn dataset_for(path: &Path, model: &ClipClassifier, what: &str) -> anyhow::Result<Dataset> {
-    let ds = dataset_from(path)?;
-    if ds.classes() != model.class_names() {
-        bail!(
-            "{} has classes {:?}, {what} {:?}",
-            path.display(),
-            ds.classes(),
-            model.class_names()
-        );
-    }
-    Ok(ds)
+/// The dataset at `path` labelled with `model`'s classes, matched by name
+/// ([`Dataset::with_classes`]).
+fn dataset_for(path: &Path, model: &ClipClassifier) -> anyhow::Result<Dataset> {
+    Ok(dataset_from(path)?.with_classes(model.class_names(), "--data")?)
 }
 
 fn write_jsonl<T: serde::Serialize>(out: &mut impl Write, rows: &[T]) -> anyhow::Result<()> {
@@ -302,7 +293,7 @@ fn run_eval(
     batch_size: usize,
     place: Placement,
 ) -> anyhow::Result<ExitCode> {
-    let ds = dataset_for(data, model, "the model")?;
+    let ds = dataset_for(data, model)?;
     announce(place);
     let loader = ordered_loader(&LoaderConfig::default(), ds, pipeline, batch_size, 0)?;
     let mut out = match output {
@@ -402,23 +393,95 @@ pub fn predict(
     if top_k == 0 {
         bail!("--top-k must be at least 1");
     }
+    let images = image_paths(images)?;
     let place = placement.resolve(model)?;
     let vs = nn::VarStore::new(place.device);
     let (model, pipe) = classifier_with_pipeline(&vs, model, false)?;
     announce(place);
-    for (path, top) in clip_train::predict_images(&model, &pipe, images, top_k, place, batch_size)?
+    let mut failed = 0;
+    for (path, top) in clip_train::predict_images(&model, &pipe, &images, top_k, place, batch_size)?
     {
-        if json {
-            println!("{}", serde_json::json!({"path": path, "top": top}));
-        } else {
-            let line: Vec<String> = top
-                .iter()
-                .map(|s| format!("{} {:.1}%", s.label, s.probability * 100.0))
-                .collect();
-            println!("{}: {}", path.display(), line.join(", "));
+        match (top, json) {
+            (Ok(top), true) => println!("{}", serde_json::json!({"path": path, "top": top})),
+            (Ok(top), false) => {
+                let line: Vec<String> = top
+                    .iter()
+                    .map(|s| format!("{} {:.1}%", s.label, s.probability * 100.0))
+                    .collect();
+                println!("{}: {}", path.display(), line.join(", "));
+            }
+            (Err(why), json) => {
+                failed += 1;
+                if json {
+                    println!("{}", serde_json::json!({"path": path, "error": why}));
+                } else {
+                    println!("{}: error: {why}", path.display());
+                }
+            }
         }
     }
+    if failed > 0 {
+        eprintln!(
+            "{failed} of {} image(s) could not be classified",
+            images.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The images the arguments name: files as given (one that cannot be read gets
+/// its error row), folders' images (recursively, sorted), and glob patterns
+/// (`'photos/*.jpg'`, sorted).
+fn image_paths(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p.extension().is_some_and(|x| {
+                clip_data::IMAGE_EXTENSIONS
+                    .contains(&x.to_string_lossy().to_ascii_lowercase().as_str())
+            }) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for a in args {
+        let text = a.to_string_lossy();
+        if a.is_dir() {
+            walk(a, &mut out)?;
+        } else if !a.exists() && text.contains(['*', '?', '[']) {
+            let mut found: Vec<PathBuf> = glob::glob(&text)
+                .with_context(|| format!("{text} is not a valid glob"))?
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
+            if found.is_empty() {
+                bail!("{text} matches no file");
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(a.clone());
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no images: {} hold(s) no image files",
+            args.iter()
+                .map(|a| a.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(out)
 }
 
 pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> anyhow::Result<ExitCode> {
@@ -648,7 +711,7 @@ pub fn wise(
     let vs0 = nn::VarStore::new(place.device);
     let zs = clip_train::zero_shot_like(&vs0, zero_shot, &ft, &[template.to_string()], tokenizer)?;
     announce(place);
-    let ds = dataset_for(data, &ft, "the fine-tuned model")?;
+    let ds = dataset_for(data, &ft)?;
     let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, batch_size, place)?;
     for p in &report.points {
         let bar = "#".repeat((p.accuracy * 40.0).round() as usize);

@@ -70,7 +70,10 @@ enum Command {
         /// An exported folder, a checkpoint, or a run folder (its best checkpoint).
         #[arg(long)]
         model: String,
-        /// An image folder, a CSV manifest, or an IDX images file.
+        /// An image folder, a CSV manifest, an IDX images file, WebDataset shards
+        /// (`.tar`, a brace range or a glob), or a source table as in a config
+        /// (`{ kind = "idx", ..., class_names = [...] }`). Its classes are matched
+        /// to the model's by name (any order, a subset).
         #[arg(long)]
         data: PathBuf,
         /// Per-image predictions with logits (JSONL).
@@ -90,7 +93,7 @@ enum Command {
         /// A hub id or a Hugging Face-layout CLIP folder (with tokenizer.json).
         #[arg(long)]
         model: String,
-        /// An image folder, a CSV manifest, or an IDX images file (its class names make the prompts).
+        /// Labelled data (as for `eval --data`; its class names make the prompts).
         #[arg(long)]
         data: PathBuf,
         /// A prompt template; `{}` stands for the class name.
@@ -113,7 +116,9 @@ enum Command {
         /// An exported folder, a checkpoint, or a run folder (its best checkpoint).
         #[arg(long)]
         model: String,
-        /// Image files to classify.
+        /// Image files, folders (their images, recursively) or glob patterns
+        /// (quoted) to classify. An image that cannot be read gets an error row;
+        /// the others are classified, and the exit code is then 1.
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// Classes listed per image, most probable first.
@@ -204,7 +209,8 @@ enum Command {
         /// Comma-separated mixing coefficients.
         #[arg(long, default_value = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")]
         alphas: String,
-        /// An image folder, a CSV manifest, or an IDX images file with the fine-tuned model's classes.
+        /// Labelled data (as for `eval --data`); its classes are matched to the
+        /// fine-tuned model's by name.
         #[arg(long)]
         data: PathBuf,
         /// Where to save the best mix and the curve (wise_ft.json).

@@ -1458,3 +1458,156 @@ for s in range(2):
         + summary["corrupt_val_images"].as_u64().unwrap();
     assert_eq!(corrupt, 1, "{summary}");
 }
+
+/// `eval --data` matches classes by name: a subset of the model's classes, and
+/// shards labelled by index with the names in another order (a source table as
+/// `--data`), give the same per-image predictions as the full folder; a class the
+/// model lacks is an error naming it. `predict` takes folders and globs, and an
+/// unreadable image gets an error row while the others are classified.
+#[test]
+fn eval_matches_classes_by_name_and_predict_reports_bad_images_per_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let o = run(bin().args(train_args(tmp.path(), &data)));
+    assert!(o.status.success());
+    let run_dir = tmp.path().join("smoke");
+    // Per-image predicted class names of an eval, keyed by file name.
+    let eval = |data: &str, out: &str| -> (Output, Vec<(String, String)>) {
+        let preds = tmp.path().join(out);
+        let o = run(bin()
+            .args(["eval", "--model"])
+            .arg(&run_dir)
+            .args(["--data", data, "--output"])
+            .arg(&preds));
+        let rows = std::fs::read_to_string(&preds)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let names = ["cat", "dog", "fox"];
+                let path = v["path"].as_str().unwrap().to_string();
+                (
+                    path.rsplit(['/', ':']).next().unwrap().to_string(),
+                    format!(
+                        "{} -> {}",
+                        names[v["label"].as_u64().unwrap() as usize],
+                        names[v["pred"].as_u64().unwrap() as usize]
+                    ),
+                )
+            })
+            .collect::<Vec<_>>();
+        (o, rows)
+    };
+    let (o, full) = eval(data.to_str().unwrap(), "full.jsonl");
+    assert!(o.status.success());
+    assert_eq!(full.len(), 12);
+    // A subset: dog and fox only.
+    let subset = tmp.path().join("subset");
+    for c in ["dog", "fox"] {
+        copy_dir(&data.join(c), &subset.join(c));
+    }
+    let (o, rows) = eval(subset.to_str().unwrap(), "subset.jsonl");
+    assert!(o.status.success());
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["images"], 8);
+    assert!(m["per_class"][0].is_null(), "{m}");
+    let expected: Vec<_> = full
+        .iter()
+        .filter(|(_, r)| !r.starts_with("cat"))
+        .cloned()
+        .collect();
+    assert_eq!(rows, expected);
+    // Shards labelled by index in another class order, the names given in --data.
+    let shards = tmp.path().join("shards");
+    let o = run(bin()
+        .args(["convert", "--data"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&shards));
+    assert!(o.status.success());
+    let renumber =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
+            .args([
+                "-c",
+                r#"
+import sys, io, tarfile
+src, dst = sys.argv[1], sys.argv[2]
+order = {"fox": 0, "cat": 1, "dog": 2}
+with tarfile.open(src) as t, tarfile.open(dst, "w") as out:
+    members = {m.name: t.extractfile(m).read() for m in t.getmembers()}
+    for name, data in members.items():
+        key, ext = name.split(".", 1)
+        if ext == "txt":
+            continue
+        if ext == "cls":
+            data = str(order[members[key + ".txt"].decode()]).encode()
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        out.addfile(info, io.BytesIO(data))
+"#,
+            ])
+            .arg(shards.join("data-000000.tar"))
+            .arg(tmp.path().join("renumbered.tar"))
+            .output()
+            .unwrap();
+    assert!(
+        renumber.status.success(),
+        "{}",
+        String::from_utf8_lossy(&renumber.stderr)
+    );
+    let table = format!(
+        "{{ kind = \"webdataset\", path = {:?}, class_names = [\"fox\", \"cat\", \"dog\"] }}",
+        tmp.path().join("renumbered.tar").display().to_string()
+    );
+    let (o, rows) = eval(&table, "shards.jsonl");
+    assert!(o.status.success());
+    // The shard keys are the folder's indices: compare the (label -> pred) pairs.
+    let pairs = |r: &[(String, String)]| {
+        let mut v: Vec<String> = r.iter().map(|(_, p)| p.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(pairs(&rows), pairs(&full));
+    // A class the model does not have.
+    let wolf = tmp.path().join("wolf");
+    copy_dir(&data.join("cat"), &wolf.join("cat"));
+    copy_dir(&data.join("dog"), &wolf.join("wolf"));
+    let (o, _) = eval(wolf.to_str().unwrap(), "wolf.jsonl");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("1 of its classes are not among the model's 3: \"wolf\""),
+        "{}",
+        stderr(&o)
+    );
+    // predict: a folder, a glob, and an unreadable file.
+    std::fs::write(tmp.path().join("broken.png"), b"not a png").unwrap();
+    let o = run(bin()
+        .args(["predict", "--json", "--model"])
+        .arg(&run_dir)
+        .arg(data.join("cat"))
+        .arg(tmp.path().join("broken.png"))
+        .arg(format!("{}/dog/*.png", data.display())));
+    assert_eq!(o.status.code(), Some(1));
+    let rows: Vec<serde_json::Value> = String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 9);
+    assert!(
+        rows[4]["error"].as_str().unwrap().contains("broken.png"),
+        "{}",
+        rows[4]
+    );
+    assert_eq!(rows.iter().filter(|r| r["top"].is_array()).count(), 8);
+    assert!(stderr(&o).contains("1 of 9 image(s) could not be classified"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}

@@ -117,22 +117,16 @@ impl Placement {
     }
 }
 
-/// The test source `src` (`data.test`), which must have `classes`.
+/// The test source `src` (`data.test`), labelled with `classes` (matched by
+/// name: another order or a subset is fine, a class not among them an error).
 pub fn test_set(src: &SourceConfig, classes: &[String]) -> Result<clip_data::Dataset> {
-    let ds = clip_data::Dataset::load(src, "data.test")?;
-    if ds.classes() != classes {
-        return Err(TrainError::config(
-            "data.test",
-            format!("has classes {:?}, the model {classes:?}", ds.classes()),
-        ));
-    }
-    Ok(ds)
+    Ok(clip_data::Dataset::load(src, "data.test")?.with_classes(classes, "data.test")?)
 }
 
 /// Evaluates the run in `run_dir` once on `cfg.data.test` with the checkpoint its
 /// validation selected (else the latest), on the run's device and precision, and
-/// writes `<run>/test.json`; `None` without a test source. The test set must have
-/// the model's classes.
+/// writes `<run>/test.json`; `None` without a test source. The test set's
+/// classes are matched to the model's by name.
 pub fn evaluate_test(run_dir: &Path, cfg: &RunConfig) -> Result<Option<EvalReport>> {
     let Some(src) = &cfg.data.test else {
         return Ok(None);
@@ -268,7 +262,8 @@ pub fn model_report(spec: &str) -> Result<ParamReport> {
     Ok(m.report())
 }
 
-/// A data source from a path: `*.tar` (or a brace range or glob of them)
+/// A data source from a path, or from a source table as a config writes it
+/// (`{ kind = "idx", ... }`): `*.tar` (or a brace range or glob of them)
 /// WebDataset shards, a folder an image folder, `*.csv` a manifest,
 /// an IDX images file (`*-images-idx3-ubyte[.gz]`) takes its labels file beside it
 /// (`*-labels-idx1-ubyte[.gz]`); Fashion-MNIST's files get its class names.
@@ -278,6 +273,21 @@ pub fn source_from_path(path: &Path) -> Result<SourceConfig> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let text = path.to_string_lossy();
+    // A source written as in a config: `{ kind = "idx", images = ..., class_names = [...] }`.
+    if text.trim_start().starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Wrapper {
+            data: SourceConfig,
+        }
+        return toml::from_str::<Wrapper>(&format!("data = {text}"))
+            .map(|w| w.data)
+            .map_err(|e| {
+                TrainError::config(
+                    "--data",
+                    format!("{text} is not a data source table: {}", e.message()),
+                )
+            });
+    }
     // WebDataset shards: one `.tar`, or a brace range / glob of them.
     if name.ends_with(".tar") || (!path.exists() && text.contains(['{', '*', '?'])) {
         return Ok(SourceConfig::Webdataset {

@@ -97,16 +97,8 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
         Some(v) => {
             let val = Dataset::load(v, "data.val")?;
             report_skipped("data.val", &val);
-            if val.classes() != all.classes() {
-                return Err(TrainError::config(
-                    "data.val",
-                    format!(
-                        "has classes {:?}, data.train has {:?}: they must be the same",
-                        val.classes(),
-                        all.classes()
-                    ),
-                ));
-            }
+            // Matched by name: the same classes in another order, or a subset.
+            let val = val.with_classes(all.classes(), "data.val")?;
             (all, val)
         }
         None => all.split_stratified(d.val_fraction, cfg.run.seed)?,

@@ -269,8 +269,8 @@ pub struct Scored {
     pub probability: f32,
 }
 
-/// The `k` most probable classes of each image (preprocessed by `pipeline`), in
-/// the order given; an unreadable image is an error naming it.
+/// Top-`k` classes of each image, in batches of `batch_size`; an image that
+/// cannot be read or decoded gets its error instead (the others are classified).
 pub fn predict_images(
     model: &ClipClassifier,
     pipeline: &Pipeline,
@@ -278,37 +278,55 @@ pub fn predict_images(
     k: usize,
     placement: Placement,
     batch_size: usize,
-) -> Result<Vec<(PathBuf, Vec<Scored>)>> {
+) -> Result<Vec<(PathBuf, std::result::Result<Vec<Scored>, String>)>> {
     let size = model.clip.config().vision_config.image_size as usize;
     let k = k.clamp(1, model.class_names().len());
     let per = 3 * size * size;
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
         let mut buf = vec![0f32; chunk.len() * per];
-        for (path, dst) in chunk.iter().zip(buf.chunks_exact_mut(per)) {
-            let img = RgbImage::open(path)?;
-            pipeline.apply_into(img, &mut SampleRng::new(0, 0, 0), dst)?;
+        let mut failed: Vec<Option<String>> = vec![None; chunk.len()];
+        let mut n = 0;
+        for (path, why) in chunk.iter().zip(failed.iter_mut()) {
+            let dst = &mut buf[n * per..(n + 1) * per];
+            match RgbImage::open(path)
+                .and_then(|img| pipeline.apply_into(img, &mut SampleRng::new(0, 0, 0), dst))
+            {
+                Ok(_) => n += 1,
+                Err(e) => *why = Some(e.to_string()),
+            }
         }
-        let x = Tensor::from_slice(&buf)
-            .view([chunk.len() as i64, 3, size as i64, size as i64])
-            .to_device(placement.device);
-        let logits = tch::no_grad(|| {
-            placement
-                .precision
-                .autocast(placement.device, || model.forward(&x, Pass::eval()))
-        })??;
-        let probs = logits.to_kind(Kind::Float).softmax(-1, Kind::Float);
-        let (p, i) = probs.topk(k as i64, -1, true, true);
-        let p: Vec<f32> = Vec::try_from(p.to_device(Device::Cpu).view([-1]))?;
-        let i: Vec<i64> = Vec::try_from(i.to_device(Device::Cpu).view([-1]))?;
-        for (n, path) in chunk.iter().enumerate() {
-            let top = (n * k..(n + 1) * k)
+        let (p, i) = if n == 0 {
+            (Vec::new(), Vec::new())
+        } else {
+            let x = Tensor::from_slice(&buf[..n * per])
+                .view([n as i64, 3, size as i64, size as i64])
+                .to_device(placement.device);
+            let logits = tch::no_grad(|| {
+                placement
+                    .precision
+                    .autocast(placement.device, || model.forward(&x, Pass::eval()))
+            })??;
+            let probs = logits.to_kind(Kind::Float).softmax(-1, Kind::Float);
+            let (p, i) = probs.topk(k as i64, -1, true, true);
+            let p: Vec<f32> = Vec::try_from(p.to_device(Device::Cpu).view([-1]))?;
+            let i: Vec<i64> = Vec::try_from(i.to_device(Device::Cpu).view([-1]))?;
+            (p, i)
+        };
+        let mut row = 0;
+        for (path, why) in chunk.iter().zip(failed) {
+            if let Some(why) = why {
+                out.push((path.clone(), Err(why)));
+                continue;
+            }
+            let top = (row * k..(row + 1) * k)
                 .map(|j| Scored {
                     label: model.class_names()[i[j] as usize].clone(),
                     probability: p[j],
                 })
                 .collect();
-            out.push((path.clone(), top));
+            out.push((path.clone(), Ok(top)));
+            row += 1;
         }
     }
     Ok(out)
