@@ -269,6 +269,9 @@ pub struct Scored {
     pub probability: f32,
 }
 
+/// An image's top classes, or why it could not be classified.
+pub type ImagePrediction = std::result::Result<Vec<Scored>, String>;
+
 /// Top-`k` classes of each image, in batches of `batch_size`; an image that
 /// cannot be read or decoded gets its error instead (the others are classified).
 pub fn predict_images(
@@ -278,7 +281,7 @@ pub fn predict_images(
     k: usize,
     placement: Placement,
     batch_size: usize,
-) -> Result<Vec<(PathBuf, std::result::Result<Vec<Scored>, String>)>> {
+) -> Result<Vec<(PathBuf, ImagePrediction)>> {
     let size = model.clip.config().vision_config.image_size as usize;
     let k = k.clamp(1, model.class_names().len());
     let per = 3 * size * size;
