@@ -433,7 +433,9 @@ impl Loader {
                 .collect();
         }
         if self.config.shuffle {
-            rng.permutation(n)
+            self.dataset
+                .local_permutation(&mut rng)
+                .unwrap_or_else(|| rng.permutation(n))
         } else {
             (0..n).collect()
         }

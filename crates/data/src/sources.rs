@@ -81,6 +81,28 @@ pub enum SourceConfig {
         #[serde(default)]
         class_names: Option<Vec<String>>,
     },
+    /// Parquet files as Hugging Face `datasets` writes them (`path`: a file, a
+    /// folder of `*.parquet`, a brace range or a glob): `image_column` holds a
+    /// struct of `bytes` / `path` or binary, `label_column` integers (names from
+    /// `class_names`, else the `ClassLabel` names in the files' `huggingface`
+    /// metadata, else `"0"`, ...) or strings (sorted).
+    Parquet {
+        path: String,
+        #[serde(default = "default_image_column")]
+        image_column: String,
+        #[serde(default = "default_label_column")]
+        label_column: String,
+        #[serde(default)]
+        class_names: Option<Vec<String>>,
+    },
+}
+
+fn default_image_column() -> String {
+    "image".into()
+}
+
+fn default_label_column() -> String {
+    "label".into()
 }
 
 #[derive(Debug)]
@@ -94,6 +116,8 @@ enum Storage {
     },
     /// Images inside tar shards.
     Tar(crate::webdataset::Shards),
+    /// Images inside Parquet row groups.
+    Parquet(crate::parquet::ParquetFiles),
 }
 
 /// A loaded source: class names, labels and where each image is.
@@ -153,6 +177,27 @@ impl Dataset {
                 Ok(Self::from_parts(
                     classes,
                     Storage::Tar(shards),
+                    labels,
+                    skipped,
+                ))
+            }
+            SourceConfig::Parquet {
+                path,
+                image_column,
+                label_column,
+                class_names,
+            } => {
+                let files = crate::webdataset::expand_files(path, key, "parquet")?;
+                let (files, labels, classes, skipped) = crate::parquet::index(
+                    files,
+                    image_column,
+                    label_column,
+                    class_names.as_deref(),
+                    key,
+                )?;
+                Ok(Self::from_parts(
+                    classes,
+                    Storage::Parquet(files),
                     labels,
                     skipped,
                 ))
@@ -389,6 +434,7 @@ impl Dataset {
             Storage::Files(files) => files[self.view[i]].display().to_string(),
             Storage::Idx { .. } => format!("idx:{}", self.view[i]),
             Storage::Tar(shards) => shards.name(self.view[i]),
+            Storage::Parquet(files) => files.name(self.view[i]),
         }
     }
 
@@ -406,6 +452,14 @@ impl Dataset {
                 let bytes = shards.read(k)?;
                 RgbImage::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
                     path: shards.name(k).into(),
+                    source,
+                })
+            }
+            Storage::Parquet(files) => {
+                let k = self.view[i];
+                let bytes = files.read(k)?;
+                RgbImage::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
+                    path: files.name(k).into(),
                     source,
                 })
             }
@@ -434,6 +488,13 @@ impl Dataset {
                     source,
                 })
             }
+            Storage::Parquet(files) => {
+                let bytes = files.read(k)?;
+                RgbImage::decode(&bytes).map_err(|source| DataError::Decode {
+                    path: files.name(k).into(),
+                    source,
+                })
+            }
         }
     }
 
@@ -456,6 +517,14 @@ impl Dataset {
                     .map_or("jpg", |(_, e)| e)
                     .to_string();
                 Ok((shards.read(k)?, ext))
+            }
+            Storage::Parquet(files) => {
+                let bytes = files.read(k)?;
+                let ext = image::guess_format(&bytes)
+                    .ok()
+                    .and_then(|f| f.extensions_str().first().copied())
+                    .unwrap_or("jpg");
+                Ok((bytes, ext.to_string()))
             }
             Storage::Idx { .. } => {
                 let img = self.image(i)?;
@@ -536,6 +605,15 @@ impl Dataset {
             labels: Arc::new(self.labels.iter().map(|&l| map[l]).collect()),
             ..self.clone()
         })
+    }
+
+    /// A shuffle of this view that keeps locality where the storage needs it
+    /// (Parquet: see [`crate::parquet`]); `None` where any order is as good.
+    pub fn local_permutation(&self, rng: &mut SampleRng) -> Option<Vec<usize>> {
+        match &*self.storage {
+            Storage::Parquet(files) => Some(files.local_permutation(&self.view, rng)),
+            _ => None,
+        }
     }
 
     /// A view of the first `n` items (for quick runs).

@@ -61,6 +61,11 @@ impl Shards {
 /// zero-padded as written) and lists (`{a,b}`), then glob patterns (`*`, `?`,
 /// `[...]`, sorted), or a folder (its `*.tar`, sorted). Every named file must exist.
 pub fn expand_shards(pattern: &str, key: &str) -> Result<Vec<PathBuf>, DataError> {
+    expand_files(pattern, key, "tar")
+}
+
+/// [`expand_shards`] for files with extension `ext` in folders.
+pub(crate) fn expand_files(pattern: &str, key: &str, ext: &str) -> Result<Vec<PathBuf>, DataError> {
     let bad = |reason: String| DataError::config(format!("{key}.path"), reason);
     let mut out = Vec::new();
     for p in expand_braces(pattern).map_err(|e| bad(format!("{pattern:?}: {e}")))? {
@@ -72,12 +77,12 @@ pub fn expand_shards(pattern: &str, key: &str) -> Result<Vec<PathBuf>, DataError
                     source,
                 })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
                 .collect();
             tars.sort();
             if tars.is_empty() {
                 return Err(bad(format!(
-                    "the folder {} holds no .tar shards",
+                    "the folder {} holds no .{ext} files",
                     path.display()
                 )));
             }

@@ -621,6 +621,9 @@ pub fn bench(
                 .is_err()
                 .then(|| path.into())
         }
+        Some(clip_data::SourceConfig::Parquet { path, .. }) => glob::glob(path)
+            .map_or(true, |mut g| g.next().is_none())
+            .then(|| path.into()),
         None => None,
     };
     if let Some(path) = missing(&cfg.data.train) {

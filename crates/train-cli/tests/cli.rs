@@ -1611,3 +1611,124 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// Parquet as Hugging Face `datasets` writes it (image bytes, a `ClassLabel`
+/// column) trains exactly like the same images as a folder; Parquet written by
+/// pyarrow with image paths and string labels evaluates the same; a row whose
+/// image cannot be decoded is an error naming file and row, or skipped and named.
+#[test]
+fn parquet_from_datasets_trains_like_the_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            r#"
+import sys, os
+import pyarrow as pa, pyarrow.parquet as pq
+from datasets import Dataset, Features, ClassLabel, Image
+src, out = sys.argv[1], sys.argv[2]
+classes = sorted(os.listdir(src))
+rows = [(c, os.path.join(src, c, f)) for c in classes for f in sorted(os.listdir(os.path.join(src, c)))]
+features = Features({"image": Image(), "label": ClassLabel(names=classes)})
+ds = Dataset.from_dict(
+    {"image": [{"bytes": open(p, "rb").read(), "path": None} for _, p in rows],
+     "label": [classes.index(c) for c, _ in rows]},
+    features=features)
+ds.to_parquet(os.path.join(out, "hf.parquet"), batch_size=5)  # row groups of 5
+assert pq.ParquetFile(os.path.join(out, "hf.parquet")).num_row_groups == 5
+image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+table = pa.table({
+    "img": pa.array([{"bytes": None, "path": p} for _, p in rows] + [{"bytes": b"garbage", "path": None}], type=image),
+    "name": pa.array([c for c, _ in rows] + ["dog"]),
+})
+pq.write_table(table, os.path.join(out, "paths.parquet"), row_group_size=5)
+"#,
+        ])
+        .arg(&data)
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let metrics = |name: &str, source: &str, extra: &[&str]| {
+        let mut args = train_args(tmp.path(), &data);
+        args.extend([
+            "--set".into(),
+            format!("data.train={source}"),
+            "--set".into(),
+            format!("run.name=\"{name}\""),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = run(bin().args(&args));
+        let lines: Vec<f64> = std::fs::read_to_string(tmp.path().join(name).join("metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let l: serde_json::Value = serde_json::from_str(l).unwrap();
+                match l["kind"].as_str().unwrap() {
+                    "step" => l["loss"].as_f64().unwrap(),
+                    _ => l["val"]["accuracy"].as_f64().unwrap(),
+                }
+            })
+            .collect();
+        (o, lines)
+    };
+    let folder = format!(
+        "{{kind=\"image_folder\", path={:?}}}",
+        data.display().to_string()
+    );
+    let hf = format!(
+        "{{kind=\"parquet\", path={:?}}}",
+        tmp.path().join("hf.parquet").display().to_string()
+    );
+    let (_, a) = metrics("folder", &folder, &[]);
+    let (o, b) = metrics("hf", &hf, &[]);
+    assert!(o.status.success());
+    assert_eq!(a.len(), 12);
+    assert_eq!(a, b);
+    // Paths and string labels, in other columns; the garbage row stops the run.
+    let paths = tmp.path().join("paths.parquet");
+    let table = format!(
+        "{{kind=\"parquet\", path={:?}, image_column=\"img\", label_column=\"name\"}}",
+        paths.display().to_string()
+    );
+    let bad_row = format!("{}:row 24", paths.display());
+    let (o, _) = metrics("paths", &table, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(&bad_row), "{}", stderr(&o));
+    let (o, _) = metrics(
+        "skip",
+        &table,
+        &[
+            "--set",
+            "data.loader.on_corrupt=\"skip\"",
+            "--set",
+            "data.loader.max_corrupt_share=0.1",
+        ],
+    );
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("skipping unreadable image {bad_row}")),
+        "{}",
+        stderr(&o)
+    );
+    // eval of the Parquet-trained model on the folder and on the HF file agree.
+    let eval = |data: &str| {
+        let o = run(bin()
+            .args(["eval", "--model"])
+            .arg(tmp.path().join("hf"))
+            .args(["--data", data]));
+        assert!(o.status.success());
+        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            m["images"].as_u64().unwrap(),
+            m["accuracy"].as_f64().unwrap(),
+        )
+    };
+    assert_eq!(
+        eval(data.to_str().unwrap()),
+        eval(tmp.path().join("hf.parquet").to_str().unwrap())
+    );
+}

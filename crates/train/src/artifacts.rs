@@ -263,7 +263,7 @@ pub fn model_report(spec: &str) -> Result<ParamReport> {
 }
 
 /// A data source from a path, or from a source table as a config writes it
-/// (`{ kind = "idx", ... }`): `*.tar` (or a brace range or glob of them)
+/// (`{ kind = "idx", ... }`): `*.parquet` Parquet files, `*.tar` (or a brace range or glob of them)
 /// WebDataset shards, a folder an image folder, `*.csv` a manifest,
 /// an IDX images file (`*-images-idx3-ubyte[.gz]`) takes its labels file beside it
 /// (`*-labels-idx1-ubyte[.gz]`); Fashion-MNIST's files get its class names.
@@ -287,6 +287,15 @@ pub fn source_from_path(path: &Path) -> Result<SourceConfig> {
                     format!("{text} is not a data source table: {}", e.message()),
                 )
             });
+    }
+    // Parquet files: one, or a brace range / glob of them.
+    if name.ends_with(".parquet") {
+        return Ok(SourceConfig::Parquet {
+            path: text.to_string(),
+            image_column: "image".into(),
+            label_column: "label".into(),
+            class_names: None,
+        });
     }
     // WebDataset shards: one `.tar`, or a brace range / glob of them.
     if name.ends_with(".tar") || (!path.exists() && text.contains(['{', '*', '?'])) {
@@ -496,6 +505,7 @@ fn model_card(
             Some(SourceConfig::Csv { path }) => (path.display().to_string(), "csv"),
             Some(SourceConfig::Idx { images, .. }) => (images.display().to_string(), "idx"),
             Some(SourceConfig::Webdataset { path, .. }) => (path.clone(), "webdataset"),
+            Some(SourceConfig::Parquet { path, .. }) => (path.clone(), "parquet"),
             None => ("unknown".to_string(), "unknown"),
         };
         s.push_str(&format!(

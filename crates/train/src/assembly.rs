@@ -122,7 +122,7 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
 fn check_exists(key: &str, src: &SourceConfig) -> Result<()> {
     let (paths, what): (Vec<&Path>, &str) = match src {
         // Loading names a shard pattern that matches nothing.
-        SourceConfig::Webdataset { .. } => return Ok(()),
+        SourceConfig::Webdataset { .. } | SourceConfig::Parquet { .. } => return Ok(()),
         SourceConfig::ImageFolder { path } => (
             vec![path],
             "an image folder with one sub-folder of images per class (root/<class>/*.jpg)",

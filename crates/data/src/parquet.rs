@@ -1,0 +1,555 @@
+//! Parquet files as Hugging Face `datasets` writes them and the Hub serves them:
+//! an image column (a struct of `bytes` and `path`, or plain binary) and a label
+//! column (integers with the class names in the `ClassLabel` feature of the
+//! `huggingface` schema metadata, or strings).
+//!
+//! Loading reads the footers and the label column only. Images are read a row
+//! group at a time (a Parquet page cannot be read from the middle) into a small
+//! cache, so the loader visits the data with locality: every epoch shuffles the
+//! row groups, then the samples within windows of row groups holding at least
+//! [`WINDOW_ROWS`] samples (shard shuffling plus a shuffle buffer, but a pure
+//! function of `(seed, epoch)`, so a resume is exact). Memory holds the cached row
+//! groups' encoded images, at most [`CACHE_ROWS`] rows (plus one group).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+use parquet::schema::types::Type;
+
+use crate::DataError;
+use crate::rng::SampleRng;
+
+/// Samples shuffled together: row groups are added to a window until it holds
+/// at least this many.
+pub const WINDOW_ROWS: usize = 1024;
+/// Rows of decoded row groups kept (two windows and the batches around them).
+pub const CACHE_ROWS: usize = 4 * WINDOW_ROWS;
+
+/// A row's image as stored.
+#[derive(Debug, Clone)]
+enum Cell {
+    Bytes(Vec<u8>),
+    /// A file (relative to the Parquet file's folder when not absolute).
+    Path(PathBuf),
+    Missing,
+}
+
+type Group = Result<Arc<Vec<Cell>>, String>;
+
+/// Recently read row groups (oldest evicted first); concurrent readers of one
+/// group wait for the first one's read.
+#[derive(Debug, Default)]
+struct GroupCache {
+    slots: Mutex<(
+        HashMap<(u32, u32), Arc<OnceLock<Group>>>,
+        VecDeque<(u32, u32, usize)>,
+    )>,
+}
+
+impl GroupCache {
+    fn get(&self, key: (u32, u32), rows: usize, load: impl FnOnce() -> Group) -> Group {
+        let slot = {
+            let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let (map, order) = &mut *guard;
+            match map.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(OnceLock::new());
+                    map.insert(key, s.clone());
+                    order.push_back((key.0, key.1, rows));
+                    let mut held: usize = order.iter().map(|o| o.2).sum();
+                    while held > CACHE_ROWS && order.len() > 1 {
+                        if let Some((f, g, n)) = order.pop_front() {
+                            map.remove(&(f, g));
+                            held -= n;
+                        }
+                    }
+                    s
+                }
+            }
+        };
+        slot.get_or_init(load).clone()
+    }
+}
+
+/// The indexed Parquet files.
+#[derive(Debug)]
+pub(crate) struct ParquetFiles {
+    paths: Vec<PathBuf>,
+    /// `(file, row group, row in the group)` of each sample.
+    items: Vec<(u32, u32, u32)>,
+    /// Rows of each file's row groups.
+    group_rows: Vec<Vec<usize>>,
+    /// Index of each file's first row group among all files' row groups.
+    group_base: Vec<usize>,
+    image_column: String,
+    cache: GroupCache,
+    /// Each file's reader, opened (its footer parsed) once.
+    readers: Readers,
+}
+
+/// Readers of the files, opened on first use.
+struct Readers(Vec<OnceLock<Result<Arc<SerializedFileReader<File>>, String>>>);
+
+impl Readers {
+    fn new(files: usize) -> Self {
+        Self((0..files).map(|_| OnceLock::new()).collect())
+    }
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Readers({} files)", self.0.len())
+    }
+}
+
+fn parquet_error(path: &Path, e: impl std::fmt::Display) -> DataError {
+    DataError::Config {
+        key: path.display().to_string(),
+        reason: format!("not a readable Parquet file: {e}"),
+    }
+}
+
+fn open(path: &Path) -> Result<SerializedFileReader<File>, DataError> {
+    let f = File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    SerializedFileReader::new(f).map_err(|e| parquet_error(path, e))
+}
+
+/// A projection of the file's schema on one top-level column.
+fn projection(reader: &SerializedFileReader<File>, column: &str) -> Option<Type> {
+    let schema = reader.metadata().file_metadata().schema();
+    let field = schema
+        .get_fields()
+        .iter()
+        .find(|f| f.name() == column)?
+        .clone();
+    Type::group_type_builder(schema.name())
+        .with_fields(vec![field])
+        .build()
+        .ok()
+}
+
+fn columns(reader: &SerializedFileReader<File>) -> Vec<String> {
+    reader
+        .metadata()
+        .file_metadata()
+        .schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect()
+}
+
+/// A label cell as an index or a name.
+enum Label {
+    Index(usize),
+    Name(String),
+}
+
+fn label_of(field: &Field) -> Option<Label> {
+    let index = |v: i64| usize::try_from(v).ok().map(Label::Index);
+    match field {
+        Field::Byte(v) => index(i64::from(*v)),
+        Field::Short(v) => index(i64::from(*v)),
+        Field::Int(v) => index(i64::from(*v)),
+        Field::Long(v) => index(*v),
+        Field::UByte(v) => index(i64::from(*v)),
+        Field::UShort(v) => index(i64::from(*v)),
+        Field::UInt(v) => index(i64::from(*v)),
+        Field::ULong(v) => usize::try_from(*v).ok().map(Label::Index),
+        Field::Str(s) => Some(Label::Name(s.clone())),
+        _ => None,
+    }
+}
+
+fn cell_of(field: &Field) -> Cell {
+    match field {
+        Field::Bytes(b) => Cell::Bytes(b.data().to_vec()),
+        Field::Group(row) => {
+            let mut path = None;
+            for (name, f) in row.get_column_iter() {
+                match (name.as_str(), f) {
+                    ("bytes", Field::Bytes(b)) => return Cell::Bytes(b.data().to_vec()),
+                    ("path", Field::Str(s)) => path = Some(PathBuf::from(s)),
+                    _ => {}
+                }
+            }
+            path.map_or(Cell::Missing, Cell::Path)
+        }
+        Field::Str(s) => Cell::Path(PathBuf::from(s)),
+        _ => Cell::Missing,
+    }
+}
+
+/// The `ClassLabel` names of `column` in the `huggingface` metadata, if any.
+fn hf_class_names(reader: &SerializedFileReader<File>, column: &str) -> Option<Vec<String>> {
+    let kv = reader.metadata().file_metadata().key_value_metadata()?;
+    let text = kv.iter().find(|k| k.key == "huggingface")?.value.as_ref()?;
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let feature = v.get("info")?.get("features")?.get(column)?;
+    let names = feature.get("names")?.as_array()?;
+    names
+        .iter()
+        .map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
+/// What [`index`] gives: the files, each sample's label, the class names, and
+/// the rows left out with the reason.
+pub(crate) type Indexed = (
+    ParquetFiles,
+    Vec<usize>,
+    Vec<String>,
+    Vec<(PathBuf, String)>,
+);
+
+/// Indexes `paths`: per row with a label, where it lies; the class names (given,
+/// else the `ClassLabel` names of the metadata, else the sorted string labels,
+/// else `"0"`..`"max"`).
+pub(crate) fn index(
+    paths: Vec<PathBuf>,
+    image_column: &str,
+    label_column: &str,
+    class_names: Option<&[String]>,
+    key: &str,
+) -> Result<Indexed, DataError> {
+    let mut items = Vec::new();
+    let mut raw = Vec::new();
+    let mut skipped = Vec::new();
+    let mut group_rows = Vec::new();
+    let mut group_base = Vec::new();
+    let mut hf_names: Option<Vec<String>> = None;
+    let mut groups = 0;
+    for (f, path) in paths.iter().enumerate() {
+        let reader = open(path)?;
+        let cols = columns(&reader);
+        for (what, c) in [
+            ("image_column", image_column),
+            ("label_column", label_column),
+        ] {
+            if !cols.iter().any(|n| n == c) {
+                return Err(DataError::config(
+                    format!("{key}.{what}"),
+                    format!(
+                        "{} has no column {c:?}; its columns: {}",
+                        path.display(),
+                        cols.join(", ")
+                    ),
+                ));
+            }
+        }
+        if hf_names.is_none() {
+            hf_names = hf_class_names(&reader, label_column);
+        }
+        let meta = reader.metadata();
+        let rows: Vec<usize> = meta
+            .row_groups()
+            .iter()
+            .map(|g| usize::try_from(g.num_rows()).unwrap_or(0))
+            .collect();
+        group_base.push(groups);
+        groups += rows.len();
+        let proj = projection(&reader, label_column);
+        let mut iter = reader
+            .get_row_iter(proj)
+            .map_err(|e| parquet_error(path, e))?;
+        let mut row_no = 0usize;
+        for (g, &n) in rows.iter().enumerate() {
+            for r in 0..n {
+                row_no += 1;
+                let row = iter
+                    .next()
+                    .ok_or_else(|| parquet_error(path, "fewer rows than its metadata says"))?
+                    .map_err(|e| parquet_error(path, e))?;
+                let label = row.get_column_iter().next().and_then(|(_, f)| label_of(f));
+                match label {
+                    Some(l) => {
+                        items.push((f as u32, g as u32, r as u32));
+                        raw.push(l);
+                    }
+                    None => skipped.push((
+                        PathBuf::from(format!("{}:row {}", path.display(), row_no - 1)),
+                        format!("no label in {label_column:?}"),
+                    )),
+                }
+            }
+        }
+        group_rows.push(rows);
+    }
+    if items.is_empty() {
+        return Err(DataError::config(
+            format!("{key}.path"),
+            "the Parquet file(s) hold no labelled row",
+        ));
+    }
+    let names_key = format!("{key}.class_names");
+    let any_name = raw.iter().any(|l| matches!(l, Label::Name(_)));
+    let any_index = raw.iter().any(|l| matches!(l, Label::Index(_)));
+    let classes: Vec<String> = match (class_names, hf_names) {
+        (Some(c), _) => c.to_vec(),
+        (None, Some(c)) if !any_name => c,
+        (None, _) if any_name && any_index => {
+            return Err(DataError::config(
+                names_key,
+                format!("{label_column:?} mixes integers and strings: give the class names"),
+            ));
+        }
+        (None, _) if any_name => {
+            let mut n: Vec<String> = raw
+                .iter()
+                .filter_map(|l| match l {
+                    Label::Name(n) => Some(n.clone()),
+                    Label::Index(_) => None,
+                })
+                .collect();
+            n.sort();
+            n.dedup();
+            n
+        }
+        (None, _) => {
+            let top = raw
+                .iter()
+                .filter_map(|l| match l {
+                    Label::Index(i) => Some(*i),
+                    Label::Name(_) => None,
+                })
+                .max()
+                .unwrap_or(0);
+            (0..=top).map(|i| i.to_string()).collect()
+        }
+    };
+    let by_name: HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let mut bad = Vec::new();
+    let labels: Vec<usize> = raw
+        .iter()
+        .map(|l| match l {
+            Label::Index(i) if *i < classes.len() => *i,
+            Label::Name(n) if by_name.contains_key(n.as_str()) => by_name[n.as_str()],
+            Label::Index(i) => {
+                bad.push(format!("class {i}"));
+                0
+            }
+            Label::Name(n) => {
+                bad.push(format!("{n:?}"));
+                0
+            }
+        })
+        .collect();
+    if !bad.is_empty() {
+        let n = bad.len();
+        bad.sort();
+        bad.dedup();
+        bad.truncate(5);
+        return Err(DataError::config(
+            names_key,
+            format!(
+                "{n} row(s) have a label outside the {} class names, e.g. {}",
+                classes.len(),
+                bad.join(", ")
+            ),
+        ));
+    }
+    let files = paths.len();
+    Ok((
+        ParquetFiles {
+            paths,
+            items,
+            group_rows,
+            group_base,
+            image_column: image_column.to_string(),
+            cache: GroupCache::default(),
+            readers: Readers::new(files),
+        },
+        labels,
+        classes,
+        skipped,
+    ))
+}
+
+impl ParquetFiles {
+    /// `file.parquet:row N` (N counts rows over the file).
+    pub fn name(&self, k: usize) -> String {
+        let (f, g, r) = self.items[k];
+        let before: usize = self.group_rows[f as usize][..g as usize].iter().sum();
+        format!(
+            "{}:row {}",
+            self.paths[f as usize].display(),
+            before + r as usize
+        )
+    }
+
+    /// The global row-group index of sample `k`.
+    pub fn group_of(&self, k: usize) -> usize {
+        let (f, g, _) = self.items[k];
+        self.group_base[f as usize] + g as usize
+    }
+
+    fn read_group(&self, f: u32, g: u32) -> Group {
+        let path = &self.paths[f as usize];
+        let reader = self.readers.0[f as usize]
+            .get_or_init(|| open(path).map(Arc::new).map_err(|e| e.to_string()))
+            .clone()?;
+        let proj = projection(&reader, &self.image_column);
+        let group = reader
+            .get_row_group(g as usize)
+            .map_err(|e| format!("{}: row group {g}: {e}", path.display()))?;
+        let rows = group
+            .get_row_iter(proj)
+            .map_err(|e| format!("{}: row group {g}: {e}", path.display()))?;
+        let mut cells = Vec::new();
+        for row in rows {
+            let row = row.map_err(|e| format!("{}: row group {g}: {e}", path.display()))?;
+            cells.push(
+                row.get_column_iter()
+                    .next()
+                    .map_or(Cell::Missing, |(_, f)| cell_of(f)),
+            );
+        }
+        Ok(Arc::new(cells))
+    }
+
+    /// The encoded image of sample `k`.
+    pub fn read(&self, k: usize) -> Result<Vec<u8>, DataError> {
+        let (f, g, r) = self.items[k];
+        let rows = self.group_rows[f as usize][g as usize];
+        let group = self
+            .cache
+            .get((f, g), rows, || self.read_group(f, g))
+            .map_err(|reason| DataError::Config {
+                key: self.name(k),
+                reason,
+            })?;
+        match group.get(r as usize) {
+            Some(Cell::Bytes(b)) => Ok(b.clone()),
+            Some(Cell::Path(p)) => {
+                let p = match self.paths[f as usize].parent() {
+                    Some(dir) if p.is_relative() => dir.join(p),
+                    _ => p.clone(),
+                };
+                std::fs::read(&p).map_err(|source| DataError::Io { path: p, source })
+            }
+            _ => Err(DataError::Io {
+                path: self.name(k).into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("no image in column {:?}", self.image_column),
+                ),
+            }),
+        }
+    }
+
+    /// A shuffle of `view` (storage indices) with locality: its row groups in a
+    /// random order, the samples shuffled within windows of row groups holding at
+    /// least [`WINDOW_ROWS`] samples. Data that fits one window is shuffled as a
+    /// whole, as any other source (the same order from the same seed). Returns
+    /// positions in `view`.
+    pub fn local_permutation(&self, view: &[usize], rng: &mut SampleRng) -> Vec<usize> {
+        if view.len() <= WINDOW_ROWS {
+            return rng.permutation(view.len());
+        }
+        let mut by_group: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (pos, &k) in view.iter().enumerate() {
+            by_group.entry(self.group_of(k)).or_default().push(pos);
+        }
+        let groups: Vec<Vec<usize>> = by_group.into_values().collect();
+        let mut out = Vec::with_capacity(view.len());
+        let mut window: Vec<usize> = Vec::new();
+        let flush = |window: &mut Vec<usize>, out: &mut Vec<usize>, rng: &mut SampleRng| {
+            for i in rng.permutation(window.len()) {
+                out.push(window[i]);
+            }
+            window.clear();
+        };
+        for g in rng.permutation(groups.len()) {
+            window.extend_from_slice(&groups[g]);
+            if window.len() >= WINDOW_ROWS {
+                flush(&mut window, &mut out, rng);
+            }
+        }
+        flush(&mut window, &mut out, rng);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// 30 row groups of 100 rows in 2 files.
+    fn files() -> ParquetFiles {
+        let mut items = Vec::new();
+        for f in 0..2u32 {
+            for g in 0..15u32 {
+                for r in 0..100u32 {
+                    items.push((f, g, r));
+                }
+            }
+        }
+        ParquetFiles {
+            paths: vec!["a.parquet".into(), "b.parquet".into()],
+            items,
+            group_rows: vec![vec![100; 15]; 2],
+            group_base: vec![0, 15],
+            image_column: "image".into(),
+            cache: GroupCache::default(),
+            readers: Readers::new(2),
+        }
+    }
+
+    #[test]
+    fn the_local_shuffle_is_a_permutation_that_keeps_row_groups_together() {
+        let p = files();
+        let view: Vec<usize> = (0..3000).collect();
+        let order = p.local_permutation(&view, &mut SampleRng::new(3, 1, u64::MAX));
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, view);
+        assert_eq!(
+            order,
+            p.local_permutation(&view, &mut SampleRng::new(3, 1, u64::MAX))
+        );
+        assert_ne!(
+            order,
+            p.local_permutation(&view, &mut SampleRng::new(3, 2, u64::MAX))
+        );
+        // Windows of 11 row groups (1,100 rows >= 1,024): any 1,100 consecutive
+        // samples from a window's start touch 11 groups, and samples are mixed
+        // within a window (not in group order).
+        for w in order.chunks(1100).take(2) {
+            let mut groups: Vec<usize> = w.iter().map(|&k| p.group_of(k)).collect();
+            assert_ne!(groups.windows(2).filter(|g| g[0] != g[1]).count(), 10);
+            groups.sort_unstable();
+            groups.dedup();
+            assert_eq!(groups.len(), 11);
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_rows_and_reads_a_group_once() {
+        let cache = GroupCache::default();
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let load = || {
+            reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Arc::new(vec![Cell::Missing; 100]))
+        };
+        for g in 0..50u32 {
+            cache.get((0, g), 100, load).unwrap();
+            cache.get((0, g), 100, load).unwrap();
+        }
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 50);
+        let held = cache.slots.lock().unwrap().0.len();
+        assert_eq!(held, CACHE_ROWS / 100);
+    }
+}
