@@ -44,17 +44,22 @@ type Group = Result<Arc<Vec<Cell>>, String>;
 /// group wait for the first one's read.
 #[derive(Debug, Default)]
 struct GroupCache {
-    slots: Mutex<(
-        HashMap<(u32, u32), Arc<OnceLock<Group>>>,
-        VecDeque<(u32, u32, usize)>,
-    )>,
+    slots: Mutex<Slots>,
+}
+
+/// The cached groups by `(file, group)`, and their keys with their row counts,
+/// oldest first.
+#[derive(Debug, Default)]
+struct Slots {
+    map: HashMap<(u32, u32), Arc<OnceLock<Group>>>,
+    order: VecDeque<(u32, u32, usize)>,
 }
 
 impl GroupCache {
     fn get(&self, key: (u32, u32), rows: usize, load: impl FnOnce() -> Group) -> Group {
         let slot = {
             let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let (map, order) = &mut *guard;
+            let Slots { map, order } = &mut *guard;
             match map.get(&key) {
                 Some(s) => s.clone(),
                 None => {
@@ -549,7 +554,7 @@ mod tests {
             cache.get((0, g), 100, load).unwrap();
         }
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 50);
-        let held = cache.slots.lock().unwrap().0.len();
+        let held = cache.slots.lock().unwrap().map.len();
         assert_eq!(held, CACHE_ROWS / 100);
     }
 }
