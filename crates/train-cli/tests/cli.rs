@@ -1613,7 +1613,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Parquet as Hugging Face `datasets` writes it (image bytes, a `ClassLabel`
-/// column) trains exactly like the same images as a folder; Parquet written by
+/// column; by scripts/to_parquet.py) trains exactly like the same images as a
+/// folder; Parquet written by
 /// pyarrow with image paths and string labels evaluates the same; a row whose
 /// image cannot be decoded is an error naming file and row, or skipped and named.
 #[test]
@@ -1628,17 +1629,9 @@ fn parquet_from_datasets_trains_like_the_folder() {
             r#"
 import sys, os
 import pyarrow as pa, pyarrow.parquet as pq
-from datasets import Dataset, Features, ClassLabel, Image
 src, out = sys.argv[1], sys.argv[2]
 classes = sorted(os.listdir(src))
 rows = [(c, os.path.join(src, c, f)) for c in classes for f in sorted(os.listdir(os.path.join(src, c)))]
-features = Features({"image": Image(), "label": ClassLabel(names=classes)})
-ds = Dataset.from_dict(
-    {"image": [{"bytes": open(p, "rb").read(), "path": None} for _, p in rows],
-     "label": [classes.index(c) for c, _ in rows]},
-    features=features)
-ds.to_parquet(os.path.join(out, "hf.parquet"), batch_size=5)  # row groups of 5
-assert pq.ParquetFile(os.path.join(out, "hf.parquet")).num_row_groups == 5
 image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 table = pa.table({
     "img": pa.array([{"bytes": None, "path": p} for _, p in rows] + [{"bytes": b"garbage", "path": None}], type=image),
@@ -1652,6 +1645,30 @@ pq.write_table(table, os.path.join(out, "paths.parquet"), row_group_size=5)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The HF-layout file, by the documented script (row groups of 5).
+    let hf_file = tmp.path().join("hf.parquet");
+    let o = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/to_parquet.py"))
+        .arg(&data)
+        .arg(&hf_file)
+        .args(["--row-group-size", "5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, pyarrow.parquet as pq; f = pq.ParquetFile(sys.argv[1]); \
+             print(f.num_row_groups, f.schema_arrow.metadata[b'huggingface'].decode())",
+        ])
+        .arg(&hf_file)
+        .output()
+        .unwrap();
+    let meta = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        meta.starts_with("5 ") && meta.contains(r#""names": ["cat", "dog", "fox"]"#),
+        "{meta}"
+    );
     let metrics = |name: &str, source: &str, extra: &[&str]| {
         let mut args = train_args(tmp.path(), &data);
         args.extend([
