@@ -119,7 +119,7 @@ fn a_tiny_model_overfits_its_training_set() {
 #[test]
 fn interrupted_and_resumed_equals_uninterrupted_bit_for_bit() {
     let (_g, tmp, data) = setup(8);
-    resumes_exactly(tmp.path(), &data, None);
+    resumes_exactly(tmp.path(), &data, &[]);
 }
 
 /// The same on WebDataset shards of 5 samples: the stops fall mid-shard.
@@ -141,12 +141,35 @@ fn interrupted_and_resumed_equals_uninterrupted_on_webdataset_shards() {
             .display()
             .to_string()
     );
-    resumes_exactly(tmp.path(), &data, Some(source));
+    resumes_exactly(tmp.path(), &data, &[source]);
+}
+
+/// The same on Parquet with more training samples than one shuffle window (the
+/// row groups are shuffled, then samples within windows), four steps.
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted_on_parquet_row_groups() {
+    // 3 x 480 images, a quarter held out: 1,080 training samples > 1,024.
+    let (_g, tmp, data) = setup(480);
+    let file = tmp.path().join("train.parquet");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/to_parquet.py"))
+        .arg(&data)
+        .arg(&file)
+        .args(["--row-group-size", "100"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let source = format!(
+        "data.train={{kind=\"parquet\", path={:?}}}",
+        file.display().to_string()
+    );
+    resumes_exactly(tmp.path(), &data, &[source, "train.max_steps=4".into()]);
 }
 
 /// A run stopped twice mid-epoch and resumed ends with the uninterrupted run's
 /// weights and EMA evaluation.
-fn resumes_exactly(tmp: &Path, data: &Path, source: Option<String>) {
+fn resumes_exactly(tmp: &Path, data: &Path, overrides: &[String]) {
     // Dropout, drop-path, augmentation, EMA and accumulation all on: every random
     // draw and every piece of state must come back.
     let extra = |name: &str| -> Vec<String> {
@@ -159,7 +182,7 @@ fn resumes_exactly(tmp: &Path, data: &Path, source: Option<String>) {
             "model.regularization.drop_path=0.1".into(),
             "model.head.dropout=0.1".into(),
         ];
-        o.extend(source.clone());
+        o.extend_from_slice(overrides);
         o
     };
     let mut straight = Trainer::new(config(tmp, data, &extra("straight"))).unwrap();
@@ -169,9 +192,10 @@ fn resumes_exactly(tmp: &Path, data: &Path, source: Option<String>) {
     let total = first.total_steps();
     assert_eq!(
         total, 4,
-        "18 images / batch 8 = 3 batches, 2 per step: 2 steps per epoch"
+        "18 images / batch 8 = 3 batches, 2 per step: 2 steps per epoch (or max_steps)"
     );
-    // Stop mid-epoch (after step 1 of epoch 0), then mid-epoch 1 (step 3).
+    // Stop after step 1 (mid-epoch 0), then after step 3 (mid-epoch 1 of the
+    // small data).
     let mut stop: Vec<Box<dyn Observer>> = vec![Box::new(StopAt {
         step: 1,
         flag: first.stop_flag(),
