@@ -32,6 +32,11 @@ impl std::fmt::Debug for ClipTokenizer {
 }
 
 impl ClipTokenizer {
+    /// The id of CLIP's end-of-text token `<|endoftext|>`, if the vocabulary has it.
+    pub fn end_of_text_id(&self) -> Option<i64> {
+        self.inner.token_to_id("<|endoftext|>").map(i64::from)
+    }
+
     /// Loads `tokenizer.json` for sequences of `context_length` tokens (77 for CLIP).
     pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
         let err = |reason: String| ModelError::Tokenizer {

@@ -273,6 +273,47 @@ pub fn build_model(
     Ok(model)
 }
 
+/// The run's tokenizer: `model.tokenizer`, else the pretrained model folder's
+/// `tokenizer.json`, at `model`'s text context length.
+pub fn run_tokenizer(cfg: &RunConfig, model: &ClipClassifier) -> Result<ClipTokenizer> {
+    let m = &cfg.model;
+    let path = match (&m.tokenizer, &m.pretrained) {
+        (Some(t), _) => t.clone(),
+        (None, Some(spec)) => ModelFiles::resolve(spec)?.tokenizer.ok_or_else(|| {
+            TrainError::config(
+                "model.tokenizer",
+                format!("{spec} has no tokenizer.json: give one in `model.tokenizer`"),
+            )
+        })?,
+        (None, None) => {
+            return Err(TrainError::config(
+                "model.tokenizer",
+                "is needed (a randomly initialised model has no tokenizer)",
+            ));
+        }
+    };
+    let text = &model.clip.config().text_config;
+    let tok = ClipTokenizer::from_file(&path, text.max_position_embeddings as usize)?;
+    // The text tower reads a caption at its end-of-text token (transformers' rule;
+    // the legacy id 2 means "the largest id"): another id would read every caption
+    // at its first token, the same for all.
+    if let Some(eos) = tok.end_of_text_id()
+        && text.eos_token_id != 2
+        && eos != text.eos_token_id
+    {
+        return Err(TrainError::config(
+            "model.tokenizer",
+            format!(
+                "{}'s end-of-text token is id {eos}, the text tower's `eos_token_id` is {}: \
+                 they must match (a tokenizer of another model?)",
+                path.display(),
+                text.eos_token_id
+            ),
+        ));
+    }
+    Ok(tok)
+}
+
 /// A classifier on pretrained weights. A `zero_shot` head reads its prompts with
 /// `tokenizer`, else the model folder's `tokenizer.json`, at the text tower's
 /// context length.

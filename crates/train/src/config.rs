@@ -504,6 +504,22 @@ pub struct TrainSection {
     pub checkpoints: CheckpointConfig,
     /// Trackers that get the step and eval figures besides `metrics.jsonl`.
     pub report_to: Vec<ReportTo>,
+    /// What the training minimises.
+    pub objective: Objective,
+}
+
+/// The training loss (`train.objective`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Cross-entropy of the classification head (the tutorial's).
+    #[default]
+    CrossEntropy,
+    /// FLYP (Goyal et al. 2023): CLIP's symmetric contrastive loss between the
+    /// images and captions made of their class names in `model.head.templates`
+    /// (one drawn per sample), both towers training; the classifier is the
+    /// zero-shot head of the fine-tuned text tower.
+    Contrastive,
 }
 
 /// A tracker (`train.report_to`).
@@ -543,6 +559,7 @@ impl Default for TrainSection {
             early_stopping: None,
             checkpoints: CheckpointConfig::default(),
             report_to: Vec::new(),
+            objective: Objective::CrossEntropy,
         }
     }
 }
@@ -794,6 +811,32 @@ impl RunConfig {
             && m.tokenizer.is_none()
         {
             p.push("`model.head.init = \"zero_shot\"` needs a tokenizer: `model.pretrained` or `model.tokenizer`".into());
+        }
+        if self.train.objective == Objective::Contrastive {
+            let flyp = "`train.objective = \"contrastive\"`";
+            if m.pretrained.is_none() && m.tokenizer.is_none() {
+                p.push(format!("{flyp} needs a tokenizer for its captions: `model.pretrained` or `model.tokenizer`"));
+            }
+            if m.head.kind != clip_model::HeadKind::Cosine {
+                p.push(format!("{flyp}: the classifier is the zero-shot head of the text tower: `model.head.kind` must be \"cosine\""));
+            }
+            if m.head.templates.is_empty() || m.head.templates.iter().any(|t| !t.contains("{}")) {
+                p.push(format!("{flyp}: `model.head.templates` make the captions: at least one, each containing `{{}}`"));
+            }
+            if self.data.loader.mix.enabled() {
+                p.push(format!("{flyp}: `data.loader.mix` (MixUp / CutMix) mixes classes, which captions cannot: remove it"));
+            }
+            if self.train.ema.is_some() {
+                p.push(format!(
+                    "{flyp} with `train.ema` is not supported yet: remove `train.ema`"
+                ));
+            }
+            if matches!(
+                self.train.unfreeze,
+                Unfreeze::HeadOnly | Unfreeze::LpFt { .. }
+            ) {
+                p.push(format!("{flyp} does not train the head (it is made from the text tower): `train.unfreeze` must be \"all\" or \"progressive\""));
+            }
         }
         if let Some(l) = &m.lora {
             p.extend(l.problems("model.lora"));

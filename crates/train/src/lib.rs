@@ -68,7 +68,7 @@ pub use error::{Result, TrainError};
 pub use evaluation::{
     EvalCounts, EvalReport, Prediction, Scored, evaluate, predict_images, predictions,
 };
-pub use loss::{Targets, cross_entropy};
+pub use loss::{Targets, contrastive_loss, cross_entropy};
 pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use observe::{Event, Log, MetricsFiles, Observer, Plots, Progress, StartInfo};
 pub use plots::write_all as write_plots;

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use tch::{Device, Tensor, nn};
 
-use clip_data::{Batch, DeviceBatch, DeviceBatches, Loader};
-use clip_model::{ClipClassifier, Pass, Tower, write_safetensors};
+use clip_data::{Batch, DeviceBatch, DeviceBatches, Loader, SampleRng};
+use clip_model::{ClipClassifier, ClipTokenizer, Pass, Tower, write_safetensors};
 use clip_optim::{AdamW, GroupReport, LrSchedule};
 
 use crate::config::{Metric, RunConfig};
@@ -18,7 +18,7 @@ use crate::data_parallel::{DataParallel, is_main};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::evaluation::{EvalCounts, EvalReport};
-use crate::loss::{Targets, cross_entropy};
+use crate::loss::{Targets, contrastive_loss, cross_entropy};
 use crate::mixed_precision::{MixedPrecision, StepDecision};
 use crate::observe::{Event, Observer, StartInfo};
 use crate::policies::{
@@ -39,6 +39,57 @@ struct StepOutcome {
     grad_norm: f64,
     /// False when the GradScaler skipped the step.
     stepped: bool,
+}
+
+/// FLYP's captions (`train.objective = "contrastive"`): every class name in every
+/// template, tokenized once; a sample's template is drawn from its own stream of
+/// `(seed, epoch, index)`.
+struct Captions {
+    tokenizer: ClipTokenizer,
+    templates: Vec<String>,
+    /// `[classes * templates, context]`, row `class * templates + template`.
+    ids: Tensor,
+}
+
+/// The random stream of a sample's caption template (apart from its
+/// augmentation's `(seed, epoch, index)` stream).
+const CAPTION_STREAM: u64 = 1 << 62;
+
+impl Captions {
+    fn new(
+        tokenizer: ClipTokenizer,
+        templates: &[String],
+        classes: &[String],
+        device: Device,
+    ) -> Result<Self> {
+        let prompts: Vec<String> = classes
+            .iter()
+            .flat_map(|c| templates.iter().map(move |t| t.replace("{}", c)))
+            .collect();
+        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let ids = tokenizer.encode(&refs)?.to_device(device);
+        Ok(Self {
+            tokenizer,
+            templates: templates.to_vec(),
+            ids,
+        })
+    }
+
+    /// The token ids of the batch's captions.
+    fn of(&self, batch: &Batch, seed: u64) -> Tensor {
+        let t = self.templates.len();
+        let rows: Vec<i64> = batch
+            .labels
+            .iter()
+            .zip(&batch.indices)
+            .map(|(&label, &i)| {
+                let mut rng = SampleRng::new(seed, batch.epoch, CAPTION_STREAM | i as u64);
+                label * t as i64 + rng.int_range(0, t as i64 - 1)
+            })
+            .collect();
+        let rows = Tensor::from_slice(&rows).to_device(self.ids.device());
+        self.ids.index_select(0, &rows)
+    }
 }
 
 /// A training run.
@@ -65,6 +116,8 @@ pub struct Trainer {
     dp: Option<DataParallel>,
     /// Unreadable images found in the training and validation data.
     corrupt: (CorruptImages, CorruptImages),
+    /// The contrastive objective's captions.
+    captions: Option<Captions>,
 }
 
 impl Trainer {
@@ -163,10 +216,33 @@ impl Trainer {
             .as_ref()
             .filter(|_| last)
             .and_then(DataParallel::reducer);
-        self.amp.backward(weight, sync, |tape| {
-            let logits = self.model.forward(x, Pass::train().tape(tape))?;
-            self.loss(&logits, batch, y)
-        })
+        self.amp
+            .backward(weight, sync, |tape| match &self.captions {
+                None => {
+                    let logits = self.model.forward(x, Pass::train().tape(tape))?;
+                    self.loss(&logits, batch, y)
+                }
+                Some(c) => {
+                    let ids = c.of(batch, self.cfg.run.seed);
+                    let clip = &self.model.clip;
+                    let out = clip.forward(x, &ids, Pass::train().tape(tape))?;
+                    contrastive_loss(
+                        &out.image_embeds,
+                        &out.text_embeds,
+                        &clip.logit_scale,
+                        self.cfg.train.label_smoothing,
+                    )
+                }
+            })
+    }
+
+    /// Contrastive runs: the head becomes the zero-shot classifier of the text
+    /// tower as it is now (before every evaluation and checkpoint).
+    fn refresh_head(&mut self) -> Result<()> {
+        if let Some(c) = &self.captions {
+            self.model.init_zero_shot(&c.tokenizer, &c.templates)?;
+        }
+        Ok(())
     }
 
     /// The model on the validation set (sharded over the ranks in a data-parallel
@@ -183,6 +259,7 @@ impl Trainer {
     }
 
     fn evaluate(&mut self) -> Result<(EvalReport, Option<EvalReport>)> {
+        self.refresh_head()?;
         let val = self.evaluate_model()?;
         let ema = match self.ema.take() {
             Some(e) => {
@@ -199,6 +276,7 @@ impl Trainer {
 
     /// Writes a checkpoint atomically (temp folder + rename) and applies retention.
     fn save_checkpoint(&mut self, metric: Option<f64>) -> Result<PathBuf> {
+        self.refresh_head()?;
         let name = format!("step-{:08}", self.state.global_step);
         // The saved state lists this checkpoint too.
         let mut state = self.state.clone();
@@ -437,6 +515,17 @@ impl Trainer {
         };
         if stepped && let Some(e) = &self.ema {
             e.update();
+        }
+        if stepped && self.captions.is_some() {
+            // CLIP's temperature stays at most 100 (open_clip clamps it so).
+            tch::no_grad(|| {
+                let _ = self
+                    .model
+                    .clip
+                    .logit_scale
+                    .shallow_clone()
+                    .clamp_(0.0, 100f64.ln());
+            });
         }
         Ok(StepOutcome {
             loss: step_loss,

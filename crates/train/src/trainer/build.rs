@@ -10,9 +10,11 @@ use clip_data::Loader;
 use clip_model::ClipClassifier;
 use clip_optim::AdamW;
 
-use super::Trainer;
-use crate::assembly::{build_model, eval_loader, load_datasets, param_groups, pipelines};
-use crate::config::RunConfig;
+use super::{Captions, Trainer};
+use crate::assembly::{
+    build_model, eval_loader, load_datasets, param_groups, pipelines, run_tokenizer,
+};
+use crate::config::{Objective, RunConfig};
 use crate::corrupt::CorruptImages;
 use crate::data_parallel::{DataParallel, is_main};
 use crate::ema::Ema;
@@ -266,6 +268,32 @@ impl Trainer {
             }
             state.checkpoints.retain(|c| folder.has_checkpoint(&c.name));
         }
+        let captions = match cfg.train.objective {
+            Objective::CrossEntropy => None,
+            Objective::Contrastive if world > 1 => {
+                return Err(TrainError::config(
+                    "train.objective",
+                    format!(
+                        "\"contrastive\" on {world} ranks needs every rank's embeddings in each \
+                         rank's loss (an all-gather with gradients): not built yet; train on one process"
+                    ),
+                ));
+            }
+            Objective::Contrastive => {
+                if cfg.optim.frozen_towers.contains(&clip_model::Tower::Text) {
+                    tracing::warn!(
+                        "train.objective = \"contrastive\" with the text tower in optim.frozen_towers: \
+                         only the image side trains (FLYP trains both: optim.frozen_towers = [])"
+                    );
+                }
+                Some(Captions::new(
+                    run_tokenizer(&cfg, &model)?,
+                    &cfg.model.head.templates,
+                    model.class_names(),
+                    device,
+                )?)
+            }
+        };
         let share = cfg.data.loader.max_corrupt_share;
         let corrupt = (
             CorruptImages::new("data.train", train.dataset(), share),
@@ -292,6 +320,7 @@ impl Trainer {
             resumed_from: resume,
             dp: None,
             corrupt,
+            captions,
         };
         me.apply_unfreeze(me.state.epoch);
         Ok(me)
