@@ -267,7 +267,8 @@ impl ClipClassifier {
     }
 
     /// A classifier on pretrained CLIP weights, its head initialised as `head.init`
-    /// says (`zero_shot` needs the tokenizer).
+    /// says (`zero_shot` needs the tokenizer); a folder that already holds a head
+    /// (a fine-tuned export) gives its CLIP weights only.
     pub fn from_clip(
         path: &nn::Path,
         files: &ModelFiles,
@@ -287,6 +288,11 @@ impl ClipClassifier {
             head.scale,
         )?;
         let mut weights = read_weights(&files.weights)?;
+        // A folder that already holds a head (a fine-tuned export) gives its CLIP
+        // weights: the head is built new, as `head` says.
+        weights.retain(|name, _| {
+            !name.starts_with("classification_head.") && !name.starts_with("classifier.")
+        });
         if head.kind == HeadKind::Hf {
             // The pretrained CLIP's text tower and projections are not part of it.
             weights.retain(|name, _| is_hf_classifier_param(name));

@@ -1749,3 +1749,90 @@ pq.write_table(table, os.path.join(out, "paths.parquet"), row_group_size=5)
         eval(tmp.path().join("hf.parquet").to_str().unwrap())
     );
 }
+
+/// `train.objective = "contrastive"` (FLYP) trains both towers on captions of the
+/// class names; its classifier is the zero-shot head of the fine-tuned text tower:
+/// `eval` of the export equals `zero-shot` of the same weights with the same
+/// template. Misconfigurations are errors naming the key.
+#[test]
+fn contrastive_runs_classify_with_their_own_text_tower() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let tok = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/model/tokenizer/tokenizer.json");
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(
+        [
+            "train.objective=\"contrastive\"".to_string(),
+            "optim.frozen_towers=[]".into(),
+            "train.epochs=6".into(),
+            format!("model.tokenizer={:?}", tok.display().to_string()),
+        ]
+        .into_iter()
+        .flat_map(|s| ["--set".to_string(), s]),
+    );
+    // The test tokenizer's end-of-text id is not the tiny preset's.
+    let o = run(bin().args(&args));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("end-of-text token is id 1513")
+            && stderr(&o).contains("`eos_token_id` is 49407"),
+        "{}",
+        stderr(&o)
+    );
+    args.extend([
+        "--set".into(),
+        "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
+         num_attention_heads=4, vocab_size=1514, eos_token_id=1513}"
+            .into(),
+    ]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success());
+    let run_dir = tmp.path().join("smoke");
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "eval")
+        .collect();
+    let (first, last) = (&evals[0], &evals[evals.len() - 1]);
+    assert!(
+        last["train_loss"].as_f64().unwrap() < first["train_loss"].as_f64().unwrap(),
+        "{first} {last}"
+    );
+    assert_eq!(last["val"]["accuracy"], 1.0, "{last}");
+    let export = tmp.path().join("export");
+    let o = run(bin()
+        .args(["export", "--checkpoint"])
+        .arg(&run_dir)
+        .arg("--output")
+        .arg(&export));
+    assert!(o.status.success());
+    std::fs::copy(&tok, export.join("tokenizer.json")).unwrap();
+    let metrics = |sub: &str, flag: &str| -> serde_json::Value {
+        let o = run(bin()
+            .args([sub, flag])
+            .arg(&export)
+            .arg("--data")
+            .arg(&data));
+        assert!(o.status.success());
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (ours, zero_shot) = (metrics("eval", "--model"), metrics("zero-shot", "--model"));
+    assert_eq!(ours["accuracy"], zero_shot["accuracy"]);
+    let (a, b) = (
+        ours["loss"].as_f64().unwrap(),
+        zero_shot["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "eval loss {a} vs zero-shot {b}");
+    // What FLYP cannot be combined with (yet).
+    let o = run(bin().args(&args).args([
+        "--set",
+        "train.ema={decay=0.9}",
+        "--set",
+        "run.overwrite=true",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("`train.ema`"), "{}", stderr(&o));
+}
