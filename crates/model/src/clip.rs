@@ -328,7 +328,8 @@ impl ClipModel {
             .count(|t| t.tower == tower && t.module != Module::Projection)
     }
 
-    pub(crate) fn logit_scale_value(&self) -> f64 {
+    /// `logit_scale` as a number (the logits are multiplied by its exp).
+    pub fn logit_scale_value(&self) -> f64 {
         self.logit_scale.to_kind(Kind::Double).double_value(&[])
     }
 }

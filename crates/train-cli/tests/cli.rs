@@ -1826,13 +1826,31 @@ fn contrastive_runs_classify_with_their_own_text_tower() {
         zero_shot["loss"].as_f64().unwrap(),
     );
     assert!((a - b).abs() < 1e-5, "eval loss {a} vs zero-shot {b}");
-    // What FLYP cannot be combined with (yet).
+    // With EMA: the EMA's head is made from the EMA's text tower.
     let o = run(bin().args(&args).args([
         "--set",
-        "train.ema={decay=0.9}",
+        "train.ema={decay=0.8}",
+        "--set",
+        "run.overwrite=true",
+    ]));
+    assert!(o.status.success());
+    let o = run(bin()
+        .args(["export", "--ema", "--checkpoint"])
+        .arg(&run_dir)
+        .arg("--output")
+        .arg(&export));
+    assert!(o.status.success());
+    std::fs::copy(&tok, export.join("tokenizer.json")).unwrap();
+    let (ours, zero_shot) = (metrics("eval", "--model"), metrics("zero-shot", "--model"));
+    assert_eq!(ours["accuracy"], zero_shot["accuracy"]);
+    assert_eq!(ours["confusion"], zero_shot["confusion"]);
+    // What captions cannot do.
+    let o = run(bin().args(&args).args([
+        "--set",
+        "data.loader.mix={mixup_alpha=0.8}",
         "--set",
         "run.overwrite=true",
     ]));
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("`train.ema`"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`data.loader.mix`"), "{}", stderr(&o));
 }

@@ -826,11 +826,6 @@ impl RunConfig {
             if self.data.loader.mix.enabled() {
                 p.push(format!("{flyp}: `data.loader.mix` (MixUp / CutMix) mixes classes, which captions cannot: remove it"));
             }
-            if self.train.ema.is_some() {
-                p.push(format!(
-                    "{flyp} with `train.ema` is not supported yet: remove `train.ema`"
-                ));
-            }
             if matches!(
                 self.train.unfreeze,
                 Unfreeze::HeadOnly | Unfreeze::LpFt { .. }

@@ -237,12 +237,30 @@ impl Trainer {
     }
 
     /// Contrastive runs: the head becomes the zero-shot classifier of the text
-    /// tower as it is now (before every evaluation and checkpoint).
-    fn refresh_head(&mut self) -> Result<()> {
-        if let Some(c) = &self.captions {
-            self.model.init_zero_shot(&c.tokenizer, &c.templates)?;
+    /// tower as it is now, for the trained weights and for their EMA (before every
+    /// evaluation and checkpoint); the logit scale is the trained weights'.
+    fn refresh_heads(&mut self) -> Result<()> {
+        let Some(c) = &self.captions else {
+            return Ok(());
+        };
+        if let Some(e) = &self.ema {
+            // The EMA's head from the EMA's text tower.
+            e.swap();
+            let made = self.model.init_zero_shot(&c.tokenizer, &c.templates);
+            e.swap();
+            made?;
         }
+        self.model.init_zero_shot(&c.tokenizer, &c.templates)?;
         Ok(())
+    }
+
+    /// Contrastive runs: the logit multiplier of the weights in the model now
+    /// (the trained ones or, swapped in, the EMA's).
+    fn sync_scale(&mut self) {
+        if self.captions.is_some() {
+            let scale = self.model.clip.logit_scale_value().exp();
+            self.model.set_scale(scale);
+        }
     }
 
     /// The model on the validation set (sharded over the ranks in a data-parallel
@@ -259,13 +277,15 @@ impl Trainer {
     }
 
     fn evaluate(&mut self) -> Result<(EvalReport, Option<EvalReport>)> {
-        self.refresh_head()?;
+        self.refresh_heads()?;
         let val = self.evaluate_model()?;
         let ema = match self.ema.take() {
             Some(e) => {
                 e.swap();
+                self.sync_scale();
                 let r = self.evaluate_model();
                 e.swap();
+                self.sync_scale();
                 self.ema = Some(e);
                 Some(r?)
             }
@@ -276,7 +296,7 @@ impl Trainer {
 
     /// Writes a checkpoint atomically (temp folder + rename) and applies retention.
     fn save_checkpoint(&mut self, metric: Option<f64>) -> Result<PathBuf> {
-        self.refresh_head()?;
+        self.refresh_heads()?;
         let name = format!("step-{:08}", self.state.global_step);
         // The saved state lists this checkpoint too.
         let mut state = self.state.clone();
