@@ -971,6 +971,11 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
             train_source(&data),
             "--set".into(),
             format!("model.tokenizer={:?}", tok.display().to_string()),
+            // The test tokenizer's vocabulary and end-of-text id.
+            "--set".into(),
+            "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
+             num_attention_heads=4, vocab_size=1514, eos_token_id=1513}"
+                .into(),
             "--set".into(),
             "train.epochs=2".into(),
             "--set".into(),
@@ -991,14 +996,20 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
             "lora_r8",
             "lora_r16",
             "full",
-            "wise_ft"
+            "wise_ft",
+            "flyp"
         ]
     );
     for r in rows {
         let acc = r["best_val_accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc), "{r}");
     }
-    for (m, epochs) in [("linear_probe", 2), ("lora_r8", 2), ("full", 2)] {
+    for (m, epochs) in [
+        ("linear_probe", 2),
+        ("lora_r8", 2),
+        ("full", 2),
+        ("flyp", 2),
+    ] {
         let r = rows.iter().find(|r| r["method"] == m).unwrap();
         assert_eq!(
             r["accuracy_per_epoch"].as_array().unwrap().len(),
@@ -1015,6 +1026,8 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
         share("linear_probe") < share("lora_r8")
             && share("lora_r8") < share("lora_r16")
             && share("lora_r16") < share("full")
+            && share("full") < share("flyp"),
+        "FLYP trains the text tower too"
     );
     let wise = report["wise_ft"]["points"].as_array().unwrap();
     assert_eq!(wise.len(), 3);

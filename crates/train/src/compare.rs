@@ -94,6 +94,16 @@ pub fn method_overrides(cfg: &RunConfig, method: CompareMethod) -> Vec<String> {
         ],
         CompareMethod::LoraR8 => lora(8),
         CompareMethod::LoraR16 => lora(16),
+        CompareMethod::Flyp => vec![
+            "train.objective=\"contrastive\"".into(),
+            "optim.frozen_towers=[]".into(),
+            "train.unfreeze={kind=\"all\"}".into(),
+            "data.loader.mix={}".into(),
+            format!(
+                "model.head.templates={}",
+                serde_json::to_string(&cfg.compare.templates).unwrap_or_default()
+            ),
+        ],
         CompareMethod::ZeroShot | CompareMethod::Full | CompareMethod::WiseFt => Vec::new(),
     }
 }
@@ -105,18 +115,8 @@ pub fn zero_shot_model(
     vs: &nn::VarStore,
     classes: Vec<String>,
 ) -> Result<std::result::Result<ClipClassifier, String>> {
-    if cfg.model.tokenizer.is_none() {
-        match &cfg.model.pretrained {
-            None => {
-                return Ok(Err(
-                    "a randomly initialised model needs `model.tokenizer` for zero-shot".into(),
-                ));
-            }
-            Some(spec) if ModelFiles::resolve(spec)?.tokenizer.is_none() => {
-                return Ok(Err(format!("{spec} has no tokenizer.json")));
-            }
-            Some(_) => {}
-        }
+    if let Some(why) = no_tokenizer(cfg)? {
+        return Ok(Err(why));
     }
     let mut zs = cfg.clone();
     zs.model.head.kind = HeadKind::Cosine;
@@ -311,6 +311,32 @@ fn zero_shot_row(b: &Setup) -> Result<CompareRow> {
     })
 }
 
+/// Why the FLYP row cannot train with this config, if it cannot: it needs a
+/// tokenizer and the cosine head.
+fn flyp_unavailable(b: &Setup) -> Result<Option<String>> {
+    if b.cfg.model.head.kind != HeadKind::Cosine {
+        return Ok(Some(
+            "FLYP's classifier is the zero-shot head of its text tower: it needs `model.head.kind = \"cosine\"`".into(),
+        ));
+    }
+    no_tokenizer(&b.cfg)
+}
+
+/// Why the config's model has no tokenizer (for prompts and captions), if it has
+/// none.
+fn no_tokenizer(cfg: &RunConfig) -> Result<Option<String>> {
+    if cfg.model.tokenizer.is_some() {
+        return Ok(None);
+    }
+    Ok(match &cfg.model.pretrained {
+        None => Some("a randomly initialised model needs `model.tokenizer` for its prompts".into()),
+        Some(spec) if ModelFiles::resolve(spec)?.tokenizer.is_none() => {
+            Some(format!("{spec} has no tokenizer.json"))
+        }
+        Some(_) => None,
+    })
+}
+
 /// The `full` row's weights mixed with the zero-shot model's (the config's
 /// validation puts `full` first).
 fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
@@ -456,6 +482,10 @@ pub fn compare(
                 report.wise_ft = sweep;
                 row
             }
+            CompareMethod::Flyp => match flyp_unavailable(&setup)? {
+                Some(why) => CompareRow::skipped(method, why),
+                None => training_row(&setup, method, train)?,
+            },
             CompareMethod::LinearProbe
             | CompareMethod::LoraR8
             | CompareMethod::LoraR16

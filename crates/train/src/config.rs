@@ -59,17 +59,21 @@ pub enum CompareMethod {
     Full,
     /// The `full` row's weights mixed with the zero-shot model's.
     WiseFt,
+    /// FLYP: the config's recipe with `train.objective = "contrastive"` (both
+    /// towers, captions from `compare.templates`).
+    Flyp,
 }
 
 impl CompareMethod {
     /// Every row, in the default order.
-    pub const ALL: [CompareMethod; 6] = [
+    pub const ALL: [CompareMethod; 7] = [
         CompareMethod::ZeroShot,
         CompareMethod::LinearProbe,
         CompareMethod::LoraR8,
         CompareMethod::LoraR16,
         CompareMethod::Full,
         CompareMethod::WiseFt,
+        CompareMethod::Flyp,
     ];
 
     /// The name in configs, reports and run folders.
@@ -81,6 +85,7 @@ impl CompareMethod {
             CompareMethod::LoraR16 => "lora_r16",
             CompareMethod::Full => "full",
             CompareMethod::WiseFt => "wise_ft",
+            CompareMethod::Flyp => "flyp",
         }
     }
 }
