@@ -130,6 +130,46 @@ def data():
     os.symlink("..", os.path.join(links, "dog", "up"))
     os.symlink("../cat/0.png", os.path.join(links, "fox", "from_cat.png"))
     os.symlink("missing.png", os.path.join(links, "fox", "broken.png"))
+    scale_formats(d)
+
+
+def scale_formats(d):
+    """WebDataset shards and Parquet files that cannot be read."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = os.path.join(d, "shards")
+    os.makedirs(shards, exist_ok=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for i, cls in enumerate(COLOURS):
+            for name, data in ((f"{i:04d}.png", png_bytes(cls, i)), (f"{i:04d}.txt", cls.encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mtime = 0
+                t.addfile(info, io.BytesIO(data))
+    whole = buf.getvalue()
+    # Cut inside the second sample's image: its header claims more than is there.
+    write(os.path.join(shards, "truncated.tar"), whole[:512 * 5 + 100])
+    write(os.path.join(shards, "random.tar"), bytes(random.Random(7).getrandbits(8) for _ in range(2048)))
+    pq_dir = os.path.join(d, "parquet")
+    os.makedirs(pq_dir, exist_ok=True)
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "image": pa.array([{"bytes": png_bytes(c, 0), "path": None} for c in COLOURS], type=image),
+        "label": pa.array([0, 1, 2], type=pa.int64()),
+    })
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    good = sink.getvalue().to_pybytes()
+    write(os.path.join(pq_dir, "truncated.parquet"), good[: len(good) // 2])
+    write(os.path.join(pq_dir, "text.parquet"), "path,label\na.png,cat\n")
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.drop(["label"]), sink)
+    write(os.path.join(pq_dir, "no_label.parquet"), sink.getvalue().to_pybytes())
 
 
 def csv():
