@@ -308,6 +308,47 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert!(b["peak_reserved_mib"].is_null(), "{b}");
 }
 
+/// `AutoModelForImageClassification` and the image-classification pipeline of
+/// the venv's transformers on `export` (with or without remote code) for `image`:
+/// `{class, logits, label}`, after checking that loading reported no missing,
+/// unexpected or newly initialised weights (nor remote code, when not asked for).
+fn transformers_classifies(export: &Path, image: &str, remote_code: bool) -> serde_json::Value {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, json, torch\n\
+from PIL import Image\n\
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline\n\
+path, image, remote = sys.argv[1], sys.argv[2], sys.argv[3] == 'remote'\n\
+model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=remote).eval()\n\
+pixels = AutoImageProcessor.from_pretrained(path)(images=Image.open(image), return_tensors='pt').pixel_values\n\
+with torch.no_grad(): logits = model(pixel_values=pixels).logits[0].tolist()\n\
+top = pipeline('image-classification', model=path, trust_remote_code=remote)(image, top_k=1)[0]\n\
+print(json.dumps({'class': type(model).__name__, 'logits': logits, 'label': top['label']}))\n",
+        ])
+        .arg(export)
+        .arg(image)
+        .arg(if remote_code { "remote" } else { "local" })
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    let mut bad = vec![
+        "UNEXPECTED",
+        "MISSING",
+        "newly initialized",
+        "were not used",
+    ];
+    if !remote_code {
+        bad.push("trust_remote_code");
+    }
+    for b in bad {
+        assert!(!err.contains(b), "loading reported {b}:\n{err}");
+    }
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// The export's model card: Hugging Face metadata that huggingface_hub parses
 /// (with the run's validation accuracy), the classes, and a transformers snippet
 /// that, run as written, gives our logits for an image.
@@ -358,34 +399,7 @@ fn model_card_loads_and_its_snippet_gives_our_logits(
     // transformers' Auto class and pipeline load the classifier through the
     // export's modeling file, without missing or unused weights, with our logits.
     let image = prediction["path"].as_str().unwrap();
-    let o = Command::new(&python)
-        .args([
-            "-c",
-            "import sys, json, torch\n\
-from PIL import Image\n\
-from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline\n\
-path, image = sys.argv[1], sys.argv[2]\n\
-model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=True).eval()\n\
-pixels = AutoImageProcessor.from_pretrained(path)(images=Image.open(image), return_tensors='pt').pixel_values\n\
-with torch.no_grad(): logits = model(pixel_values=pixels).logits[0].tolist()\n\
-top = pipeline('image-classification', model=path, trust_remote_code=True)(image, top_k=1)[0]\n\
-print(json.dumps({'logits': logits, 'label': top['label'], 'score': top['score']}))\n",
-        ])
-        .arg(export)
-        .arg(image)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{err}");
-    for bad in [
-        "UNEXPECTED",
-        "MISSING",
-        "newly initialized",
-        "were not used",
-    ] {
-        assert!(!err.contains(bad), "loading reported {bad}:\n{err}");
-    }
-    let auto: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let auto = transformers_classifies(export, image, true);
     let ours: Vec<f64> = prediction["logits"]
         .as_array()
         .unwrap()
@@ -1170,36 +1184,7 @@ fn hf_head_exports_load_in_transformers_without_remote_code() {
             .unwrap(),
     )
     .unwrap();
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    let o = Command::new(&python)
-        .args([
-            "-c",
-            "import sys, json, torch\n\
-from PIL import Image\n\
-from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline\n\
-path, image = sys.argv[1], sys.argv[2]\n\
-model = AutoModelForImageClassification.from_pretrained(path).eval()\n\
-pixels = AutoImageProcessor.from_pretrained(path)(images=Image.open(image), return_tensors='pt').pixel_values\n\
-with torch.no_grad(): logits = model(pixel_values=pixels).logits[0].tolist()\n\
-top = pipeline('image-classification', model=path)(image, top_k=1)[0]\n\
-print(json.dumps({'class': type(model).__name__, 'logits': logits, 'label': top['label']}))\n",
-        ])
-        .arg(&export)
-        .arg(first["path"].as_str().unwrap())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{err}");
-    for bad in [
-        "UNEXPECTED",
-        "MISSING",
-        "newly initialized",
-        "were not used",
-        "trust_remote_code",
-    ] {
-        assert!(!err.contains(bad), "loading reported {bad}:\n{err}");
-    }
-    let hf: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hf = transformers_classifies(&export, first["path"].as_str().unwrap(), false);
     assert_eq!(hf["class"], "CLIPForImageClassification");
     let ours = first["logits"].as_array().unwrap();
     assert_eq!(ours.len(), 3);
