@@ -514,6 +514,7 @@ pub fn zero_shot_weights(
     class_names: &[&str],
     templates: &[String],
 ) -> Result<Tensor> {
+    tokenizer.check_end_of_text(clip.config().text_config.eos_token_id)?;
     tch::no_grad(|| {
         let device = clip.logit_scale.device();
         let mut rows = Vec::with_capacity(class_names.len());

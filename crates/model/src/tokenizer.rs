@@ -37,6 +37,23 @@ impl ClipTokenizer {
         self.inner.token_to_id("<|endoftext|>").map(i64::from)
     }
 
+    /// Checks that a text tower with `eos_token_id` reads this tokenizer's prompts
+    /// at their end (transformers' rule; the legacy id 2 means "the largest id"):
+    /// another id would read every prompt at its first token, the same for all.
+    pub fn check_end_of_text(&self, eos_token_id: i64) -> Result<()> {
+        match self.end_of_text_id() {
+            Some(eos) if eos_token_id != 2 && eos != eos_token_id => Err(ModelError::config(
+                "tokenizer",
+                format!(
+                    "{}: its end-of-text token is id {eos}, the text tower's `eos_token_id` is \
+                     {eos_token_id}: they must match (a tokenizer of another model?)",
+                    self.path.display()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Loads `tokenizer.json` for sequences of `context_length` tokens (77 for CLIP).
     pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
         let err = |reason: String| ModelError::Tokenizer {

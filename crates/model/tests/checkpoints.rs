@@ -426,3 +426,32 @@ fn hf_head_holds_the_vision_tower_only_and_round_trips() {
         assert!(problems.contains(key), "{problems}");
     }
 }
+
+/// A zero-shot head with a tokenizer whose end-of-text id is not the text tower's
+/// `eos_token_id` is an error (the tower would read every prompt at its first
+/// token); the legacy id 2 ("the largest id") accepts any tokenizer.
+#[test]
+fn zero_shot_heads_refuse_a_tokenizer_of_another_text_tower() {
+    let files = ModelFiles::from_dir(&fixture("tiny-b")).unwrap();
+    let tok = ClipTokenizer::from_file(files.tokenizer.as_ref().unwrap(), 77).unwrap();
+    let names: Vec<String> = ["cat", "dog"].iter().map(|s| s.to_string()).collect();
+    let templates = vec!["a photo of a {}.".to_string()];
+    for (eos, ok) in [(1513, true), (2, true), (49407, false)] {
+        let mut config = ClipConfig::from_json_file(&files.config).unwrap();
+        config.text_config.eos_token_id = eos;
+        let vs = VarStore::new(tch::Device::Cpu);
+        let mut c = ClipClassifier::new(&vs.root(), &config, names.clone(), &HeadConfig::default())
+            .unwrap();
+        match c.init_zero_shot(&tok, &templates) {
+            Ok(()) => assert!(ok, "eos {eos} accepted"),
+            Err(e) => {
+                assert!(!ok, "eos {eos}: {e}");
+                let e = e.to_string();
+                assert!(
+                    e.contains("end-of-text token is id 1513") && e.contains("is 49407"),
+                    "{e}"
+                );
+            }
+        }
+    }
+}

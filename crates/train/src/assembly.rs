@@ -294,23 +294,13 @@ pub fn run_tokenizer(cfg: &RunConfig, model: &ClipClassifier) -> Result<ClipToke
     };
     let text = &model.clip.config().text_config;
     let tok = ClipTokenizer::from_file(&path, text.max_position_embeddings as usize)?;
-    // The text tower reads a caption at its end-of-text token (transformers' rule;
-    // the legacy id 2 means "the largest id"): another id would read every caption
-    // at its first token, the same for all.
-    if let Some(eos) = tok.end_of_text_id()
-        && text.eos_token_id != 2
-        && eos != text.eos_token_id
-    {
-        return Err(TrainError::config(
-            "model.tokenizer",
-            format!(
-                "{}'s end-of-text token is id {eos}, the text tower's `eos_token_id` is {}: \
-                 they must match (a tokenizer of another model?)",
-                path.display(),
-                text.eos_token_id
-            ),
-        ));
-    }
+    tok.check_end_of_text(text.eos_token_id)
+        .map_err(|e| match e {
+            clip_model::ModelError::Config { reason, .. } => {
+                TrainError::config("model.tokenizer", reason)
+            }
+            other => other.into(),
+        })?;
     Ok(tok)
 }
 
