@@ -26,6 +26,7 @@ mod image;
 mod loader;
 mod mix;
 mod normalize;
+mod packed;
 mod parquet;
 mod preview;
 mod resample;

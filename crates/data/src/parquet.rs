@@ -21,6 +21,7 @@ use parquet::record::Field;
 use parquet::schema::types::Type;
 
 use crate::DataError;
+use crate::packed::{Packed, RawLabel, resolve_labels};
 use crate::rng::SampleRng;
 
 /// Samples shuffled together: row groups are added to a window until it holds
@@ -153,13 +154,13 @@ fn columns(reader: &SerializedFileReader<File>) -> Vec<String> {
 }
 
 /// A label cell as an index or a name.
-enum Label {
-    Index(usize),
-    Name(String),
-}
-
-fn label_of(field: &Field) -> Option<Label> {
-    let index = |v: i64| usize::try_from(v).ok().map(Label::Index);
+fn label_of(field: &Field) -> Option<RawLabel> {
+    let index = |v: i64| {
+        usize::try_from(v).ok().map(|i| RawLabel {
+            index: Some(i),
+            name: None,
+        })
+    };
     match field {
         Field::Byte(v) => index(i64::from(*v)),
         Field::Short(v) => index(i64::from(*v)),
@@ -168,8 +169,14 @@ fn label_of(field: &Field) -> Option<Label> {
         Field::UByte(v) => index(i64::from(*v)),
         Field::UShort(v) => index(i64::from(*v)),
         Field::UInt(v) => index(i64::from(*v)),
-        Field::ULong(v) => usize::try_from(*v).ok().map(Label::Index),
-        Field::Str(s) => Some(Label::Name(s.clone())),
+        Field::ULong(v) => usize::try_from(*v).ok().map(|i| RawLabel {
+            index: Some(i),
+            name: None,
+        }),
+        Field::Str(s) => Some(RawLabel {
+            index: None,
+            name: Some(s.clone()),
+        }),
         _ => None,
     }
 }
@@ -265,10 +272,8 @@ pub(crate) fn index(
         let mut iter = reader
             .get_row_iter(proj)
             .map_err(|e| parquet_error(path, e))?;
-        let mut row_no = 0usize;
         for (g, &n) in rows.iter().enumerate() {
             for r in 0..n {
-                row_no += 1;
                 let row = iter
                     .next()
                     .ok_or_else(|| parquet_error(path, "fewer rows than its metadata says"))?
@@ -280,7 +285,7 @@ pub(crate) fn index(
                         raw.push(l);
                     }
                     None => skipped.push((
-                        PathBuf::from(format!("{}:row {}", path.display(), row_no - 1)),
+                        PathBuf::from(row_name(path, &rows, g as u32, r as u32)),
                         format!("no label in {label_column:?}"),
                     )),
                 }
@@ -294,77 +299,15 @@ pub(crate) fn index(
             "the Parquet file(s) hold no labelled row",
         ));
     }
-    let names_key = format!("{key}.class_names");
-    let any_name = raw.iter().any(|l| matches!(l, Label::Name(_)));
-    let any_index = raw.iter().any(|l| matches!(l, Label::Index(_)));
-    let classes: Vec<String> = match (class_names, hf_names) {
-        (Some(c), _) => c.to_vec(),
-        (None, Some(c)) if !any_name => c,
-        (None, _) if any_name && any_index => {
-            return Err(DataError::config(
-                names_key,
-                format!("{label_column:?} mixes integers and strings: give the class names"),
-            ));
-        }
-        (None, _) if any_name => {
-            let mut n: Vec<String> = raw
-                .iter()
-                .filter_map(|l| match l {
-                    Label::Name(n) => Some(n.clone()),
-                    Label::Index(_) => None,
-                })
-                .collect();
-            n.sort();
-            n.dedup();
-            n
-        }
-        (None, _) => {
-            let top = raw
-                .iter()
-                .filter_map(|l| match l {
-                    Label::Index(i) => Some(*i),
-                    Label::Name(_) => None,
-                })
-                .max()
-                .unwrap_or(0);
-            (0..=top).map(|i| i.to_string()).collect()
-        }
-    };
-    let by_name: HashMap<&str, usize> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
-    let mut bad = Vec::new();
-    let labels: Vec<usize> = raw
-        .iter()
-        .map(|l| match l {
-            Label::Index(i) if *i < classes.len() => *i,
-            Label::Name(n) if by_name.contains_key(n.as_str()) => by_name[n.as_str()],
-            Label::Index(i) => {
-                bad.push(format!("class {i}"));
-                0
-            }
-            Label::Name(n) => {
-                bad.push(format!("{n:?}"));
-                0
-            }
-        })
-        .collect();
-    if !bad.is_empty() {
-        let n = bad.len();
-        bad.sort();
-        bad.dedup();
-        bad.truncate(5);
-        return Err(DataError::config(
-            names_key,
-            format!(
-                "{n} row(s) have a label outside the {} class names, e.g. {}",
-                classes.len(),
-                bad.join(", ")
-            ),
-        ));
-    }
+    // The ClassLabel names of the metadata stand for `class_names` when not given
+    // (for integer labels).
+    let names = class_names
+        .map(<[String]>::to_vec)
+        .or_else(|| hf_names.filter(|_| raw.iter().all(|l| l.name.is_none())));
+    let (classes, labels) = resolve_labels(&raw, names.as_deref(), key, |i| {
+        let (f, g, r) = items[i];
+        row_name(&paths[f as usize], &group_rows[f as usize], g, r)
+    })?;
     let files = paths.len();
     Ok((
         ParquetFiles {
@@ -382,18 +325,13 @@ pub(crate) fn index(
     ))
 }
 
-impl ParquetFiles {
-    /// `file.parquet:row N` (N counts rows over the file).
-    pub fn name(&self, k: usize) -> String {
-        let (f, g, r) = self.items[k];
-        let before: usize = self.group_rows[f as usize][..g as usize].iter().sum();
-        format!(
-            "{}:row {}",
-            self.paths[f as usize].display(),
-            before + r as usize
-        )
-    }
+/// `file.parquet:row N` of row `r` of row group `g` (N counts rows over the file).
+fn row_name(path: &Path, group_rows: &[usize], g: u32, r: u32) -> String {
+    let before: usize = group_rows[..g as usize].iter().sum();
+    format!("{}:row {}", path.display(), before + r as usize)
+}
 
+impl ParquetFiles {
     /// The global row-group index of sample `k`.
     pub fn group_of(&self, k: usize) -> usize {
         let (f, g, _) = self.items[k];
@@ -422,36 +360,6 @@ impl ParquetFiles {
             );
         }
         Ok(Arc::new(cells))
-    }
-
-    /// The encoded image of sample `k`.
-    pub fn read(&self, k: usize) -> Result<Vec<u8>, DataError> {
-        let (f, g, r) = self.items[k];
-        let rows = self.group_rows[f as usize][g as usize];
-        let group = self
-            .cache
-            .get((f, g), rows, || self.read_group(f, g))
-            .map_err(|reason| DataError::Config {
-                key: self.name(k),
-                reason,
-            })?;
-        match group.get(r as usize) {
-            Some(Cell::Bytes(b)) => Ok(b.clone()),
-            Some(Cell::Path(p)) => {
-                let p = match self.paths[f as usize].parent() {
-                    Some(dir) if p.is_relative() => dir.join(p),
-                    _ => p.clone(),
-                };
-                std::fs::read(&p).map_err(|source| DataError::Io { path: p, source })
-            }
-            _ => Err(DataError::Io {
-                path: self.name(k).into(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("no image in column {:?}", self.image_column),
-                ),
-            }),
-        }
     }
 
     /// A shuffle of `view` (storage indices) with locality: its row groups in a
@@ -484,6 +392,43 @@ impl ParquetFiles {
         }
         flush(&mut window, &mut out, rng);
         out
+    }
+}
+
+impl Packed for ParquetFiles {
+    /// `file.parquet:row N` (N counts rows over the file).
+    fn name(&self, k: usize) -> String {
+        let (f, g, r) = self.items[k];
+        row_name(&self.paths[f as usize], &self.group_rows[f as usize], g, r)
+    }
+
+    fn read(&self, k: usize) -> Result<Vec<u8>, DataError> {
+        let (f, g, r) = self.items[k];
+        let rows = self.group_rows[f as usize][g as usize];
+        let group = self
+            .cache
+            .get((f, g), rows, || self.read_group(f, g))
+            .map_err(|reason| DataError::Config {
+                key: self.name(k),
+                reason,
+            })?;
+        match group.get(r as usize) {
+            Some(Cell::Bytes(b)) => Ok(b.clone()),
+            Some(Cell::Path(p)) => {
+                let p = match self.paths[f as usize].parent() {
+                    Some(dir) if p.is_relative() => dir.join(p),
+                    _ => p.clone(),
+                };
+                std::fs::read(&p).map_err(|source| DataError::Io { path: p, source })
+            }
+            _ => Err(DataError::Io {
+                path: self.name(k).into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("no image in column {:?}", self.image_column),
+                ),
+            }),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::image::RgbImage;
+use crate::packed::Packed;
 use crate::rng::SampleRng;
 
 /// The index of the class of `target` that `name` names (see
@@ -187,7 +188,7 @@ impl Dataset {
                 label_column,
                 class_names,
             } => {
-                let files = crate::webdataset::expand_files(path, key, "parquet")?;
+                let files = crate::packed::expand_files(path, key, "parquet")?;
                 let (files, labels, classes, skipped) = crate::parquet::index(
                     files,
                     image_column,
@@ -438,6 +439,29 @@ impl Dataset {
         }
     }
 
+    /// Shards or Parquet files: storage whose images lie inside other files.
+    fn packed(&self) -> Option<&dyn Packed> {
+        match &*self.storage {
+            Storage::Tar(shards) => Some(shards),
+            Storage::Parquet(files) => Some(files),
+            Storage::Files(_) | Storage::Idx { .. } => None,
+        }
+    }
+
+    /// Storage item `k`, read from its shard or Parquet file and decoded with
+    /// `decode` (errors name the file and the place in it).
+    fn decode_packed(
+        p: &dyn Packed,
+        k: usize,
+        decode: impl FnOnce(&[u8]) -> Result<RgbImage, image::ImageError>,
+    ) -> Result<RgbImage, DataError> {
+        let bytes = p.read(k)?;
+        decode(&bytes).map_err(|source| DataError::Decode {
+            path: p.name(k).into(),
+            source,
+        })
+    }
+
     /// Image `i`, a JPEG file decoded at the reduction `reduction(width, height)`
     /// allows ([`RgbImage::decode_draft`]); other images as [`Dataset::image`].
     pub fn image_draft(
@@ -445,25 +469,14 @@ impl Dataset {
         i: usize,
         reduction: impl Fn(usize, usize) -> usize,
     ) -> Result<RgbImage, DataError> {
-        match &*self.storage {
-            Storage::Files(files) => RgbImage::open_draft(&files[self.view[i]], reduction),
-            Storage::Tar(shards) => {
-                let k = self.view[i];
-                let bytes = shards.read(k)?;
-                RgbImage::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
-                    path: shards.name(k).into(),
-                    source,
-                })
+        if let Storage::Files(files) = &*self.storage {
+            return RgbImage::open_draft(&files[self.view[i]], reduction);
+        }
+        match self.packed() {
+            Some(p) => {
+                Self::decode_packed(p, self.view[i], |b| RgbImage::decode_draft(b, reduction))
             }
-            Storage::Parquet(files) => {
-                let k = self.view[i];
-                let bytes = files.read(k)?;
-                RgbImage::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
-                    path: files.name(k).into(),
-                    source,
-                })
-            }
-            Storage::Idx { .. } => self.image(i),
+            None => self.image(i),
         }
     }
 
@@ -481,20 +494,8 @@ impl Dataset {
                     data: grey.iter().flat_map(|&g| [g; 3]).collect(),
                 })
             }
-            Storage::Tar(shards) => {
-                let bytes = shards.read(k)?;
-                RgbImage::decode(&bytes).map_err(|source| DataError::Decode {
-                    path: shards.name(k).into(),
-                    source,
-                })
-            }
-            Storage::Parquet(files) => {
-                let bytes = files.read(k)?;
-                RgbImage::decode(&bytes).map_err(|source| DataError::Decode {
-                    path: files.name(k).into(),
-                    source,
-                })
-            }
+            Storage::Tar(shards) => Self::decode_packed(shards, k, RgbImage::decode),
+            Storage::Parquet(files) => Self::decode_packed(files, k, RgbImage::decode),
         }
     }
 
