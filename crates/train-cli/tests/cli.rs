@@ -1336,28 +1336,9 @@ fn webdataset_shards_from_convert_train_like_the_folder() {
         )
     );
     let losses = |name: &str, source: String| {
-        let mut args = train_args(tmp.path(), &data);
-        args.extend([
-            "--set".into(),
-            format!("data.train={}", source.trim()),
-            "--set".into(),
-            format!("run.name=\"{name}\""),
-        ]);
-        let o = run(bin().args(&args));
+        let (o, figures) = train_figures(tmp.path(), &data, name, source.trim(), &[]);
         assert!(o.status.success());
-        let lines: Vec<serde_json::Value> =
-            std::fs::read_to_string(tmp.path().join(name).join("metrics.jsonl"))
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-        lines
-            .iter()
-            .map(|l| match l["kind"].as_str().unwrap() {
-                "step" => l["loss"].as_f64().unwrap(),
-                _ => l["val"]["accuracy"].as_f64().unwrap(),
-            })
-            .collect::<Vec<f64>>()
+        figures
     };
     let folder = losses(
         "folder",
@@ -1602,6 +1583,40 @@ with tarfile.open(src) as t, tarfile.open(dst, "w") as out:
     assert!(stderr(&o).contains("1 of 9 image(s) could not be classified"));
 }
 
+/// Trains the smoke config on `source` as `data.train` (run `name` under `tmp`,
+/// `extra` arguments after): the process's output and the run's figures in
+/// metrics.jsonl order (each step line's loss, each evaluation's accuracy), none
+/// when the run wrote no metrics.
+fn train_figures(
+    tmp: &Path,
+    data: &Path,
+    name: &str,
+    source: &str,
+    extra: &[&str],
+) -> (Output, Vec<f64>) {
+    let mut args = train_args(tmp, data);
+    args.extend([
+        "--set".into(),
+        format!("data.train={source}"),
+        "--set".into(),
+        format!("run.name=\"{name}\""),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let o = run(bin().args(&args));
+    let figures = std::fs::read_to_string(tmp.join(name).join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap();
+            match l["kind"].as_str().unwrap() {
+                "step" => l["loss"].as_f64().unwrap(),
+                _ => l["val"]["accuracy"].as_f64().unwrap(),
+            }
+        })
+        .collect();
+    (o, figures)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -1668,27 +1683,7 @@ pq.write_table(table, os.path.join(out, "paths.parquet"), row_group_size=5)
         "{meta}"
     );
     let metrics = |name: &str, source: &str, extra: &[&str]| {
-        let mut args = train_args(tmp.path(), &data);
-        args.extend([
-            "--set".into(),
-            format!("data.train={source}"),
-            "--set".into(),
-            format!("run.name=\"{name}\""),
-        ]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let o = run(bin().args(&args));
-        let lines: Vec<f64> = std::fs::read_to_string(tmp.path().join(name).join("metrics.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let l: serde_json::Value = serde_json::from_str(l).unwrap();
-                match l["kind"].as_str().unwrap() {
-                    "step" => l["loss"].as_f64().unwrap(),
-                    _ => l["val"]["accuracy"].as_f64().unwrap(),
-                }
-            })
-            .collect();
-        (o, lines)
+        train_figures(tmp.path(), &data, name, source, extra)
     };
     let folder = format!(
         "{{kind=\"image_folder\", path={:?}}}",
