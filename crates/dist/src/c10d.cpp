@@ -119,6 +119,15 @@ int clip_pg_broadcast(void *p, at::Tensor **ts, int n, long buffer_bytes, int ro
   })
 }
 
+// `outs[r]` = rank r's `input` (every rank's `input` has the same shape).
+int clip_pg_all_gather(void *p, at::Tensor *input, at::Tensor **outs, int n, char *err, int err_len) {
+  GUARD({
+    std::vector<std::vector<at::Tensor>> o{list(outs, n)};
+    std::vector<at::Tensor> in{*input};
+    static_cast<ClipPg *>(p)->pg->allgather(o, in)->wait();
+  })
+}
+
 int clip_pg_barrier(void *p, char *err, int err_len) {
   GUARD({ static_cast<ClipPg *>(p)->pg->barrier()->wait(); })
 }

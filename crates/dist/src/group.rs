@@ -44,6 +44,14 @@ unsafe extern "C" {
         err: *mut c_char,
         len: c_int,
     ) -> c_int;
+    fn clip_pg_all_gather(
+        pg: *mut c_void,
+        input: *mut C_tensor,
+        outs: *const *mut C_tensor,
+        n: c_int,
+        err: *mut c_char,
+        len: c_int,
+    ) -> c_int;
     fn clip_pg_barrier(pg: *mut c_void, err: *mut c_char, len: c_int) -> c_int;
     fn clip_store_set(
         pg: *mut c_void,
@@ -234,6 +242,27 @@ impl ProcessGroup {
         self.collective("all_reduce", |e, l| unsafe {
             clip_pg_all_reduce_sum(self.raw.as_ptr(), p, e, l)
         })
+    }
+
+    /// Every rank's `t` (same shape and kind on every rank), in rank order: the
+    /// result is `t`'s shape with the first dimension `world` times as long. No
+    /// gradient flows through it.
+    pub fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
+        let mut input = t.detach().contiguous();
+        let mut outs: Vec<Tensor> = (0..self.env.world).map(|_| input.empty_like()).collect();
+        let ptrs: Vec<*mut C_tensor> = outs.iter_mut().map(Tensor::as_mut_ptr).collect();
+        let p = input.as_mut_ptr();
+        self.collective("all_gather", |e, l| unsafe {
+            clip_pg_all_gather(
+                self.raw.as_ptr(),
+                p,
+                ptrs.as_ptr(),
+                ptrs.len() as c_int,
+                e,
+                l,
+            )
+        })?;
+        Ok(Tensor::cat(&outs, 0))
     }
 
     /// Sums `values` over all ranks (in f64, exact for counts below 2^53).

@@ -265,6 +265,31 @@ fn lora_and_head_only_runs_train_data_parallel() {
     }
 }
 
+/// FLYP on two ranks: every rank's loss is over the global batch (the other
+/// rank's embeddings gathered, the gradient of its own scaled as open_clip's
+/// `gather_with_grad`), so 2 ranks x batch 4 equal one process x batch 8. 29
+/// training images: each epoch ends with a global batch of 5, split 3 + 2.
+#[test]
+fn contrastive_two_ranks_equal_one_process_with_the_same_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let tok = root().join("tests/fixtures/model/tokenizer/tokenizer.json");
+    let tok = format!("model.tokenizer={:?}", tok.display().to_string());
+    let sets = [
+        "train.objective=\"contrastive\"",
+        "optim.frozen_towers=[]",
+        "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
+         num_attention_heads=4, vocab_size=1514, eos_token_id=1513}",
+        &tok,
+        "data.train_limit=29",
+        "train.max_steps=8",
+    ];
+    let (one, two) = (tmp.path().join("1"), tmp.path().join("2"));
+    one_process(&args(&one, &data, 8, &sets));
+    two_ranks(&args(&two, &data, 4, &sets));
+    assert_same_run(&one.join("smoke"), &two.join("smoke"), 8);
+}
+
 #[test]
 fn a_resumed_two_rank_run_equals_the_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use tch::{Device, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 use clip_dist::{Backend, DistEnv, ProcessGroup, Reducer};
 
@@ -120,6 +120,53 @@ impl DataParallel {
     /// Sums `values` over the ranks.
     pub fn sum(&self, values: &mut [f64]) -> Result<()> {
         Ok(self.pg.all_reduce_f64(values)?)
+    }
+
+    /// Every rank's `local` rows (in fp32), in rank order, for a loss that every
+    /// rank computes over the global batch (the contrastive one): open_clip's
+    /// `gather_with_grad`. The gradient reaches this rank's rows only, multiplied
+    /// by the world size: that is the sum over the ranks of each rank's (equal)
+    /// gradient for these rows, what `torch.distributed.nn.all_gather`'s backward
+    /// (a reduce-scatter) gives, so DDP's averaging yields the gradient of the
+    /// global-batch loss; parameters outside the gathered rows (the logit scale)
+    /// keep their unscaled gradient. Ranks may hold different numbers of rows (the
+    /// epoch's last batch).
+    pub fn gather_with_grad(&self, local: &Tensor) -> Result<Tensor> {
+        let local = local.to_kind(Kind::Float);
+        let rows = local.size().first().copied().unwrap_or(0);
+        let counts = self
+            .pg
+            .all_gather(&Tensor::from_slice(&[rows]).to_device(local.device()))?;
+        let counts = Vec::<i64>::try_from(counts.to_device(Device::Cpu))?;
+        let most = counts.iter().copied().max().unwrap_or(0);
+        let padded = if rows < most {
+            let mut shape = local.size();
+            shape[0] = most - rows;
+            Tensor::cat(
+                &[
+                    local.detach(),
+                    Tensor::zeros(shape.as_slice(), (Kind::Float, local.device())),
+                ],
+                0,
+            )
+        } else {
+            local.detach()
+        };
+        let all = self.pg.all_gather(&padded)?;
+        let w = self.world() as f64;
+        let pieces: Vec<Tensor> = counts
+            .iter()
+            .enumerate()
+            .map(|(r, &n)| {
+                if r == self.rank() {
+                    // Value `local` exactly (the added term is 0); gradient x world.
+                    &local + (&local - local.detach()) * (w - 1.0)
+                } else {
+                    all.narrow(0, r as i64 * most, n)
+                }
+            })
+            .collect();
+        Ok(Tensor::cat(&pieces, 0))
     }
 
     /// Every variable of `vs` from rank 0 (in name order, the same on every rank),

@@ -226,9 +226,17 @@ impl Trainer {
                     let ids = c.of(batch, self.cfg.run.seed);
                     let clip = &self.model.clip;
                     let out = clip.forward(x, &ids, Pass::train().tape(tape))?;
+                    let (image, text) = match &self.dp {
+                        // The other ranks' embeddings are this rank's negatives too.
+                        Some(d) => (
+                            d.gather_with_grad(&out.image_embeds)?,
+                            d.gather_with_grad(&out.text_embeds)?,
+                        ),
+                        None => (out.image_embeds, out.text_embeds),
+                    };
                     contrastive_loss(
-                        &out.image_embeds,
-                        &out.text_embeds,
+                        &image,
+                        &text,
                         &clip.logit_scale,
                         self.cfg.train.label_smoothing,
                     )
@@ -436,8 +444,15 @@ impl Trainer {
                 .wrapping_add((rank as i64) << 40);
             // Integer products keep the single-process weights bit for bit (1 / n).
             let counted = batch.counted();
-            let weight = (world * counted) as f64 / (batch.global_len * n) as f64;
-            let share = counted as f64 / batch.global_len.max(1) as f64;
+            let (weight, share) = match self.captions {
+                // Every rank computes the loss of the whole global batch (gathered
+                // embeddings): weighted as one process, reported once.
+                Some(_) => (1.0 / n as f64, 1.0 / world as f64),
+                None => (
+                    (world * counted) as f64 / (batch.global_len * n) as f64,
+                    counted as f64 / batch.global_len.max(1) as f64,
+                ),
+            };
             let last = micro + 1 == n;
             if last && let Some(dp) = self.dp.as_mut() {
                 dp.begin_sync(&trainable);

@@ -270,15 +270,6 @@ impl Trainer {
         }
         let captions = match cfg.train.objective {
             Objective::CrossEntropy => None,
-            Objective::Contrastive if world > 1 => {
-                return Err(TrainError::config(
-                    "train.objective",
-                    format!(
-                        "\"contrastive\" on {world} ranks needs every rank's embeddings in each \
-                         rank's loss (an all-gather with gradients): not built yet; train on one process"
-                    ),
-                ));
-            }
             Objective::Contrastive => {
                 if cfg.optim.frozen_towers.contains(&clip_model::Tower::Text) {
                     tracing::warn!(
