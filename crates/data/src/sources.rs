@@ -61,8 +61,27 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 pub enum SourceConfig {
     /// `root/class_name/**/*.{jpg,png,...}`; classes sorted by name.
     ImageFolder { path: PathBuf },
-    /// A `path,label` CSV with a header; paths relative to the CSV's folder.
-    Csv { path: PathBuf },
+    /// A CSV (or TSV) with a header: an image path column (relative to the
+    /// CSV's folder), a label column (class names, sorted) and/or a caption
+    /// column (image-caption pairs: open_clip's `filepath,title` files). Without
+    /// a caption column the label column is required.
+    Csv {
+        path: PathBuf,
+        #[serde(
+            default = "default_path_column",
+            skip_serializing_if = "is_default_path_column"
+        )]
+        image_column: String,
+        /// Default `label` (optional when `caption_column` is set: without it
+        /// the data are image-caption pairs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label_column: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption_column: Option<String>,
+        /// The field separator, `","` or e.g. `"\t"`.
+        #[serde(default = "default_delimiter", skip_serializing_if = "is_default_delimiter")]
+        delimiter: String,
+    },
     /// IDX image and label files (e.g. Debian's Fashion-MNIST); class names
     /// default to `"0"`, `"1"`, ...
     Idx {
@@ -76,11 +95,15 @@ pub enum SourceConfig {
     /// members sharing a key: an image (`key.jpg`, `.png`, ...) and a label
     /// (`key.cls`: an index; `key.txt`: a class name; `key.json`: either, or an
     /// object with `label`). Class names: `class_names` (index order), else the
-    /// sorted names the shards use, else `"0"`, `"1"`, ... for indices.
+    /// sorted names the shards use, else `"0"`, `"1"`, ... for indices. With
+    /// `caption_extension` (e.g. `"txt"`, as open_clip's shards), that member is
+    /// the sample's caption instead, and labels are optional (all or none).
     Webdataset {
         path: String,
         #[serde(default)]
         class_names: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption_extension: Option<String>,
     },
     /// Parquet files as Hugging Face `datasets` writes them (`path`: a file, a
     /// folder of `*.parquet`, a brace range or a glob): `image_column` holds a
@@ -96,6 +119,35 @@ pub enum SourceConfig {
         #[serde(default)]
         class_names: Option<Vec<String>>,
     },
+}
+
+fn default_path_column() -> String {
+    "path".into()
+}
+
+fn is_default_path_column(c: &str) -> bool {
+    c == "path"
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+
+fn is_default_delimiter(d: &str) -> bool {
+    d == ","
+}
+
+impl SourceConfig {
+    /// A `path,label` CSV.
+    pub fn csv(path: impl Into<PathBuf>) -> Self {
+        Self::Csv {
+            path: path.into(),
+            image_column: default_path_column(),
+            label_column: None,
+            caption_column: None,
+            delimiter: default_delimiter(),
+        }
+    }
 }
 
 fn default_image_column() -> String {
@@ -127,6 +179,8 @@ pub struct Dataset {
     classes: Arc<Vec<String>>,
     storage: Arc<Storage>,
     labels: Arc<Vec<usize>>,
+    /// Each item's caption (image-caption data), by storage index.
+    captions: Option<Arc<Vec<String>>>,
     /// Indices into storage/labels that this view holds (all, or one side of a split).
     view: Arc<Vec<usize>>,
     skipped: Arc<Vec<(PathBuf, String)>>,
@@ -136,6 +190,8 @@ pub struct Dataset {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub images: usize,
+    /// Image-caption data (each image has a caption).
+    pub captions: bool,
     pub classes: usize,
     pub per_class: BTreeMap<String, usize>,
     /// Files that were not used, with the reason.
@@ -144,7 +200,11 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} images in {} classes", self.images, self.classes)?;
+        match (self.classes, self.captions) {
+            (0, _) => write!(f, "{} images with captions", self.images)?,
+            (k, true) => write!(f, "{} images with captions in {k} classes", self.images)?,
+            (k, false) => write!(f, "{} images in {k} classes", self.images)?,
+        }
         if !self.skipped.is_empty() {
             write!(f, " ({} files skipped)", self.skipped.len())?;
         }
@@ -165,22 +225,41 @@ impl Dataset {
     pub fn load(cfg: &SourceConfig, key: &str) -> Result<Self, DataError> {
         match cfg {
             SourceConfig::ImageFolder { path } => Self::image_folder(path, key),
-            SourceConfig::Csv { path } => Self::csv(path),
+            SourceConfig::Csv {
+                path,
+                image_column,
+                label_column,
+                caption_column,
+                delimiter,
+            } => Self::csv(
+                path,
+                image_column,
+                label_column.as_deref(),
+                caption_column.as_deref(),
+                delimiter,
+                key,
+            ),
             SourceConfig::Idx {
                 images,
                 labels,
                 class_names,
             } => Self::idx(images, labels, class_names.clone(), key),
-            SourceConfig::Webdataset { path, class_names } => {
+            SourceConfig::Webdataset {
+                path,
+                class_names,
+                caption_extension,
+            } => {
                 let shards = crate::webdataset::expand_shards(path, key)?;
-                let (shards, labels, classes, skipped) =
-                    crate::webdataset::index(shards, class_names.as_deref(), key)?;
-                Ok(Self::from_parts(
-                    classes,
-                    Storage::Tar(shards),
-                    labels,
-                    skipped,
-                ))
+                let (shards, labels, classes, captions, skipped) = crate::webdataset::index(
+                    shards,
+                    class_names.as_deref(),
+                    caption_extension.as_deref(),
+                    key,
+                )?;
+                Ok(
+                    Self::from_parts(classes, Storage::Tar(shards), labels, skipped)
+                        .captioned(captions),
+                )
             }
             SourceConfig::Parquet {
                 path,
@@ -217,7 +296,17 @@ impl Dataset {
             classes: Arc::new(classes),
             storage: Arc::new(storage),
             labels: Arc::new(labels),
+            captions: None,
             skipped: Arc::new(skipped),
+        }
+    }
+
+    /// Image-caption data: `captions` by storage index. Without labels
+    /// (`classes` empty) every label is 0 and the data has no classes.
+    fn captioned(self, captions: Option<Vec<String>>) -> Self {
+        Self {
+            captions: captions.map(Arc::new),
+            ..self
         }
     }
 
@@ -311,63 +400,109 @@ impl Dataset {
         ))
     }
 
-    fn csv(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
-        let header = lines.next().map(|(_, l)| l.trim().to_ascii_lowercase());
-        if header.as_deref() != Some("path,label") {
-            return Err(DataError::config(
-                format!("{}: line 1", path.display()),
+    fn csv(
+        path: &Path,
+        image_column: &str,
+        label_column: Option<&str>,
+        caption_column: Option<&str>,
+        delimiter: &str,
+        key: &str,
+    ) -> Result<Self, DataError> {
+        let delimiter = match delimiter.as_bytes() {
+            [d] => *d,
+            b"\\t" => b'\t',
+            _ => {
+                return Err(DataError::config(
+                    format!("{key}.delimiter"),
+                    format!("must be one ASCII character (e.g. \",\" or \"\\t\"), got {delimiter:?}"),
+                ));
+            }
+        };
+        let file = std::fs::File::open(path).map_err(io(path))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .trim(csv::Trim::All)
+            .from_reader(std::io::BufReader::new(file));
+        let at_line = |line: u64| format!("{}: line {line}", path.display());
+        let csv_error = |e: csv::Error| match e.kind() {
+            csv::ErrorKind::Io(_) => DataError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            },
+            csv::ErrorKind::UnequalLengths {
+                pos,
+                expected_len,
+                len,
+            } => DataError::config(
+                at_line(pos.as_ref().map_or(0, csv::Position::line)),
                 format!(
-                    "the header must be `path,label`, got `{}`",
-                    header.unwrap_or_default()
+                    "{len} columns where the header has {expected_len} (quote a field that holds the delimiter)"
                 ),
-            ));
-        }
-        let mut rows = Vec::new();
-        for (i, line) in lines {
-            let at = || format!("{}: line {}", path.display(), i + 1);
-            let Some((p, label)) = line.rsplit_once(',') else {
-                return Err(DataError::config(at(), "expected `path,label`"));
+            ),
+            _ => DataError::config(
+                at_line(e.position().map_or(0, csv::Position::line)),
+                e.to_string(),
+            ),
+        };
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(csv_error)?
+            .iter()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let column = |name: &str| header.iter().position(|h| *h == name.to_ascii_lowercase());
+        let wanted = |what: &str, name: &str| {
+            DataError::config(
+                at_line(1),
+                format!(
+                    "no {what} column `{name}` in the header `{}` (a `path,label` header, or \
+                     {key}.image_column / label_column / caption_column naming the columns)",
+                    header.join(",")
+                ),
+            )
+        };
+        let image = column(image_column).ok_or_else(|| wanted("image", image_column))?;
+        let caption = match caption_column {
+            Some(c) => Some(column(c).ok_or_else(|| wanted("caption", c))?),
+            None => None,
+        };
+        let label = match (label_column, caption) {
+            (Some(l), _) => Some(column(l).ok_or_else(|| wanted("label", l))?),
+            // Image-caption pairs need no label column.
+            (None, Some(_)) => column("label"),
+            (None, None) => Some(column("label").ok_or_else(|| wanted("label", "label"))?),
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let (mut files, mut names, mut captions) = (Vec::new(), Vec::new(), Vec::new());
+        for record in reader.records() {
+            let record = record.map_err(csv_error)?;
+            let line = record.position().map_or(0, csv::Position::line);
+            let field = |i: usize, what: &str| match record.get(i) {
+                Some(v) if !v.is_empty() => Ok(v.to_string()),
+                _ => Err(DataError::config(at_line(line), format!("an empty {what}"))),
             };
-            let unquote = |s: &str| s.trim().trim_matches('"').to_string();
-            let (p, label) = (unquote(p), unquote(label));
-            // A path may hold commas only when quoted: `"a,b.png",cat`.
-            if !p.is_empty() && !line.trim_start().starts_with('"') && p.contains(',') {
-                return Err(DataError::config(
-                    at(),
-                    format!(
-                        "{} columns where `path,label` has 2 (quote a path that holds commas)",
-                        line.split(',').count()
-                    ),
-                ));
+            files.push(dir.join(field(image, "path")?));
+            if let Some(l) = label {
+                names.push(field(l, "label")?);
             }
-            if p.is_empty() || label.is_empty() {
-                return Err(DataError::config(
-                    at(),
-                    format!("an empty {}", if p.is_empty() { "path" } else { "label" }),
-                ));
+            if let Some(c) = caption {
+                captions.push(field(c, "caption")?);
             }
-            rows.push((dir.join(p), label));
         }
-        let mut classes: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect();
+        let mut classes = names.clone();
         classes.sort();
         classes.dedup();
-        let labels = rows
-            .iter()
-            .map(|(_, l)| classes.binary_search(l).unwrap_or_default())
-            .collect();
-        let files = rows.into_iter().map(|(p, _)| p).collect();
-        Ok(Self::from_parts(
-            classes,
-            Storage::Files(files),
-            labels,
-            Vec::new(),
-        ))
+        let labels = match label {
+            Some(_) => names
+                .iter()
+                .map(|l| classes.binary_search(l).unwrap_or_default())
+                .collect(),
+            None => vec![0; files.len()],
+        };
+        Ok(
+            Self::from_parts(classes, Storage::Files(files), labels, Vec::new())
+                .captioned(caption.map(|_| captions)),
+        )
     }
 
     fn idx(
@@ -427,6 +562,23 @@ impl Dataset {
     /// The label of item `i` of this view.
     pub fn label(&self, i: usize) -> usize {
         self.labels[self.view[i]]
+    }
+
+    /// Whether the items have labels (image-caption data may have none: no classes).
+    pub fn has_labels(&self) -> bool {
+        !self.classes.is_empty()
+    }
+
+    /// Whether the items have captions (image-caption data).
+    pub fn has_captions(&self) -> bool {
+        self.captions.is_some()
+    }
+
+    /// The caption of item `i` of this view, for image-caption data.
+    pub fn caption(&self, i: usize) -> Option<&str> {
+        self.captions
+            .as_ref()
+            .map(|c| c[self.view[i]].as_str())
     }
 
     /// A printable name for item `i` (its path, or `idx:N`).
@@ -549,12 +701,17 @@ impl Dataset {
         let mut per_class: BTreeMap<String, usize> =
             self.classes.iter().map(|c| (c.clone(), 0)).collect();
         for i in 0..self.len() {
-            if let Some(c) = per_class.get_mut(&self.classes[self.label(i)]) {
+            if let Some(c) = self
+                .classes
+                .get(self.label(i))
+                .and_then(|c| per_class.get_mut(c))
+            {
                 *c += 1;
             }
         }
         Summary {
             images: self.len(),
+            captions: self.has_captions(),
             classes: self.classes.len(),
             per_class,
             skipped: self.skipped.to_vec(),
@@ -634,7 +791,8 @@ impl Dataset {
                 format!("must be in (0, 1), got {fraction}"),
             ));
         }
-        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.classes.len()];
+        // Data without labels (image-caption pairs) is one group.
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.classes.len().max(1)];
         for (i, &k) in self.view.iter().enumerate() {
             by_class[self.labels[k]].push(i);
         }

@@ -70,6 +70,15 @@ pub fn expand_shards(pattern: &str, key: &str) -> Result<Vec<PathBuf>, DataError
 struct Sample {
     image: Option<(String, u64, u64)>,
     label: RawLabel,
+    caption: Option<String>,
+}
+
+/// A sample with an image, before the labels are resolved.
+struct Found {
+    member: Member,
+    name: String,
+    label: RawLabel,
+    caption: Option<String>,
 }
 
 /// The label in a `.cls` (an index), `.txt` (a class name) or `.json` (an
@@ -116,16 +125,27 @@ const LABEL_EXTS: [&str; 3] = ["cls", "txt", "json"];
 
 /// Indexes `shards`: per sample with an image and a label, where the image lies
 /// and the label; the class names (given, or the sorted names the shards use, or
-/// `"0"`.. for indices); and the keys left out with the reason.
+/// `"0"`.. for indices); and the keys left out with the reason. With
+/// `caption_ext`, that member is the sample's caption (required) and labels are
+/// optional: when no sample has one the data has no classes (labels all 0).
 #[allow(clippy::type_complexity)]
 pub(crate) fn index(
     shards: Vec<PathBuf>,
     class_names: Option<&[String]>,
+    caption_ext: Option<&str>,
     key: &str,
-) -> Result<(Shards, Vec<usize>, Vec<String>, Vec<(PathBuf, String)>), DataError> {
-    let mut members = Vec::new();
-    let mut names = Vec::new();
-    let mut raw = Vec::new();
+) -> Result<
+    (
+        Shards,
+        Vec<usize>,
+        Vec<String>,
+        Option<Vec<String>>,
+        Vec<(PathBuf, String)>,
+    ),
+    DataError,
+> {
+    let caption_ext = caption_ext.map(|e| e.trim_start_matches('.').to_ascii_lowercase());
+    let mut found: Vec<Found> = Vec::new();
     let mut skipped = Vec::new();
     for (s, path) in shards.iter().enumerate() {
         let damaged = |e: std::io::Error| DataError::Config {
@@ -159,7 +179,21 @@ pub(crate) fn index(
                 order.push(k.to_string());
                 Sample::default()
             });
-            if LABEL_EXTS.contains(&ext.as_str()) {
+            if caption_ext.as_deref() == Some(ext.as_str()) {
+                let mut bytes = Vec::new();
+                entry
+                    .by_ref()
+                    .take(1 << 20)
+                    .read_to_end(&mut bytes)
+                    .map_err(damaged)?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    DataError::config(
+                        format!("{key}.path"),
+                        format!("{}:{member}: the caption is not UTF-8", path.display()),
+                    )
+                })?;
+                sample.caption = Some(text.trim().to_string());
+            } else if LABEL_EXTS.contains(&ext.as_str()) {
                 let mut bytes = Vec::new();
                 entry
                     .by_ref()
@@ -190,46 +224,82 @@ pub(crate) fn index(
             };
             let at = || PathBuf::from(format!("{}:{k}", path.display()));
             match sample {
+                Sample { image: None, .. } => skipped.push((at(), "no image member".into())),
+                Sample { caption: None, .. } if caption_ext.is_some() => skipped.push((
+                    at(),
+                    format!("no caption member (.{})", caption_ext.as_deref().unwrap_or("")),
+                )),
                 Sample {
                     image: Some((ext, offset, len)),
                     label,
-                } if label != RawLabel::default() => {
-                    members.push(Member {
+                    caption,
+                } => found.push(Found {
+                    member: Member {
                         shard: s as u32,
                         offset,
                         len,
-                    });
-                    names.push(format!("{k}.{ext}"));
-                    raw.push(label);
-                }
-                Sample { image: None, .. } => skipped.push((at(), "no image member".into())),
-                Sample { .. } => {
-                    skipped.push((at(), "no label member (.cls, .txt or .json)".into()))
-                }
+                    },
+                    name: format!("{k}.{ext}"),
+                    label,
+                    caption,
+                }),
             }
         }
     }
-    if members.is_empty() {
+    // Labels: required without captions; with captions, all samples or none.
+    let labelled = caption_ext.is_none() || found.iter().any(|f| f.label != RawLabel::default());
+    if labelled {
+        let what = match &caption_ext {
+            None => "no label member (.cls, .txt or .json)".to_string(),
+            Some(_) => "no label member, while other samples have one".to_string(),
+        };
+        found.retain(|f| {
+            let keep = f.label != RawLabel::default();
+            if !keep {
+                let path = &shards[f.member.shard as usize];
+                let key = f.name.split_once('.').map_or(f.name.as_str(), |(k, _)| k);
+                skipped.push((PathBuf::from(format!("{}:{key}", path.display())), what.clone()));
+            }
+            keep
+        });
+    }
+    if found.is_empty() {
         return Err(DataError::config(
             format!("{key}.path"),
-            format!(
-                "the {} shard(s) hold no sample with an image and a label (key.jpg + key.cls / key.txt / key.json)",
-                shards.len()
-            ),
+            match &caption_ext {
+                None => format!(
+                    "the {} shard(s) hold no sample with an image and a label (key.jpg + key.cls / key.txt / key.json)",
+                    shards.len()
+                ),
+                Some(e) => format!(
+                    "the {} shard(s) hold no sample with an image and a caption (key.jpg + key.{e})",
+                    shards.len()
+                ),
+            },
         ));
     }
-    let (classes, labels) = resolve_labels(&raw, class_names, key, |i| {
-        let m = &members[i];
-        format!("{}:{}", shards[m.shard as usize].display(), names[i])
-    })?;
+    let names: Vec<String> = found.iter().map(|f| f.name.clone()).collect();
+    let (classes, labels) = if labelled {
+        let raw: Vec<RawLabel> = found.iter().map(|f| f.label.clone()).collect();
+        resolve_labels(&raw, class_names, key, |i| {
+            let m = &found[i].member;
+            format!("{}:{}", shards[m.shard as usize].display(), names[i])
+        })?
+    } else {
+        (Vec::new(), vec![0; found.len()])
+    };
+    let captions = caption_ext
+        .as_ref()
+        .map(|_| found.iter().map(|f| f.caption.clone().unwrap_or_default()).collect());
     Ok((
         Shards {
             paths: shards,
-            members,
+            members: found.into_iter().map(|f| f.member).collect(),
             names,
         },
         labels,
         classes,
+        captions,
         skipped,
     ))
 }

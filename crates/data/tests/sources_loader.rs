@@ -123,7 +123,7 @@ fn csv_manifest_resolves_paths_relative_to_its_folder() {
         "path,label\ncat/1.png,cat\ndog/1.png,dog\n\"dog/2.png\",dog\n",
     )
     .unwrap();
-    let ds = Dataset::load(&SourceConfig::Csv { path: csv.clone() }, "data.train").unwrap();
+    let ds = Dataset::load(&SourceConfig::csv(&csv), "data.train").unwrap();
     assert_eq!(ds.classes(), ["cat", "dog"]);
     assert_eq!((0..3).map(|i| ds.label(i)).collect::<Vec<_>>(), [0, 1, 1]);
     assert_eq!(ds.image(2).unwrap().width, 42);
@@ -138,7 +138,7 @@ fn csv_manifest_resolves_paths_relative_to_its_folder() {
         ("path,label\ncat/1.png,cat\ncat/2.png,\n", 3, "empty label"),
     ] {
         std::fs::write(&csv, text).unwrap();
-        let err = Dataset::load(&SourceConfig::Csv { path: csv.clone() }, "data.train")
+        let err = Dataset::load(&SourceConfig::csv(&csv), "data.train")
             .unwrap_err()
             .to_string();
         assert!(
@@ -147,13 +147,189 @@ fn csv_manifest_resolves_paths_relative_to_its_folder() {
         );
     }
     std::fs::write(&csv, "file,class\ncat/1.png,cat\n").unwrap();
-    let err = Dataset::load(&SourceConfig::Csv { path: csv }, "data.train")
+    let err = Dataset::load(&SourceConfig::csv(&csv), "data.train")
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("train.csv: line 1") && err.contains("path,label"),
         "{err}"
     );
+}
+
+fn source(toml_text: &str) -> SourceConfig {
+    toml::from_str(toml_text).unwrap()
+}
+
+fn load_err(cfg: &SourceConfig) -> String {
+    Dataset::load(cfg, "data.train").unwrap_err().to_string()
+}
+
+/// Image-caption CSVs (open_clip's `filepath,title` files): quoted captions with
+/// commas and quotes, tabs, captions with and without labels, and the errors.
+#[test]
+fn csv_captions_with_and_without_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    let csv = dir.path().join("pairs.csv");
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    std::fs::write(
+        &csv,
+        "filepath,title,label\n\
+         cat/1.png,\"a cat, sitting\",cat\n\
+         dog/1.png,\"a \"\"dog\"\"\",dog\n\
+         cat/2.png,another cat,cat\n",
+    )
+    .unwrap();
+    let both = source(&format!(
+        "kind = \"csv\"\npath = {}\nimage_column = \"filepath\"\ncaption_column = \"title\"",
+        q(&csv)
+    ));
+    let ds = Dataset::load(&both, "data.train").unwrap();
+    assert_eq!(ds.classes(), ["cat", "dog"]);
+    assert_eq!((0..3).map(|i| ds.label(i)).collect::<Vec<_>>(), [0, 1, 0]);
+    assert_eq!(
+        (0..3).map(|i| ds.caption(i).unwrap()).collect::<Vec<_>>(),
+        ["a cat, sitting", "a \"dog\"", "another cat"]
+    );
+    assert_eq!(ds.image(1).unwrap().width, 41);
+    assert_eq!(ds.summary().to_string(), "3 images with captions in 2 classes");
+    // A split keeps each image's caption.
+    let (train, val) = ds.split_stratified(0.34, 0).unwrap();
+    for part in [&train, &val] {
+        for i in 0..part.len() {
+            let expected = if part.name(i).contains("dog") { "a \"dog\"" } else { "cat" };
+            assert!(part.caption(i).unwrap().contains(expected), "{:?}", part.caption(i));
+        }
+    }
+
+    // Tab-separated, no label column: image-caption pairs without classes.
+    let tsv = dir.path().join("pairs.tsv");
+    std::fs::write(&tsv, "path\tcaption\ncat/1.png\ta cat, on a mat\ndog/2.png\ta dog\n").unwrap();
+    let pairs = source(&format!(
+        "kind = \"csv\"\npath = {}\ncaption_column = \"caption\"\ndelimiter = \"\\t\"",
+        q(&tsv)
+    ));
+    let ds = Dataset::load(&pairs, "data.train").unwrap();
+    assert!(!ds.has_labels() && ds.has_captions());
+    assert_eq!(ds.classes().len(), 0);
+    assert_eq!(ds.caption(0), Some("a cat, on a mat"));
+    assert_eq!(ds.summary().to_string(), "2 images with captions");
+    let (train, val) = ds.split_stratified(0.5, 0).unwrap();
+    assert_eq!((train.len(), val.len()), (1, 1));
+    // Plain path,label CSVs have no captions.
+    let plain = dir.path().join("plain.csv");
+    std::fs::write(&plain, "path,label\ncat/1.png,cat\n").unwrap();
+    let ds = Dataset::load(&SourceConfig::csv(&plain), "data.train").unwrap();
+    assert!(ds.has_labels() && !ds.has_captions() && ds.caption(0).is_none());
+
+    // Errors name the file, the line and the column.
+    let err = load_err(&source(&format!(
+        "kind = \"csv\"\npath = {}\ncaption_column = \"text\"",
+        q(&tsv)
+    )));
+    assert!(
+        err.contains("pairs.tsv: line 1") && err.contains("no image column `path`"),
+        "{err}"
+    );
+    let err = load_err(&source(&format!(
+        "kind = \"csv\"\npath = {}\ncaption_column = \"text\"\ndelimiter = \"\\t\"",
+        q(&tsv)
+    )));
+    assert!(err.contains("no caption column `text`") && err.contains("path,caption"), "{err}");
+    std::fs::write(&tsv, "path\tcaption\ncat/1.png\ta cat\ndog/2.png\t\n").unwrap();
+    let err = load_err(&pairs);
+    assert!(err.contains("pairs.tsv: line 3") && err.contains("an empty caption"), "{err}");
+    let err = load_err(&source(&format!(
+        "kind = \"csv\"\npath = {}\ndelimiter = \";;\"",
+        q(&tsv)
+    )));
+    assert!(err.contains("data.train.delimiter"), "{err}");
+}
+
+/// open_clip's shards: `key.jpg` + `key.txt` captions, with or without `.cls`.
+#[test]
+fn webdataset_captions_with_and_without_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut png_bytes = Vec::new();
+    image::RgbImage::from_pixel(6, 4, image::Rgb([9, 8, 7]))
+        .write_to(&mut std::io::Cursor::new(&mut png_bytes), image::ImageFormat::Png)
+        .unwrap();
+    let shard = |name: &str, members: &[(&str, &[u8])]| {
+        let path = dir.path().join(name);
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        for (member, bytes) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, member, *bytes).unwrap();
+        }
+        b.finish().unwrap();
+        path.display().to_string()
+    };
+    let pairs = shard(
+        "pairs.tar",
+        &[
+            ("a.png", &png_bytes),
+            ("a.txt", b"a photo of a red square\n"),
+            ("b.png", &png_bytes),
+            ("b.txt", b"two squares"),
+            ("c.png", &png_bytes),
+        ],
+    );
+    let cfg = |path: &str, ext: &str| {
+        source(&format!(
+            "kind = \"webdataset\"\npath = {path:?}\ncaption_extension = {ext:?}"
+        ))
+    };
+    let ds = Dataset::load(&cfg(&pairs, "txt"), "data.train").unwrap();
+    assert!(!ds.has_labels());
+    assert_eq!(
+        (0..ds.len()).map(|i| ds.caption(i).unwrap()).collect::<Vec<_>>(),
+        ["a photo of a red square", "two squares"]
+    );
+    assert_eq!(ds.image(1).unwrap().width, 6);
+    assert!(
+        ds.summary().skipped.iter().any(|(p, why)| p.ends_with("pairs.tar:c")
+            && why.contains("no caption member (.txt)")),
+        "{:?}",
+        ds.summary().skipped
+    );
+    // Without caption_extension the same .txt members are class names.
+    let names = Dataset::load(
+        &source(&format!("kind = \"webdataset\"\npath = {pairs:?}")),
+        "data.train",
+    )
+    .unwrap();
+    assert_eq!(names.classes(), ["a photo of a red square", "two squares"]);
+    assert!(!names.has_captions());
+
+    // Captions and labels; a sample without a label while others have one is left out.
+    let labelled = shard(
+        "labelled.tar",
+        &[
+            ("a.png", &png_bytes),
+            ("a.txt", b"first"),
+            ("a.cls", b"1"),
+            ("b.png", &png_bytes),
+            ("b.txt", b"second"),
+            ("b.cls", b"0"),
+            ("c.png", &png_bytes),
+            ("c.txt", b"no label"),
+        ],
+    );
+    let ds = Dataset::load(&cfg(&labelled, ".txt"), "data.train").unwrap();
+    assert_eq!(ds.classes(), ["0", "1"]);
+    assert_eq!((0..2).map(|i| ds.label(i)).collect::<Vec<_>>(), [1, 0]);
+    assert_eq!(ds.caption(1), Some("second"));
+    assert!(
+        ds.summary().skipped.iter().any(|(p, why)| p.ends_with("labelled.tar:c")
+            && why.contains("while other samples have one")),
+        "{:?}",
+        ds.summary().skipped
+    );
+    let err = load_err(&cfg(&labelled, "caption"));
+    assert!(err.contains("no sample with an image and a caption (key.jpg + key.caption)"), "{err}");
 }
 
 fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {

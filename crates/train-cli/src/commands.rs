@@ -611,7 +611,8 @@ pub fn bench(
     // clone's configs/smoke.toml) is replaced by generated JPEGs, loudly.
     let missing = |s: &Option<clip_data::SourceConfig>| match s {
         Some(
-            clip_data::SourceConfig::ImageFolder { path } | clip_data::SourceConfig::Csv { path },
+            clip_data::SourceConfig::ImageFolder { path }
+            | clip_data::SourceConfig::Csv { path, .. },
         ) => (!path.exists()).then(|| path.clone()),
         Some(clip_data::SourceConfig::Idx { images, .. }) => {
             (!images.exists()).then(|| images.clone())

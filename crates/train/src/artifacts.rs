@@ -302,6 +302,7 @@ pub fn source_from_path(path: &Path) -> Result<SourceConfig> {
         return Ok(SourceConfig::Webdataset {
             path: text.to_string(),
             class_names: None,
+            caption_extension: None,
         });
     }
     if path.is_dir() {
@@ -314,7 +315,7 @@ pub fn source_from_path(path: &Path) -> Result<SourceConfig> {
         ));
     }
     if name.ends_with(".csv") {
-        return Ok(SourceConfig::Csv { path: path.into() });
+        return Ok(SourceConfig::csv(path));
     }
     if name.contains("images-idx3-ubyte") {
         let labels = path.with_file_name(name.replace("images-idx3-ubyte", "labels-idx1-ubyte"));
@@ -502,7 +503,7 @@ fn model_card(
         // The training data, as the metadata's `dataset` (required there).
         let (dataset, kind) = match run_cfg.and_then(|c| c.data.train.as_ref()) {
             Some(SourceConfig::ImageFolder { path }) => (path.display().to_string(), "imagefolder"),
-            Some(SourceConfig::Csv { path }) => (path.display().to_string(), "csv"),
+            Some(SourceConfig::Csv { path, .. }) => (path.display().to_string(), "csv"),
             Some(SourceConfig::Idx { images, .. }) => (images.display().to_string(), "idx"),
             Some(SourceConfig::Webdataset { path, .. }) => (path.clone(), "webdataset"),
             Some(SourceConfig::Parquet { path, .. }) => (path.clone(), "parquet"),

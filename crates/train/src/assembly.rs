@@ -127,7 +127,7 @@ fn check_exists(key: &str, src: &SourceConfig) -> Result<()> {
             vec![path],
             "an image folder with one sub-folder of images per class (root/<class>/*.jpg)",
         ),
-        SourceConfig::Csv { path } => (vec![path], "a `path,label` CSV manifest with a header"),
+        SourceConfig::Csv { path, .. } => (vec![path], "a CSV manifest with a header"),
         SourceConfig::Idx { images, labels, .. } => (
             vec![images, labels],
             "IDX files (Fashion-MNIST: `sudo apt-get install dataset-fashion-mnist`, or bash scripts/setup.sh)",
