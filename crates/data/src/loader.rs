@@ -331,6 +331,12 @@ impl Loader {
                 "must be at least 1",
             ));
         }
+        if config.balanced && !dataset.has_labels() {
+            return Err(DataError::config(
+                "data.loader.balanced",
+                "samples classes evenly: the data has no labels (image-caption pairs)",
+            ));
+        }
         let size = pipeline.output_size().ok_or_else(|| {
             DataError::config(
                 pipeline.section(),

@@ -79,7 +79,10 @@ pub enum SourceConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         caption_column: Option<String>,
         /// The field separator, `","` or e.g. `"\t"`.
-        #[serde(default = "default_delimiter", skip_serializing_if = "is_default_delimiter")]
+        #[serde(
+            default = "default_delimiter",
+            skip_serializing_if = "is_default_delimiter"
+        )]
         delimiter: String,
     },
     /// IDX image and label files (e.g. Debian's Fashion-MNIST); class names
@@ -414,7 +417,9 @@ impl Dataset {
             _ => {
                 return Err(DataError::config(
                     format!("{key}.delimiter"),
-                    format!("must be one ASCII character (e.g. \",\" or \"\\t\"), got {delimiter:?}"),
+                    format!(
+                        "must be one ASCII character (e.g. \",\" or \"\\t\"), got {delimiter:?}"
+                    ),
                 ));
             }
         };
@@ -576,9 +581,7 @@ impl Dataset {
 
     /// The caption of item `i` of this view, for image-caption data.
     pub fn caption(&self, i: usize) -> Option<&str> {
-        self.captions
-            .as_ref()
-            .map(|c| c[self.view[i]].as_str())
+        self.captions.as_ref().map(|c| c[self.view[i]].as_str())
     }
 
     /// A printable name for item `i` (its path, or `idx:N`).
@@ -728,6 +731,13 @@ impl Dataset {
     pub fn with_classes(&self, target: &[String], key: &str) -> Result<Self, DataError> {
         if self.classes.as_slice() == target {
             return Ok(self.clone());
+        }
+        if !self.has_labels() {
+            return Err(DataError::config(
+                key,
+                "has captions but no labels: classifying needs labelled images (a label \
+                 column, or .cls members)",
+            ));
         }
         let counts = self.summary().per_class;
         let mut map = Vec::with_capacity(self.classes.len());

@@ -227,7 +227,10 @@ pub(crate) fn index(
                 Sample { image: None, .. } => skipped.push((at(), "no image member".into())),
                 Sample { caption: None, .. } if caption_ext.is_some() => skipped.push((
                     at(),
-                    format!("no caption member (.{})", caption_ext.as_deref().unwrap_or("")),
+                    format!(
+                        "no caption member (.{})",
+                        caption_ext.as_deref().unwrap_or("")
+                    ),
                 )),
                 Sample {
                     image: Some((ext, offset, len)),
@@ -258,7 +261,10 @@ pub(crate) fn index(
             if !keep {
                 let path = &shards[f.member.shard as usize];
                 let key = f.name.split_once('.').map_or(f.name.as_str(), |(k, _)| k);
-                skipped.push((PathBuf::from(format!("{}:{key}", path.display())), what.clone()));
+                skipped.push((
+                    PathBuf::from(format!("{}:{key}", path.display())),
+                    what.clone(),
+                ));
             }
             keep
         });
@@ -288,9 +294,12 @@ pub(crate) fn index(
     } else {
         (Vec::new(), vec![0; found.len()])
     };
-    let captions = caption_ext
-        .as_ref()
-        .map(|_| found.iter().map(|f| f.caption.clone().unwrap_or_default()).collect());
+    let captions = caption_ext.as_ref().map(|_| {
+        found
+            .iter()
+            .map(|f| f.caption.clone().unwrap_or_default())
+            .collect()
+    });
     Ok((
         Shards {
             paths: shards,

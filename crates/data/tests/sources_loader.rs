@@ -192,19 +192,34 @@ fn csv_captions_with_and_without_labels() {
         ["a cat, sitting", "a \"dog\"", "another cat"]
     );
     assert_eq!(ds.image(1).unwrap().width, 41);
-    assert_eq!(ds.summary().to_string(), "3 images with captions in 2 classes");
+    assert_eq!(
+        ds.summary().to_string(),
+        "3 images with captions in 2 classes"
+    );
     // A split keeps each image's caption.
     let (train, val) = ds.split_stratified(0.34, 0).unwrap();
     for part in [&train, &val] {
         for i in 0..part.len() {
-            let expected = if part.name(i).contains("dog") { "a \"dog\"" } else { "cat" };
-            assert!(part.caption(i).unwrap().contains(expected), "{:?}", part.caption(i));
+            let expected = if part.name(i).contains("dog") {
+                "a \"dog\""
+            } else {
+                "cat"
+            };
+            assert!(
+                part.caption(i).unwrap().contains(expected),
+                "{:?}",
+                part.caption(i)
+            );
         }
     }
 
     // Tab-separated, no label column: image-caption pairs without classes.
     let tsv = dir.path().join("pairs.tsv");
-    std::fs::write(&tsv, "path\tcaption\ncat/1.png\ta cat, on a mat\ndog/2.png\ta dog\n").unwrap();
+    std::fs::write(
+        &tsv,
+        "path\tcaption\ncat/1.png\ta cat, on a mat\ndog/2.png\ta dog\n",
+    )
+    .unwrap();
     let pairs = source(&format!(
         "kind = \"csv\"\npath = {}\ncaption_column = \"caption\"\ndelimiter = \"\\t\"",
         q(&tsv)
@@ -235,10 +250,16 @@ fn csv_captions_with_and_without_labels() {
         "kind = \"csv\"\npath = {}\ncaption_column = \"text\"\ndelimiter = \"\\t\"",
         q(&tsv)
     )));
-    assert!(err.contains("no caption column `text`") && err.contains("path,caption"), "{err}");
+    assert!(
+        err.contains("no caption column `text`") && err.contains("path,caption"),
+        "{err}"
+    );
     std::fs::write(&tsv, "path\tcaption\ncat/1.png\ta cat\ndog/2.png\t\n").unwrap();
     let err = load_err(&pairs);
-    assert!(err.contains("pairs.tsv: line 3") && err.contains("an empty caption"), "{err}");
+    assert!(
+        err.contains("pairs.tsv: line 3") && err.contains("an empty caption"),
+        "{err}"
+    );
     let err = load_err(&source(&format!(
         "kind = \"csv\"\npath = {}\ndelimiter = \";;\"",
         q(&tsv)
@@ -252,7 +273,10 @@ fn webdataset_captions_with_and_without_labels() {
     let dir = tempfile::tempdir().unwrap();
     let mut png_bytes = Vec::new();
     image::RgbImage::from_pixel(6, 4, image::Rgb([9, 8, 7]))
-        .write_to(&mut std::io::Cursor::new(&mut png_bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut png_bytes),
+            image::ImageFormat::Png,
+        )
         .unwrap();
     let shard = |name: &str, members: &[(&str, &[u8])]| {
         let path = dir.path().join(name);
@@ -285,13 +309,17 @@ fn webdataset_captions_with_and_without_labels() {
     let ds = Dataset::load(&cfg(&pairs, "txt"), "data.train").unwrap();
     assert!(!ds.has_labels());
     assert_eq!(
-        (0..ds.len()).map(|i| ds.caption(i).unwrap()).collect::<Vec<_>>(),
+        (0..ds.len())
+            .map(|i| ds.caption(i).unwrap())
+            .collect::<Vec<_>>(),
         ["a photo of a red square", "two squares"]
     );
     assert_eq!(ds.image(1).unwrap().width, 6);
     assert!(
-        ds.summary().skipped.iter().any(|(p, why)| p.ends_with("pairs.tar:c")
-            && why.contains("no caption member (.txt)")),
+        ds.summary()
+            .skipped
+            .iter()
+            .any(|(p, why)| p.ends_with("pairs.tar:c") && why.contains("no caption member (.txt)")),
         "{:?}",
         ds.summary().skipped
     );
@@ -323,13 +351,19 @@ fn webdataset_captions_with_and_without_labels() {
     assert_eq!((0..2).map(|i| ds.label(i)).collect::<Vec<_>>(), [1, 0]);
     assert_eq!(ds.caption(1), Some("second"));
     assert!(
-        ds.summary().skipped.iter().any(|(p, why)| p.ends_with("labelled.tar:c")
-            && why.contains("while other samples have one")),
+        ds.summary()
+            .skipped
+            .iter()
+            .any(|(p, why)| p.ends_with("labelled.tar:c")
+                && why.contains("while other samples have one")),
         "{:?}",
         ds.summary().skipped
     );
     let err = load_err(&cfg(&labelled, "caption"));
-    assert!(err.contains("no sample with an image and a caption (key.jpg + key.caption)"), "{err}");
+    assert!(
+        err.contains("no sample with an image and a caption (key.jpg + key.caption)"),
+        "{err}"
+    );
 }
 
 fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {

@@ -474,6 +474,16 @@ impl ClipClassifier {
     /// Class logits `[batch, classes]`. With a tape and gradient checkpointing on,
     /// blocks are recomputed in [`GradTape::backward`].
     pub fn forward<'m>(&'m self, pixel_values: &Tensor, pass: Pass<'_, 'm>) -> Result<Tensor> {
+        Ok(self.forward_with_embeds(pixel_values, pass)?.0)
+    }
+
+    /// The logits and, for the cosine head, the L2-normalised image embeddings
+    /// they were computed from (CLIP's `image_embeds`: for retrieval).
+    pub fn forward_with_embeds<'m>(
+        &'m self,
+        pixel_values: &Tensor,
+        pass: Pass<'_, 'm>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let train = pass.train;
         let vision = self.clip.vision(
             pixel_values,
@@ -485,7 +495,11 @@ impl ClipClassifier {
         match self.kind {
             HeadKind::Cosine => {
                 let features = l2_normalize(&self.clip.visual_projection.forward(&vision.pooled));
-                Ok(self.head.forward(&dropout(features, self.dropout, train)) * self.scale)
+                let logits =
+                    self.head
+                        .forward(&dropout(features.shallow_clone(), self.dropout, train))
+                        * self.scale;
+                Ok((logits, Some(features)))
             }
             HeadKind::Hf => {
                 let tokens =
@@ -493,7 +507,10 @@ impl ClipClassifier {
                         .last_hidden_state
                         .narrow(1, 1, vision.last_hidden_state.size()[1] - 1);
                 let features = tokens.mean_dim([1i64].as_slice(), false, None::<Kind>);
-                Ok(self.head.forward(&dropout(features, self.dropout, train)))
+                Ok((
+                    self.head.forward(&dropout(features, self.dropout, train)),
+                    None,
+                ))
             }
         }
     }

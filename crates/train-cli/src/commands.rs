@@ -11,7 +11,7 @@ use tch::nn;
 use clip_data::{Dataset, LoaderConfig, Pipeline};
 use clip_model::{ClipClassifier, HeadConfig};
 use clip_train::{
-    Log, MetricsFiles, Observer, Placement, Plots, Progress, RunConfig, Trainer, evaluate,
+    EvalCounts, Log, MetricsFiles, Observer, Placement, Plots, Progress, RunConfig, Trainer,
     load_classifier, load_datasets, ordered_loader, predictions, source_from_path,
 };
 
@@ -285,7 +285,10 @@ fn write_jsonl<T: serde::Serialize>(out: &mut impl Write, rows: &[T]) -> anyhow:
     Ok(())
 }
 
+/// Evaluates `model` (which `spec` names) on `data`; data with captions gets
+/// image <-> text retrieval too, with the model's tokenizer.
 fn run_eval(
+    spec: &str,
     model: &ClipClassifier,
     pipeline: Pipeline,
     data: &Path,
@@ -294,6 +297,10 @@ fn run_eval(
     place: Placement,
 ) -> anyhow::Result<ExitCode> {
     let ds = dataset_for(data, model)?;
+    let tokenizer = match ds.has_captions() {
+        true => Some(clip_train::model_tokenizer(spec, model)?),
+        false => None,
+    };
     announce(place);
     let loader = ordered_loader(&LoaderConfig::default(), ds, pipeline, batch_size, 0)?;
     let mut out = match output {
@@ -302,11 +309,12 @@ fn run_eval(
         )),
         None => None,
     };
-    let report = evaluate(
+    let report = EvalCounts::collect(
         model,
         &loader,
         place.precision,
         place.device,
+        tokenizer.as_ref(),
         |b, logits| {
             if let Some(o) = out.as_mut() {
                 let rows = predictions(&loader, b, logits)?;
@@ -318,7 +326,8 @@ fn run_eval(
             }
             Ok(())
         },
-    )?;
+    )?
+    .report(model.class_names())?;
     if let Some(mut o) = out {
         o.flush()?;
     }
@@ -336,8 +345,8 @@ pub fn eval(
 ) -> anyhow::Result<ExitCode> {
     let place = placement.resolve(model)?;
     let vs = nn::VarStore::new(place.device);
-    let (model, pipeline) = classifier_with_pipeline(&vs, model, ema)?;
-    run_eval(&model, pipeline, data, output, batch_size, place)
+    let (clf, pipeline) = classifier_with_pipeline(&vs, model, ema)?;
+    run_eval(model, &clf, pipeline, data, output, batch_size, place)
 }
 
 pub fn zero_shot(
@@ -373,6 +382,7 @@ pub fn zero_shot(
     )?;
     let size = clf.clip.config().vision_config.image_size as usize;
     run_eval(
+        model,
         &clf,
         Pipeline::clip_eval(size),
         data,

@@ -1847,3 +1847,136 @@ fn contrastive_runs_classify_with_their_own_text_tower() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("`data.loader.mix`"), "{}", stderr(&o));
 }
+
+/// Image-caption pairs (open_clip's CSV): contrastive training on the data's own
+/// captions, retrieval recall on a validation CSV with labels and captions,
+/// checkpoints chosen by it, and `eval` of the chosen one giving the same recall.
+#[test]
+fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let caption = |class: &str| match class {
+        "cat" => "red stripes across",
+        "dog" => "green stripes down",
+        _ => "blue stripes across",
+    };
+    let (mut train, mut val) = (
+        String::from("filepath,title\n"),
+        String::from("path,label,caption\n"),
+    );
+    for class in ["cat", "dog", "fox"] {
+        for i in 0..8 {
+            let path = format!("{class}/{i}.png");
+            match i < 6 {
+                true => train.push_str(&format!("{path},\"{}, picture {i}\"\n", caption(class))),
+                false => val.push_str(&format!("{path},{class},{}\n", caption(class))),
+            }
+        }
+    }
+    std::fs::write(data.join("train.csv"), train).unwrap();
+    std::fs::write(data.join("val.csv"), val).unwrap();
+    let q = |f: &str| format!("{:?}", data.join(f).display().to_string());
+    let train_src = format!(
+        "data.train={{kind=\"csv\", path={}, image_column=\"filepath\", caption_column=\"title\"}}",
+        q("train.csv")
+    );
+    let val_src = format!(
+        "{{kind=\"csv\", path={}, caption_column=\"caption\"}}",
+        q("val.csv")
+    );
+    let tok = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/model/tokenizer/tokenizer.json");
+    let mut base: Vec<String> = train_args(tmp.path(), &data);
+    base.extend(
+        [
+            train_src,
+            "train.objective=\"contrastive\"".to_string(),
+            "optim.frozen_towers=[]".into(),
+            "train.epochs=8".into(),
+            "train.checkpoints.metric=\"mean_recall\"".into(),
+            format!("model.tokenizer={:?}", tok.display().to_string()),
+            "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
+             num_attention_heads=4, vocab_size=1514, eos_token_id=1513}"
+                .into(),
+        ]
+        .into_iter()
+        .flat_map(|s| ["--set".to_string(), s]),
+    );
+    let mut args = base.clone();
+    args.extend(["--set".into(), format!("data.val={val_src}")]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success());
+    let run_dir = tmp.path().join("smoke");
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "eval")
+        .collect();
+    let recall =
+        |e: &serde_json::Value, dir: &str, k: &str| e["val"]["retrieval"][dir][k].as_f64().unwrap();
+    let (first, last) = (&evals[0], &evals[evals.len() - 1]);
+    for e in &evals {
+        for dir in ["image_to_text", "text_to_image"] {
+            let (r1, r5, r10) = (
+                recall(e, dir, "r1"),
+                recall(e, dir, "r5"),
+                recall(e, dir, "r10"),
+            );
+            assert!(0.0 <= r1 && r1 <= r5 && r5 <= r10 && r10 <= 1.0, "{e}");
+        }
+    }
+    // The towers learned to pair the images with their captions (3 distinct
+    // captions among 6 images: a tie with one's own counts for it).
+    assert!(
+        recall(first, "image_to_text", "r1") < 1.0 && recall(last, "image_to_text", "r1") == 1.0,
+        "{first}\n{last}"
+    );
+    assert!(
+        last["val"]["retrieval"]["mean_recall"].as_f64().unwrap()
+            > first["val"]["retrieval"]["mean_recall"].as_f64().unwrap()
+    );
+    // `eval` of the run (its checkpoint with the best mean recall) on the same CSV.
+    let best = evals
+        .iter()
+        .map(|e| e["val"]["retrieval"]["mean_recall"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(&run_dir)
+        .args(["--data", &val_src]));
+    assert!(o.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got = report["retrieval"]["mean_recall"].as_f64().unwrap();
+    assert!((got - best).abs() < 1e-9, "eval {got} vs best {best}");
+
+    // What image-caption data without labels cannot do.
+    for (sets, expected) in [
+        (vec![], "`data.val`: is required"),
+        (
+            vec!["train.objective=\"cross_entropy\""],
+            "holds image-caption pairs without labels",
+        ),
+        (
+            vec!["data.val={kind=\"image_folder\", path=\"DATA\"}"],
+            "`train.checkpoints.metric`: \"mean_recall\" is image <-> text retrieval",
+        ),
+    ] {
+        let mut a = if sets.is_empty() {
+            base.clone()
+        } else {
+            args.clone()
+        };
+        for s in sets {
+            a.extend([
+                "--set".into(),
+                s.replace("DATA", &data.display().to_string()),
+            ]);
+        }
+        a.extend(["--set".into(), "run.overwrite=true".into()]);
+        let o = run(bin().args(&a));
+        assert_eq!(o.status.code(), Some(1), "{expected}");
+        assert!(stderr(&o).contains(expected), "{expected}: {}", stderr(&o));
+    }
+}

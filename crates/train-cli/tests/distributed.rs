@@ -186,6 +186,9 @@ fn assert_same_run(single: &Path, dist: &Path, steps: usize) {
         assert_eq!(a["val"]["images"], b["val"]["images"]);
         assert_eq!(a["val"]["confusion"], b["val"]["confusion"]);
         assert_eq!(a["val"]["accuracy"], b["val"]["accuracy"]);
+        // Image <-> text retrieval (validation data with captions): every rank's
+        // embeddings.
+        assert_eq!(a["val"]["retrieval"], b["val"]["retrieval"]);
         let (la, lb) = (
             a["val"]["loss"].as_f64().unwrap(),
             b["val"]["loss"].as_f64().unwrap(),
@@ -275,7 +278,24 @@ fn contrastive_two_ranks_equal_one_process_with_the_same_global_batch() {
     let data = data(tmp.path());
     let tok = root().join("tests/fixtures/model/tokenizer/tokenizer.json");
     let tok = format!("model.tokenizer={:?}", tok.display().to_string());
+    // Validation images with captions: retrieval over embeddings from both ranks.
+    let mut csv = String::from("path,label,caption\n");
+    for (class, words) in [
+        ("cat", "red across"),
+        ("dog", "green down"),
+        ("fox", "blue"),
+    ] {
+        for i in 0..3 {
+            csv.push_str(&format!("{class}/{i}.png,{class},{words} {i}\n"));
+        }
+    }
+    std::fs::write(data.join("val.csv"), csv).unwrap();
+    let val = format!(
+        "data.val={{kind=\"csv\", path={:?}, caption_column=\"caption\"}}",
+        data.join("val.csv").display().to_string()
+    );
     let sets = [
+        &val,
         "train.objective=\"contrastive\"",
         "optim.frozen_towers=[]",
         "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
@@ -288,6 +308,13 @@ fn contrastive_two_ranks_equal_one_process_with_the_same_global_batch() {
     one_process(&args(&one, &data, 8, &sets));
     two_ranks(&args(&two, &data, 4, &sets));
     assert_same_run(&one.join("smoke"), &two.join("smoke"), 8);
+    let m = metrics(&two.join("smoke"));
+    let evals = kind(&m, "eval");
+    assert!(
+        evals[0]["val"]["retrieval"]["mean_recall"].is_f64(),
+        "{}",
+        evals[0]
+    );
 }
 
 #[test]

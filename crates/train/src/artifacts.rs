@@ -9,7 +9,8 @@ use tch::nn;
 
 use clip_data::{Normalize, Pipeline, SourceConfig};
 use clip_model::{
-    ClipClassifier, ClipModel, HeadKind, ModelFiles, ParamReport, save_peft_adapter, write_atomic,
+    ClipClassifier, ClipModel, ClipTokenizer, HeadKind, ModelFiles, ParamReport, save_peft_adapter,
+    write_atomic,
 };
 
 use crate::config::{DeviceChoice, RunConfig};
@@ -52,6 +53,34 @@ fn run_config_of(model_dir: &Path) -> Result<Option<RunConfig>> {
         .find(|p| p.is_file())
         .map(|p| RunConfig::load(&p, &[]))
         .transpose()
+}
+
+/// The tokenizer of the model `spec` names (an export, a checkpoint, a run
+/// folder, a pretrained folder or hub id): its `tokenizer.json`, else its run's
+/// `model.tokenizer`; an error saying so when there is none. For retrieval on
+/// data with captions.
+pub fn model_tokenizer(spec: &str, model: &ClipClassifier) -> Result<ClipTokenizer> {
+    let dir = classifier_dir(Path::new(spec)).ok();
+    let file = match dir.as_ref().map(|d| d.join("tokenizer.json")) {
+        Some(f) if f.is_file() => Some(f),
+        _ => match dir.as_deref().map(run_config_of).transpose()?.flatten() {
+            Some(cfg) => return crate::assembly::run_tokenizer(&cfg, model),
+            None => ModelFiles::resolve(spec).ok().and_then(|f| f.tokenizer),
+        },
+    };
+    let file = file.ok_or_else(|| {
+        TrainError::config(
+            "--data",
+            format!(
+                "has captions: image <-> text retrieval needs the text tower's tokenizer.json, \
+                 and {spec} has none (copy it into the model folder)"
+            ),
+        )
+    })?;
+    let text = &model.clip.config().text_config;
+    let tok = ClipTokenizer::from_file(&file, text.max_position_embeddings as usize)?;
+    tok.check_end_of_text(text.eos_token_id)?;
+    Ok(tok)
 }
 
 /// Where and in which precision a command runs a model.

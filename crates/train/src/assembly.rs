@@ -13,7 +13,7 @@ use clip_model::{
 use clip_optim::{GroupReport, ParamGroup, TensorRow};
 use serde::Serialize;
 
-use crate::config::RunConfig;
+use crate::config::{Objective, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::policies::apply_unfreeze;
 
@@ -92,14 +92,45 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     }
     let all = Dataset::load(train_src, "data.train")?;
     report_skipped("data.train", &all);
-    check_classes("data.train", &all)?;
+    if all.has_labels() {
+        check_classes("data.train", &all)?;
+    } else if cfg.train.objective != Objective::Contrastive {
+        return Err(TrainError::config(
+            "data.train",
+            "holds image-caption pairs without labels: train them with \
+             train.objective = \"contrastive\" (cross-entropy needs a label per image)",
+        ));
+    }
     let (train, val) = match &d.val {
         Some(v) => {
             let val = Dataset::load(v, "data.val")?;
             report_skipped("data.val", &val);
-            // Matched by name: the same classes in another order, or a subset.
-            let val = val.with_classes(all.classes(), "data.val")?;
+            if !val.has_labels() {
+                return Err(TrainError::config(
+                    "data.val",
+                    "has no labels: a run is evaluated (and its checkpoints chosen) by \
+                     zero-shot classification of labelled validation images, with \
+                     image <-> text retrieval besides when they also have captions; \
+                     retrieval alone is not supported (give a label column, or .cls members)",
+                ));
+            }
+            let val = match all.has_labels() {
+                // Matched by name: the same classes in another order, or a subset.
+                true => val.with_classes(all.classes(), "data.val")?,
+                // Image-caption training: the classes are the validation data's.
+                false => {
+                    check_classes("data.val", &val)?;
+                    val
+                }
+            };
             (all, val)
+        }
+        None if !all.has_labels() => {
+            return Err(TrainError::config(
+                "data.val",
+                "is required: data.train holds image-caption pairs without labels, and the \
+                 classes the fine-tuned model classifies come from labelled validation data",
+            ));
         }
         None => all.split_stratified(d.val_fraction, cfg.run.seed)?,
     };
@@ -116,6 +147,15 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
         ));
     }
     Ok((train, val))
+}
+
+/// The classes a run's model classifies: the training data's, or for
+/// image-caption training data without labels the validation data's.
+pub fn run_classes(train: &Dataset, val: &Dataset) -> Vec<String> {
+    match train.has_labels() {
+        true => train.classes().to_vec(),
+        false => val.classes().to_vec(),
+    }
 }
 
 /// A missing source path, named with its key and what it should hold.
@@ -402,8 +442,8 @@ pub struct Inspection {
 /// Builds the model and groups a config would train, without training.
 pub fn inspect_config(cfg: &RunConfig) -> Result<Inspection> {
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let (train, _) = load_datasets(cfg)?;
-    let model = build_model(cfg, &vs, train.classes().to_vec())?;
+    let (train, val) = load_datasets(cfg)?;
+    let model = build_model(cfg, &vs, run_classes(&train, &val))?;
     let (groups, trained) = param_groups(cfg, &model)?;
     let layers = model.clip.config().vision_config.num_hidden_layers as u32;
     apply_unfreeze(

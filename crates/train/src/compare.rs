@@ -16,7 +16,7 @@ use tch::nn;
 use clip_model::{ClipClassifier, HeadInit, HeadKind, ModelFiles};
 
 use crate::artifacts::{Placement, load_classifier};
-use crate::assembly::{build_model, eval_loader, load_datasets, pipelines};
+use crate::assembly::{build_model, eval_loader, load_datasets, pipelines, run_classes};
 use crate::config::{CompareMethod, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::evaluation::evaluate;
@@ -466,7 +466,7 @@ pub fn compare(
     };
     let methods = cfg.compare.methods.clone();
     let setup = Setup {
-        classes: train_ds.classes().to_vec(),
+        classes: run_classes(&train_ds, &val_ds),
         val: val_ds,
         cfg,
         config_path,

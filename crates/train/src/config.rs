@@ -406,6 +406,9 @@ pub enum Metric {
     Accuracy,
     Top5,
     Loss,
+    /// The mean of image -> text and text -> image recall at 1, 5 and 10
+    /// (validation data with captions).
+    MeanRecall,
 }
 
 impl Metric {
@@ -414,6 +417,7 @@ impl Metric {
             Metric::Accuracy => "accuracy",
             Metric::Top5 => "top5",
             Metric::Loss => "loss",
+            Metric::MeanRecall => "mean_recall",
         }
     }
 

@@ -27,7 +27,10 @@ impl CorruptImages {
         let classes = ds.classes().to_vec();
         let mut class_sizes = vec![0; classes.len()];
         for i in 0..ds.len() {
-            class_sizes[ds.label(i)] += 1;
+            // Image-caption data without labels has no classes.
+            if let Some(n) = class_sizes.get_mut(ds.label(i)) {
+                *n += 1;
+            }
         }
         Self {
             key,

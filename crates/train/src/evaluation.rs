@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clip_data::{
     Batch, DeviceBatch, DeviceBatches, Loader, Pipeline, Replaced, RgbImage, SampleRng,
 };
-use clip_model::{ClipClassifier, Pass};
+use clip_model::{ClipClassifier, ClipTokenizer, Pass, l2_normalize};
 
 use crate::artifacts::Placement;
 use crate::config::Metric;
@@ -45,6 +45,9 @@ pub struct EvalReport {
     pub macro_f1: f64,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<u64>>,
+    /// Image <-> text retrieval over the images' captions (image-caption data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<Retrieval>,
 }
 
 impl EvalReport {
@@ -53,7 +56,71 @@ impl EvalReport {
             Metric::Accuracy => self.accuracy,
             Metric::Top5 => self.top5,
             Metric::Loss => self.loss,
+            // Checked when the run is built: its validation data has captions.
+            Metric::MeanRecall => self.retrieval.as_ref().map_or(f64::NAN, |r| r.mean_recall),
         }
+    }
+}
+
+/// Recall at 1, 5 and 10: the share of queries whose own match is among the
+/// first k results.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RecallAt {
+    pub r1: f64,
+    pub r5: f64,
+    pub r10: f64,
+}
+
+/// Image <-> text retrieval on image-caption pairs (each image's own caption is
+/// its one match), as open_clip's `get_clip_metrics`: every image ranks all the
+/// captions by cosine similarity, every caption all the images. A tie with the
+/// match counts for the match.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Retrieval {
+    pub image_to_text: RecallAt,
+    pub text_to_image: RecallAt,
+    /// The mean of the six recalls (`train.early_stopping.metric = "mean_recall"`).
+    pub mean_recall: f64,
+}
+
+impl Retrieval {
+    /// From L2-normalised image and text embeddings, row `i` of each a pair.
+    pub fn of(image: &Tensor, text: &Tensor) -> Result<Self> {
+        let ranks = |queries: &Tensor, keys: &Tensor| -> Result<Vec<i64>> {
+            let n = queries.size()[0];
+            let mut out = Vec::with_capacity(n as usize);
+            // Chunks of queries: a similarity matrix of 1,024 rows at a time.
+            for start in (0..n).step_by(1024) {
+                let len = (n - start).min(1024);
+                let sims = queries.narrow(0, start, len).f_matmul(&keys.tr())?;
+                let own = Tensor::arange_start(start, start + len, (Kind::Int64, sims.device()));
+                let matched = sims.gather(1, &own.unsqueeze(1), false);
+                let better = sims
+                    .gt_tensor(&matched)
+                    .sum_dim_intlist(1, false, Kind::Int64);
+                out.extend(Vec::<i64>::try_from(better)?);
+            }
+            Ok(out)
+        };
+        let at = |ranks: &[i64]| {
+            let share = |k: i64| {
+                ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len().max(1) as f64
+            };
+            RecallAt {
+                r1: share(1),
+                r5: share(5),
+                r10: share(10),
+            }
+        };
+        let (image, text) = (image.to_kind(Kind::Float), text.to_kind(Kind::Float));
+        let i2t = at(&ranks(&image, &text)?);
+        let t2i = at(&ranks(&text, &image)?);
+        let mean_recall = (i2t.r1 + i2t.r5 + i2t.r10 + t2i.r1 + t2i.r5 + t2i.r10) / 6.0;
+        Ok(Self {
+            image_to_text: i2t,
+            text_to_image: t2i,
+            mean_recall,
+        })
     }
 }
 
@@ -75,15 +142,22 @@ pub fn evaluate(
     device: Device,
     on_batch: impl FnMut(&Batch, &Tensor) -> Result<()>,
 ) -> Result<EvalReport> {
-    Ok(
-        EvalCounts::collect(model, loader, precision, device, on_batch)?
-            .report(model.class_names()),
-    )
+    EvalCounts::collect(model, loader, precision, device, None, on_batch)?
+        .report(model.class_names())
+}
+
+/// Image and caption embeddings of an image-caption evaluation set: row `i` is
+/// the dataset's item `i` (zero on the rows another rank embeds, until
+/// [`EvalCounts::sum_over`]).
+#[derive(Debug)]
+pub struct Embeddings {
+    pub image: Tensor,
+    pub text: Tensor,
 }
 
 /// The sums an [`EvalReport`] is made of: exact counts that add over the shards
 /// of a data-parallel evaluation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct EvalCounts {
     /// Sum of the per-image cross-entropies.
     pub loss_sum: f64,
@@ -93,25 +167,43 @@ pub struct EvalCounts {
     pub confusion: Vec<Vec<u64>>,
     /// Unreadable images the loader replaced (`on_corrupt = "skip"`).
     pub replaced: Vec<Replaced>,
+    /// For retrieval, when the data has captions and a tokenizer was given.
+    pub embeddings: Option<Embeddings>,
 }
 
 impl EvalCounts {
     /// Counts over every batch of `loader` (epoch 0, in order; a sharded loader's
-    /// placeholders are skipped).
+    /// placeholders are skipped). With `captions` (a tokenizer) and data that
+    /// has captions, also the embeddings that image <-> text retrieval ranks.
     pub fn collect(
         model: &ClipClassifier,
         loader: &Loader,
         precision: Precision,
         device: Device,
+        captions: Option<&ClipTokenizer>,
         mut on_batch: impl FnMut(&Batch, &Tensor) -> Result<()>,
     ) -> Result<Self> {
         let classes = model.class_names().len();
+        let data = loader.dataset();
+        let retrieval = captions.filter(|_| data.has_captions());
+        let embeddings = match retrieval {
+            Some(_) => {
+                let dim = model.clip.config().projection_dim;
+                let zeros = || Tensor::zeros([data.len() as i64, dim], (Kind::Float, Device::Cpu));
+                Some(Embeddings {
+                    image: zeros(),
+                    text: zeros(),
+                })
+            }
+            None => None,
+        };
         let mut c = Self {
             loss_sum: 0.0,
             top5: 0,
             images: 0,
             confusion: vec![vec![0u64; classes]; classes],
             replaced: Vec::new(),
+            embeddings,
         };
         let mut batches = DeviceBatches::new(loader.epoch(0, 0), device);
         while let Some(b) = batches.next() {
@@ -123,9 +215,33 @@ impl EvalCounts {
             if batch.placeholder {
                 continue;
             }
-            let logits =
-                tch::no_grad(|| precision.autocast(device, || model.forward(&x, Pass::eval())))??
-                    .to_kind(Kind::Float);
+            let (logits, image_embeds) = tch::no_grad(|| {
+                precision.autocast(device, || model.forward_with_embeds(&x, Pass::eval()))
+            })??;
+            let logits = logits.to_kind(Kind::Float);
+            if let (Some(tok), Some(e)) = (retrieval, c.embeddings.as_mut()) {
+                let image = image_embeds.ok_or_else(|| {
+                    TrainError::config(
+                        "model.head.kind",
+                        "retrieval needs CLIP's image embeddings: the \"cosine\" head",
+                    )
+                })?;
+                let captions: Vec<&str> = batch
+                    .indices
+                    .iter()
+                    .map(|&i| data.caption(i).unwrap_or_default())
+                    .collect();
+                let ids = tok.encode(&captions)?.to_device(device);
+                let text = tch::no_grad(|| {
+                    precision.autocast(device, || model.clip.text_features(&ids))
+                })??;
+                let rows = Tensor::from_slice(
+                    &batch.indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                );
+                let cpu = |t: &Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
+                e.image = e.image.index_copy(0, &rows, &cpu(&image));
+                e.text = e.text.index_copy(0, &rows, &cpu(&l2_normalize(&text)));
+            }
             // The next batch goes up while the device computes this one.
             batches.prefetch();
             if !bool::try_from(logits.isfinite().all())? {
@@ -155,9 +271,19 @@ impl EvalCounts {
 
     /// Replaces the counts with their sums over the ranks (`sum` sums a vector of
     /// f64 in place: exact for counts below 2^53).
+    /// The embeddings (each row from the one rank that embedded it, the others'
+    /// rows zero) are summed too.
     pub fn sum_over(&mut self, sum: impl FnOnce(&mut [f64]) -> Result<()>) -> Result<()> {
         let mut v = vec![self.loss_sum, self.top5 as f64, self.images as f64];
         v.extend(self.confusion.iter().flatten().map(|&x| x as f64));
+        let counts = v.len();
+        if let Some(e) = &self.embeddings {
+            for t in [&e.image, &e.text] {
+                v.extend(Vec::<f64>::try_from(
+                    t.flatten(0, -1).to_kind(Kind::Double),
+                )?);
+            }
+        }
         sum(&mut v)?;
         self.loss_sum = v[0];
         self.top5 = v[1] as u64;
@@ -165,10 +291,21 @@ impl EvalCounts {
         for (dst, &src) in self.confusion.iter_mut().flatten().zip(&v[3..]) {
             *dst = src as u64;
         }
+        if let Some(e) = &mut self.embeddings {
+            let size = e.image.size();
+            let n = e.image.numel();
+            let back = |part: &[f64]| {
+                Tensor::from_slice(part)
+                    .to_kind(Kind::Float)
+                    .view(size.as_slice())
+            };
+            e.image = back(&v[counts..counts + n]);
+            e.text = back(&v[counts + n..counts + 2 * n]);
+        }
         Ok(())
     }
 
-    pub fn report(&self, class_names: &[String]) -> EvalReport {
+    pub fn report(&self, class_names: &[String]) -> Result<EvalReport> {
         let classes = self.confusion.len();
         let correct: u64 = (0..classes).map(|i| self.confusion[i][i]).sum();
         let per_class = self
@@ -186,7 +323,7 @@ impl EvalCounts {
         let mean = |v: &[Option<f64>]| {
             counted.iter().map(|&i| v[i].unwrap_or(0.0)).sum::<f64>() / counted.len().max(1) as f64
         };
-        EvalReport {
+        Ok(EvalReport {
             loss: self.loss_sum / denom,
             accuracy: correct as f64 / denom,
             top5: self.top5 as f64 / denom,
@@ -199,7 +336,11 @@ impl EvalCounts {
             per_class_precision: precision,
             per_class_f1: f1,
             confusion: self.confusion.clone(),
-        }
+            retrieval: match &self.embeddings {
+                Some(e) => Some(Retrieval::of(&e.image, &e.text)?),
+                None => None,
+            },
+        })
     }
 }
 
@@ -337,7 +478,59 @@ pub fn predict_images(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Recall at k as open_clip's `get_clip_metrics` computes it: each query's
+    /// position in `argsort(similarities, descending)`, written out per query.
+    fn argsort_recall(queries: &Tensor, keys: &Tensor, k: usize) -> f64 {
+        let sims = Vec::<Vec<f32>>::try_from(queries.matmul(&keys.tr())).unwrap();
+        let hits = sims
+            .iter()
+            .enumerate()
+            .filter(|(i, row)| {
+                let mut order: Vec<usize> = (0..row.len()).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                order.iter().position(|j| j == i).unwrap() < k
+            })
+            .count();
+        hits as f64 / sims.len() as f64
+    }
+
+    #[test]
+    fn retrieval_recall_ranks_each_pair_among_all() {
+        // 3 pairs in 2-d: image 0's own caption ranks 2nd (caption 1 is nearer);
+        // image 2 is as near caption 0 as its own (a tie counts for the match);
+        // caption 0's own image ranks 3rd; the other pairs are each other's nearest.
+        let image = Tensor::from_slice(&[1.0f32, 0.0, 0.8, 0.6, 0.0, 1.0]).view([3, 2]);
+        let text = Tensor::from_slice(&[0.6f32, 0.8, 0.9, 0.436, -0.6, 0.8]).view([3, 2]);
+        let r = Retrieval::of(&image, &text).unwrap();
+        assert_eq!(r.image_to_text.r1, 2.0 / 3.0);
+        assert_eq!(r.text_to_image.r1, 2.0 / 3.0);
+        assert_eq!(r.text_to_image.r5, 1.0);
+        assert_eq!((r.image_to_text.r5, r.text_to_image.r5), (1.0, 1.0));
+        // 1,500 random pairs (chunks of 1,024 queries), against the argsort count.
+        tch::manual_seed(0);
+        let n = |t: Tensor| l2_normalize(&t);
+        let image = n(Tensor::randn([1500, 8], (Kind::Float, Device::Cpu)));
+        let text = n(&image + Tensor::randn([1500, 8], (Kind::Float, Device::Cpu)) * 0.3);
+        let r = Retrieval::of(&image, &text).unwrap();
+        for (at, q, k) in [
+            (r.image_to_text, &image, &text),
+            (r.text_to_image, &text, &image),
+        ] {
+            assert_eq!(at.r1, argsort_recall(q, k, 1));
+            assert_eq!(at.r5, argsort_recall(q, k, 5));
+            assert_eq!(at.r10, argsort_recall(q, k, 10));
+            assert!(at.r1 > 0.0 && at.r1 < at.r10 && at.r10 < 1.0, "{at:?}");
+        }
+        let mean = [r.image_to_text, r.text_to_image]
+            .iter()
+            .map(|a| a.r1 + a.r5 + a.r10)
+            .sum::<f64>()
+            / 6.0;
+        assert!((r.mean_recall - mean).abs() < 1e-12);
+    }
 
     /// Precision, recall and F1 per class and their macro means, as scikit-learn's
     /// `precision_recall_fscore_support(average="macro", zero_division=0)` counts
@@ -356,9 +549,10 @@ mod tests {
                 vec![0, 0, 0, 0],
             ],
             replaced: Vec::new(),
+            embeddings: None,
         };
         let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
-        let r = counts.report(&names);
+        let r = counts.report(&names).unwrap();
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         let p = [Some(0.75), Some(2.0 / 3.0), None, Some(0.0)];
         let f = [Some(0.75), Some(4.0 / 7.0), None, Some(0.0)];

@@ -49,7 +49,8 @@ mod wise_ft;
 
 pub use artifacts::{
     Placement, classifier_dir, eval_pipeline_for, evaluate_test, export, load_classifier,
-    load_classifier_from, model_report, preprocessor_json, source_from_path, test_set,
+    load_classifier_from, model_report, model_tokenizer, preprocessor_json, source_from_path,
+    test_set,
 };
 pub use assembly::{
     Inspection, build_model, classifier_from_pretrained, eval_loader, image_size_of,
@@ -66,7 +67,8 @@ pub use config::{
 pub use data_parallel::DataParallel;
 pub use error::{Result, TrainError};
 pub use evaluation::{
-    EvalCounts, EvalReport, Prediction, Scored, evaluate, predict_images, predictions,
+    Embeddings, EvalCounts, EvalReport, Prediction, RecallAt, Retrieval, Scored, evaluate,
+    predict_images, predictions,
 };
 pub use loss::{Targets, contrastive_loss, cross_entropy};
 pub use mixed_precision::{MixedPrecision, StepDecision};

@@ -211,6 +211,17 @@ fn eval_line(r: &EvalRecord) -> String {
         r.val.top5 * 100.0,
         r.val.macro_f1 * 100.0
     );
+    if let Some(t) = &r.val.retrieval {
+        s.push_str(&format!(
+            " | image->text R@1/5/10 {:.1}/{:.1}/{:.1}% text->image {:.1}/{:.1}/{:.1}%",
+            t.image_to_text.r1 * 100.0,
+            t.image_to_text.r5 * 100.0,
+            t.image_to_text.r10 * 100.0,
+            t.text_to_image.r1 * 100.0,
+            t.text_to_image.r5 * 100.0,
+            t.text_to_image.r10 * 100.0
+        ));
+    }
     if let Some(e) = &r.ema {
         s.push_str(&format!(" | ema acc {:.2}%", e.accuracy * 100.0));
     }
@@ -250,6 +261,7 @@ impl Observer for Log {
                 accuracy = r.val.accuracy,
                 top5 = r.val.top5,
                 ema_accuracy = r.ema.as_ref().map(|e| e.accuracy),
+                mean_recall = r.val.retrieval.as_ref().map(|t| t.mean_recall),
                 "eval"
             ),
             Event::Checkpoint(p) => tracing::info!(path = %p.display(), "checkpoint"),

@@ -325,13 +325,25 @@ impl TensorBoard {
     }
 }
 
-fn eval_scalars(prefix: &str, r: &EvalReport) -> [(String, f64); 4] {
-    [
+fn eval_scalars(prefix: &str, r: &EvalReport) -> Vec<(String, f64)> {
+    let mut v = vec![
         (format!("{prefix}/loss"), r.loss),
         (format!("{prefix}/accuracy"), r.accuracy),
         (format!("{prefix}/top5"), r.top5),
         (format!("{prefix}/macro_f1"), r.macro_f1),
-    ]
+    ];
+    if let Some(t) = &r.retrieval {
+        for (dir, at) in [
+            ("image_to_text", t.image_to_text),
+            ("text_to_image", t.text_to_image),
+        ] {
+            for (k, x) in [("r1", at.r1), ("r5", at.r5), ("r10", at.r10)] {
+                v.push((format!("{prefix}/{dir}_{k}"), x));
+            }
+        }
+        v.push((format!("{prefix}/mean_recall"), t.mean_recall));
+    }
+    v
 }
 
 impl Observer for TensorBoard {
@@ -351,7 +363,7 @@ impl Observer for TensorBoard {
                 self.scalars(m.step, &v)
             }
             Event::Eval(r) => {
-                let mut v: Vec<(String, f64)> = eval_scalars("val", &r.val).into();
+                let mut v = eval_scalars("val", &r.val);
                 if let Some(e) = &r.ema {
                     v.extend(eval_scalars("val_ema", e));
                 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tch::{Device, Tensor, nn};
 
-use clip_data::{Batch, DeviceBatch, DeviceBatches, Loader, SampleRng};
+use clip_data::{Batch, Dataset, DeviceBatch, DeviceBatches, Loader, SampleRng};
 use clip_model::{ClipClassifier, ClipTokenizer, Pass, Tower, write_safetensors};
 use clip_optim::{AdamW, GroupReport, LrSchedule};
 
@@ -41,14 +41,14 @@ struct StepOutcome {
     stepped: bool,
 }
 
-/// FLYP's captions (`train.objective = "contrastive"`): every class name in every
-/// template, tokenized once; a sample's template is drawn from its own stream of
-/// `(seed, epoch, index)`.
-struct Captions {
-    tokenizer: ClipTokenizer,
-    templates: Vec<String>,
-    /// `[classes * templates, context]`, row `class * templates + template`.
-    ids: Tensor,
+/// The contrastive objective's captions (`train.objective = "contrastive"`).
+enum Captions {
+    /// FLYP: every class name in every template, tokenized once
+    /// (`[classes * templates, context]`, row `class * templates + template`); a
+    /// sample's template is drawn from its own stream of `(seed, epoch, index)`.
+    Templates { count: usize, ids: Tensor },
+    /// Image-caption data: each image's own caption.
+    Data,
 }
 
 /// The random stream of a sample's caption template (apart from its
@@ -56,8 +56,8 @@ struct Captions {
 const CAPTION_STREAM: u64 = 1 << 62;
 
 impl Captions {
-    fn new(
-        tokenizer: ClipTokenizer,
+    fn templates(
+        tokenizer: &ClipTokenizer,
         templates: &[String],
         classes: &[String],
         device: Device,
@@ -67,28 +67,45 @@ impl Captions {
             .flat_map(|c| templates.iter().map(move |t| t.replace("{}", c)))
             .collect();
         let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let ids = tokenizer.encode(&refs)?.to_device(device);
-        Ok(Self {
-            tokenizer,
-            templates: templates.to_vec(),
-            ids,
+        Ok(Self::Templates {
+            count: templates.len(),
+            ids: tokenizer.encode(&refs)?.to_device(device),
         })
     }
 
-    /// The token ids of the batch's captions.
-    fn of(&self, batch: &Batch, seed: u64) -> Tensor {
-        let t = self.templates.len();
-        let rows: Vec<i64> = batch
-            .labels
-            .iter()
-            .zip(&batch.indices)
-            .map(|(&label, &i)| {
-                let mut rng = SampleRng::new(seed, batch.epoch, CAPTION_STREAM | i as u64);
-                label * t as i64 + rng.int_range(0, t as i64 - 1)
-            })
-            .collect();
-        let rows = Tensor::from_slice(&rows).to_device(self.ids.device());
-        self.ids.index_select(0, &rows)
+    /// The token ids of the batch's captions (`data`: the training data).
+    fn of(
+        &self,
+        batch: &Batch,
+        seed: u64,
+        data: &Dataset,
+        tokenizer: &ClipTokenizer,
+        device: Device,
+    ) -> Result<Tensor> {
+        match self {
+            Self::Templates { count, ids } => {
+                let t = *count as i64;
+                let rows: Vec<i64> = batch
+                    .labels
+                    .iter()
+                    .zip(&batch.indices)
+                    .map(|(&label, &i)| {
+                        let mut rng = SampleRng::new(seed, batch.epoch, CAPTION_STREAM | i as u64);
+                        label * t + rng.int_range(0, t - 1)
+                    })
+                    .collect();
+                let rows = Tensor::from_slice(&rows).to_device(ids.device());
+                Ok(ids.index_select(0, &rows))
+            }
+            Self::Data => {
+                let texts: Vec<&str> = batch
+                    .indices
+                    .iter()
+                    .map(|&i| data.caption(i).unwrap_or_default())
+                    .collect();
+                Ok(tokenizer.encode(&texts)?.to_device(device))
+            }
+        }
     }
 }
 
@@ -118,6 +135,9 @@ pub struct Trainer {
     corrupt: (CorruptImages, CorruptImages),
     /// The contrastive objective's captions.
     captions: Option<Captions>,
+    /// The text tower's tokenizer, in contrastive runs and for retrieval on
+    /// validation data with captions.
+    tokenizer: Option<ClipTokenizer>,
 }
 
 impl Trainer {
@@ -223,7 +243,11 @@ impl Trainer {
                     self.loss(&logits, batch, y)
                 }
                 Some(c) => {
-                    let ids = c.of(batch, self.cfg.run.seed);
+                    let tok = self.tokenizer.as_ref().ok_or_else(|| {
+                        TrainError::config("model.tokenizer", "a contrastive run needs one")
+                    })?;
+                    let data = self.train.dataset();
+                    let ids = c.of(batch, self.cfg.run.seed, data, tok, self.device)?;
                     let clip = &self.model.clip;
                     let out = clip.forward(x, &ids, Pass::train().tape(tape))?;
                     let (image, text) = match &self.dp {
@@ -248,17 +272,18 @@ impl Trainer {
     /// tower as it is now, for the trained weights and for their EMA (before every
     /// evaluation and checkpoint); the logit scale is the trained weights'.
     fn refresh_heads(&mut self) -> Result<()> {
-        let Some(c) = &self.captions else {
+        let (Some(_), Some(tok)) = (&self.captions, &self.tokenizer) else {
             return Ok(());
         };
+        let templates = &self.cfg.model.head.templates;
         if let Some(e) = &self.ema {
             // The EMA's head from the EMA's text tower.
             e.swap();
-            let made = self.model.init_zero_shot(&c.tokenizer, &c.templates);
+            let made = self.model.init_zero_shot(tok, templates);
             e.swap();
             made?;
         }
-        self.model.init_zero_shot(&c.tokenizer, &c.templates)?;
+        self.model.init_zero_shot(tok, templates)?;
         Ok(())
     }
 
@@ -275,13 +300,19 @@ impl Trainer {
     /// run, the counts summed: every image counted once).
     fn evaluate_model(&mut self) -> Result<EvalReport> {
         let prec = self.amp.precision();
-        let mut counts =
-            EvalCounts::collect(&self.model, &self.val, prec, self.device, |_, _| Ok(()))?;
+        let mut counts = EvalCounts::collect(
+            &self.model,
+            &self.val,
+            prec,
+            self.device,
+            self.tokenizer.as_ref(),
+            |_, _| Ok(()),
+        )?;
         self.corrupt.1.record(&counts.replaced)?;
         if let Some(dp) = &self.dp {
             counts.sum_over(|v| dp.sum(v))?;
         }
-        Ok(counts.report(self.model.class_names()))
+        counts.report(self.model.class_names())
     }
 
     fn evaluate(&mut self) -> Result<(EvalReport, Option<EvalReport>)> {

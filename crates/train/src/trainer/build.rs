@@ -7,14 +7,14 @@ use std::sync::atomic::AtomicBool;
 use tch::{Device, nn};
 
 use clip_data::Loader;
-use clip_model::ClipClassifier;
+use clip_model::{ClipClassifier, HeadKind};
 use clip_optim::AdamW;
 
 use super::{Captions, Trainer};
 use crate::assembly::{
-    build_model, eval_loader, load_datasets, param_groups, pipelines, run_tokenizer,
+    build_model, eval_loader, load_datasets, param_groups, pipelines, run_classes, run_tokenizer,
 };
-use crate::config::{Objective, RunConfig};
+use crate::config::{Metric, Objective, RunConfig};
 use crate::corrupt::CorruptImages;
 use crate::data_parallel::{DataParallel, is_main};
 use crate::ema::Ema;
@@ -135,7 +135,7 @@ impl Trainer {
         }
         tch::manual_seed(cfg.run.seed as i64);
         let (train_ds, val_ds) = load_datasets(&cfg)?;
-        let classes = train_ds.classes().to_vec();
+        let classes = run_classes(&train_ds, &val_ds);
         let vs = nn::VarStore::new(device);
         let model = match &resume {
             Some(ckpt) => {
@@ -268,22 +268,56 @@ impl Trainer {
             }
             state.checkpoints.retain(|c| folder.has_checkpoint(&c.name));
         }
-        let captions = match cfg.train.objective {
-            Objective::CrossEntropy => None,
-            Objective::Contrastive => {
+        // Validation data with captions: image <-> text retrieval too.
+        let retrieval = val.dataset().has_captions();
+        if retrieval && model.kind() == HeadKind::Hf {
+            return Err(TrainError::config(
+                "data.val",
+                "has captions: image <-> text retrieval needs the text tower, which \
+                 model.head.kind = \"hf\" leaves out (use \"cosine\", or data without captions)",
+            ));
+        }
+        for (key, metric) in [
+            ("train.checkpoints.metric", cfg.train.checkpoints.metric),
+            (
+                "train.early_stopping.metric",
+                cfg.train
+                    .early_stopping
+                    .map_or(Metric::Accuracy, |e| e.metric),
+            ),
+        ] {
+            if metric == Metric::MeanRecall && !retrieval {
+                return Err(TrainError::config(
+                    key,
+                    "\"mean_recall\" is image <-> text retrieval: data.val needs captions \
+                     (e.g. a CSV with caption_column)",
+                ));
+            }
+        }
+        let contrastive = cfg.train.objective == Objective::Contrastive;
+        let tokenizer = match contrastive || retrieval {
+            true => Some(run_tokenizer(&cfg, &model)?),
+            false => None,
+        };
+        let captions = match (&tokenizer, contrastive) {
+            (Some(tok), true) => {
                 if cfg.optim.frozen_towers.contains(&clip_model::Tower::Text) {
                     tracing::warn!(
                         "train.objective = \"contrastive\" with the text tower in optim.frozen_towers: \
                          only the image side trains (FLYP trains both: optim.frozen_towers = [])"
                     );
                 }
-                Some(Captions::new(
-                    run_tokenizer(&cfg, &model)?,
-                    &cfg.model.head.templates,
-                    model.class_names(),
-                    device,
-                )?)
+                Some(match train.dataset().has_captions() {
+                    true => Captions::Data,
+                    false => Captions::templates(
+                        tok,
+                        &cfg.model.head.templates,
+                        model.class_names(),
+                        device,
+                    )?,
+                })
             }
+            _ => None,
         };
         let share = cfg.data.loader.max_corrupt_share;
         let corrupt = (
@@ -312,6 +346,7 @@ impl Trainer {
             dp: None,
             corrupt,
             captions,
+            tokenizer,
         };
         me.apply_unfreeze(me.state.epoch);
         Ok(me)
