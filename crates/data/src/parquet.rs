@@ -128,16 +128,17 @@ fn open(path: &Path) -> Result<SerializedFileReader<File>, DataError> {
     SerializedFileReader::new(f).map_err(|e| parquet_error(path, e))
 }
 
-/// A projection of the file's schema on one top-level column.
-fn projection(reader: &SerializedFileReader<File>, column: &str) -> Option<Type> {
+/// A projection of the file's schema on top-level `columns` (in the file's order).
+fn projection(reader: &SerializedFileReader<File>, columns: &[&str]) -> Option<Type> {
     let schema = reader.metadata().file_metadata().schema();
-    let field = schema
+    let fields: Vec<_> = schema
         .get_fields()
         .iter()
-        .find(|f| f.name() == column)?
-        .clone();
+        .filter(|f| columns.contains(&f.name()))
+        .cloned()
+        .collect();
     Type::group_type_builder(schema.name())
-        .with_fields(vec![field])
+        .with_fields(fields)
         .build()
         .ok()
 }
@@ -213,27 +214,34 @@ fn hf_class_names(reader: &SerializedFileReader<File>, column: &str) -> Option<V
         .collect()
 }
 
-/// What [`index`] gives: the files, each sample's label, the class names, and
-/// the rows left out with the reason.
+/// What [`index`] gives: the files, each sample's label, the class names, the
+/// captions (with a caption column), and the rows left out with the reason.
 pub(crate) type Indexed = (
     ParquetFiles,
     Vec<usize>,
     Vec<String>,
+    Option<Vec<String>>,
     Vec<(PathBuf, String)>,
 );
 
 /// Indexes `paths`: per row with a label, where it lies; the class names (given,
 /// else the `ClassLabel` names of the metadata, else the sorted string labels,
-/// else `"0"`..`"max"`).
+/// else `"0"`..`"max"`). With `caption_column`, each row's caption too (rows
+/// without one are left out), and the label column is optional: without it the
+/// data has no classes (labels all 0).
 pub(crate) fn index(
     paths: Vec<PathBuf>,
     image_column: &str,
     label_column: &str,
+    caption_column: Option<&str>,
     class_names: Option<&[String]>,
     key: &str,
 ) -> Result<Indexed, DataError> {
     let mut items = Vec::new();
     let mut raw = Vec::new();
+    let mut captions = Vec::new();
+    // Image-caption files may have no label column (decided by the first file).
+    let mut labelled = true;
     let mut skipped = Vec::new();
     let mut group_rows = Vec::new();
     let mut group_base = Vec::new();
@@ -242,10 +250,17 @@ pub(crate) fn index(
     for (f, path) in paths.iter().enumerate() {
         let reader = open(path)?;
         let cols = columns(&reader);
-        for (what, c) in [
-            ("image_column", image_column),
-            ("label_column", label_column),
-        ] {
+        if f == 0 && caption_column.is_some() {
+            labelled = cols.iter().any(|n| n == label_column);
+        }
+        let mut needed = vec![("image_column", image_column)];
+        if labelled {
+            needed.push(("label_column", label_column));
+        }
+        if let Some(c) = caption_column {
+            needed.push(("caption_column", c));
+        }
+        for (what, c) in needed {
             if !cols.iter().any(|n| n == c) {
                 return Err(DataError::config(
                     format!("{key}.{what}"),
@@ -268,7 +283,11 @@ pub(crate) fn index(
             .collect();
         group_base.push(groups);
         groups += rows.len();
-        let proj = projection(&reader, label_column);
+        let wanted: Vec<&str> = [labelled.then_some(label_column), caption_column]
+            .into_iter()
+            .flatten()
+            .collect();
+        let proj = projection(&reader, &wanted);
         let mut iter = reader
             .get_row_iter(proj)
             .map_err(|e| parquet_error(path, e))?;
@@ -278,15 +297,36 @@ pub(crate) fn index(
                     .next()
                     .ok_or_else(|| parquet_error(path, "fewer rows than its metadata says"))?
                     .map_err(|e| parquet_error(path, e))?;
-                let label = row.get_column_iter().next().and_then(|(_, f)| label_of(f));
-                match label {
-                    Some(l) => {
+                let cell = |column: &str| {
+                    row.get_column_iter()
+                        .find(|(name, _)| name.as_str() == column)
+                        .map(|(_, f)| f)
+                };
+                let label = match labelled {
+                    true => cell(label_column).and_then(label_of),
+                    false => Some(RawLabel::default()),
+                };
+                let caption = caption_column.map(|c| match cell(c) {
+                    Some(Field::Str(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                    _ => None,
+                });
+                let missing = match (&label, &caption) {
+                    (None, _) => Some(format!("no label in {label_column:?}")),
+                    (_, Some(None)) => Some(format!(
+                        "no caption in {:?}",
+                        caption_column.unwrap_or_default()
+                    )),
+                    _ => None,
+                };
+                match (missing, label) {
+                    (None, Some(l)) => {
                         items.push((f as u32, g as u32, r as u32));
                         raw.push(l);
+                        captions.extend(caption.flatten());
                     }
-                    None => skipped.push((
+                    (why, _) => skipped.push((
                         PathBuf::from(row_name(path, &rows, g as u32, r as u32)),
-                        format!("no label in {label_column:?}"),
+                        why.unwrap_or_default(),
                     )),
                 }
             }
@@ -296,7 +336,10 @@ pub(crate) fn index(
     if items.is_empty() {
         return Err(DataError::config(
             format!("{key}.path"),
-            "the Parquet file(s) hold no labelled row",
+            match caption_column {
+                None => "the Parquet file(s) hold no labelled row",
+                Some(_) => "the Parquet file(s) hold no row with an image and a caption",
+            },
         ));
     }
     // The ClassLabel names of the metadata stand for `class_names` when not given
@@ -304,10 +347,13 @@ pub(crate) fn index(
     let names = class_names
         .map(<[String]>::to_vec)
         .or_else(|| hf_names.filter(|_| raw.iter().all(|l| l.name.is_none())));
-    let (classes, labels) = resolve_labels(&raw, names.as_deref(), key, |i| {
-        let (f, g, r) = items[i];
-        row_name(&paths[f as usize], &group_rows[f as usize], g, r)
-    })?;
+    let (classes, labels) = match labelled {
+        true => resolve_labels(&raw, names.as_deref(), key, |i| {
+            let (f, g, r) = items[i];
+            row_name(&paths[f as usize], &group_rows[f as usize], g, r)
+        })?,
+        false => (Vec::new(), vec![0; items.len()]),
+    };
     let files = paths.len();
     Ok((
         ParquetFiles {
@@ -321,6 +367,7 @@ pub(crate) fn index(
         },
         labels,
         classes,
+        caption_column.map(|_| captions),
         skipped,
     ))
 }
@@ -343,7 +390,7 @@ impl ParquetFiles {
         let reader = self.readers.0[f as usize]
             .get_or_init(|| open(path).map(Arc::new).map_err(|e| e.to_string()))
             .clone()?;
-        let proj = projection(&reader, &self.image_column);
+        let proj = projection(&reader, &[self.image_column.as_str()]);
         let group = reader
             .get_row_group(g as usize)
             .map_err(|e| format!("{}: row group {g}: {e}", path.display()))?;

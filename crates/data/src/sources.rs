@@ -119,6 +119,10 @@ pub enum SourceConfig {
         image_column: String,
         #[serde(default = "default_label_column")]
         label_column: String,
+        /// Image-caption data: the captions' column (string); the label column is
+        /// then optional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption_column: Option<String>,
         #[serde(default)]
         class_names: Option<Vec<String>>,
     },
@@ -268,22 +272,22 @@ impl Dataset {
                 path,
                 image_column,
                 label_column,
+                caption_column,
                 class_names,
             } => {
                 let files = crate::packed::expand_files(path, key, "parquet")?;
-                let (files, labels, classes, skipped) = crate::parquet::index(
+                let (files, labels, classes, captions, skipped) = crate::parquet::index(
                     files,
                     image_column,
                     label_column,
+                    caption_column.as_deref(),
                     class_names.as_deref(),
                     key,
                 )?;
-                Ok(Self::from_parts(
-                    classes,
-                    Storage::Parquet(files),
-                    labels,
-                    skipped,
-                ))
+                Ok(
+                    Self::from_parts(classes, Storage::Parquet(files), labels, skipped)
+                        .captioned(captions),
+                )
             }
         }
     }

@@ -315,7 +315,8 @@ pub(crate) fn index(
 
 /// Writes `data` as WebDataset shards `dir/{prefix}-000000.tar`, ... of
 /// `shard_size` samples: `NNNNNNNN.<ext>` (the image as stored), `NNNNNNNN.cls`
-/// (its class index) and `NNNNNNNN.txt` (its class name). Samples keep the
+/// (its class index, when labelled) and `NNNNNNNN.txt` (its caption for
+/// image-caption data, else its class name). Samples keep the
 /// source's order, or are shuffled with `shuffle`'s seed (for readers that stream
 /// shards in order). Each shard is written to a temporary name and renamed.
 /// Returns the shards written.
@@ -347,14 +348,18 @@ pub fn write_webdataset(
         for &i in chunk {
             let (bytes, ext) = data.encoded(i)?;
             let label = data.label(i);
-            let members = [
-                (ext, bytes),
-                ("cls".to_string(), label.to_string().into_bytes()),
-                (
-                    "txt".to_string(),
-                    data.classes()[label].clone().into_bytes(),
-                ),
-            ];
+            let mut members = vec![(ext, bytes)];
+            if data.has_labels() {
+                members.push(("cls".to_string(), label.to_string().into_bytes()));
+            }
+            // `.txt`: the caption (open_clip's shards), else the class name.
+            let text = match data.caption(i) {
+                Some(c) => Some(c.to_string()),
+                None => data.classes().get(label).cloned(),
+            };
+            if let Some(t) = text {
+                members.push(("txt".to_string(), t.into_bytes()));
+            }
             for (ext, bytes) in members {
                 let mut header = tar::Header::new_gnu();
                 header.set_size(bytes.len() as u64);

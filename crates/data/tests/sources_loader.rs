@@ -196,6 +196,26 @@ fn csv_captions_with_and_without_labels() {
         ds.summary().to_string(),
         "3 images with captions in 2 classes"
     );
+    // Written as shards (`train-cli convert`): `.cls` labels and `.txt` captions,
+    // read back the same.
+    let shards = dir.path().join("shards");
+    clip_data::write_webdataset(&ds, &shards, "pairs", 2, None).unwrap();
+    let back = Dataset::load(
+        &source(&format!(
+            "kind = \"webdataset\"\npath = {}\ncaption_extension = \"txt\"\nclass_names = [\"cat\", \"dog\"]",
+            q(&shards)
+        )),
+        "data.train",
+    )
+    .unwrap();
+    assert_eq!(back.len(), 3);
+    for i in 0..3 {
+        assert_eq!(
+            (back.label(i), back.caption(i)),
+            (ds.label(i), ds.caption(i))
+        );
+        assert_eq!(back.image(i).unwrap().data, ds.image(i).unwrap().data);
+    }
     // A split keeps each image's caption.
     let (train, val) = ds.split_stratified(0.34, 0).unwrap();
     for part in [&train, &val] {
@@ -1110,5 +1130,81 @@ fn with_classes_matches_by_name_and_maps_slashes() {
             .unwrap()
             .classes(),
         &ambiguous[..1]
+    );
+}
+
+/// Hugging Face image-caption datasets as Parquet (pyarrow, as `datasets` writes
+/// them): a caption column, with or without a label column; a row without a
+/// caption is left out and named.
+#[test]
+fn parquet_captions_with_and_without_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(python.is_file(), "run scripts/setup.sh");
+    let script = r#"
+import io, sys
+import pyarrow as pa, pyarrow.parquet as pq
+from PIL import Image
+def png(shade):
+    b = io.BytesIO()
+    Image.new("RGB", (5, 3), (shade, 0, 0)).save(b, format="PNG")
+    return {"bytes": b.getvalue(), "path": None}
+images = [png(s) for s in (10, 20, 30)]
+pq.write_table(pa.table({"image": images, "text": ["a red thing", None, "darker, red"]}),
+               sys.argv[1] + "/pairs.parquet", row_group_size=2)
+pq.write_table(pa.table({"image": images, "label": [1, 0, 1], "caption": ["x", "y", "z"]}),
+               sys.argv[1] + "/labelled.parquet")
+"#;
+    let o = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let at = |f: &str| format!("{:?}", dir.path().join(f).display().to_string());
+    let ds = Dataset::load(
+        &source(&format!(
+            "kind = \"parquet\"\npath = {}\ncaption_column = \"text\"",
+            at("pairs.parquet")
+        )),
+        "data.train",
+    )
+    .unwrap();
+    assert!(!ds.has_labels());
+    assert_eq!(
+        (0..ds.len())
+            .map(|i| ds.caption(i).unwrap())
+            .collect::<Vec<_>>(),
+        ["a red thing", "darker, red"]
+    );
+    assert_eq!(ds.image(1).unwrap().data[0], 30);
+    let skipped = ds.summary().skipped;
+    assert!(
+        skipped.len() == 1
+            && skipped[0]
+                .0
+                .to_string_lossy()
+                .ends_with("pairs.parquet:row 1")
+            && skipped[0].1.contains("no caption in \"text\""),
+        "{skipped:?}"
+    );
+    let ds = Dataset::load(
+        &source(&format!(
+            "kind = \"parquet\"\npath = {}\ncaption_column = \"caption\"\nclass_names = [\"a\", \"b\"]",
+            at("labelled.parquet")
+        )),
+        "data.train",
+    )
+    .unwrap();
+    assert_eq!(ds.classes(), ["a", "b"]);
+    assert_eq!((0..3).map(|i| ds.label(i)).collect::<Vec<_>>(), [1, 0, 1]);
+    assert_eq!(ds.caption(2), Some("z"));
+    let err = load_err(&source(&format!(
+        "kind = \"parquet\"\npath = {}\ncaption_column = \"title\"",
+        at("labelled.parquet")
+    )));
+    assert!(
+        err.contains("data.train.caption_column") && err.contains("image, label, caption"),
+        "{err}"
     );
 }

@@ -523,9 +523,8 @@ pub fn convert(
     }
     let shards = clip_data::write_webdataset(&ds, output, prefix, shard_size, shuffle)?;
     eprintln!(
-        "wrote {} samples in {} classes to {} shard(s) in {}",
-        ds.len(),
-        ds.classes().len(),
+        "wrote {} to {} shard(s) in {}",
+        ds.summary(),
         shards.len(),
         output.display()
     );
@@ -536,11 +535,20 @@ pub fn convert(
         output.join(format!("{prefix}-{{000000..{last:06}}}.tar"))
     };
     // The `data.train = ...` entry (JSON strings are TOML basic strings).
-    println!(
-        "{{ kind = \"webdataset\", path = {}, class_names = {} }}",
-        serde_json::to_string(&pattern.display().to_string())?,
-        serde_json::to_string(ds.classes())?
+    let mut entry = format!(
+        "{{ kind = \"webdataset\", path = {}",
+        serde_json::to_string(&pattern.display().to_string())?
     );
+    if ds.has_labels() {
+        entry.push_str(&format!(
+            ", class_names = {}",
+            serde_json::to_string(ds.classes())?
+        ));
+    }
+    if ds.has_captions() {
+        entry.push_str(", caption_extension = \"txt\"");
+    }
+    println!("{entry} }}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -323,6 +323,7 @@ pub fn source_from_path(path: &Path) -> Result<SourceConfig> {
             path: text.to_string(),
             image_column: "image".into(),
             label_column: "label".into(),
+            caption_column: None,
             class_names: None,
         });
     }
