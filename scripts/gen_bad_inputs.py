@@ -21,7 +21,8 @@ tests/fixtures/bad_inputs/
                                        (dog/up -> ..), a link into another class
                                        (fox/from_cat.png -> ../cat/0.png), a broken link
   csv/*.csv                            extra column, empty label, missing file, wrong
-                                       header, header only, not UTF-8
+                                       header, header only, not UTF-8; image-caption
+                                       pairs (captions.csv) and an empty caption
   idx/*                                IDX files: huge dimensions, truncated data,
                                        0 rows, label count mismatch, labels skipping
                                        numbers (255 without class names)
@@ -182,6 +183,10 @@ def csv():
     write(os.path.join(c, "wrong_header.csv"), "file,class\n" + body)
     write(os.path.join(c, "header_only.csv"), "path,label\n")
     write(os.path.join(c, "not_utf8.csv"), b"path,label\n../data/good/cat/0.png,caf\xe9\n")
+    # Image-caption pairs (open_clip's filepath,title CSVs).
+    pairs = "\n".join(f"../data/good/{cls}/{i}.png,\"a {cls}, picture {i}\"" for cls in COLOURS for i in range(4))
+    write(os.path.join(c, "captions.csv"), "filepath,title\n" + pairs + "\n")
+    write(os.path.join(c, "empty_caption.csv"), "filepath,title\n" + pairs + "\n../data/good/cat/1.png,\n")
 
 
 def idx_file(dims, payload, code=0x08):

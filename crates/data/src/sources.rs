@@ -573,9 +573,10 @@ impl Dataset {
         self.labels[self.view[i]]
     }
 
-    /// Whether the items have labels (image-caption data may have none: no classes).
+    /// Whether the items have labels: image-caption data may have none (then it
+    /// has no classes).
     pub fn has_labels(&self) -> bool {
-        !self.classes.is_empty()
+        self.captions.is_none() || !self.classes.is_empty()
     }
 
     /// Whether the items have captions (image-caption data).
