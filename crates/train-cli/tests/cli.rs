@@ -1951,6 +1951,31 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
     let got = report["retrieval"]["mean_recall"].as_f64().unwrap();
     assert!((got - best).abs() < 1e-9, "eval {got} vs best {best}");
 
+    // The same pairs as `data.retrieval` beside labelled validation data without
+    // captions (open_clip's --val-data beside a zero-shot set): the same figures.
+    let mut split = base.clone();
+    let labelled = format!("{{kind=\"csv\", path={}}}", q("val.csv"));
+    split.extend([
+        "--set".into(),
+        format!("data.val={labelled}"),
+        "--set".into(),
+        format!("data.retrieval={val_src}"),
+        "--set".into(),
+        "run.overwrite=true".into(),
+    ]);
+    assert!(run(bin().args(&split)).status.success());
+    let again: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "eval")
+        .collect();
+    assert_eq!(again.len(), evals.len());
+    for (a, b) in evals.iter().zip(&again) {
+        assert_eq!(a["val"]["retrieval"], b["val"]["retrieval"]);
+        assert_eq!(a["val"]["accuracy"], b["val"]["accuracy"]);
+    }
+
     // What image-caption data without labels cannot do.
     for (sets, expected) in [
         (vec![], "`data.val`: is required"),
@@ -1961,6 +1986,10 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
         (
             vec!["data.val={kind=\"image_folder\", path=\"DATA\"}"],
             "`train.checkpoints.metric`: \"mean_recall\" is image <-> text retrieval",
+        ),
+        (
+            vec!["data.retrieval={kind=\"csv\", path=\"DATA/val.csv\"}"],
+            "`data.retrieval`: has no captions",
         ),
     ] {
         let mut a = if sets.is_empty() {

@@ -149,6 +149,30 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     Ok((train, val))
 }
 
+/// The image-caption pairs retrieval is measured on (`data.retrieval`), if any.
+pub fn load_retrieval(cfg: &RunConfig) -> Result<Option<Dataset>> {
+    let Some(src) = &cfg.data.retrieval else {
+        return Ok(None);
+    };
+    check_exists("data.retrieval", src)?;
+    let ds = Dataset::load(src, "data.retrieval")?;
+    report_skipped("data.retrieval", &ds);
+    if !ds.has_captions() {
+        return Err(TrainError::config(
+            "data.retrieval",
+            "has no captions: give its caption column (`caption_column`, or \
+             `caption_extension` for shards)",
+        ));
+    }
+    if ds.is_empty() {
+        return Err(TrainError::config(
+            "data.retrieval",
+            "holds no image-caption pair",
+        ));
+    }
+    Ok(Some(ds))
+}
+
 /// The classes a run's model classifies: the training data's, or for
 /// image-caption training data without labels the validation data's.
 pub fn run_classes(train: &Dataset, val: &Dataset) -> Vec<String> {

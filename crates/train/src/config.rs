@@ -340,6 +340,11 @@ pub struct DataSection {
     /// checkpoint the validation selected; never used for selection. The result
     /// goes to `<run>/test.json`.
     pub test: Option<SourceConfig>,
+    /// Image-caption pairs (a source with captions; labels not needed) on which
+    /// every evaluation also measures image <-> text retrieval, as open_clip's
+    /// `--val-data` beside a labelled zero-shot set. Without it, `val` is used
+    /// when it has captions.
+    pub retrieval: Option<SourceConfig>,
     pub val_fraction: f64,
     /// Use only the first N training / validation images (quick runs).
     pub train_limit: Option<usize>,
@@ -359,6 +364,7 @@ impl Default for DataSection {
             train: None,
             val: None,
             test: None,
+            retrieval: None,
             val_fraction: 0.1,
             train_limit: None,
             val_limit: None,

@@ -146,13 +146,111 @@ pub fn evaluate(
         .report(model.class_names())
 }
 
-/// Image and caption embeddings of an image-caption evaluation set: row `i` is
-/// the dataset's item `i` (zero on the rows another rank embeds, until
-/// [`EvalCounts::sum_over`]).
+/// Image and caption embeddings of an image-caption evaluation set, L2-normalised:
+/// row `i` is the dataset's item `i` (zero on the rows another rank embeds, until
+/// [`Embeddings::sum_over`]).
 #[derive(Debug)]
 pub struct Embeddings {
     pub image: Tensor,
     pub text: Tensor,
+}
+
+impl Embeddings {
+    fn zeros(model: &ClipClassifier, rows: usize) -> Self {
+        let dim = model.clip.config().projection_dim;
+        let zeros = || Tensor::zeros([rows as i64, dim], (Kind::Float, Device::Cpu));
+        Self {
+            image: zeros(),
+            text: zeros(),
+        }
+    }
+
+    /// Records `batch` of `data`: its images' embeddings `image` (from the
+    /// caller's forward: `None` for a head without them) and its captions'.
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        model: &ClipClassifier,
+        data: &clip_data::Dataset,
+        batch: &Batch,
+        image: Option<Tensor>,
+        tokenizer: &ClipTokenizer,
+        precision: Precision,
+        device: Device,
+    ) -> Result<()> {
+        let image = image.ok_or_else(|| {
+            TrainError::config(
+                "model.head.kind",
+                "retrieval needs CLIP's image embeddings: the \"cosine\" head",
+            )
+        })?;
+        let captions: Vec<&str> = batch
+            .indices
+            .iter()
+            .map(|&i| data.caption(i).unwrap_or_default())
+            .collect();
+        let ids = tokenizer.encode(&captions)?.to_device(device);
+        let text = tch::no_grad(|| precision.autocast(device, || model.clip.text_features(&ids)))??;
+        let rows = Tensor::from_slice(&batch.indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let cpu = |t: &Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
+        self.image = self.image.index_copy(0, &rows, &cpu(&image));
+        self.text = self.text.index_copy(0, &rows, &cpu(&l2_normalize(&text)));
+        Ok(())
+    }
+
+    /// The embeddings of every image-caption pair of `loader` (epoch 0; a sharded
+    /// loader's placeholders are skipped).
+    pub fn collect(
+        model: &ClipClassifier,
+        loader: &Loader,
+        precision: Precision,
+        device: Device,
+        tokenizer: &ClipTokenizer,
+    ) -> Result<Self> {
+        let data = loader.dataset();
+        let mut e = Self::zeros(model, data.len());
+        let mut batches = DeviceBatches::new(loader.epoch(0, 0), device);
+        while let Some(b) = batches.next() {
+            let b = b?;
+            if b.batch.placeholder {
+                continue;
+            }
+            let (_, image) = tch::no_grad(|| {
+                precision.autocast(device, || {
+                    model.forward_with_embeds(&b.images, Pass::eval())
+                })
+            })??;
+            batches.prefetch();
+            e.add(model, data, &b.batch, image, tokenizer, precision, device)?;
+        }
+        Ok(e)
+    }
+
+    /// Replaces the embeddings with their sums over the ranks (`sum` sums a
+    /// vector in place; each row comes from the one rank that embedded it).
+    pub fn sum_over(&mut self, sum: impl FnOnce(&mut [f64]) -> Result<()>) -> Result<()> {
+        let mut v = Vec::<f64>::try_from(
+            Tensor::cat(&[&self.image, &self.text], 0)
+                .flatten(0, -1)
+                .to_kind(Kind::Double),
+        )?;
+        sum(&mut v)?;
+        let n = self.image.numel();
+        let size = self.image.size();
+        let back = |part: &[f64]| {
+            Tensor::from_slice(part)
+                .to_kind(Kind::Float)
+                .view(size.as_slice())
+        };
+        self.image = back(&v[..n]);
+        self.text = back(&v[n..]);
+        Ok(())
+    }
+
+    /// Image <-> text retrieval over the pairs.
+    pub fn retrieval(&self) -> Result<Retrieval> {
+        Retrieval::of(&self.image, &self.text)
+    }
 }
 
 /// The sums an [`EvalReport`] is made of: exact counts that add over the shards
@@ -186,17 +284,7 @@ impl EvalCounts {
         let classes = model.class_names().len();
         let data = loader.dataset();
         let retrieval = captions.filter(|_| data.has_captions());
-        let embeddings = match retrieval {
-            Some(_) => {
-                let dim = model.clip.config().projection_dim;
-                let zeros = || Tensor::zeros([data.len() as i64, dim], (Kind::Float, Device::Cpu));
-                Some(Embeddings {
-                    image: zeros(),
-                    text: zeros(),
-                })
-            }
-            None => None,
-        };
+        let embeddings = retrieval.map(|_| Embeddings::zeros(model, data.len()));
         let mut c = Self {
             loss_sum: 0.0,
             top5: 0,
@@ -220,27 +308,7 @@ impl EvalCounts {
             })??;
             let logits = logits.to_kind(Kind::Float);
             if let (Some(tok), Some(e)) = (retrieval, c.embeddings.as_mut()) {
-                let image = image_embeds.ok_or_else(|| {
-                    TrainError::config(
-                        "model.head.kind",
-                        "retrieval needs CLIP's image embeddings: the \"cosine\" head",
-                    )
-                })?;
-                let captions: Vec<&str> = batch
-                    .indices
-                    .iter()
-                    .map(|&i| data.caption(i).unwrap_or_default())
-                    .collect();
-                let ids = tok.encode(&captions)?.to_device(device);
-                let text = tch::no_grad(|| {
-                    precision.autocast(device, || model.clip.text_features(&ids))
-                })??;
-                let rows = Tensor::from_slice(
-                    &batch.indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                );
-                let cpu = |t: &Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
-                e.image = e.image.index_copy(0, &rows, &cpu(&image));
-                e.text = e.text.index_copy(0, &rows, &cpu(&l2_normalize(&text)));
+                e.add(model, data, &batch, image_embeds, tok, precision, device)?;
             }
             // The next batch goes up while the device computes this one.
             batches.prefetch();
@@ -271,19 +339,10 @@ impl EvalCounts {
 
     /// Replaces the counts with their sums over the ranks (`sum` sums a vector of
     /// f64 in place: exact for counts below 2^53).
-    /// The embeddings (each row from the one rank that embedded it, the others'
-    /// rows zero) are summed too.
-    pub fn sum_over(&mut self, sum: impl FnOnce(&mut [f64]) -> Result<()>) -> Result<()> {
+    /// The embeddings are summed too ([`Embeddings::sum_over`]).
+    pub fn sum_over(&mut self, mut sum: impl FnMut(&mut [f64]) -> Result<()>) -> Result<()> {
         let mut v = vec![self.loss_sum, self.top5 as f64, self.images as f64];
         v.extend(self.confusion.iter().flatten().map(|&x| x as f64));
-        let counts = v.len();
-        if let Some(e) = &self.embeddings {
-            for t in [&e.image, &e.text] {
-                v.extend(Vec::<f64>::try_from(
-                    t.flatten(0, -1).to_kind(Kind::Double),
-                )?);
-            }
-        }
         sum(&mut v)?;
         self.loss_sum = v[0];
         self.top5 = v[1] as u64;
@@ -292,15 +351,7 @@ impl EvalCounts {
             *dst = src as u64;
         }
         if let Some(e) = &mut self.embeddings {
-            let size = e.image.size();
-            let n = e.image.numel();
-            let back = |part: &[f64]| {
-                Tensor::from_slice(part)
-                    .to_kind(Kind::Float)
-                    .view(size.as_slice())
-            };
-            e.image = back(&v[counts..counts + n]);
-            e.text = back(&v[counts + n..counts + 2 * n]);
+            e.sum_over(sum)?;
         }
         Ok(())
     }
@@ -336,10 +387,11 @@ impl EvalCounts {
             per_class_precision: precision,
             per_class_f1: f1,
             confusion: self.confusion.clone(),
-            retrieval: match &self.embeddings {
-                Some(e) => Some(Retrieval::of(&e.image, &e.text)?),
-                None => None,
-            },
+            retrieval: self
+                .embeddings
+                .as_ref()
+                .map(Embeddings::retrieval)
+                .transpose()?,
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::corrupt::CorruptImages;
 use crate::data_parallel::{DataParallel, is_main};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
-use crate::evaluation::{EvalCounts, EvalReport};
+use crate::evaluation::{Embeddings, EvalCounts, EvalReport};
 use crate::loss::{Targets, contrastive_loss, cross_entropy};
 use crate::mixed_precision::{MixedPrecision, StepDecision};
 use crate::observe::{Event, Observer, StartInfo};
@@ -135,9 +135,11 @@ pub struct Trainer {
     corrupt: (CorruptImages, CorruptImages),
     /// The contrastive objective's captions.
     captions: Option<Captions>,
-    /// The text tower's tokenizer, in contrastive runs and for retrieval on
-    /// validation data with captions.
+    /// The text tower's tokenizer, in contrastive runs and for retrieval.
     tokenizer: Option<ClipTokenizer>,
+    /// `data.retrieval`: the image-caption pairs retrieval is measured on (else
+    /// the validation data's captions, if any).
+    retrieval: Option<Loader>,
 }
 
 impl Trainer {
@@ -305,14 +307,22 @@ impl Trainer {
             &self.val,
             prec,
             self.device,
-            self.tokenizer.as_ref(),
+            self.tokenizer.as_ref().filter(|_| self.retrieval.is_none()),
             |_, _| Ok(()),
         )?;
         self.corrupt.1.record(&counts.replaced)?;
         if let Some(dp) = &self.dp {
             counts.sum_over(|v| dp.sum(v))?;
         }
-        counts.report(self.model.class_names())
+        let mut report = counts.report(self.model.class_names())?;
+        if let (Some(pairs), Some(tok)) = (&self.retrieval, &self.tokenizer) {
+            let mut e = Embeddings::collect(&self.model, pairs, prec, self.device, tok)?;
+            if let Some(dp) = &self.dp {
+                e.sum_over(|v| dp.sum(v))?;
+            }
+            report.retrieval = Some(e.retrieval()?);
+        }
+        Ok(report)
     }
 
     fn evaluate(&mut self) -> Result<(EvalReport, Option<EvalReport>)> {

@@ -61,6 +61,7 @@ fn samples() -> Vec<Vec<&'static str>> {
             "train.unfreeze={kind=\"progressive\"}",
             "data.val={kind=\"csv\", path=\"v.csv\"}",
             "data.test={kind=\"csv\", path=\"t.csv\"}",
+            "data.retrieval={kind=\"csv\", path=\"r.csv\", caption_column=\"caption\"}",
             "model.head={kind=\"hf\"}",
         ],
         vec![

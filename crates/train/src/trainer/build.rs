@@ -12,7 +12,8 @@ use clip_optim::AdamW;
 
 use super::{Captions, Trainer};
 use crate::assembly::{
-    build_model, eval_loader, load_datasets, param_groups, pipelines, run_classes, run_tokenizer,
+    build_model, eval_loader, load_datasets, load_retrieval, param_groups, pipelines, run_classes,
+    run_tokenizer,
 };
 use crate::config::{Metric, Objective, RunConfig};
 use crate::corrupt::CorruptImages;
@@ -165,6 +166,10 @@ impl Trainer {
         let (train_pipe, eval_pipe) = pipelines(&cfg, image_size)?;
         let train = Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?
             .sharded(rank, world)?;
+        let retrieval_loader = match load_retrieval(&cfg)? {
+            Some(ds) => Some(eval_loader(&cfg, ds, eval_pipe.clone())?.sharded(rank, world)?),
+            None => None,
+        };
         let val = eval_loader(&cfg, val_ds, eval_pipe)?.sharded(rank, world)?;
 
         let (groups, trained_towers) = param_groups(&cfg, &model)?;
@@ -268,11 +273,15 @@ impl Trainer {
             }
             state.checkpoints.retain(|c| folder.has_checkpoint(&c.name));
         }
-        // Validation data with captions: image <-> text retrieval too.
-        let retrieval = val.dataset().has_captions();
+        // Image-caption pairs (data.retrieval, else validation data with
+        // captions): image <-> text retrieval too.
+        let retrieval = retrieval_loader.is_some() || val.dataset().has_captions();
         if retrieval && model.kind() == HeadKind::Hf {
             return Err(TrainError::config(
-                "data.val",
+                match retrieval_loader {
+                    Some(_) => "data.retrieval",
+                    None => "data.val",
+                },
                 "has captions: image <-> text retrieval needs the text tower, which \
                  model.head.kind = \"hf\" leaves out (use \"cosine\", or data without captions)",
             ));
@@ -289,8 +298,8 @@ impl Trainer {
             if metric == Metric::MeanRecall && !retrieval {
                 return Err(TrainError::config(
                     key,
-                    "\"mean_recall\" is image <-> text retrieval: data.val needs captions \
-                     (e.g. a CSV with caption_column)",
+                    "\"mean_recall\" is image <-> text retrieval: it needs data.retrieval, or \
+                     data.val with captions (e.g. a CSV with caption_column)",
                 ));
             }
         }
@@ -347,6 +356,7 @@ impl Trainer {
             corrupt,
             captions,
             tokenizer,
+            retrieval: retrieval_loader,
         };
         me.apply_unfreeze(me.state.epoch);
         Ok(me)
