@@ -1837,6 +1837,12 @@ fn contrastive_runs_classify_with_their_own_text_tower() {
     let (ours, zero_shot) = (metrics("eval", "--model"), metrics("zero-shot", "--model"));
     assert_eq!(ours["accuracy"], zero_shot["accuracy"]);
     assert_eq!(ours["confusion"], zero_shot["confusion"]);
+    // ... with the EMA's logit scale as its multiplier (the loss depends on it).
+    let (a, b) = (
+        ours["loss"].as_f64().unwrap(),
+        zero_shot["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "EMA eval loss {a} vs zero-shot {b}");
     // What captions cannot do.
     let o = run(bin().args(&args).args([
         "--set",

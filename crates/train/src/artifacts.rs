@@ -13,7 +13,7 @@ use clip_model::{
     write_atomic,
 };
 
-use crate::config::{DeviceChoice, RunConfig};
+use crate::config::{DeviceChoice, Objective, RunConfig};
 use crate::error::{Result, TrainError};
 use crate::evaluation::EvalReport;
 use crate::precision::Precision;
@@ -225,7 +225,7 @@ pub fn load_classifier(vs: &nn::VarStore, spec: &str) -> Result<ClipClassifier> 
 /// `ema.safetensors` beside the checkpoint's model. An export or a run without
 /// `train.ema` has none: an error naming the folder.
 pub fn load_classifier_from(vs: &nn::VarStore, dir: &Path, ema: bool) -> Result<ClipClassifier> {
-    let model = ClipClassifier::load(&vs.root(), dir)?;
+    let mut model = ClipClassifier::load(&vs.root(), dir)?;
     if !ema {
         return Ok(model);
     }
@@ -262,6 +262,11 @@ pub fn load_classifier_from(vs: &nn::VarStore, dir: &Path, ema: bool) -> Result<
         path.display(),
         saved.len()
     );
+    if run_config_of(dir)?.is_some_and(|c| c.train.objective == Objective::Contrastive) {
+        // FLYP: the head's multiplier is the logit scale of the weights in use
+        // (the EMA's), as the run evaluated its EMA.
+        model.set_scale(model.clip.logit_scale_value().exp());
+    }
     Ok(model)
 }
 

@@ -140,6 +140,9 @@ pub struct Trainer {
     /// `data.retrieval`: the image-caption pairs retrieval is measured on (else
     /// the validation data's captions, if any).
     retrieval: Option<Loader>,
+    /// The step whose weights the contrastive heads were last made from (an
+    /// evaluation and the checkpoint after it share them).
+    heads_at: Option<u64>,
 }
 
 impl Trainer {
@@ -277,6 +280,9 @@ impl Trainer {
         let (Some(_), Some(tok)) = (&self.captions, &self.tokenizer) else {
             return Ok(());
         };
+        if self.heads_at == Some(self.state.global_step) {
+            return Ok(());
+        }
         let templates = &self.cfg.model.head.templates;
         if let Some(e) = &self.ema {
             // The EMA's head from the EMA's text tower.
@@ -286,6 +292,7 @@ impl Trainer {
             made?;
         }
         self.model.init_zero_shot(tok, templates)?;
+        self.heads_at = Some(self.state.global_step);
         Ok(())
     }
 

@@ -167,6 +167,29 @@ fn interrupted_and_resumed_equals_uninterrupted_on_parquet_row_groups() {
     resumes_exactly(tmp.path(), &data, &[source, "train.max_steps=4".into()]);
 }
 
+/// The same with FLYP's objective: caption templates drawn per sample, the
+/// learned logit scale, both towers, the heads remade from the text tower.
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted_with_the_contrastive_objective() {
+    let (_g, tmp, data) = setup(8);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tok = root.join("tests/fixtures/model/tokenizer/tokenizer.json");
+    resumes_exactly(
+        tmp.path(),
+        &data,
+        &[
+            "train.objective=\"contrastive\"".into(),
+            "optim.frozen_towers=[]".into(),
+            "model.head.templates=[\"a photo of a {}.\", \"a {} shape.\", \"an image of a {}.\"]"
+                .into(),
+            format!("model.tokenizer={:?}", tok.display().to_string()),
+            "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
+             num_attention_heads=4, vocab_size=1514, eos_token_id=1513}"
+                .into(),
+        ],
+    );
+}
+
 /// A run stopped twice mid-epoch and resumed ends with the uninterrupted run's
 /// weights and EMA evaluation.
 fn resumes_exactly(tmp: &Path, data: &Path, overrides: &[String]) {

@@ -357,6 +357,7 @@ impl Trainer {
             captions,
             tokenizer,
             retrieval: retrieval_loader,
+            heads_at: None,
         };
         me.apply_unfreeze(me.state.epoch);
         Ok(me)
