@@ -270,8 +270,8 @@ fn lora_and_head_only_runs_train_data_parallel() {
 
 /// FLYP on two ranks: every rank's loss is over the global batch (the other
 /// rank's embeddings gathered, the gradient of its own scaled as open_clip's
-/// `gather_with_grad`), so 2 ranks x batch 4 equal one process x batch 8. 29
-/// training images: each epoch ends with a global batch of 5, split 3 + 2.
+/// `gather_with_grad`), so 2 ranks x batch 4 equal one process x batch 8, also
+/// when the epoch's last global batch is split unevenly or leaves a rank none.
 #[test]
 fn contrastive_two_ranks_equal_one_process_with_the_same_global_batch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -301,20 +301,27 @@ fn contrastive_two_ranks_equal_one_process_with_the_same_global_batch() {
         "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
          num_attention_heads=4, vocab_size=1514, eos_token_id=1513}",
         &tok,
-        "data.train_limit=29",
         "train.max_steps=8",
     ];
-    let (one, two) = (tmp.path().join("1"), tmp.path().join("2"));
-    one_process(&args(&one, &data, 8, &sets));
-    two_ranks(&args(&two, &data, 4, &sets));
-    assert_same_run(&one.join("smoke"), &two.join("smoke"), 8);
-    let m = metrics(&two.join("smoke"));
-    let evals = kind(&m, "eval");
-    assert!(
-        evals[0]["val"]["retrieval"]["mean_recall"].is_f64(),
-        "{}",
-        evals[0]
-    );
+    // 29 images: each epoch ends with a global batch of 5, split 3 + 2; 25: with
+    // one image, and rank 1 runs a stand-in that must not enter the loss.
+    for limit in [29, 25] {
+        let limit = format!("data.train_limit={limit}");
+        let mut sets = sets.to_vec();
+        sets.push(&limit);
+        let dir = tmp.path().join(&limit);
+        let (one, two) = (dir.join("1"), dir.join("2"));
+        one_process(&args(&one, &data, 8, &sets));
+        two_ranks(&args(&two, &data, 4, &sets));
+        assert_same_run(&one.join("smoke"), &two.join("smoke"), 8);
+        let m = metrics(&two.join("smoke"));
+        let evals = kind(&m, "eval");
+        assert!(
+            evals[0]["val"]["retrieval"]["mean_recall"].is_f64(),
+            "{}",
+            evals[0]
+        );
+    }
 }
 
 #[test]

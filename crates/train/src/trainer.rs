@@ -256,11 +256,20 @@ impl Trainer {
                     let clip = &self.model.clip;
                     let out = clip.forward(x, &ids, Pass::train().tape(tape))?;
                     let (image, text) = match &self.dp {
-                        // The other ranks' embeddings are this rank's negatives too.
-                        Some(d) => (
-                            d.gather_with_grad(&out.image_embeds)?,
-                            d.gather_with_grad(&out.text_embeds)?,
-                        ),
+                        // The other ranks' embeddings are this rank's negatives too;
+                        // a stand-in image (no share of the batch) is no pair (its
+                        // zero rows still give every parameter its zero gradient).
+                        Some(d) => {
+                            let rows = if batch.placeholder {
+                                0
+                            } else {
+                                batch.len() as i64
+                            };
+                            (
+                                d.gather_with_grad(&out.image_embeds.narrow(0, 0, rows))?,
+                                d.gather_with_grad(&out.text_embeds.narrow(0, 0, rows))?,
+                            )
+                        }
                         None => (out.image_embeds, out.text_embeds),
                     };
                     contrastive_loss(
