@@ -130,6 +130,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--grad-sync", default="reducer")
     ap.add_argument("--torch-worker", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for ours (e.g. train.objective=\"contrastive\")")
+    ap.add_argument("--ours-only", action="store_true",
+                    help="skip PyTorch DDP (its worker trains the cross-entropy step only)")
     args = ap.parse_args()
     if args.torch_worker:
         torch_worker(args.batch, args.steps, args.warmup)
@@ -148,11 +152,14 @@ def main():
                     "--set", f"data.loader.batch_size={args.batch}",
                     "--set", "run.threads=1", "--set", "data.loader.threads=1",
                     "--set", f'run.grad_sync="{args.grad_sync}"', "--set", 'run.device="cpu"']
+        for kv in args.set:
+            ours_cmd += ["--set", kv]
         torch_cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker", "--batch", str(args.batch),
                      "--steps", str(args.steps), "--warmup", str(args.warmup)]
         rows = {}
         # Same process order on both sides: one rank, then N.
-        for name, cmd in [("pytorch DDP", torch_cmd), ("ours", ours_cmd)]:
+        sides = [("pytorch DDP", torch_cmd), ("ours", ours_cmd)][1 if args.ours_only else 0:]
+        for name, cmd in sides:
             one = run_json(launch(1, cmd))["global_train_images_per_s"]
             many = run_json(launch(args.ranks, cmd))["global_train_images_per_s"]
             ceiling = concurrent(args.ranks, cmd)
@@ -161,8 +168,11 @@ def main():
         print(f"{'':>12} | {'1 rank':>7} {f'{args.ranks} ranks':>8} {f'{args.ranks} alone':>8} | {'efficiency':>10} {'vs alone':>8}  (img/s)")
         for name, (one, many, ceiling) in rows.items():
             print(f"{name:>12} | {one:>7.2f} {many:>8.2f} {ceiling:>8.2f} | {many / (args.ranks * one) * 100:>9.1f}% {many / ceiling * 100:>7.1f}%")
-        o, t = rows["ours"], rows["pytorch DDP"]
-        print(f"ours / pytorch at {args.ranks} ranks: {o[1] / t[1]:.2f}x")
+        if "pytorch DDP" in rows:
+            o, t = rows["ours"], rows["pytorch DDP"]
+            print(f"ours / pytorch at {args.ranks} ranks: {o[1] / t[1]:.2f}x")
+        if args.set:
+            print("ours with " + " ".join(args.set))
         print(f"efficiency = {args.ranks} ranks / ({args.ranks} x 1 rank); vs alone = {args.ranks} ranks / "
               f"{args.ranks} independent processes at once (no communication: the machine's ceiling)")
 
