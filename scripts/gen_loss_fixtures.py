@@ -11,16 +11,24 @@ tests/fixtures/train_step/contrastive_loss.safetensors (float32):
                        (CE(logits, arange) + CE(logits.T, arange)) / 2 with
                        logits = exp(logit_scale) * image @ text.T, and its gradients
 
+tests/fixtures/train_step/retrieval.safetensors (float32 embeddings, float64 figures):
+    image, text        1,200 L2-normalised pairs (8-d, text = image + noise)
+    <dir>.R@1, .R@5, .R@10, .mean_rank, .median_rank
+                       open_clip's get_clip_metrics (open_clip_train/train.py),
+                       for dir in image_to_text, text_to_image
+
 Run with the setup venv:  .venv/bin/python scripts/gen_loss_fixtures.py
 """
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "train_step", "contrastive_loss.safetensors")
+RETRIEVAL = os.path.join(ROOT, "tests", "fixtures", "train_step", "retrieval.safetensors")
 
 
 def clip_loss(image_features, text_features, logit_scale, label_smoothing):
@@ -36,7 +44,40 @@ def clip_loss(image_features, text_features, logit_scale, label_smoothing):
     ) / 2
 
 
+def get_clip_metrics(image_features, text_features, logit_scale):
+    """open_clip_train.train.get_clip_metrics, as written there."""
+    metrics = {}
+    logits_per_image = (logit_scale * image_features @ text_features.t()).detach().cpu()
+    logits_per_text = logits_per_image.t().detach().cpu()
+    logits = {"image_to_text": logits_per_image, "text_to_image": logits_per_text}
+    ground_truth = torch.arange(len(text_features)).view(-1, 1)
+    for name, logit in logits.items():
+        ranking = torch.argsort(logit, descending=True)
+        preds = torch.where(ranking == ground_truth)[1]
+        preds = preds.detach().cpu().numpy()
+        metrics[f"{name}_mean_rank"] = preds.mean() + 1
+        metrics[f"{name}_median_rank"] = np.floor(np.median(preds)) + 1
+        for k in [1, 5, 10]:
+            metrics[f"{name}_R@{k}"] = np.mean(preds < k)
+    return metrics
+
+
+def retrieval():
+    g = torch.Generator().manual_seed(5)
+    image = F.normalize(torch.randn(1200, 8, generator=g), dim=-1)
+    text = F.normalize(image + 0.3 * torch.randn(1200, 8, generator=g), dim=-1)
+    out = {"image": image, "text": text}
+    for key, value in get_clip_metrics(image, text, 100.0).items():
+        # image_to_text_R@1 -> image_to_text.R@1, ..._mean_rank -> ....mean_rank
+        for part in ("_R@", "_mean_rank", "_median_rank"):
+            key = key.replace(part, "." + part[1:])
+        out[key] = torch.tensor(float(value), dtype=torch.float64)
+    save_file(out, RETRIEVAL)
+    print(f"wrote {RETRIEVAL}")
+
+
 def main():
+    retrieval()
     g = torch.Generator().manual_seed(19)
     image = F.normalize(torch.randn(6, 16, generator=g), dim=-1)
     text = F.normalize(torch.randn(6, 16, generator=g), dim=-1)

@@ -62,13 +62,40 @@ impl EvalReport {
     }
 }
 
-/// Recall at 1, 5 and 10: the share of queries whose own match is among the
-/// first k results.
+/// One direction of retrieval, as open_clip reports it: recall at 1, 5 and 10
+/// (the share of queries whose own match is among the first k results) and the
+/// mean and median rank of the match (1 = first).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RecallAt {
+pub struct RankMetrics {
     pub r1: f64,
     pub r5: f64,
     pub r10: f64,
+    pub mean_rank: f64,
+    /// `floor(median(rank - 1)) + 1`, as open_clip computes it.
+    pub median_rank: f64,
+}
+
+impl RankMetrics {
+    /// From each query's 0-based rank of its match.
+    fn of(ranks: &[i64]) -> Self {
+        let n = ranks.len().max(1) as f64;
+        let share = |k: i64| ranks.iter().filter(|&&r| r < k).count() as f64 / n;
+        let mut sorted = ranks.to_vec();
+        sorted.sort_unstable();
+        let m = sorted.len();
+        let median = match m {
+            0 => 0.0,
+            _ if m % 2 == 1 => sorted[m / 2] as f64,
+            _ => (sorted[m / 2 - 1] + sorted[m / 2]) as f64 / 2.0,
+        };
+        Self {
+            r1: share(1),
+            r5: share(5),
+            r10: share(10),
+            mean_rank: ranks.iter().sum::<i64>() as f64 / n + 1.0,
+            median_rank: median.floor() + 1.0,
+        }
+    }
 }
 
 /// Image <-> text retrieval on image-caption pairs (each image's own caption is
@@ -77,8 +104,8 @@ pub struct RecallAt {
 /// match counts for the match.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Retrieval {
-    pub image_to_text: RecallAt,
-    pub text_to_image: RecallAt,
+    pub image_to_text: RankMetrics,
+    pub text_to_image: RankMetrics,
     /// The mean of the six recalls (`train.early_stopping.metric = "mean_recall"`).
     pub mean_recall: f64,
 }
@@ -102,19 +129,9 @@ impl Retrieval {
             }
             Ok(out)
         };
-        let at = |ranks: &[i64]| {
-            let share = |k: i64| {
-                ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len().max(1) as f64
-            };
-            RecallAt {
-                r1: share(1),
-                r5: share(5),
-                r10: share(10),
-            }
-        };
         let (image, text) = (image.to_kind(Kind::Float), text.to_kind(Kind::Float));
-        let i2t = at(&ranks(&image, &text)?);
-        let t2i = at(&ranks(&text, &image)?);
+        let i2t = RankMetrics::of(&ranks(&image, &text)?);
+        let t2i = RankMetrics::of(&ranks(&text, &image)?);
         let mean_recall = (i2t.r1 + i2t.r5 + i2t.r10 + t2i.r1 + t2i.r5 + t2i.r10) / 6.0;
         Ok(Self {
             image_to_text: i2t,

@@ -67,7 +67,7 @@ pub use config::{
 pub use data_parallel::DataParallel;
 pub use error::{Result, TrainError};
 pub use evaluation::{
-    Embeddings, EvalCounts, EvalReport, Prediction, RecallAt, Retrieval, Scored, evaluate,
+    Embeddings, EvalCounts, EvalReport, Prediction, RankMetrics, Retrieval, Scored, evaluate,
     predict_images, predictions,
 };
 pub use loss::{Targets, contrastive_loss, cross_entropy};

@@ -337,7 +337,13 @@ fn eval_scalars(prefix: &str, r: &EvalReport) -> Vec<(String, f64)> {
             ("image_to_text", t.image_to_text),
             ("text_to_image", t.text_to_image),
         ] {
-            for (k, x) in [("r1", at.r1), ("r5", at.r5), ("r10", at.r10)] {
+            for (k, x) in [
+                ("r1", at.r1),
+                ("r5", at.r5),
+                ("r10", at.r10),
+                ("mean_rank", at.mean_rank),
+                ("median_rank", at.median_rank),
+            ] {
                 v.push((format!("{prefix}/{dir}_{k}"), x));
             }
         }

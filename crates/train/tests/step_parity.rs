@@ -129,6 +129,36 @@ fn loss_equals_cross_entropy_with_label_smoothing_on_classes_and_soft_targets() 
 /// scripts/gen_loss_fixtures.py), value and gradients with respect to both
 /// embeddings and the logit scale, with and without label smoothing, a duplicate
 /// caption included.
+/// Image <-> text retrieval figures equal open_clip's `get_clip_metrics` on 1,200
+/// pairs (more than one 1,024-query chunk), both directions.
+#[test]
+fn retrieval_metrics_equal_open_clips_get_clip_metrics() {
+    let t =
+        clip_model::read_safetensors(&fixtures().join("train_step/retrieval.safetensors")).unwrap();
+    let get = |k: &str| t.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
+    let r = clip_train::Retrieval::of(&get("image"), &get("text")).unwrap();
+    for (dir, m) in [
+        ("image_to_text", r.image_to_text),
+        ("text_to_image", r.text_to_image),
+    ] {
+        let want = |k: &str| get(&format!("{dir}.{k}")).double_value(&[]);
+        for (k, got) in [
+            ("R@1", m.r1),
+            ("R@5", m.r5),
+            ("R@10", m.r10),
+            ("mean_rank", m.mean_rank),
+            ("median_rank", m.median_rank),
+        ] {
+            assert!(
+                (got - want(k)).abs() < 1e-12,
+                "{dir} {k}: {got} vs {}",
+                want(k)
+            );
+        }
+    }
+    assert!(r.image_to_text.r1 > 0.1 && r.image_to_text.median_rank > 1.0);
+}
+
 #[test]
 fn contrastive_loss_equals_open_clips_clip_loss() {
     let r: HashMap<String, Tensor> =
