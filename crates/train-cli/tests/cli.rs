@@ -1956,6 +1956,32 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let got = report["retrieval"]["mean_recall"].as_f64().unwrap();
     assert!((got - best).abs() < 1e-9, "eval {got} vs best {best}");
+    // An export: its tokenizer.json is needed, and then gives the same figures.
+    let export = tmp.path().join("export");
+    let o = run(bin()
+        .args(["export", "--checkpoint"])
+        .arg(&run_dir)
+        .arg("--output")
+        .arg(&export));
+    assert!(o.status.success());
+    let eval_export = || {
+        run(bin()
+            .args(["eval", "--model"])
+            .arg(&export)
+            .args(["--data", &val_src]))
+    };
+    let o = eval_export();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("retrieval needs the text tower's tokenizer.json"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::copy(&tok, export.join("tokenizer.json")).unwrap();
+    let o = eval_export();
+    assert!(o.status.success());
+    let exported: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(exported["retrieval"], report["retrieval"]);
 
     // The same pairs as `data.retrieval` beside labelled validation data without
     // captions (open_clip's --val-data beside a zero-shot set): the same figures.
