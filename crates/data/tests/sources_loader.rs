@@ -235,9 +235,10 @@ fn csv_captions_with_and_without_labels() {
 
     // Tab-separated, no label column: image-caption pairs without classes.
     let tsv = dir.path().join("pairs.tsv");
+    // (An Excel byte-order mark and a blank line are no rows.)
     std::fs::write(
         &tsv,
-        "path\tcaption\ncat/1.png\ta cat, on a mat\ndog/2.png\ta dog\n",
+        "\u{feff}path\tcaption\ncat/1.png\ta cat, on a mat\n\ndog/2.png\ta dog\n",
     )
     .unwrap();
     let pairs = source(&format!(
