@@ -2023,6 +2023,13 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
             vec!["data.retrieval={kind=\"csv\", path=\"DATA/val.csv\"}"],
             "`data.retrieval`: has no captions",
         ),
+        (
+            vec![
+                "data.val={kind=\"csv\", path=\"DATA/train.csv\", image_column=\"filepath\", \
+                 caption_column=\"title\"}",
+            ],
+            "`data.val`: has no labels",
+        ),
     ] {
         let mut a = if sets.is_empty() {
             base.clone()

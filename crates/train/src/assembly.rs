@@ -109,9 +109,8 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
                 return Err(TrainError::config(
                     "data.val",
                     "has no labels: a run is evaluated (and its checkpoints chosen) by \
-                     zero-shot classification of labelled validation images, with \
-                     image <-> text retrieval besides when they also have captions; \
-                     retrieval alone is not supported (give a label column, or .cls members)",
+                     classifying labelled validation images; image-caption pairs without \
+                     labels go in data.retrieval (retrieval is measured on them besides)",
                 ));
             }
             let val = match all.has_labels() {
