@@ -310,24 +310,18 @@ pub(crate) fn index(
                     Some(Field::Str(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
                     _ => None,
                 });
-                let missing = match (&label, &caption) {
-                    (None, _) => Some(format!("no label in {label_column:?}")),
-                    (_, Some(None)) => Some(format!(
-                        "no caption in {:?}",
-                        caption_column.unwrap_or_default()
+                let at = || PathBuf::from(row_name(path, &rows, g as u32, r as u32));
+                match (label, caption) {
+                    (None, _) => skipped.push((at(), format!("no label in {label_column:?}"))),
+                    (_, Some(None)) => skipped.push((
+                        at(),
+                        format!("no caption in {:?}", caption_column.unwrap_or_default()),
                     )),
-                    _ => None,
-                };
-                match (missing, label) {
-                    (None, Some(l)) => {
+                    (Some(l), caption) => {
                         items.push((f as u32, g as u32, r as u32));
                         raw.push(l);
                         captions.extend(caption.flatten());
                     }
-                    (why, _) => skipped.push((
-                        PathBuf::from(row_name(path, &rows, g as u32, r as u32)),
-                        why.unwrap_or_default(),
-                    )),
                 }
             }
         }

@@ -119,6 +119,13 @@ fn parse_label(ext: &str, bytes: &[u8]) -> Result<RawLabel, String> {
     }
 }
 
+/// A label or caption member's bytes (at most 1 MiB of it).
+fn read_text_member(entry: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    entry.take(1 << 20).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Image extensions a sample's image may have, and the label members.
 const IMAGE_EXTS: [&str; 6] = crate::sources::IMAGE_EXTENSIONS;
 const LABEL_EXTS: [&str; 3] = ["cls", "txt", "json"];
@@ -180,12 +187,7 @@ pub(crate) fn index(
                 Sample::default()
             });
             if caption_ext.as_deref() == Some(ext.as_str()) {
-                let mut bytes = Vec::new();
-                entry
-                    .by_ref()
-                    .take(1 << 20)
-                    .read_to_end(&mut bytes)
-                    .map_err(damaged)?;
+                let bytes = read_text_member(&mut entry).map_err(damaged)?;
                 let text = String::from_utf8(bytes).map_err(|_| {
                     DataError::config(
                         format!("{key}.path"),
@@ -194,12 +196,7 @@ pub(crate) fn index(
                 })?;
                 sample.caption = Some(text.trim().to_string());
             } else if LABEL_EXTS.contains(&ext.as_str()) {
-                let mut bytes = Vec::new();
-                entry
-                    .by_ref()
-                    .take(1 << 20)
-                    .read_to_end(&mut bytes)
-                    .map_err(damaged)?;
+                let bytes = read_text_member(&mut entry).map_err(damaged)?;
                 let label = parse_label(&ext, &bytes).map_err(|why| {
                     DataError::config(
                         format!("{key}.path"),
