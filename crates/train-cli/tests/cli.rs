@@ -42,6 +42,21 @@ fn train_source(data: &Path) -> String {
     )
 }
 
+/// The tiny preset's text tower for the test tokenizer (its vocabulary and
+/// end-of-text id).
+const TEST_TEXT_TOWER: &str = "model.architecture.text={hidden_size=32, intermediate_size=64, \
+     num_hidden_layers=2, num_attention_heads=4, vocab_size=1514, eos_token_id=1513}";
+
+/// The evaluation records of a run's metrics.jsonl.
+fn eval_records(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "eval")
+        .collect()
+}
+
 fn train_args(tmp: &Path, data: &Path) -> Vec<String> {
     vec![
         "--config".into(),
@@ -987,9 +1002,7 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
             format!("model.tokenizer={:?}", tok.display().to_string()),
             // The test tokenizer's vocabulary and end-of-text id.
             "--set".into(),
-            "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
-             num_attention_heads=4, vocab_size=1514, eos_token_id=1513}"
-                .into(),
+            TEST_TEXT_TOWER.into(),
             "--set".into(),
             "train.epochs=2".into(),
             "--set".into(),
@@ -1774,21 +1787,11 @@ fn contrastive_runs_classify_with_their_own_text_tower() {
         "{}",
         stderr(&o)
     );
-    args.extend([
-        "--set".into(),
-        "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
-         num_attention_heads=4, vocab_size=1514, eos_token_id=1513}"
-            .into(),
-    ]);
+    args.extend(["--set".into(), TEST_TEXT_TOWER.into()]);
     let o = run(bin().args(&args));
     assert!(o.status.success());
     let run_dir = tmp.path().join("smoke");
-    let evals: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["kind"] == "eval")
-        .collect();
+    let evals = eval_records(&run_dir);
     let (first, last) = (&evals[0], &evals[evals.len() - 1]);
     assert!(
         last["train_loss"].as_f64().unwrap() < first["train_loss"].as_f64().unwrap(),
@@ -1902,9 +1905,7 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
             "train.epochs=8".into(),
             "train.checkpoints.metric=\"mean_recall\"".into(),
             format!("model.tokenizer={:?}", tok.display().to_string()),
-            "model.architecture.text={hidden_size=32, intermediate_size=64, num_hidden_layers=2, \
-             num_attention_heads=4, vocab_size=1514, eos_token_id=1513}"
-                .into(),
+            TEST_TEXT_TOWER.into(),
         ]
         .into_iter()
         .flat_map(|s| ["--set".to_string(), s]),
@@ -1914,12 +1915,7 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
     let o = run(bin().args(&args));
     assert!(o.status.success());
     let run_dir = tmp.path().join("smoke");
-    let evals: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["kind"] == "eval")
-        .collect();
+    let evals = eval_records(&run_dir);
     let recall =
         |e: &serde_json::Value, dir: &str, k: &str| e["val"]["retrieval"][dir][k].as_f64().unwrap();
     let (first, last) = (&evals[0], &evals[evals.len() - 1]);
@@ -1996,12 +1992,7 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
         "run.overwrite=true".into(),
     ]);
     assert!(run(bin().args(&split)).status.success());
-    let again: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["kind"] == "eval")
-        .collect();
+    let again = eval_records(&run_dir);
     assert_eq!(again.len(), evals.len());
     for (a, b) in evals.iter().zip(&again) {
         assert_eq!(a["val"]["retrieval"], b["val"]["retrieval"]);
