@@ -47,6 +47,16 @@ fn train_source(data: &Path) -> String {
 const TEST_TEXT_TOWER: &str = "model.architecture.text={hidden_size=32, intermediate_size=64, \
      num_hidden_layers=2, num_attention_heads=4, vocab_size=1514, eos_token_id=1513}";
 
+/// `train-cli export --checkpoint <run_dir> --output <out>`, which must succeed.
+fn export_run(run_dir: &Path, out: &Path) {
+    let o = run(bin()
+        .args(["export", "--checkpoint"])
+        .arg(run_dir)
+        .arg("--output")
+        .arg(out));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// The evaluation records of a run's metrics.jsonl.
 fn eval_records(run_dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
@@ -120,12 +130,7 @@ fn train_export_eval_predict_inspect_preview_bench() {
     );
 
     let export = tmp.path().join("export");
-    let o = run(bin()
-        .args(["export", "--checkpoint"])
-        .arg(&run_dir)
-        .arg("--output")
-        .arg(&export));
-    assert!(o.status.success());
+    export_run(&run_dir, &export);
     for f in [
         "config.json",
         "model.safetensors",
@@ -1165,12 +1170,7 @@ fn hf_head_exports_load_in_transformers_without_remote_code() {
     assert!(o.status.success());
     let run_dir = tmp.path().join("smoke");
     let export = tmp.path().join("export");
-    let o = run(bin()
-        .args(["export", "--checkpoint"])
-        .arg(&run_dir)
-        .arg("--output")
-        .arg(&export));
-    assert!(o.status.success());
+    export_run(&run_dir, &export);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(export.join("config.json")).unwrap())
             .unwrap();
@@ -1799,12 +1799,7 @@ fn contrastive_runs_classify_with_their_own_text_tower() {
     );
     assert_eq!(last["val"]["accuracy"], 1.0, "{last}");
     let export = tmp.path().join("export");
-    let o = run(bin()
-        .args(["export", "--checkpoint"])
-        .arg(&run_dir)
-        .arg("--output")
-        .arg(&export));
-    assert!(o.status.success());
+    export_run(&run_dir, &export);
     std::fs::copy(&tok, export.join("tokenizer.json")).unwrap();
     let metrics = |sub: &str, flag: &str| -> serde_json::Value {
         let o = run(bin()
@@ -1954,12 +1949,7 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
     assert!((got - best).abs() < 1e-9, "eval {got} vs best {best}");
     // An export: its tokenizer.json is needed, and then gives the same figures.
     let export = tmp.path().join("export");
-    let o = run(bin()
-        .args(["export", "--checkpoint"])
-        .arg(&run_dir)
-        .arg("--output")
-        .arg(&export));
-    assert!(o.status.success());
+    export_run(&run_dir, &export);
     let eval_export = || {
         run(bin()
             .args(["eval", "--model"])
