@@ -12,6 +12,7 @@
 #   4. scripts/bench_vs_pytorch.py --device cuda: vit-b-32 bf16 at batch 256, ours
 #      against PyTorch eager in the same order, the ratio, images/s, MFU and peak
 #      GPU memory
+#   5. FLYP's contrastive step on the GPU (train-cli bench): images/s
 # Everything it prints also goes to docs/gpu-check-<date>.txt (commit it).
 #
 #   scripts/gpu_check.sh [--batches 256] [--precisions bf16] [--steps 10]
@@ -64,5 +65,14 @@ cargo test --release -p clip-train --features cuda-tests --test cuda -- --test-t
 phase "ours vs PyTorch eager on the GPU"
 PYTHONUNBUFFERED=1 .venv/bin/python scripts/bench_vs_pytorch.py --device cuda \
     --batches "$batches" --precisions "$precisions" --steps "$steps" --warmup 3
+
+phase "FLYP (contrastive) step on the GPU: train-cli bench, vit-b-32 bf16, batch 256"
+# Both towers (the text tower at 77 tokens with the test tokenizer), the learned
+# logit scale; its images/s beside the cross-entropy figure above.
+target/release/train-cli bench --config configs/bench-vit-b-32.toml --steps 5 --warmup 2 \
+    --set 'train.precision="bf16"' --set 'data.loader.batch_size=256' \
+    --set 'train.objective="contrastive"' --set 'optim.frozen_towers=[]' \
+    --set "model.tokenizer=\"$root/tests/fixtures/model/tokenizer/tokenizer.json\"" \
+    --set 'model.architecture.text={vocab_size=1514, eos_token_id=1513}'
 
 phase "done in $((SECONDS - start)) s; the output is in $out"

@@ -92,7 +92,8 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 /// The accumulated gradients of one step (2 micro-batches of 8 images at 224) on
 /// the GPU equal the CPU's, tensor by tensor, in fp32 (TF32 off, PyTorch's
-/// default) and within bf16's precision under bf16 autocast.
+/// default) and within bf16's precision under bf16 autocast; and FLYP's
+/// contrastive step (both towers, the logit scale) in fp32.
 #[test]
 fn a_vit_b_32_shaped_step_on_cuda_equals_the_cpu_step() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -101,10 +102,21 @@ fn a_vit_b_32_shaped_step_on_cuda_equals_the_cpu_step() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let model = vit_b_32_folder(tmp.path());
-    for (precision, tolerance) in [("fp32", 1e-3), ("bf16", 5e-2)] {
+    let contrastive: &[&str] = &["train.objective=\"contrastive\"", "optim.frozen_towers=[]"];
+    for (precision, extra, tolerance) in [
+        ("fp32", &[][..], 1e-3),
+        ("bf16", &[][..], 5e-2),
+        ("fp32", contrastive, 1e-3),
+    ] {
         let p = format!("train.precision=\"{precision}\"");
+        let mut sets = vec![p.as_str()];
+        sets.extend_from_slice(extra);
+        let precision = format!(
+            "{precision}{}",
+            if extra.is_empty() { "" } else { " contrastive" }
+        );
         let grads = |device: &str| {
-            let mut t = Trainer::new(config(tmp.path(), &model, device, &[&p])).unwrap();
+            let mut t = Trainer::new(config(tmp.path(), &model, device, &sets)).unwrap();
             t.step_gradients(0, 0).unwrap()
         };
         let (cpu, cuda) = (grads("cpu"), grads("cuda"));
