@@ -102,7 +102,13 @@ fn schema() -> BTreeSet<String> {
         let o: Vec<String> = o.into_iter().map(String::from).collect();
         add(RunConfig::from_toml(BASE, "sample.toml", &o).unwrap());
     }
-    for name in ["full.toml", "demo.toml", "smoke.toml", "tutorial.toml", "captions.toml"] {
+    for name in [
+        "full.toml",
+        "demo.toml",
+        "smoke.toml",
+        "tutorial.toml",
+        "captions.toml",
+    ] {
         add(RunConfig::load(&root().join("configs").join(name), &[]).unwrap());
     }
     keys
