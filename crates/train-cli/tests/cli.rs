@@ -1810,13 +1810,22 @@ fn contrastive_runs_classify_with_their_own_text_tower() {
         assert!(o.status.success());
         serde_json::from_slice(&o.stdout).unwrap()
     };
-    let (ours, zero_shot) = (metrics("eval", "--model"), metrics("zero-shot", "--model"));
-    assert_eq!(ours["accuracy"], zero_shot["accuracy"]);
-    let (a, b) = (
-        ours["loss"].as_f64().unwrap(),
-        zero_shot["loss"].as_f64().unwrap(),
-    );
-    assert!((a - b).abs() < 1e-5, "eval loss {a} vs zero-shot {b}");
+    // `eval` of the export equals `zero-shot` of the same weights: accuracy,
+    // confusion and loss (the loss depends on the head's logit multiplier).
+    let same_as_zero_shot = |what: &str| {
+        let (ours, zero_shot) = (metrics("eval", "--model"), metrics("zero-shot", "--model"));
+        assert_eq!(ours["accuracy"], zero_shot["accuracy"], "{what}");
+        assert_eq!(ours["confusion"], zero_shot["confusion"], "{what}");
+        let (a, b) = (
+            ours["loss"].as_f64().unwrap(),
+            zero_shot["loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-5,
+            "{what} eval loss {a} vs zero-shot {b}"
+        );
+    };
+    same_as_zero_shot("trained weights");
     // With EMA: the EMA's head is made from the EMA's text tower.
     let o = run(bin().args(&args).args([
         "--set",
@@ -1832,15 +1841,8 @@ fn contrastive_runs_classify_with_their_own_text_tower() {
         .arg(&export));
     assert!(o.status.success());
     std::fs::copy(&tok, export.join("tokenizer.json")).unwrap();
-    let (ours, zero_shot) = (metrics("eval", "--model"), metrics("zero-shot", "--model"));
-    assert_eq!(ours["accuracy"], zero_shot["accuracy"]);
-    assert_eq!(ours["confusion"], zero_shot["confusion"]);
-    // ... with the EMA's logit scale as its multiplier (the loss depends on it).
-    let (a, b) = (
-        ours["loss"].as_f64().unwrap(),
-        zero_shot["loss"].as_f64().unwrap(),
-    );
-    assert!((a - b).abs() < 1e-5, "EMA eval loss {a} vs zero-shot {b}");
+    // ... with the EMA's logit scale as its multiplier.
+    same_as_zero_shot("EMA");
     // What captions cannot do.
     let o = run(bin().args(&args).args([
         "--set",
