@@ -13,10 +13,12 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use bytes::Bytes;
+use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
@@ -99,7 +101,7 @@ pub(crate) struct ParquetFiles {
 }
 
 /// Readers of the files, opened on first use.
-struct Readers(Vec<OnceLock<Result<Arc<SerializedFileReader<File>>, String>>>);
+struct Readers(Vec<OnceLock<Result<Arc<SerializedFileReader<PositionedFile>>, String>>>);
 
 impl Readers {
     fn new(files: usize) -> Self {
@@ -120,16 +122,76 @@ fn parquet_error(path: &Path, e: impl std::fmt::Display) -> DataError {
     }
 }
 
-fn open(path: &Path) -> Result<SerializedFileReader<File>, DataError> {
-    let f = File::open(path).map_err(|source| DataError::Io {
+/// A file read at explicit offsets (`pread`), so that readers of one file on
+/// several threads never share a file offset. (The parquet crate's reader of a
+/// `File` clones the descriptor, and clones share one offset: two row groups of
+/// one file read at once by two loader workers read each other's bytes.)
+#[derive(Debug)]
+struct PositionedFile {
+    file: Arc<File>,
+    len: u64,
+}
+
+impl Length for PositionedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for PositionedFile {
+    type T = BufReader<ReadAt>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(BufReader::new(ReadAt {
+            file: self.file.clone(),
+            pos: start,
+        }))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let mut buf = vec![0; length];
+        let mut reader = ReadAt {
+            file: self.file.clone(),
+            pos: start,
+        };
+        reader.read_exact(&mut buf)?;
+        Ok(buf.into())
+    }
+}
+
+/// A reader of a file from an offset of its own.
+struct ReadAt {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.pos)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn open(path: &Path) -> Result<SerializedFileReader<PositionedFile>, DataError> {
+    let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    SerializedFileReader::new(f).map_err(|e| parquet_error(path, e))
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    SerializedFileReader::new(PositionedFile {
+        file: Arc::new(file),
+        len,
+    })
+    .map_err(|e| parquet_error(path, e))
 }
 
 /// A projection of the file's schema on top-level `columns` (in the file's order).
-fn projection(reader: &SerializedFileReader<File>, columns: &[&str]) -> Option<Type> {
+fn projection(reader: &SerializedFileReader<PositionedFile>, columns: &[&str]) -> Option<Type> {
     let schema = reader.metadata().file_metadata().schema();
     let fields: Vec<_> = schema
         .get_fields()
@@ -143,7 +205,7 @@ fn projection(reader: &SerializedFileReader<File>, columns: &[&str]) -> Option<T
         .ok()
 }
 
-fn columns(reader: &SerializedFileReader<File>) -> Vec<String> {
+fn columns(reader: &SerializedFileReader<PositionedFile>) -> Vec<String> {
     reader
         .metadata()
         .file_metadata()
@@ -202,7 +264,10 @@ fn cell_of(field: &Field) -> Cell {
 }
 
 /// The `ClassLabel` names of `column` in the `huggingface` metadata, if any.
-fn hf_class_names(reader: &SerializedFileReader<File>, column: &str) -> Option<Vec<String>> {
+fn hf_class_names(
+    reader: &SerializedFileReader<PositionedFile>,
+    column: &str,
+) -> Option<Vec<String>> {
     let kv = reader.metadata().file_metadata().key_value_metadata()?;
     let text = kv.iter().find(|k| k.key == "huggingface")?.value.as_ref()?;
     let v: serde_json::Value = serde_json::from_str(text).ok()?;

@@ -1209,3 +1209,69 @@ pq.write_table(pa.table({"image": images, "label": [1, 0, 1], "caption": ["x", "
         "{err}"
     );
 }
+
+/// Row groups of one Parquet file read from many threads at once (as the
+/// loader's workers do) give each row its own image: the file's readers must not
+/// share a file offset.
+#[test]
+fn parquet_row_groups_read_concurrently_are_each_rows_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(python.is_file(), "run scripts/setup.sh");
+    // Noisy PNGs (tens of KB, so reads are not one syscall), one row per group.
+    let script = r#"
+import io, sys
+import numpy as np
+import pyarrow as pa, pyarrow.parquet as pq
+from PIL import Image
+rng = np.random.default_rng(0)
+def png(i):
+    a = rng.integers(0, 256, (48, 64 + i % 7, 3), dtype=np.uint8)
+    a[0, 0] = (i % 256, i // 256, 7)
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, format="PNG")
+    return {"bytes": b.getvalue(), "path": None}
+n = 160
+pq.write_table(pa.table({"image": [png(i) for i in range(n)], "label": [i % 3 for i in range(n)]}),
+               sys.argv[1] + "/noisy.parquet", row_group_size=1)
+"#;
+    let o = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = source(&format!(
+        "kind = \"parquet\"\npath = {:?}\nclass_names = [\"a\", \"b\", \"c\"]",
+        dir.path().join("noisy.parquet").display().to_string()
+    ));
+    let ds = Dataset::load(&config, "data.train").unwrap();
+    let n = ds.len();
+    assert_eq!(n, 160);
+    let stamp = |img: &RgbImage| {
+        (
+            img.data[0] as usize + 256 * img.data[1] as usize,
+            img.data[2],
+        )
+    };
+    for round in 0..4 {
+        // A fresh dataset each round: nothing cached, every group read once,
+        // eight threads reading different groups at the same time.
+        let ds = Dataset::load(&config, "data.train").unwrap();
+        let threads = 8;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let ds = &ds;
+                s.spawn(move || {
+                    for k in 0..n {
+                        let i = (k * threads + t + round) % n;
+                        let img = ds
+                            .image(i)
+                            .unwrap_or_else(|e| panic!("row {i}, thread {t}: {e}"));
+                        assert_eq!(stamp(&img), (i, 7), "row {i}, thread {t}");
+                    }
+                });
+            }
+        });
+    }
+}
