@@ -17,6 +17,17 @@ tests/fixtures/train_step/retrieval.safetensors (float32 embeddings, float64 fig
                        open_clip's get_clip_metrics (open_clip_train/train.py),
                        for dir in image_to_text, text_to_image
 
+tests/fixtures/train_step/retrieval_grouped.safetensors (the same, several captions
+per image, as COCO and Flickr30k have):
+    image, text        1,100 images (8-d), 1 to 3 captions each (text = its image +
+                       noise), image_of: each caption's image (int64)
+    <dir>.R@1, .R@5, .R@10
+                       clip_benchmark's zero-shot retrieval recall (a query is a hit
+                       at k when any of its positives is among its top k; an image's
+                       positives are all its captions)
+    <dir>.mean_rank, .median_rank
+                       as open_clip's, of each query's first-ranked positive
+
 Run with the setup venv:  .venv/bin/python scripts/gen_loss_fixtures.py
 """
 import os
@@ -76,8 +87,46 @@ def retrieval():
     print(f"wrote {RETRIEVAL}")
 
 
+def grouped_metrics(image, text, image_of):
+    """Recall@k as clip_benchmark's `zeroshot_retrieval.evaluate` defines it (hit
+    at k: a positive among the top k, by torch.topk), and open_clip's mean and
+    median rank of the first-ranked positive."""
+    scores = text @ image.T  # captions x images
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(text)), image_of] = True
+    metrics = {}
+    for name, s, pos in (("text_to_image", scores, positive),
+                         ("image_to_text", scores.T, positive.T)):
+        for k in (1, 5, 10):
+            top = torch.topk(s, k, dim=1).indices
+            hit = pos.gather(1, top).any(dim=1)
+            metrics[f"{name}.R@{k}"] = hit.double().mean().item()
+        ranking = torch.argsort(s, dim=1, descending=True)
+        first = pos.gather(1, ranking).double().argmax(dim=1).numpy()
+        metrics[f"{name}.mean_rank"] = first.mean() + 1
+        metrics[f"{name}.median_rank"] = np.floor(np.median(first)) + 1
+    return metrics
+
+
+def retrieval_grouped():
+    g = torch.Generator().manual_seed(7)
+    image = F.normalize(torch.randn(1100, 8, generator=g), dim=-1)
+    counts = torch.randint(1, 4, (1100,), generator=g)
+    image_of = torch.repeat_interleave(torch.arange(1100), counts)
+    # Captions in a shuffled order, not grouped by image.
+    image_of = image_of[torch.randperm(len(image_of), generator=g)]
+    text = F.normalize(image[image_of] + 0.5 * torch.randn(len(image_of), 8, generator=g), dim=-1)
+    out = {"image": image, "text": text, "image_of": image_of}
+    for key, value in grouped_metrics(image, text, image_of).items():
+        out[key] = torch.tensor(float(value), dtype=torch.float64)
+    path = RETRIEVAL.replace(".safetensors", "_grouped.safetensors")
+    save_file(out, path)
+    print(f"wrote {path}")
+
+
 def main():
     retrieval()
+    retrieval_grouped()
     g = torch.Generator().manual_seed(19)
     image = F.normalize(torch.randn(6, 16, generator=g), dim=-1)
     text = F.normalize(torch.randn(6, 16, generator=g), dim=-1)

@@ -1970,6 +1970,47 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
     assert!(o.status.success());
     let exported: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(exported["retrieval"], report["retrieval"]);
+    assert_eq!(
+        (
+            &report["retrieval"]["images"],
+            &report["retrieval"]["captions"]
+        ),
+        (&6.into(), &6.into())
+    );
+    // Each image in two rows (COCO's several captions per image; here the same
+    // caption twice): one image with two captions, so the caption -> image
+    // figures are the single-caption ones.
+    let val_text = std::fs::read_to_string(data.join("val.csv")).unwrap();
+    let twice: String = val_text
+        .lines()
+        .skip(1)
+        .map(|l| format!("{l}\n{l}\n"))
+        .collect();
+    std::fs::write(
+        data.join("twice.csv"),
+        format!("path,label,caption\n{twice}"),
+    )
+    .unwrap();
+    let o = run(bin().args(["eval", "--model"]).arg(&run_dir).args([
+        "--data",
+        &format!(
+            "{{kind=\"csv\", path={}, caption_column=\"caption\"}}",
+            q("twice.csv")
+        ),
+    ]));
+    assert!(o.status.success());
+    let doubled: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &doubled["retrieval"];
+    assert_eq!(
+        (&r["images"], &r["captions"]),
+        (&6.into(), &12.into()),
+        "{r}"
+    );
+    assert_eq!(r["text_to_image"], report["retrieval"]["text_to_image"]);
+    assert_eq!(
+        r["image_to_text"]["r1"],
+        report["retrieval"]["image_to_text"]["r1"]
+    );
 
     // The same pairs as `data.retrieval` beside labelled validation data without
     // captions (open_clip's --val-data beside a zero-shot set): the same figures.

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clip_data::{
@@ -98,45 +99,92 @@ impl RankMetrics {
     }
 }
 
-/// Image <-> text retrieval on image-caption pairs (each image's own caption is
-/// its one match), as open_clip's `get_clip_metrics`: every image ranks all the
-/// captions by cosine similarity, every caption all the images. A tie with the
-/// match counts for the match.
+/// Image <-> text retrieval on images with one or more captions each: every
+/// image ranks all the captions by cosine similarity, every caption all the
+/// images. A caption's match is its image; an image's is the best-ranked of its
+/// captions (as clip_benchmark's COCO / Flickr30k retrieval: a hit at k when any
+/// of them is among the first k). With one caption per image this is open_clip's
+/// `get_clip_metrics`. A tie with the match counts for the match.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Retrieval {
     pub image_to_text: RankMetrics,
     pub text_to_image: RankMetrics,
     /// The mean of the six recalls (`train.early_stopping.metric = "mean_recall"`).
     pub mean_recall: f64,
+    /// Distinct images (the image -> text queries).
+    #[serde(default)]
+    pub images: usize,
+    /// Captions (the text -> image queries).
+    #[serde(default)]
+    pub captions: usize,
 }
 
 impl Retrieval {
-    /// From L2-normalised image and text embeddings, row `i` of each a pair.
-    pub fn of(image: &Tensor, text: &Tensor) -> Result<Self> {
-        let ranks = |queries: &Tensor, keys: &Tensor| -> Result<Vec<i64>> {
-            let n = queries.size()[0];
-            let mut out = Vec::with_capacity(n as usize);
-            // Chunks of queries: a similarity matrix of 1,024 rows at a time.
-            for start in (0..n).step_by(1024) {
-                let len = (n - start).min(1024);
+    /// From L2-normalised embeddings of `m` images and `n` captions, caption `j`
+    /// describing image `image_of[j]` (`0..m`, every image at least once).
+    pub fn of(image: &Tensor, text: &Tensor, image_of: &[usize]) -> Result<Self> {
+        let (m, n) = (image.size()[0], text.size()[0]);
+        let mut described = vec![false; m as usize];
+        let mut in_range = true;
+        for &i in image_of {
+            match described.get_mut(i) {
+                Some(d) => *d = true,
+                None => in_range = false,
+            }
+        }
+        if !in_range || image_of.len() as i64 != n || described.contains(&false) {
+            return Err(TrainError::config(
+                "retrieval",
+                format!(
+                    "{n} captions of {m} images need one image index in 0..{m} per caption \
+                     and at least one caption per image (got {} indices)",
+                    image_of.len()
+                ),
+            ));
+        }
+        let (image, text) = (image.to_kind(Kind::Float), text.to_kind(Kind::Float));
+        let owner = Tensor::from_slice(&image_of.iter().map(|&i| i as i64).collect::<Vec<_>>())
+            .to_device(image.device());
+        // Each query's 0-based rank of its match: the keys scoring above it.
+        // `matched(sims, start, len)` gives the match's score for a chunk of
+        // queries (a similarity matrix of 1,024 rows at a time).
+        let ranks = |queries: &Tensor,
+                     keys: &Tensor,
+                     matched: &dyn Fn(&Tensor, i64, i64) -> Tensor|
+         -> Result<Vec<i64>> {
+            let q = queries.size()[0];
+            let mut out = Vec::with_capacity(q as usize);
+            for start in (0..q).step_by(1024) {
+                let len = (q - start).min(1024);
                 let sims = queries.narrow(0, start, len).f_matmul(&keys.tr())?;
-                let own = Tensor::arange_start(start, start + len, (Kind::Int64, sims.device()));
-                let matched = sims.gather(1, &own.unsqueeze(1), false);
-                let better = sims
-                    .gt_tensor(&matched)
-                    .sum_dim_intlist(1, false, Kind::Int64);
+                let better = sims.gt_tensor(&matched(&sims, start, len)).sum_dim_intlist(
+                    1,
+                    false,
+                    Kind::Int64,
+                );
                 out.extend(Vec::<i64>::try_from(better)?);
             }
             Ok(out)
         };
-        let (image, text) = (image.to_kind(Kind::Float), text.to_kind(Kind::Float));
-        let i2t = RankMetrics::of(&ranks(&image, &text)?);
-        let t2i = RankMetrics::of(&ranks(&text, &image)?);
+        // An image's best-scoring caption of its own.
+        let i2t = ranks(&image, &text, &|sims, start, len| {
+            let own = Tensor::arange_start(start, start + len, (Kind::Int64, sims.device()));
+            let mine = owner.unsqueeze(0).eq_tensor(&own.unsqueeze(1));
+            sims.masked_fill(&mine.logical_not(), f64::NEG_INFINITY)
+                .amax(1, true)
+        })?;
+        // A caption's image.
+        let t2i = ranks(&text, &image, &|sims, start, len| {
+            sims.gather(1, &owner.narrow(0, start, len).unsqueeze(1), false)
+        })?;
+        let (i2t, t2i) = (RankMetrics::of(&i2t), RankMetrics::of(&t2i));
         let mean_recall = (i2t.r1 + i2t.r5 + i2t.r10 + t2i.r1 + t2i.r5 + t2i.r10) / 6.0;
         Ok(Self {
             image_to_text: i2t,
             text_to_image: t2i,
             mean_recall,
+            images: m as usize,
+            captions: n as usize,
         })
     }
 }
@@ -170,15 +218,24 @@ pub fn evaluate(
 pub struct Embeddings {
     pub image: Tensor,
     pub text: Tensor,
+    /// Items naming the same image file (COCO's five captions per image as
+    /// five rows) are one image: each item's first item with its image.
+    first_of: Vec<usize>,
 }
 
 impl Embeddings {
-    fn zeros(model: &ClipClassifier, rows: usize) -> Self {
+    fn zeros(model: &ClipClassifier, data: &clip_data::Dataset) -> Self {
+        let rows = data.len();
         let dim = model.clip.config().projection_dim;
         let zeros = || Tensor::zeros([rows as i64, dim], (Kind::Float, Device::Cpu));
+        let mut first = HashMap::new();
+        let first_of = (0..rows)
+            .map(|i| *first.entry(data.name(i)).or_insert(i))
+            .collect();
         Self {
             image: zeros(),
             text: zeros(),
+            first_of,
         }
     }
 
@@ -225,7 +282,7 @@ impl Embeddings {
         tokenizer: &ClipTokenizer,
     ) -> Result<Self> {
         let data = loader.dataset();
-        let mut e = Self::zeros(model, data.len());
+        let mut e = Self::zeros(model, data);
         let mut batches = DeviceBatches::new(loader.epoch(0, 0), device);
         while let Some(b) = batches.next() {
             let b = b?;
@@ -264,9 +321,21 @@ impl Embeddings {
         Ok(())
     }
 
-    /// Image <-> text retrieval over the pairs.
+    /// Image <-> text retrieval over the pairs, the items of one image file one
+    /// image with several captions.
     pub fn retrieval(&self) -> Result<Retrieval> {
-        Retrieval::of(&self.image, &self.text)
+        let mut image_of = Vec::with_capacity(self.first_of.len());
+        let mut distinct = Vec::new();
+        for (i, &first) in self.first_of.iter().enumerate() {
+            if first == i {
+                distinct.push(i as i64);
+                image_of.push(distinct.len() - 1);
+            } else {
+                image_of.push(image_of[first]);
+            }
+        }
+        let images = self.image.index_select(0, &Tensor::from_slice(&distinct));
+        Retrieval::of(&images, &self.text, &image_of)
     }
 }
 
@@ -301,7 +370,7 @@ impl EvalCounts {
         let classes = model.class_names().len();
         let data = loader.dataset();
         let retrieval = captions.filter(|_| data.has_captions());
-        let embeddings = retrieval.map(|_| Embeddings::zeros(model, data.len()));
+        let embeddings = retrieval.map(|_| Embeddings::zeros(model, data));
         let mut c = Self {
             loss_sum: 0.0,
             top5: 0,
@@ -573,7 +642,7 @@ mod tests {
         // caption 0's own image ranks 3rd; the other pairs are each other's nearest.
         let image = Tensor::from_slice(&[1.0f32, 0.0, 0.8, 0.6, 0.0, 1.0]).view([3, 2]);
         let text = Tensor::from_slice(&[0.6f32, 0.8, 0.9, 0.436, -0.6, 0.8]).view([3, 2]);
-        let r = Retrieval::of(&image, &text).unwrap();
+        let r = Retrieval::of(&image, &text, &[0, 1, 2]).unwrap();
         assert_eq!(r.image_to_text.r1, 2.0 / 3.0);
         assert_eq!(r.text_to_image.r1, 2.0 / 3.0);
         assert_eq!(r.text_to_image.r5, 1.0);
@@ -583,7 +652,8 @@ mod tests {
         let n = |t: Tensor| l2_normalize(&t);
         let image = n(Tensor::randn([1500, 8], (Kind::Float, Device::Cpu)));
         let text = n(&image + Tensor::randn([1500, 8], (Kind::Float, Device::Cpu)) * 0.3);
-        let r = Retrieval::of(&image, &text).unwrap();
+        let r = Retrieval::of(&image, &text, &(0..1500).collect::<Vec<_>>()).unwrap();
+        assert_eq!((r.images, r.captions), (1500, 1500));
         for (at, q, k) in [
             (r.image_to_text, &image, &text),
             (r.text_to_image, &text, &image),
@@ -599,6 +669,26 @@ mod tests {
             .sum::<f64>()
             / 6.0;
         assert!((r.mean_recall - mean).abs() < 1e-12);
+    }
+
+    /// Several captions per image: an image's match is the best-ranked of its
+    /// captions, a caption's its image.
+    #[test]
+    fn retrieval_counts_any_of_an_images_captions() {
+        // Image 0 has captions 0 and 2: caption 2 is its nearest (caption 0
+        // alone would rank 2nd); caption 0 is nearer image 1 than its own.
+        let image = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
+        let text = Tensor::from_slice(&[0.6f32, 0.8, 0.0, 1.0, 1.0, 0.0]).view([3, 2]);
+        let r = Retrieval::of(&image, &text, &[0, 1, 0]).unwrap();
+        assert_eq!((r.images, r.captions), (2, 3));
+        assert_eq!((r.image_to_text.r1, r.image_to_text.mean_rank), (1.0, 1.0));
+        assert_eq!((r.text_to_image.r1, r.text_to_image.r5), (2.0 / 3.0, 1.0));
+        assert_eq!(r.text_to_image.mean_rank, 4.0 / 3.0);
+        // Each caption's image named; each image with a caption.
+        for bad in [&[0, 1][..], &[0, 0, 0], &[0, 1, 2]] {
+            let e = Retrieval::of(&image, &text, bad).unwrap_err().to_string();
+            assert!(e.contains("3 captions of 2 images"), "{e}");
+        }
     }
 
     /// Precision, recall and F1 per class and their macro means, as scikit-learn's
