@@ -1134,14 +1134,24 @@ fn with_classes_matches_by_name_and_maps_slashes() {
     );
 }
 
+/// Runs `script` with the setup venv's Python, `dir` its one argument.
+fn venv_python(script: &str, dir: &Path) {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(python.is_file(), "run scripts/setup.sh");
+    let o = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// Hugging Face image-caption datasets as Parquet (pyarrow, as `datasets` writes
 /// them): a caption column, with or without a label column; a row without a
 /// caption is left out and named.
 #[test]
 fn parquet_captions_with_and_without_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(python.is_file(), "run scripts/setup.sh");
     let script = r#"
 import io, sys
 import pyarrow as pa, pyarrow.parquet as pq
@@ -1156,12 +1166,7 @@ pq.write_table(pa.table({"image": images, "text": ["a red thing", None, "darker,
 pq.write_table(pa.table({"image": images, "label": [1, 0, 1], "caption": ["x", "y", "z"]}),
                sys.argv[1] + "/labelled.parquet")
 "#;
-    let o = std::process::Command::new(&python)
-        .args(["-c", script])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    venv_python(script, dir.path());
     let at = |f: &str| format!("{:?}", dir.path().join(f).display().to_string());
     let ds = Dataset::load(
         &source(&format!(
@@ -1216,8 +1221,6 @@ pq.write_table(pa.table({"image": images, "label": [1, 0, 1], "caption": ["x", "
 #[test]
 fn parquet_row_groups_read_concurrently_are_each_rows_own() {
     let dir = tempfile::tempdir().unwrap();
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(python.is_file(), "run scripts/setup.sh");
     // Noisy PNGs (tens of KB, so reads are not one syscall), one row per group.
     let script = r#"
 import io, sys
@@ -1235,12 +1238,7 @@ n = 160
 pq.write_table(pa.table({"image": [png(i) for i in range(n)], "label": [i % 3 for i in range(n)]}),
                sys.argv[1] + "/noisy.parquet", row_group_size=1)
 "#;
-    let o = std::process::Command::new(&python)
-        .args(["-c", script])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    venv_python(script, dir.path());
     let config = source(&format!(
         "kind = \"parquet\"\npath = {:?}\nclass_names = [\"a\", \"b\", \"c\"]",
         dir.path().join("noisy.parquet").display().to_string()
