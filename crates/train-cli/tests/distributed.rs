@@ -304,12 +304,22 @@ fn contrastive_two_ranks_equal_one_process_with_the_same_global_batch() {
         "train.max_steps=8",
     ];
     // 29 images: each epoch ends with a global batch of 5, split 3 + 2; 25: with
-    // one image, and rank 1 runs a stand-in that must not enter the loss.
-    for limit in [29, 25] {
+    // one image, and rank 1 runs a stand-in that must not enter the loss (and
+    // then with gradient accumulation and checkpointing: each micro-batch's loss
+    // over its global micro-batch, the towers' activations recomputed).
+    for (limit, more) in [
+        (29, &[][..]),
+        (25, &[][..]),
+        (
+            25,
+            &["train.grad_accum=2", "train.gradient_checkpointing=true"][..],
+        ),
+    ] {
         let limit = format!("data.train_limit={limit}");
         let mut sets = sets.to_vec();
         sets.push(&limit);
-        let dir = tmp.path().join(&limit);
+        sets.extend(more);
+        let dir = tmp.path().join(format!("{limit}{}", more.len()));
         let (one, two) = (dir.join("1"), dir.join("2"));
         one_process(&args(&one, &data, 8, &sets));
         two_ranks(&args(&two, &data, 4, &sets));
