@@ -291,9 +291,10 @@ pub(crate) type Indexed = (
 
 /// Indexes `paths`: per row with a label, where it lies; the class names (given,
 /// else the `ClassLabel` names of the metadata, else the sorted string labels,
-/// else `"0"`..`"max"`). With `caption_column`, each row's caption too (rows
-/// without one are left out), and the label column is optional: without it the
-/// data has no classes (labels all 0).
+/// else `"0"`..`"max"`). With `caption_column`, each row's caption too (a list
+/// of captions gives a sample per caption, all naming the row; rows without one
+/// are left out), and the label column is optional: without it the data has no
+/// classes (labels all 0).
 pub(crate) fn index(
     paths: Vec<PathBuf>,
     image_column: &str,
@@ -371,21 +372,26 @@ pub(crate) fn index(
                     true => cell(label_column).and_then(label_of),
                     false => Some(RawLabel::default()),
                 };
-                let caption = caption_column.map(|c| match cell(c) {
-                    Some(Field::Str(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-                    _ => None,
-                });
+                // A list of captions (the Hub's COCO / Flickr30k: five per image)
+                // is one pair per caption.
+                let caption = caption_column.map(|c| captions_of(cell(c)));
                 let at = || PathBuf::from(row_name(path, &rows, g as u32, r as u32));
                 match (label, caption) {
                     (None, _) => skipped.push((at(), format!("no label in {label_column:?}"))),
-                    (_, Some(None)) => skipped.push((
+                    (_, Some(c)) if c.is_empty() => skipped.push((
                         at(),
                         format!("no caption in {:?}", caption_column.unwrap_or_default()),
                     )),
-                    (Some(l), caption) => {
+                    (Some(l), None) => {
                         items.push((f as u32, g as u32, r as u32));
                         raw.push(l);
-                        captions.extend(caption.flatten());
+                    }
+                    (Some(l), Some(cs)) => {
+                        for c in cs {
+                            items.push((f as u32, g as u32, r as u32));
+                            raw.push(l.clone());
+                            captions.push(c);
+                        }
                     }
                 }
             }
@@ -429,6 +435,19 @@ pub(crate) fn index(
         caption_column.map(|_| captions),
         skipped,
     ))
+}
+
+/// The non-blank captions of a caption cell: a string, or a list of strings.
+fn captions_of(cell: Option<&Field>) -> Vec<String> {
+    let text = |f: &Field| match f {
+        Field::Str(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    };
+    match cell {
+        Some(Field::ListInternal(list)) => list.elements().iter().filter_map(text).collect(),
+        Some(f) => text(f).into_iter().collect(),
+        None => Vec::new(),
+    }
 }
 
 /// `file.parquet:row N` of row `r` of row group `g` (N counts rows over the file).

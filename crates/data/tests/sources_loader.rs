@@ -1165,6 +1165,10 @@ pq.write_table(pa.table({"image": images, "text": ["a red thing", None, "darker,
                sys.argv[1] + "/pairs.parquet", row_group_size=2)
 pq.write_table(pa.table({"image": images, "label": [1, 0, 1], "caption": ["x", "y", "z"]}),
                sys.argv[1] + "/labelled.parquet")
+# Several captions per image, as the Hub's Flickr30k: a list column.
+pq.write_table(pa.table({"image": images, "label": [1, 0, 1],
+                         "captions": [["a red thing", " ", "crimson"], [], ["dark red"]]}),
+               sys.argv[1] + "/lists.parquet", row_group_size=2)
 "#;
     venv_python(script, dir.path());
     let at = |f: &str| format!("{:?}", dir.path().join(f).display().to_string());
@@ -1205,6 +1209,41 @@ pq.write_table(pa.table({"image": images, "label": [1, 0, 1], "caption": ["x", "
     assert_eq!(ds.classes(), ["a", "b"]);
     assert_eq!((0..3).map(|i| ds.label(i)).collect::<Vec<_>>(), [1, 0, 1]);
     assert_eq!(ds.caption(2), Some("z"));
+    // A list of captions: a sample per (non-blank) caption, all naming their row
+    // (retrieval's one image); a row with none is left out and named.
+    let ds = Dataset::load(
+        &source(&format!(
+            "kind = \"parquet\"\npath = {}\ncaption_column = \"captions\"\nclass_names = [\"a\", \"b\"]",
+            at("lists.parquet")
+        )),
+        "data.train",
+    )
+    .unwrap();
+    assert_eq!(
+        (0..ds.len())
+            .map(|i| (
+                ds.caption(i).unwrap(),
+                ds.label(i),
+                ds.image(i).unwrap().data[0]
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("a red thing", 1, 10),
+            ("crimson", 1, 10),
+            ("dark red", 1, 30)
+        ]
+    );
+    assert_eq!(ds.name(0), ds.name(1));
+    assert!(ds.name(1) != ds.name(2) && ds.name(2).ends_with("lists.parquet:row 2"));
+    let skipped = ds.summary().skipped;
+    assert!(
+        skipped.len() == 1
+            && skipped[0]
+                .0
+                .to_string_lossy()
+                .ends_with("lists.parquet:row 1"),
+        "{skipped:?}"
+    );
     let err = load_err(&source(&format!(
         "kind = \"parquet\"\npath = {}\ncaption_column = \"title\"",
         at("labelled.parquet")
