@@ -211,6 +211,20 @@ pub fn evaluate(
         .report(model.class_names())
 }
 
+/// The token ids, on `device`, of the captions of `data`'s items `indices`.
+pub(crate) fn caption_ids(
+    data: &clip_data::Dataset,
+    indices: &[usize],
+    tokenizer: &ClipTokenizer,
+    device: Device,
+) -> Result<Tensor> {
+    let captions: Vec<&str> = indices
+        .iter()
+        .map(|&i| data.caption(i).unwrap_or_default())
+        .collect();
+    Ok(tokenizer.encode(&captions)?.to_device(device))
+}
+
 /// Image and caption embeddings of an image-caption evaluation set, L2-normalised:
 /// row `i` is the dataset's item `i` (zero on the rows another rank embeds, until
 /// [`Embeddings::sum_over`]).
@@ -258,12 +272,7 @@ impl Embeddings {
                 "retrieval needs CLIP's image embeddings: the \"cosine\" head",
             )
         })?;
-        let captions: Vec<&str> = batch
-            .indices
-            .iter()
-            .map(|&i| data.caption(i).unwrap_or_default())
-            .collect();
-        let ids = tokenizer.encode(&captions)?.to_device(device);
+        let ids = caption_ids(data, &batch.indices, tokenizer, device)?;
         let text = tch::no_grad(|| precision.autocast(device, || model.clip.text_features(&ids)))??;
         let rows = Tensor::from_slice(&batch.indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
         let cpu = |t: &Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);

@@ -17,7 +17,7 @@ use crate::corrupt::CorruptImages;
 use crate::data_parallel::{DataParallel, is_main};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
-use crate::evaluation::{Embeddings, EvalCounts, EvalReport};
+use crate::evaluation::{Embeddings, EvalCounts, EvalReport, caption_ids};
 use crate::loss::{Targets, contrastive_loss, cross_entropy};
 use crate::mixed_precision::{MixedPrecision, StepDecision};
 use crate::observe::{Event, Observer, StartInfo};
@@ -97,14 +97,7 @@ impl Captions {
                 let rows = Tensor::from_slice(&rows).to_device(ids.device());
                 Ok(ids.index_select(0, &rows))
             }
-            Self::Data => {
-                let texts: Vec<&str> = batch
-                    .indices
-                    .iter()
-                    .map(|&i| data.caption(i).unwrap_or_default())
-                    .collect();
-                Ok(tokenizer.encode(&texts)?.to_device(device))
-            }
+            Self::Data => caption_ids(data, &batch.indices, tokenizer, device),
         }
     }
 }
