@@ -258,9 +258,18 @@ impl Trainer {
                             } else {
                                 batch.len() as i64
                             };
+                            // Both embeddings in one gather, side by side.
+                            let dim = out.image_embeds.size()[1];
+                            let all = d.gather_with_grad(&Tensor::cat(
+                                &[
+                                    out.image_embeds.narrow(0, 0, rows),
+                                    out.text_embeds.narrow(0, 0, rows),
+                                ],
+                                1,
+                            ))?;
                             (
-                                d.gather_with_grad(&out.image_embeds.narrow(0, 0, rows))?,
-                                d.gather_with_grad(&out.text_embeds.narrow(0, 0, rows))?,
+                                all.narrow(1, 0, dim).contiguous(),
+                                all.narrow(1, dim, all.size()[1] - dim).contiguous(),
                             )
                         }
                         None => (out.image_embeds, out.text_embeds),
