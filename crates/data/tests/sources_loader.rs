@@ -1171,12 +1171,13 @@ pq.write_table(pa.table({"image": images, "label": [1, 0, 1],
                sys.argv[1] + "/lists.parquet", row_group_size=2)
 "#;
     venv_python(script, dir.path());
-    let at = |f: &str| format!("{:?}", dir.path().join(f).display().to_string());
+    // A Parquet source entry: `file` in the test folder, then `rest`.
+    let parquet = |file: &str, rest: &str| {
+        let path = dir.path().join(file).display().to_string();
+        source(&format!("kind = \"parquet\"\npath = {path:?}\n{rest}"))
+    };
     let ds = Dataset::load(
-        &source(&format!(
-            "kind = \"parquet\"\npath = {}\ncaption_column = \"text\"",
-            at("pairs.parquet")
-        )),
+        &parquet("pairs.parquet", "caption_column = \"text\""),
         "data.train",
     )
     .unwrap();
@@ -1199,10 +1200,10 @@ pq.write_table(pa.table({"image": images, "label": [1, 0, 1],
         "{skipped:?}"
     );
     let ds = Dataset::load(
-        &source(&format!(
-            "kind = \"parquet\"\npath = {}\ncaption_column = \"caption\"\nclass_names = [\"a\", \"b\"]",
-            at("labelled.parquet")
-        )),
+        &parquet(
+            "labelled.parquet",
+            "caption_column = \"caption\"\nclass_names = [\"a\", \"b\"]",
+        ),
         "data.train",
     )
     .unwrap();
@@ -1212,10 +1213,10 @@ pq.write_table(pa.table({"image": images, "label": [1, 0, 1],
     // A list of captions: a sample per (non-blank) caption, all naming their row
     // (retrieval's one image); a row with none is left out and named.
     let ds = Dataset::load(
-        &source(&format!(
-            "kind = \"parquet\"\npath = {}\ncaption_column = \"captions\"\nclass_names = [\"a\", \"b\"]",
-            at("lists.parquet")
-        )),
+        &parquet(
+            "lists.parquet",
+            "caption_column = \"captions\"\nclass_names = [\"a\", \"b\"]",
+        ),
         "data.train",
     )
     .unwrap();
@@ -1244,10 +1245,7 @@ pq.write_table(pa.table({"image": images, "label": [1, 0, 1],
                 .ends_with("lists.parquet:row 1"),
         "{skipped:?}"
     );
-    let err = load_err(&source(&format!(
-        "kind = \"parquet\"\npath = {}\ncaption_column = \"title\"",
-        at("labelled.parquet")
-    )));
+    let err = load_err(&parquet("labelled.parquet", "caption_column = \"title\""));
     assert!(
         err.contains("data.train.caption_column") && err.contains("image, label, caption"),
         "{err}"
