@@ -1,12 +1,7 @@
-//! Compiles the libtorch shims (autocast; CUDA memory and TF32) and gives this
-//! package's binaries an rpath to libtorch.
+//! Gives this package's binaries, tests and benches an rpath to libtorch (the
+//! C++ shims are clip-sys's).
 include!("../libtorch_build.rs");
 
 fn main() {
-    compile_shim("src/autocast.cpp", "clip_autocast");
-    compile_shim("src/cuda.cpp", "clip_cuda");
-    // Where `load_cuda` finds libtorch_cuda.so.
-    let lib =
-        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB");
-    println!("cargo:rustc-env=CLIP_LIBTORCH_LIB={lib}");
+    rpath_to_libtorch();
 }

@@ -1,7 +1,7 @@
-//! Compiles the multi-tensor kernel shim and gives this package's binaries an rpath
-//! to libtorch.
+//! Gives this package's binaries, tests and benches an rpath to libtorch (the
+//! C++ shims are clip-sys's).
 include!("../libtorch_build.rs");
 
 fn main() {
-    compile_shim("src/kernels.cpp", "clip_optim_kernels");
+    rpath_to_libtorch();
 }

@@ -2,104 +2,23 @@
 //! API. Every call goes through the shim in `c10d.cpp`, which turns C++ exceptions
 //! into an error code and message.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_long, c_void};
+use std::ffi::{CString, c_char, c_int, c_long, c_void};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
+use clip_sys::{
+    C_tensor, ERR_LEN, clip_pg_all_gather, clip_pg_all_reduce_sum, clip_pg_barrier,
+    clip_pg_broadcast, clip_pg_free, clip_pg_new, clip_reducer_free, clip_reducer_new,
+    clip_reducer_prepare, clip_store_get, clip_store_set,
+};
 use tch::{Kind, Tensor};
-use torch_sys::C_tensor;
 
 use crate::env::DistEnv;
 use crate::error::{DistError, Result};
 
-unsafe extern "C" {
-    fn clip_pg_new(
-        host: *const c_char,
-        port: c_int,
-        server: c_int,
-        prefix: *const c_char,
-        rank: c_int,
-        world: c_int,
-        backend: c_int,
-        timeout_ms: c_long,
-        iface: *const c_char,
-        gloo_host: *const c_char,
-        out: *mut *mut c_void,
-        err: *mut c_char,
-        err_len: c_int,
-    ) -> c_int;
-    fn clip_pg_free(pg: *mut c_void);
-    fn clip_pg_all_reduce_sum(
-        pg: *mut c_void,
-        t: *mut C_tensor,
-        err: *mut c_char,
-        len: c_int,
-    ) -> c_int;
-    fn clip_pg_broadcast(
-        pg: *mut c_void,
-        ts: *const *mut C_tensor,
-        n: c_int,
-        buffer_bytes: c_long,
-        root: c_int,
-        err: *mut c_char,
-        len: c_int,
-    ) -> c_int;
-    fn clip_pg_all_gather(
-        pg: *mut c_void,
-        input: *mut C_tensor,
-        outs: *const *mut C_tensor,
-        n: c_int,
-        err: *mut c_char,
-        len: c_int,
-    ) -> c_int;
-    fn clip_pg_barrier(pg: *mut c_void, err: *mut c_char, len: c_int) -> c_int;
-    fn clip_store_set(
-        pg: *mut c_void,
-        key: *const c_char,
-        value: *const c_char,
-        err: *mut c_char,
-        len: c_int,
-    ) -> c_int;
-    fn clip_store_get(
-        pg: *mut c_void,
-        key: *const c_char,
-        timeout_ms: c_long,
-        found: *mut c_int,
-        out: *mut c_char,
-        out_len: c_int,
-        err: *mut c_char,
-        len: c_int,
-    ) -> c_int;
-    fn clip_reducer_new(
-        pg: *mut c_void,
-        params: *const *mut C_tensor,
-        n: c_int,
-        bucket_bytes: c_long,
-        first_bucket_bytes: c_long,
-        out: *mut *mut c_void,
-        err: *mut c_char,
-        len: c_int,
-    ) -> c_int;
-    fn clip_reducer_prepare(
-        r: *mut c_void,
-        loss: *mut C_tensor,
-        err: *mut c_char,
-        len: c_int,
-    ) -> c_int;
-    fn clip_reducer_free(r: *mut c_void, err: *mut c_char, len: c_int) -> c_int;
-}
-
-const ERR_LEN: usize = 2048;
-
-/// Calls `f` with an error buffer; a non-zero code becomes the buffer's message.
+/// Calls a shim function with `call`'s error buffer; a failure is its message.
 fn call(f: impl FnOnce(*mut c_char, c_int) -> c_int) -> std::result::Result<(), String> {
-    let mut err = vec![0 as c_char; ERR_LEN];
-    if f(err.as_mut_ptr(), ERR_LEN as c_int) == 0 {
-        return Ok(());
-    }
-    // SAFETY: the shim NUL-terminates within ERR_LEN.
-    let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
-    Err(msg.to_string_lossy().trim().to_string())
+    clip_sys::call(f)
 }
 
 fn cstring(s: &str) -> CString {
@@ -164,6 +83,8 @@ impl ProcessGroup {
         );
         let mut raw = std::ptr::null_mut();
         let ms = timeout.as_millis().min(c_long::MAX as u128) as c_long;
+        // SAFETY: NUL-terminated strings and an out-pointer that outlive the call;
+        // the buffer is `call`'s.
         call(|err, len| unsafe {
             clip_pg_new(
                 host.as_ptr(),
@@ -239,6 +160,7 @@ impl ProcessGroup {
     /// Sums `t` over all ranks, in place.
     pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
         let p = t.as_mut_ptr();
+        // SAFETY: a live group and a tensor borrowed for the call.
         self.collective("all_reduce", |e, l| unsafe {
             clip_pg_all_reduce_sum(self.raw.as_ptr(), p, e, l)
         })
@@ -252,6 +174,8 @@ impl ProcessGroup {
         let mut outs: Vec<Tensor> = (0..self.env.world).map(|_| input.empty_like()).collect();
         let ptrs: Vec<*mut C_tensor> = outs.iter_mut().map(Tensor::as_mut_ptr).collect();
         let p = input.as_mut_ptr();
+        // SAFETY: a live group; `input` and `outs` (one tensor per rank, each of
+        // `input`'s shape) outlive the call.
         self.collective("all_gather", |e, l| unsafe {
             clip_pg_all_gather(
                 self.raw.as_ptr(),
@@ -285,6 +209,7 @@ impl ProcessGroup {
         }
         let mut handles: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
         let ptrs: Vec<*mut C_tensor> = handles.iter_mut().map(Tensor::as_mut_ptr).collect();
+        // SAFETY: a live group; the handles outlive the call.
         self.collective("broadcast", |e, l| unsafe {
             clip_pg_broadcast(
                 self.raw.as_ptr(),
@@ -300,6 +225,7 @@ impl ProcessGroup {
 
     /// Waits for every rank.
     pub fn barrier(&self) -> Result<()> {
+        // SAFETY: a live group.
         self.collective("barrier", |e, l| unsafe {
             clip_pg_barrier(self.raw.as_ptr(), e, l)
         })
@@ -308,6 +234,7 @@ impl ProcessGroup {
     /// Sets `key` in the job's store (this restart attempt's keys).
     pub fn store_set(&self, key: &str, value: &str) -> Result<()> {
         let (k, v) = (cstring(key), cstring(value));
+        // SAFETY: a live group and NUL-terminated strings that outlive the call.
         self.collective("store set", |e, l| unsafe {
             clip_store_set(self.raw.as_ptr(), k.as_ptr(), v.as_ptr(), e, l)
         })
@@ -319,6 +246,8 @@ impl ProcessGroup {
         let mut found: c_int = 0;
         let mut out = vec![0 as c_char; ERR_LEN];
         let ms = timeout.as_millis().min(c_long::MAX as u128) as c_long;
+        // SAFETY: a live group; `found` and `out` (ERR_LEN bytes, the length
+        // passed) outlive the call.
         self.collective("store get", |e, l| unsafe {
             clip_store_get(
                 self.raw.as_ptr(),
@@ -334,9 +263,7 @@ impl ProcessGroup {
         if found == 0 {
             return Ok(None);
         }
-        // SAFETY: the shim NUL-terminates within ERR_LEN.
-        let s = unsafe { CStr::from_ptr(out.as_ptr()) };
-        Ok(Some(s.to_string_lossy().into_owned()))
+        Ok(Some(clip_sys::c_string(&out)))
     }
 
     /// After this rank failed with `message` (its own error, or a collective that
@@ -403,7 +330,9 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         // SAFETY: created by clip_pg_new, freed once.
-        unsafe { clip_pg_free(self.raw.as_ptr()) }
+        if let Err(e) = call(|e, l| unsafe { clip_pg_free(self.raw.as_ptr(), e, l) }) {
+            tracing::warn!("closing the process group: {e}");
+        }
     }
 }
 
@@ -437,6 +366,8 @@ impl Reducer {
         let ptrs: Vec<*mut C_tensor> = handles.iter_mut().map(Tensor::as_mut_ptr).collect();
         let mut raw = std::ptr::null_mut();
         let bytes = (bucket_mb * 1024.0 * 1024.0).max(1.0) as c_long;
+        // SAFETY: a live group; the parameter handles and the out-pointer outlive
+        // the call.
         pg.collective("Reducer construction", |e, l| unsafe {
             clip_reducer_new(
                 pg.raw.as_ptr(),
@@ -476,6 +407,7 @@ impl Reducer {
     pub fn prepare(&self, loss: &Tensor) -> Result<()> {
         let mut l = loss.shallow_clone();
         let p = l.as_mut_ptr();
+        // SAFETY: a live reducer and a loss tensor borrowed for the call.
         call(|e, len| unsafe { clip_reducer_prepare(self.raw.as_ptr(), p, e, len) }).map_err(
             |message| DistError::Collective {
                 rank: self.rank,

@@ -2,20 +2,12 @@
 //! figures (what `torch.cuda.max_memory_allocated` / `max_memory_reserved` report)
 //! and TF32 matmuls, through a small C++ shim (`cuda.cpp`).
 
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CStr, CString, c_char, c_int};
 use std::sync::OnceLock;
 
+use clip_sys::LIBTORCH_LIB;
+
 use crate::{ModelError, Result};
-
-unsafe extern "C" {
-    fn clip_cuda_memory(device: i32, out: *mut i64, err: *mut c_char, err_len: i32) -> i32;
-    fn clip_cuda_reset_peak(device: i32, err: *mut c_char, err_len: i32) -> i32;
-    fn clip_set_tf32_matmul(allow: i32, err: *mut c_char, err_len: i32) -> i32;
-    fn clip_tf32_matmul() -> i32;
-}
-
-/// The libtorch lib folder this crate was built against.
-const LIBTORCH_LIB: &str = env!("CLIP_LIBTORCH_LIB");
 
 /// Loads libtorch's CUDA library (`libtorch_cuda.so`, beside `libtorch_cpu.so`)
 /// once, so that libtorch sees the GPUs. The linker drops it from binaries that
@@ -47,6 +39,7 @@ pub fn load_cuda() -> std::result::Result<(), String> {
                 let why = if why.is_null() {
                     "unknown error".to_string()
                 } else {
+                    // SAFETY: non-null, so a NUL-terminated string owned by libc.
                     unsafe { CStr::from_ptr(why) }
                         .to_string_lossy()
                         .into_owned()
@@ -94,23 +87,17 @@ pub struct CudaMemory {
     pub peak_reserved: i64,
 }
 
-fn call(what: &str, f: impl FnOnce(*mut c_char, i32) -> i32) -> Result<()> {
-    let mut err = [0 as c_char; 512];
-    if f(err.as_mut_ptr(), err.len() as i32) == 0 {
-        return Ok(());
-    }
-    Err(ModelError::Torch(tch::TchError::Torch(format!(
-        "{what}: {}",
-        crate::autocast::message(&err)
-    ))))
+fn call(what: &str, f: impl FnOnce(*mut c_char, c_int) -> c_int) -> Result<()> {
+    clip_sys::call(f).map_err(|m| ModelError::Torch(tch::TchError::Torch(format!("{what}: {m}"))))
 }
 
 /// The caching allocator's current and peak bytes on CUDA device `device`.
 pub fn cuda_memory(device: usize) -> Result<CudaMemory> {
     let mut out = [0i64; 4];
     call("cannot read the CUDA memory figures", |err, len| {
-        // SAFETY: `out` holds the 4 values the shim writes; exceptions are caught.
-        unsafe { clip_cuda_memory(device as i32, out.as_mut_ptr(), err, len) }
+        // SAFETY: `out` holds the 4 values the shim writes, the buffer is `call`'s;
+        // exceptions are caught.
+        unsafe { clip_sys::clip_cuda_memory(device as i32, out.as_mut_ptr(), err, len) }
     })?;
     Ok(CudaMemory {
         allocated: out[0],
@@ -123,23 +110,29 @@ pub fn cuda_memory(device: usize) -> Result<CudaMemory> {
 /// Starts a new phase: the peaks of `device` become its current figures.
 pub fn reset_cuda_peak(device: usize) -> Result<()> {
     call("cannot reset the CUDA memory peaks", |err, len| {
-        // SAFETY: a libtorch call; exceptions are caught by the shim.
-        unsafe { clip_cuda_reset_peak(device as i32, err, len) }
+        // SAFETY: a libtorch call with `call`'s buffer; exceptions are caught by the shim.
+        unsafe { clip_sys::clip_cuda_reset_peak(device as i32, err, len) }
     })
 }
 
 /// `torch.backends.cuda.matmul.allow_tf32` (PyTorch's default: false).
 pub fn set_tf32_matmul(allow: bool) -> Result<()> {
     call("cannot set TF32 matmuls", |err, len| {
-        // SAFETY: a libtorch global setting; exceptions are caught by the shim.
-        unsafe { clip_set_tf32_matmul(i32::from(allow), err, len) }
+        // SAFETY: a libtorch global setting, with `call`'s buffer; exceptions are
+        // caught by the shim.
+        unsafe { clip_sys::clip_set_tf32_matmul(i32::from(allow), err, len) }
     })
 }
 
 /// Whether fp32 matmuls may use TF32 on CUDA.
 pub fn tf32_matmul() -> bool {
-    // SAFETY: reads a libtorch global setting.
-    unsafe { clip_tf32_matmul() != 0 }
+    let mut allowed = 0;
+    // SAFETY: reads a libtorch global setting into a live out-pointer; exceptions
+    // are caught by the shim (a failure reads as "off").
+    let read = call("cannot read the TF32 setting", |err, len| unsafe {
+        clip_sys::clip_tf32_matmul(&mut allowed, err, len)
+    });
+    read.is_ok() && allowed != 0
 }
 
 #[cfg(test)]

@@ -1,56 +1,22 @@
 //! Safe wrappers over the multi-tensor kernels of `kernels.cpp`.
 
-use std::ffi::{CStr, c_char};
-
+use clip_sys::C_tensor;
 use tch::Tensor;
-use torch_sys::C_tensor;
 
 use crate::OptimError;
-
-unsafe extern "C" {
-    fn clip_fused_adamw(
-        params: *const *mut C_tensor,
-        grads: *const *mut C_tensor,
-        exp_avgs: *const *mut C_tensor,
-        exp_avg_sqs: *const *mut C_tensor,
-        max_exp_avg_sqs: *const *mut C_tensor,
-        steps: *const *mut C_tensor,
-        n: i32,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-        eps: f64,
-        amsgrad: i32,
-        err: *mut c_char,
-        err_len: i32,
-    ) -> i32;
-    fn clip_amp_unscale(
-        grads: *const *mut C_tensor,
-        n: i32,
-        found_inf: *mut C_tensor,
-        inv_scale: *mut C_tensor,
-        err: *mut c_char,
-        err_len: i32,
-    ) -> i32;
-    fn clip_grad_to_none(t: *mut C_tensor, err: *mut c_char, err_len: i32) -> i32;
-}
 
 fn ptrs(ts: &[&Tensor]) -> Vec<*mut C_tensor> {
     ts.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
 }
 
-fn check(code: i32, err: &[c_char], what: &str) -> Result<(), OptimError> {
-    if code == 0 {
-        return Ok(());
-    }
-    // SAFETY: the shim always NUL-terminates the buffer on failure.
-    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
-    Err(OptimError::Kernel {
+/// Calls kernel `what` through the shims' error-buffer convention.
+fn call(
+    what: &str,
+    f: impl FnOnce(*mut std::ffi::c_char, std::ffi::c_int) -> std::ffi::c_int,
+) -> Result<(), OptimError> {
+    clip_sys::call(f).map_err(|message| OptimError::Kernel {
         kernel: what.into(),
-        message: msg,
+        message,
     })
 }
 
@@ -86,10 +52,10 @@ pub(crate) fn fused_adamw(l: &AdamWLists, h: &AdamWHyper) -> Result<(), OptimErr
             message: "tensor lists of different lengths".into(),
         });
     }
-    let mut err = [0 as c_char; 512];
-    // SAFETY: every pointer is a live tch tensor borrowed for the call; lengths checked above.
-    let code = unsafe {
-        clip_fused_adamw(
+    // SAFETY: every pointer is a live tch tensor borrowed for the call (the pointer
+    // vectors outlive it); lengths checked above; the buffer is `call`'s.
+    call("_fused_adamw_", |err, len| unsafe {
+        clip_sys::clip_fused_adamw(
             ptrs(&l.params).as_ptr(),
             ptrs(&grads).as_ptr(),
             ptrs(&l.exp_avgs).as_ptr(),
@@ -103,11 +69,10 @@ pub(crate) fn fused_adamw(l: &AdamWLists, h: &AdamWHyper) -> Result<(), OptimErr
             h.weight_decay,
             h.eps,
             i32::from(h.amsgrad),
-            err.as_mut_ptr(),
-            err.len() as i32,
+            err,
+            len,
         )
-    };
-    check(code, &err, "_fused_adamw_")
+    })
 }
 
 /// `torch._amp_foreach_non_finite_check_and_unscale_`: multiplies every gradient by
@@ -118,33 +83,30 @@ pub(crate) fn amp_unscale(
     inv_scale: &Tensor,
 ) -> Result<(), OptimError> {
     let refs: Vec<&Tensor> = grads.iter().collect();
-    let mut err = [0 as c_char; 512];
-    // SAFETY: live tensors borrowed for the call.
-    let code = unsafe {
-        clip_amp_unscale(
-            ptrs(&refs).as_ptr(),
-            refs.len() as i32,
-            found_inf.as_ptr() as *mut C_tensor,
-            inv_scale.as_ptr() as *mut C_tensor,
-            err.as_mut_ptr(),
-            err.len() as i32,
-        )
-    };
-    check(code, &err, "_amp_foreach_non_finite_check_and_unscale_")
+    let handles = ptrs(&refs);
+    // SAFETY: live tensors borrowed for the call; the buffer is `call`'s.
+    call(
+        "_amp_foreach_non_finite_check_and_unscale_",
+        |err, len| unsafe {
+            clip_sys::clip_amp_unscale(
+                handles.as_ptr(),
+                handles.len() as i32,
+                found_inf.as_ptr() as *mut C_tensor,
+                inv_scale.as_ptr() as *mut C_tensor,
+                err,
+                len,
+            )
+        },
+    )
 }
 
 /// Resets a parameter's gradient to undefined (`zero_grad(set_to_none=True)`).
 pub(crate) fn grad_to_none(t: &Tensor) -> Result<(), OptimError> {
-    let mut err = [0 as c_char; 512];
-    // SAFETY: a live tensor; resetting its grad slot is what PyTorch's zero_grad does.
-    let code = unsafe {
-        clip_grad_to_none(
-            t.as_ptr() as *mut C_tensor,
-            err.as_mut_ptr(),
-            err.len() as i32,
-        )
-    };
-    check(code, &err, "grad reset")
+    // SAFETY: a live tensor; resetting its grad slot is what PyTorch's zero_grad
+    // does; the buffer is `call`'s.
+    call("grad reset", |err, len| unsafe {
+        clip_sys::clip_grad_to_none(t.as_ptr() as *mut C_tensor, err, len)
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 // PyTorch's c10d (the engine under torch.distributed and DistributedDataParallel)
 // driven from Rust: a TCPStore, a ProcessGroup over Gloo (CPU) or NCCL (CUDA, with
 // -DUSE_C10D_NCCL), the collectives the trainer needs, and DDP's gradient Reducer.
-// Tensors arrive as tch's handles (at::Tensor*). No exception crosses the C boundary:
-// failures return 1 and copy the message into `err`.
+// Tensors arrive as tch's handles (at::Tensor*).
+#include "clip_shim.h"
+
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -13,7 +14,6 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #include <chrono>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -25,31 +25,6 @@ struct ClipPg {
   std::chrono::milliseconds timeout;
 };
 
-static int fail(const char *what, char *err, int err_len) {
-  if (err_len > 0) {
-    std::strncpy(err, what, err_len - 1);
-    err[err_len - 1] = 0;
-  }
-  return 1;
-}
-
-#define GUARD(...)                                          \
-  try {                                                     \
-    __VA_ARGS__;                                            \
-    return 0;                                               \
-  } catch (const std::exception &e) {                       \
-    return fail(e.what(), err, err_len);                    \
-  } catch (...) {                                           \
-    return fail("unknown C++ exception", err, err_len);     \
-  }
-
-static std::vector<at::Tensor> list(at::Tensor **ts, int n) {
-  std::vector<at::Tensor> v;
-  v.reserve(n);
-  for (int i = 0; i < n; ++i) v.push_back(*ts[i]);
-  return v;
-}
-
 extern "C" {
 
 // backend: 0 = Gloo, 1 = NCCL. `server`: this process serves the store (rank 0
@@ -58,7 +33,7 @@ extern "C" {
 // binds (an interface name, a host name, or both empty for the default device).
 int clip_pg_new(const char *host, int port, int server, const char *prefix, int rank, int world, int backend,
                 long timeout_ms, const char *iface, const char *gloo_host, void **out, char *err, int err_len) {
-  GUARD({
+  CLIP_GUARD({
     auto timeout = std::chrono::milliseconds(timeout_ms);
     TCPStoreOptions opts;
     opts.port = static_cast<uint16_t>(port);
@@ -98,11 +73,11 @@ int clip_pg_new(const char *host, int port, int server, const char *prefix, int 
   })
 }
 
-void clip_pg_free(void *p) { delete static_cast<ClipPg *>(p); }
+int clip_pg_free(void *p, char *err, int err_len) { CLIP_GUARD({ delete static_cast<ClipPg *>(p); }) }
 
 // In-place sum over all ranks.
 int clip_pg_all_reduce_sum(void *p, at::Tensor *t, char *err, int err_len) {
-  GUARD({
+  CLIP_GUARD({
     std::vector<at::Tensor> v{*t};
     AllreduceOptions o;
     o.reduceOp = ReduceOp::SUM;
@@ -113,46 +88,58 @@ int clip_pg_all_reduce_sum(void *p, at::Tensor *t, char *err, int err_len) {
 // Every tensor from `root`, coalesced into buffers of `buffer_bytes` (what DDP does
 // with the module's parameters and buffers at construction).
 int clip_pg_broadcast(void *p, at::Tensor **ts, int n, long buffer_bytes, int root, char *err, int err_len) {
-  GUARD({
-    auto v = list(ts, n);
+  CLIP_GUARD({
+    auto v = clip_tensor_list(ts, n);
     broadcast_coalesced(static_cast<ClipPg *>(p)->pg, v, static_cast<size_t>(buffer_bytes), root);
   })
 }
 
 // `outs[r]` = rank r's `input` (every rank's `input` has the same shape).
 int clip_pg_all_gather(void *p, at::Tensor *input, at::Tensor **outs, int n, char *err, int err_len) {
-  GUARD({
-    std::vector<std::vector<at::Tensor>> o{list(outs, n)};
+  CLIP_GUARD({
+    std::vector<std::vector<at::Tensor>> o{clip_tensor_list(outs, n)};
     std::vector<at::Tensor> in{*input};
     static_cast<ClipPg *>(p)->pg->allgather(o, in)->wait();
   })
 }
 
 int clip_pg_barrier(void *p, char *err, int err_len) {
-  GUARD({ static_cast<ClipPg *>(p)->pg->barrier()->wait(); })
+  CLIP_GUARD({ static_cast<ClipPg *>(p)->pg->barrier()->wait(); })
 }
 
 int clip_store_set(void *p, const char *key, const char *value, char *err, int err_len) {
-  GUARD({
+  CLIP_GUARD({
     std::string v(value);
     static_cast<ClipPg *>(p)->store->set(std::string(key), std::vector<uint8_t>(v.begin(), v.end()));
   })
 }
 
+// Sets the store's timeout for its lifetime, then puts the group's own back (also
+// when a store call throws).
+struct StoreTimeout {
+  ClipPg *s;
+  StoreTimeout(ClipPg *s, std::chrono::milliseconds t) : s(s) { s->store->setTimeout(t); }
+  ~StoreTimeout() {
+    try {
+      s->store->setTimeout(s->timeout);
+    } catch (...) {
+    }
+  }
+};
+
 // `found` = 0 when the key is not (yet) set; otherwise its value (truncated to out_len).
 int clip_store_get(void *p, const char *key, long timeout_ms, int *found, char *out, int out_len, char *err,
                    int err_len) {
-  GUARD({
+  CLIP_GUARD({
     auto *s = static_cast<ClipPg *>(p);
-    s->store->setTimeout(std::chrono::milliseconds(timeout_ms));
+    StoreTimeout short_wait(s, std::chrono::milliseconds(timeout_ms));
     *found = 0;
     if (s->store->check({std::string(key)})) {
       auto v = s->store->get(std::string(key));
       std::string str(v.begin(), v.end());
-      fail(str.c_str(), out, out_len);
+      clip_copy_str(str.c_str(), out, out_len);
       *found = 1;
     }
-    s->store->setTimeout(s->timeout);
   })
 }
 
@@ -160,8 +147,8 @@ int clip_store_get(void *p, const char *key, long timeout_ms, int *found, char *
 // small first bucket, then `bucket_bytes`, parameters in reverse order).
 int clip_reducer_new(void *p, at::Tensor **params, int n, long bucket_bytes, long first_bucket_bytes, void **out,
                      char *err, int err_len) {
-  GUARD({
-    auto ps = list(params, n);
+  CLIP_GUARD({
+    auto ps = clip_tensor_list(params, n);
     std::vector<int64_t> order;
     for (int i = n - 1; i >= 0; --i) order.push_back(i);
     auto [buckets, limits] = compute_bucket_assignment_by_size(
@@ -178,7 +165,7 @@ int clip_reducer_new(void *p, at::Tensor **params, int n, long bucket_bytes, lon
 
 // The next backward pass reduces the gradients (skipped on no_sync micro-steps).
 int clip_reducer_prepare(void *r, at::Tensor *loss, char *err, int err_len) {
-  GUARD({
+  CLIP_GUARD({
     auto *red = static_cast<Reducer *>(r);
     red->prepare_for_forward();
     red->prepare_for_backward({*loss});
@@ -186,6 +173,6 @@ int clip_reducer_prepare(void *r, at::Tensor *loss, char *err, int err_len) {
 }
 
 int clip_reducer_free(void *r, char *err, int err_len) {
-  GUARD({ delete static_cast<Reducer *>(r); })
+  CLIP_GUARD({ delete static_cast<Reducer *>(r); })
 }
 }
