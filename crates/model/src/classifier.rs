@@ -16,10 +16,11 @@ use tch::{Kind, Tensor, nn};
 
 use crate::clip::{ClipModel, l2_normalize};
 use crate::config::ClipConfig;
+use crate::dropout::dropout;
 use crate::error::{ModelError, Result};
 use crate::grad_checkpoint::Pass;
 use crate::hub::ModelFiles;
-use crate::layers::{Linear, dropout};
+use crate::layers::Linear;
 use crate::lora::LoraConfig;
 use crate::tags::{DecayClass, Module, ParamReport, ParamTable, Scope, Tower};
 use crate::tokenizer::ClipTokenizer;
@@ -50,11 +51,59 @@ pub enum HeadKind {
     Hf,
 }
 
+/// What each head kind can do: every capability question about a head (can it
+/// start zero-shot, be remade by FLYP, be mixed by WiSE-FT, carry text-tower
+/// adapters, load in transformers without remote code) is answered here.
 impl HeadKind {
     pub fn name(self) -> &'static str {
         match self {
             HeadKind::Cosine => "cosine",
             HeadKind::Hf => "hf",
+        }
+    }
+
+    /// Whether the head lives in CLIP's joint embedding space (its rows are
+    /// comparable with text embeddings): it can start from zero-shot prompts, be
+    /// remade from the text tower (FLYP), and be interpolated with a zero-shot
+    /// classifier (WiSE-FT).
+    pub fn in_embedding_space(self) -> bool {
+        match self {
+            HeadKind::Cosine => true,
+            HeadKind::Hf => false,
+        }
+    }
+
+    /// Whether the classifier keeps CLIP's text tower and projections (trained,
+    /// saved, and there for retrieval and text-tower adapters).
+    pub fn keeps_text_tower(self) -> bool {
+        match self {
+            HeadKind::Cosine => true,
+            HeadKind::Hf => false,
+        }
+    }
+
+    /// transformers' own class for the classifier, when it has one (an export
+    /// then loads without remote code).
+    pub fn transformers_class(self) -> Option<&'static str> {
+        match self {
+            HeadKind::Cosine => None,
+            HeadKind::Hf => Some("CLIPForImageClassification"),
+        }
+    }
+
+    /// Whether its logits carry a multiplier (`model.head.scale`).
+    pub fn has_scale(self) -> bool {
+        match self {
+            HeadKind::Cosine => true,
+            HeadKind::Hf => false,
+        }
+    }
+
+    /// Whether it may do without a bias.
+    pub fn bias_optional(self) -> bool {
+        match self {
+            HeadKind::Cosine => true,
+            HeadKind::Hf => false,
         }
     }
 }
@@ -110,22 +159,23 @@ impl HeadConfig {
                 "`{prefix}.templates`: zero_shot needs at least one template, each containing `{{}}`"
             ));
         }
-        if self.kind == HeadKind::Hf {
-            let hf = "the hf head (transformers' CLIPForImageClassification)";
-            if self.init == HeadInit::ZeroShot {
-                problems.push(format!(
-                    "`{prefix}.init = \"zero_shot\"` needs the cosine head: {hf} sits on the \
-                     vision tower's hidden size, not CLIP's embedding space"
-                ));
-            }
-            if self.scale.is_some() {
-                problems.push(format!(
-                    "`{prefix}.scale`: {hf} has no logit scale; remove the key"
-                ));
-            }
-            if !self.bias {
-                problems.push(format!("`{prefix}.bias = false`: {hf} always has a bias"));
-            }
+        let head = match self.kind.transformers_class() {
+            Some(class) => format!("the {} head (transformers' {class})", self.kind.name()),
+            None => format!("the {} head", self.kind.name()),
+        };
+        if self.init == HeadInit::ZeroShot && !self.kind.in_embedding_space() {
+            problems.push(format!(
+                "`{prefix}.init = \"zero_shot\"` needs the cosine head: {head} sits on the \
+                 vision tower's hidden size, not CLIP's embedding space"
+            ));
+        }
+        if self.scale.is_some() && !self.kind.has_scale() {
+            problems.push(format!(
+                "`{prefix}.scale`: {head} has no logit scale; remove the key"
+            ));
+        }
+        if !self.bias && !self.kind.bias_optional() {
+            problems.push(format!("`{prefix}.bias = false`: {head} always has a bias"));
         }
         problems
     }
@@ -223,13 +273,13 @@ impl ClipClassifier {
             }
         };
         let mut params = scope.into_params();
-        if kind == HeadKind::Hf {
+        if !kind.keeps_text_tower() {
             params.retain(|p| is_hf_classifier_param(&p.name));
         }
         *clip.params_mut() = ParamTable::new(params);
-        let scale = match kind {
-            HeadKind::Cosine => scale.unwrap_or_else(|| clip.logit_scale_value().exp()),
-            HeadKind::Hf => 1.0,
+        let scale = match kind.has_scale() {
+            true => scale.unwrap_or_else(|| clip.logit_scale_value().exp()),
+            false => 1.0,
         };
         Ok(Self {
             clip,
@@ -293,14 +343,14 @@ impl ClipClassifier {
         weights.retain(|name, _| {
             !name.starts_with("classification_head.") && !name.starts_with("classifier.")
         });
-        if head.kind == HeadKind::Hf {
+        if !head.kind.keeps_text_tower() {
             // The pretrained CLIP's text tower and projections are not part of it.
             weights.retain(|name, _| is_hf_classifier_param(name));
         }
         assign(model.clip.params(), weights, &files.weights[0], |p| {
             p.tag.tower == Tower::Head
         })?;
-        if head.scale.is_none() && head.kind == HeadKind::Cosine {
+        if head.scale.is_none() && head.kind.has_scale() {
             model.scale = model.clip.logit_scale_value().exp();
         }
         if head.init == HeadInit::ZeroShot {
@@ -395,8 +445,8 @@ impl ClipClassifier {
     fn save_impl(&self, dir: &Path, lora: Option<LoraConfig>) -> Result<()> {
         let adapters = lora.is_some();
         let mut json = self.clip.config().to_hf_json();
-        if self.kind == HeadKind::Hf {
-            json["architectures"] = serde_json::json!(["CLIPForImageClassification"]);
+        if let Some(class) = self.kind.transformers_class() {
+            json["architectures"] = serde_json::json!([class]);
         }
         json["id2label"] = self
             .class_names
@@ -427,7 +477,7 @@ impl ClipClassifier {
         tokenizer: &ClipTokenizer,
         templates: &[String],
     ) -> Result<()> {
-        if self.kind == HeadKind::Hf {
+        if !self.kind.in_embedding_space() {
             return Err(ModelError::config(
                 "model.head.init",
                 "zero_shot needs the cosine head (`model.head.kind = \"cosine\"`)",

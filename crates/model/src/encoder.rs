@@ -5,8 +5,9 @@ use tch::Tensor;
 
 use crate::attention::Attention;
 use crate::config::Activation;
-use crate::grad_checkpoint::GradTape;
-use crate::layers::{LayerNorm, Linear, activate, drop_path, dropout};
+use crate::dropout::{drop_path, dropout};
+use crate::grad_checkpoint::{Block, GradTape};
+use crate::layers::{LayerNorm, Linear, activate};
 use crate::tags::{Module, Scope};
 
 /// Dropout and stochastic-depth settings, all off by default so the model computes
@@ -117,6 +118,24 @@ impl EncoderLayer {
             train,
         );
         &x + branch(h)
+    }
+}
+
+impl Block for EncoderLayer {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        EncoderLayer::forward(self, x, train)
+    }
+
+    fn has_trainable(&self) -> bool {
+        self.linears().iter().any(|l| {
+            l.weight.requires_grad()
+                || l.bias.as_ref().is_some_and(Tensor::requires_grad)
+                || l.lora
+                    .as_ref()
+                    .is_some_and(|a| a.a.requires_grad() || a.b.requires_grad())
+        }) || [&self.layer_norm1, &self.layer_norm2]
+            .iter()
+            .any(|n| n.weight.requires_grad() || n.bias.requires_grad())
     }
 }
 

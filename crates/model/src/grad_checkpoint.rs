@@ -8,10 +8,16 @@
 
 use tch::{Kind, Tensor};
 
-use crate::encoder::EncoderLayer;
+/// What the tape can checkpoint: a block that maps one tensor to another.
+pub(crate) trait Block {
+    /// The block's forward (dropout and drop-path active when `train`).
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor;
+    /// Whether any of the block's parameters gets a gradient.
+    fn has_trainable(&self) -> bool;
+}
 
 struct Segment<'m> {
-    layer: &'m EncoderLayer,
+    layer: &'m dyn Block,
     input: Tensor,
     output: Tensor,
     seed: Option<i64>,
@@ -87,12 +93,12 @@ impl<'m> GradTape<'m> {
     /// was just reseeded with, when the block draws random numbers.
     pub(crate) fn checkpoint(
         &mut self,
-        layer: &'m EncoderLayer,
+        layer: &'m dyn Block,
         input: Tensor,
         train: bool,
         seed: Option<i64>,
     ) -> Tensor {
-        let needs_grad = input.requires_grad() || layer_has_trainable(layer);
+        let needs_grad = input.requires_grad() || layer.has_trainable();
         if !needs_grad {
             return layer.forward(&input, train);
         }
@@ -133,16 +139,4 @@ impl<'m> GradTape<'m> {
         }
         Ok(())
     }
-}
-
-fn layer_has_trainable(layer: &EncoderLayer) -> bool {
-    layer.linears().iter().any(|l| {
-        l.weight.requires_grad()
-            || l.bias.as_ref().is_some_and(Tensor::requires_grad)
-            || l.lora
-                .as_ref()
-                .is_some_and(|a| a.a.requires_grad() || a.b.requires_grad())
-    }) || [&layer.layer_norm1, &layer.layer_norm2]
-        .iter()
-        .any(|n| n.weight.requires_grad() || n.bias.requires_grad())
 }

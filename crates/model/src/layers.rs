@@ -1,9 +1,10 @@
-//! The small building blocks: linear layers, layer norms, dropout and drop-path.
+//! The small building blocks: linear layers (with an optional LoRA adapter),
+//! layer norms and activations.
 
-use tch::{Kind, Tensor, nn};
+use tch::{Tensor, nn};
 
+use crate::adapter::LoraAdapter;
 use crate::config::Activation;
-use crate::lora::LoraAdapter;
 use crate::tags::{DecayClass, Scope};
 
 /// `y = x W^T + b`, with Hugging Face's `weight` / `bias` names.
@@ -101,26 +102,4 @@ pub(crate) fn activate(x: &Tensor, act: Activation) -> Tensor {
         Activation::Gelu => x.gelu("none"),
         Activation::GeluTanh => x.gelu("tanh"),
     }
-}
-
-/// Element-wise dropout, active only when `train` and `p > 0`.
-pub(crate) fn dropout(x: Tensor, p: f64, train: bool) -> Tensor {
-    if train && p > 0.0 {
-        x.dropout(p, true)
-    } else {
-        x
-    }
-}
-
-/// Stochastic depth: drops the whole residual branch per sample with probability
-/// `p` and rescales the kept ones by `1 / (1 - p)`.
-pub(crate) fn drop_path(x: Tensor, p: f64, train: bool) -> Tensor {
-    if !train || p <= 0.0 {
-        return x;
-    }
-    let keep = 1.0 - p;
-    let mut shape = vec![1i64; x.dim()];
-    shape[0] = x.size()[0];
-    let mask = Tensor::empty(shape.as_slice(), (Kind::Float, x.device())).bernoulli_float_(keep);
-    x * mask / keep
 }

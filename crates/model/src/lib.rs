@@ -23,12 +23,14 @@
 //! assert!(model.params().trainable_count() < model.params().count(|_| true));
 //! ```
 
+mod adapter;
 mod attention;
 mod autocast;
 mod classifier;
 mod clip;
 mod config;
 mod cuda;
+mod dropout;
 mod encoder;
 mod error;
 mod grad_checkpoint;
@@ -42,6 +44,7 @@ mod tokenizer;
 mod vision;
 mod weights;
 
+pub use adapter::LoraAdapter;
 pub use autocast::{autocast_enabled, with_autocast};
 pub use classifier::{ClipClassifier, HeadConfig, HeadInit, HeadKind, zero_shot_weights};
 pub use clip::{ClipModel, ClipOutput, l2_normalize};
@@ -55,7 +58,7 @@ pub use error::{ModelError, Result};
 pub use grad_checkpoint::{GradTape, Pass};
 pub use hub::ModelFiles;
 pub use layers::{LayerNorm, Linear};
-pub use lora::{LoraAdapter, LoraConfig, LoraTarget, peft_adapter_config, save_peft_adapter};
+pub use lora::{LoraConfig, LoraTarget, peft_adapter_config, save_peft_adapter};
 pub use memory::release_freed_activations;
 pub use tags::{
     DecayClass, Module, Param, ParamReport, ParamTable, ParamTag, ReportRow, Scope, Tower,

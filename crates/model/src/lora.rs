@@ -1,19 +1,19 @@
-//! LoRA adapters (Hu et al. 2021) as PEFT implements them: on a linear layer
-//! `y = x W^T + b`, add `scaling * dropout(x) A^T B^T` with `A` `[r, in]`
-//! Kaiming-uniform (PEFT's `kaiming_uniform_(a=sqrt(5))`, i.e. U(-1/sqrt(in),
-//! 1/sqrt(in))), `B` `[out, r]` zero and `scaling = alpha / r`. Adapters are
-//! tagged `Module::Adapter` at their block's depth; merging folds them into `W`
-//! (keeping the original for an exact unmerge).
+//! LoRA as PEFT configures it: which blocks and linear layers of which towers get
+//! an adapter ([`crate::adapter::LoraAdapter`], `scaling = alpha / r`), attaching
+//! them (tagged `Module::Adapter` at their block's depth), and PEFT's
+//! `adapter_config.json` / `adapter_model.safetensors`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::{Tensor, nn};
+use tch::Tensor;
 
+use crate::adapter::LoraAdapter;
+use crate::encoder::EncoderLayer;
 use crate::error::{ModelError, Result};
 use crate::layers::Linear;
-use crate::tags::{DecayClass, Module, Scope, Tower};
+use crate::tags::{Module, Scope, Tower};
 
 /// A linear layer of a block that can carry an adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,81 +139,12 @@ impl LoraConfig {
     }
 }
 
-/// The adapter of one linear layer.
-#[derive(Debug)]
-pub struct LoraAdapter {
-    pub a: Tensor,
-    pub b: Tensor,
-    pub scaling: f64,
-    pub dropout: f64,
-    /// The weight before merging, while merged.
-    original: Option<Tensor>,
-}
-
-impl LoraAdapter {
-    pub(crate) fn new(scope: &Scope, in_dim: i64, out_dim: i64, cfg: &LoraConfig) -> Self {
-        let bound = (in_dim as f64).powf(-0.5);
-        let a = scope.sub("lora_A").param(
-            "weight",
-            &[cfg.r, in_dim],
-            nn::Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-            DecayClass::Weight,
-        );
-        let b = scope.sub("lora_B").param(
-            "weight",
-            &[out_dim, cfg.r],
-            nn::Init::Const(0.0),
-            DecayClass::Weight,
-        );
-        Self {
-            a,
-            b,
-            scaling: cfg.scaling(),
-            dropout: cfg.dropout,
-            original: None,
-        }
-    }
-
-    pub fn is_merged(&self) -> bool {
-        self.original.is_some()
-    }
-
-    /// The adapter's term, zero while merged.
-    pub(crate) fn delta(&self, x: &Tensor, train: bool) -> Option<Tensor> {
-        if self.is_merged() {
-            return None;
-        }
-        let x = crate::layers::dropout(x.shallow_clone(), self.dropout, train);
-        Some(x.matmul(&self.a.tr()).matmul(&self.b.tr()) * self.scaling)
-    }
-
-    pub(crate) fn merge(&mut self, weight: &Tensor) {
-        if self.is_merged() {
-            return;
-        }
-        tch::no_grad(|| {
-            self.original = Some(weight.detach().copy());
-            let delta = self.b.matmul(&self.a) * self.scaling;
-            let _ = weight.shallow_clone().g_add_(&delta.to_kind(weight.kind()));
-        });
-    }
-
-    pub(crate) fn unmerge(&mut self, weight: &Tensor) {
-        if let Some(orig) = self.original.take() {
-            tch::no_grad(|| weight.shallow_clone().copy_(&orig));
-        }
-    }
-}
-
 /// Adds adapters to every chosen layer of `layers` (an encoder's blocks).
 pub(crate) fn attach(
     root: &Scope,
     tower: Tower,
     prefix: &str,
-    layers: &mut [crate::encoder::EncoderLayer],
+    layers: &mut [EncoderLayer],
     cfg: &LoraConfig,
 ) -> Result<()> {
     for (i, layer) in layers.iter_mut().enumerate() {
@@ -245,7 +176,14 @@ pub(crate) fn attach(
             }
             let (out_dim, in_dim) = lin.weight.size2().map_err(ModelError::Torch)?;
             let scope = s.sub(target.parent()).sub(target.name());
-            lin.lora = Some(LoraAdapter::new(&scope, in_dim, out_dim, cfg));
+            lin.lora = Some(LoraAdapter::new(
+                &scope,
+                in_dim,
+                out_dim,
+                cfg.r,
+                cfg.scaling(),
+                cfg.dropout,
+            ));
         }
     }
     Ok(())
