@@ -20,27 +20,29 @@
 
 mod augment;
 mod color;
+mod convert;
+mod dataset;
 mod error;
 mod geometry;
 mod image;
 mod loader;
 mod mix;
 mod normalize;
-mod packed;
-mod parquet;
 mod preview;
 mod resample;
 mod rng;
 mod simd;
 mod sources;
+mod synthetic;
 mod transforms;
-mod webdataset;
 
 pub use augment::{AugmentOp, AugmentSpace, apply_augment_op, magnitude};
 pub use color::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, adjust_sharpness,
     autocontrast, equalize, posterize, solarize,
 };
+pub use convert::{webdataset_entry, write_webdataset};
+pub use dataset::{Dataset, Summary};
 pub use error::DataError;
 pub use geometry::{
     CropConvention, affine, center_crop, center_crop_as, crop, hflip, random_resized_crop_params,
@@ -59,7 +61,8 @@ pub use preview::{preview_grid, write_preview};
 pub use resample::{Interpolation, resize, resize_region, shorter_side_size};
 pub use rng::SampleRng;
 pub use sources::{
-    Dataset, FASHION_MNIST_CLASSES, IMAGE_EXTENSIONS, SourceConfig, Summary, read_idx,
+    FASHION_MNIST_CLASSES, IMAGE_EXTENSIONS, SourceConfig, SourceDescription, expand_shards,
+    image_paths, read_idx,
 };
+pub use synthetic::write_noise_images;
 pub use transforms::{JitterParams, Pipeline, Size, TransformConfig, resized_crop, rotation_angle};
-pub use webdataset::{expand_shards, write_webdataset};

@@ -11,9 +11,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
+use crate::dataset::Dataset;
 use crate::mix::{MixConfig, mix_batch};
 use crate::rng::SampleRng;
-use crate::sources::Dataset;
 use crate::transforms::Pipeline;
 
 /// What to do with an image that cannot be decoded.

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
+use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::image::RgbImage;
 use crate::resample::{Interpolation, resize};
 use crate::rng::SampleRng;
-use crate::sources::Dataset;
 use crate::transforms::Pipeline;
 
 const GAP: usize = 4;

@@ -22,8 +22,10 @@ use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReade
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
+use super::packed::{Packed, RawLabel, decode_packed, resolve_labels};
+use super::{Source, Storage};
 use crate::DataError;
-use crate::packed::{Packed, RawLabel, resolve_labels};
+use crate::image::RgbImage;
 use crate::rng::SampleRng;
 
 /// Samples shuffled together: row groups are added to a window until it holds
@@ -279,15 +281,13 @@ fn hf_class_names(
         .collect()
 }
 
-/// What [`index`] gives: the files, each sample's label, the class names, the
-/// captions (with a caption column), and the rows left out with the reason.
-pub(crate) type Indexed = (
-    ParquetFiles,
-    Vec<usize>,
-    Vec<String>,
-    Option<Vec<String>>,
-    Vec<(PathBuf, String)>,
-);
+/// The columns of a Parquet source, as its config names them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Columns<'a> {
+    pub image: &'a str,
+    pub label: &'a str,
+    pub caption: Option<&'a str>,
+}
 
 /// Indexes `paths`: per row with a label, where it lies; the class names (given,
 /// else the `ClassLabel` names of the metadata, else the sorted string labels,
@@ -295,14 +295,17 @@ pub(crate) type Indexed = (
 /// of captions gives a sample per caption, all naming the row; rows without one
 /// are left out), and the label column is optional: without it the data has no
 /// classes (labels all 0).
-pub(crate) fn index(
+pub(crate) fn read(
     paths: Vec<PathBuf>,
-    image_column: &str,
-    label_column: &str,
-    caption_column: Option<&str>,
+    spec: &Columns,
     class_names: Option<&[String]>,
     key: &str,
-) -> Result<Indexed, DataError> {
+) -> Result<Source, DataError> {
+    let Columns {
+        image: image_column,
+        label: label_column,
+        caption: caption_column,
+    } = *spec;
     let mut items = Vec::new();
     let mut raw = Vec::new();
     let mut captions = Vec::new();
@@ -420,8 +423,8 @@ pub(crate) fn index(
         false => (Vec::new(), vec![0; items.len()]),
     };
     let files = paths.len();
-    Ok((
-        ParquetFiles {
+    Ok(Source {
+        storage: Box::new(ParquetFiles {
             paths,
             items,
             group_rows,
@@ -429,12 +432,12 @@ pub(crate) fn index(
             image_column: image_column.to_string(),
             cache: GroupCache::default(),
             readers: Readers::new(files),
-        },
-        labels,
+        }),
         classes,
-        caption_column.map(|_| captions),
+        labels,
+        captions: caption_column.map(|_| captions),
         skipped,
-    ))
+    })
 }
 
 /// The non-blank captions of a caption cell: a string, or a list of strings.
@@ -492,7 +495,7 @@ impl ParquetFiles {
     /// least [`WINDOW_ROWS`] samples. Data that fits one window is shuffled as a
     /// whole, as any other source (the same order from the same seed). Returns
     /// positions in `view`.
-    pub fn local_permutation(&self, view: &[usize], rng: &mut SampleRng) -> Vec<usize> {
+    fn shuffle_locally(&self, view: &[usize], rng: &mut SampleRng) -> Vec<usize> {
         if view.len() <= WINDOW_ROWS {
             return rng.permutation(view.len());
         }
@@ -520,13 +523,41 @@ impl ParquetFiles {
     }
 }
 
-impl Packed for ParquetFiles {
+impl Storage for ParquetFiles {
     /// `file.parquet:row N` (N counts rows over the file).
     fn name(&self, k: usize) -> String {
         let (f, g, r) = self.items[k];
         row_name(&self.paths[f as usize], &self.group_rows[f as usize], g, r)
     }
 
+    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
+        decode_packed(self, k, RgbImage::decode)
+    }
+
+    fn image_draft(
+        &self,
+        k: usize,
+        reduction: &dyn Fn(usize, usize) -> usize,
+    ) -> Result<RgbImage, DataError> {
+        decode_packed(self, k, |b| RgbImage::decode_draft(b, reduction))
+    }
+
+    /// The cell's bytes, with the extension of the format they hold.
+    fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {
+        let bytes = self.read(k)?;
+        let ext = image::guess_format(&bytes)
+            .ok()
+            .and_then(|f| f.extensions_str().first().copied())
+            .unwrap_or("jpg");
+        Ok((bytes, ext.to_string()))
+    }
+
+    fn local_permutation(&self, view: &[usize], rng: &mut SampleRng) -> Option<Vec<usize>> {
+        Some(self.shuffle_locally(view, rng))
+    }
+}
+
+impl Packed for ParquetFiles {
     fn read(&self, k: usize) -> Result<Vec<u8>, DataError> {
         let (f, g, r) = self.items[k];
         let rows = self.group_rows[f as usize][g as usize];
@@ -587,17 +618,17 @@ mod tests {
     fn the_local_shuffle_is_a_permutation_that_keeps_row_groups_together() {
         let p = files();
         let view: Vec<usize> = (0..3000).collect();
-        let order = p.local_permutation(&view, &mut SampleRng::new(3, 1, u64::MAX));
+        let order = p.shuffle_locally(&view, &mut SampleRng::new(3, 1, u64::MAX));
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, view);
         assert_eq!(
             order,
-            p.local_permutation(&view, &mut SampleRng::new(3, 1, u64::MAX))
+            p.shuffle_locally(&view, &mut SampleRng::new(3, 1, u64::MAX))
         );
         assert_ne!(
             order,
-            p.local_permutation(&view, &mut SampleRng::new(3, 2, u64::MAX))
+            p.shuffle_locally(&view, &mut SampleRng::new(3, 2, u64::MAX))
         );
         // Windows of 11 row groups (1,100 rows >= 1,024): any 1,100 consecutive
         // samples from a window's start touch 11 groups, and samples are mixed

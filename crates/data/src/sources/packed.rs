@@ -5,14 +5,29 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use super::Storage;
 use crate::DataError;
+use crate::image::RgbImage;
 
-/// Storage whose items are encoded images inside other files.
-pub(crate) trait Packed {
+/// Storage whose items are encoded images inside other files (its
+/// [`Storage::name`] is `file:place`).
+pub(crate) trait Packed: Storage {
     /// The encoded image of item `k`.
     fn read(&self, k: usize) -> Result<Vec<u8>, DataError>;
-    /// `file:place` naming item `k` in errors and reports.
-    fn name(&self, k: usize) -> String;
+}
+
+/// Item `k` of `p`, read and decoded with `decode` (errors name the file and the
+/// place in it).
+pub(crate) fn decode_packed(
+    p: &impl Packed,
+    k: usize,
+    decode: impl FnOnce(&[u8]) -> Result<RgbImage, image::ImageError>,
+) -> Result<RgbImage, DataError> {
+    let bytes = p.read(k)?;
+    decode(&bytes).map_err(|source| DataError::Decode {
+        path: p.name(k).into(),
+        source,
+    })
 }
 
 /// The files a `path` names: brace ranges (`train-{000000..000127}.tar`,

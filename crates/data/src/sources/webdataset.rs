@@ -11,8 +11,10 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
+use super::packed::{Packed, RawLabel, decode_packed, expand_files, resolve_labels};
+use super::{Source, Storage};
 use crate::DataError;
-use crate::packed::{Packed, RawLabel, expand_files, resolve_labels};
+use crate::image::RgbImage;
 
 /// Where a sample's image lies.
 #[derive(Debug, Clone)]
@@ -31,7 +33,7 @@ pub(crate) struct Shards {
     pub names: Vec<String>,
 }
 
-impl Packed for Shards {
+impl Storage for Shards {
     /// `shard.tar:key.jpg`, as errors and reports name a sample.
     fn name(&self, k: usize) -> String {
         let m = &self.members[k];
@@ -42,6 +44,29 @@ impl Packed for Shards {
         )
     }
 
+    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
+        decode_packed(self, k, RgbImage::decode)
+    }
+
+    fn image_draft(
+        &self,
+        k: usize,
+        reduction: &dyn Fn(usize, usize) -> usize,
+    ) -> Result<RgbImage, DataError> {
+        decode_packed(self, k, |b| RgbImage::decode_draft(b, reduction))
+    }
+
+    /// The image member's bytes and its extension.
+    fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {
+        let ext = self.names[k]
+            .split_once('.')
+            .map_or("jpg", |(_, e)| e)
+            .to_string();
+        Ok((self.read(k)?, ext))
+    }
+}
+
+impl Packed for Shards {
     /// The image bytes of sample `k`.
     fn read(&self, k: usize) -> Result<Vec<u8>, DataError> {
         let m = &self.members[k];
@@ -127,7 +152,7 @@ fn read_text_member(entry: &mut impl Read) -> std::io::Result<Vec<u8>> {
 }
 
 /// Image extensions a sample's image may have, and the label members.
-const IMAGE_EXTS: [&str; 6] = crate::sources::IMAGE_EXTENSIONS;
+const IMAGE_EXTS: [&str; 6] = super::IMAGE_EXTENSIONS;
 const LABEL_EXTS: [&str; 3] = ["cls", "txt", "json"];
 
 /// Indexes `shards`: per sample with an image and a label, where the image lies
@@ -135,22 +160,12 @@ const LABEL_EXTS: [&str; 3] = ["cls", "txt", "json"];
 /// `"0"`.. for indices); and the keys left out with the reason. With
 /// `caption_ext`, that member is the sample's caption (required) and labels are
 /// optional: when no sample has one the data has no classes (labels all 0).
-#[allow(clippy::type_complexity)]
-pub(crate) fn index(
+pub(crate) fn read(
     shards: Vec<PathBuf>,
     class_names: Option<&[String]>,
     caption_ext: Option<&str>,
     key: &str,
-) -> Result<
-    (
-        Shards,
-        Vec<usize>,
-        Vec<String>,
-        Option<Vec<String>>,
-        Vec<(PathBuf, String)>,
-    ),
-    DataError,
-> {
+) -> Result<Source, DataError> {
     let caption_ext = caption_ext.map(|e| e.trim_start_matches('.').to_ascii_lowercase());
     let mut found: Vec<Found> = Vec::new();
     let mut skipped = Vec::new();
@@ -297,86 +312,17 @@ pub(crate) fn index(
             .map(|f| f.caption.clone().unwrap_or_default())
             .collect()
     });
-    Ok((
-        Shards {
+    Ok(Source {
+        storage: Box::new(Shards {
             paths: shards,
             members: found.into_iter().map(|f| f.member).collect(),
             names,
-        },
-        labels,
+        }),
         classes,
+        labels,
         captions,
         skipped,
-    ))
-}
-
-/// Writes `data` as WebDataset shards `dir/{prefix}-000000.tar`, ... of
-/// `shard_size` samples: `NNNNNNNN.<ext>` (the image as stored), `NNNNNNNN.cls`
-/// (its class index, when labelled) and `NNNNNNNN.txt` (its caption for
-/// image-caption data, else its class name). Samples keep the
-/// source's order, or are shuffled with `shuffle`'s seed (for readers that stream
-/// shards in order). Each shard is written to a temporary name and renamed.
-/// Returns the shards written.
-pub fn write_webdataset(
-    data: &crate::Dataset,
-    dir: &std::path::Path,
-    prefix: &str,
-    shard_size: usize,
-    shuffle: Option<u64>,
-) -> Result<Vec<PathBuf>, DataError> {
-    if shard_size == 0 {
-        return Err(DataError::config("--shard-size", "must be at least 1"));
-    }
-    let io = |path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| DataError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let order: Vec<usize> = match shuffle {
-        Some(seed) => crate::SampleRng::new(seed, 0, u64::MAX).permutation(data.len()),
-        None => (0..data.len()).collect(),
-    };
-    let mut written = Vec::new();
-    for (s, chunk) in order.chunks(shard_size).enumerate() {
-        let path = dir.join(format!("{prefix}-{s:06}.tar"));
-        let tmp = dir.join(format!(".{prefix}-{s:06}.tar.tmp"));
-        let file = File::create(&tmp).map_err(io(&tmp))?;
-        let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
-        for &i in chunk {
-            let (bytes, ext) = data.encoded(i)?;
-            let label = data.label(i);
-            let mut members = vec![(ext, bytes)];
-            if data.has_labels() {
-                members.push(("cls".to_string(), label.to_string().into_bytes()));
-            }
-            // `.txt`: the caption (open_clip's shards), else the class name.
-            let text = match data.caption(i) {
-                Some(c) => Some(c.to_string()),
-                None => data.classes().get(label).cloned(),
-            };
-            if let Some(t) = text {
-                members.push(("txt".to_string(), t.into_bytes()));
-            }
-            for (ext, bytes) in members {
-                let mut header = tar::Header::new_gnu();
-                header.set_size(bytes.len() as u64);
-                header.set_mode(0o644);
-                header.set_mtime(0);
-                header.set_cksum();
-                builder
-                    .append_data(&mut header, format!("{i:08}.{ext}"), bytes.as_slice())
-                    .map_err(io(&tmp))?;
-            }
-        }
-        builder
-            .into_inner()
-            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-            .and_then(|f| f.sync_all())
-            .map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        written.push(path);
-    }
-    Ok(written)
+    })
 }
 
 #[cfg(test)]

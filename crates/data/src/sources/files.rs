@@ -1,0 +1,38 @@
+//! Storage of plain image files (an image folder's, a CSV manifest's).
+
+use std::path::PathBuf;
+
+use super::{Storage, io};
+use crate::DataError;
+use crate::image::RgbImage;
+
+/// One image file per item.
+#[derive(Debug)]
+pub(crate) struct Files(pub Vec<PathBuf>);
+
+impl Storage for Files {
+    fn name(&self, k: usize) -> String {
+        self.0[k].display().to_string()
+    }
+
+    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
+        RgbImage::open(&self.0[k])
+    }
+
+    fn image_draft(
+        &self,
+        k: usize,
+        reduction: &dyn Fn(usize, usize) -> usize,
+    ) -> Result<RgbImage, DataError> {
+        RgbImage::open_draft(&self.0[k], reduction)
+    }
+
+    fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {
+        let path = &self.0[k];
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_else(|| "jpg".into());
+        Ok((std::fs::read(path).map_err(io(path))?, ext))
+    }
+}
