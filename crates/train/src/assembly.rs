@@ -6,14 +6,14 @@ use std::path::Path;
 
 use tch::nn;
 
-use clip_data::{Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline, SourceConfig};
+use clip_data::{Dataset, Loader, LoaderConfig, MixConfig, Normalize, Pipeline};
 use clip_model::{
     ClipClassifier, ClipConfig, ClipTokenizer, HeadConfig, HeadInit, ModelFiles, ParamReport, Tower,
 };
 use clip_optim::{GroupReport, ParamGroup, TensorRow};
 use serde::Serialize;
 
-use crate::config::{Objective, RunConfig};
+use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::policies::apply_unfreeze;
 
@@ -86,15 +86,15 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
         .train
         .as_ref()
         .ok_or_else(|| TrainError::config("data.train", "is required"))?;
-    check_exists("data.train", train_src)?;
+    train_src.check_exists("data.train")?;
     if let Some(v) = &d.val {
-        check_exists("data.val", v)?;
+        v.check_exists("data.val")?;
     }
     let all = Dataset::load(train_src, "data.train")?;
     report_skipped("data.train", &all);
     if all.has_labels() {
         check_classes("data.train", &all)?;
-    } else if cfg.train.objective != Objective::Contrastive {
+    } else if cfg.train.objective.needs_labels() {
         return Err(TrainError::config(
             "data.train",
             "holds image-caption pairs without labels: train them with \
@@ -153,7 +153,7 @@ pub fn load_retrieval(cfg: &RunConfig) -> Result<Option<Dataset>> {
     let Some(src) = &cfg.data.retrieval else {
         return Ok(None);
     };
-    check_exists("data.retrieval", src)?;
+    src.check_exists("data.retrieval")?;
     let ds = Dataset::load(src, "data.retrieval")?;
     report_skipped("data.retrieval", &ds);
     if !ds.has_captions() {
@@ -179,32 +179,6 @@ pub fn run_classes(train: &Dataset, val: &Dataset) -> Vec<String> {
         true => train.classes().to_vec(),
         false => val.classes().to_vec(),
     }
-}
-
-/// A missing source path, named with its key and what it should hold.
-fn check_exists(key: &str, src: &SourceConfig) -> Result<()> {
-    let (paths, what): (Vec<&Path>, &str) = match src {
-        // Loading names a shard pattern that matches nothing.
-        SourceConfig::Webdataset { .. } | SourceConfig::Parquet { .. } => return Ok(()),
-        SourceConfig::ImageFolder { path } => (
-            vec![path],
-            "an image folder with one sub-folder of images per class (root/<class>/*.jpg)",
-        ),
-        SourceConfig::Csv { path, .. } => (vec![path], "a CSV manifest with a header"),
-        SourceConfig::Idx { images, labels, .. } => (
-            vec![images, labels],
-            "IDX files (Fashion-MNIST: `sudo apt-get install dataset-fashion-mnist`, or bash scripts/setup.sh)",
-        ),
-    };
-    for p in paths {
-        if !p.exists() {
-            return Err(TrainError::config(
-                key,
-                format!("{} does not exist; it should be {what}", p.display()),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The training and evaluation pipelines, checked against the model's image size.
@@ -282,6 +256,23 @@ pub fn image_size_of(cfg: &RunConfig) -> Result<usize> {
         }
     };
     Ok(vision.image_size as usize)
+}
+
+/// The size `preview-augment` draws at: the augmentation's own output size when
+/// it fixes one (no model files needed: a hub id need not be downloaded to
+/// preview its augmentation), else the model's image size.
+pub fn augmentation_size(cfg: &RunConfig) -> Result<usize> {
+    let fixed = cfg
+        .data
+        .train_transforms
+        .as_ref()
+        .and_then(|ops| Pipeline::new(ops.clone(), "data.train_transforms").ok())
+        .and_then(|p| p.output_size())
+        .filter(|(h, w)| h == w);
+    match fixed {
+        Some((h, _)) => Ok(h),
+        None => image_size_of(cfg),
+    }
 }
 
 /// Builds the model a fresh run starts from.

@@ -3,6 +3,10 @@ use std::path::PathBuf;
 /// Errors of the training crate.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// A command used the wrong way (options that exclude each other, a missing
+    /// one); the message says how to use it.
+    #[error("{0}")]
+    Usage(String),
     /// A configuration value that cannot work, naming its key.
     #[error("invalid value for `{key}`: {reason}")]
     Config { key: String, reason: String },

@@ -26,64 +26,69 @@
 //! assert_eq!(cfg.optim.lr, 3e-5);
 //! ```
 
-mod artifacts;
 mod assembly;
-mod compare;
+mod captions;
 mod config;
 mod corrupt;
-mod data_parallel;
+mod device;
 mod ema;
 mod error;
-mod evaluation;
-mod loss;
+mod eval;
+mod experiments;
 mod mixed_precision;
+mod objective;
 mod observe;
-mod plots;
+mod parallel;
 mod policies;
 mod precision;
+mod predict;
 mod report;
-mod run_folder;
-mod tensorboard;
+mod run;
 mod trainer;
-mod wise_ft;
 
-pub use artifacts::{
-    Placement, classifier_dir, eval_pipeline_for, evaluate_test, export, load_classifier,
-    load_classifier_from, model_report, model_tokenizer, preprocessor_json, source_from_path,
-    test_set,
-};
 pub use assembly::{
-    Inspection, build_model, classifier_from_pretrained, eval_loader, image_size_of,
-    inspect_config, load_datasets, ordered_loader, param_groups, pipelines, zero_shot_classifier,
-};
-pub use compare::{
-    CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
+    Inspection, augmentation_size, build_model, classifier_from_pretrained, eval_loader,
+    image_size_of, inspect_config, load_datasets, ordered_loader, param_groups, pipelines,
+    zero_shot_classifier,
 };
 pub use config::{
     Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
     DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection, ReportTo,
     RunConfig, RunSection, TrainSection, Unfreeze,
 };
-pub use data_parallel::DataParallel;
-pub use error::{Result, TrainError};
-pub use evaluation::{
-    Embeddings, EvalCounts, EvalReport, Prediction, RankMetrics, Retrieval, Scored, evaluate,
-    predict_images, predictions,
+pub use device::{
+    MemoryKind, PeakMemory, Placement, peak_memory, peak_memory_mib, reset_peak_memory,
 };
-pub use loss::{Targets, contrastive_loss, cross_entropy};
+pub use error::{Result, TrainError};
+pub use eval::{
+    Embeddings, EvalCounts, EvalReport, RankMetrics, Retrieval, data_for, evaluate, evaluate_data,
+};
+pub use experiments::compare::{
+    CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
+};
+pub use experiments::wise_ft::{WisePoint, WiseReport, save_wise_ft, wise_ft, zero_shot_like};
 pub use mixed_precision::{MixedPrecision, StepDecision};
-pub use observe::{Event, Log, MetricsFiles, Observer, Plots, Progress, StartInfo};
-pub use plots::write_all as write_plots;
+pub use objective::{Targets, contrastive_loss, cross_entropy};
+pub use observe::plots::write_all as write_plots;
+pub use observe::{
+    Event, Log, MetricsFiles, Observer, Plots, Progress, RunObservers, StartInfo, TensorBoard,
+    run_observers, tensorboard_dir,
+};
+pub use parallel::{DataParallel, SingleProcess, Strategy};
 pub use policies::{
     AfterStep, CheckpointEntry, Decision, EarlyStopping, Next, after_step, apply_unfreeze,
     best_entry, open_blocks, retention,
 };
 pub use precision::Precision;
+pub use predict::{ImagePrediction, Prediction, Scored, predict_images, predictions};
 pub use report::{
-    BenchReport, Best, EvalRecord, FitReport, MemoryKind, MetricsLine, PeakMemory, StepMetrics,
-    peak_memory, peak_memory_mib, read_metrics, reset_peak_memory,
+    BenchReport, Best, EvalRecord, FitReport, MetricsLine, StepMetrics, read_metrics,
 };
-pub use run_folder::{TrainState, latest_checkpoint};
-pub use tensorboard::{TensorBoard, tensorboard_dir};
-pub use trainer::Trainer;
-pub use wise_ft::{WisePoint, WiseReport, wise_ft, zero_shot_like};
+pub use run::checkpoint::{TrainState, latest_checkpoint};
+pub use run::export::{export, preprocessor_json};
+pub use run::locate::{
+    classifier_dir, eval_pipeline_for, eval_tokenizer, load_classifier, load_classifier_from,
+    load_for_eval, model_report, model_tokenizer,
+};
+pub use run::test_set::{evaluate_test, test_set};
+pub use trainer::{BenchSetup, Launched, Trainer};

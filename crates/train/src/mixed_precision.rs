@@ -7,7 +7,6 @@ use std::path::Path;
 
 use tch::{Device, Tensor};
 
-use clip_dist::Reducer;
 use clip_model::GradTape;
 use clip_optim::{AdamW, GradScaler, ScalerConfig, clip_grad_norm};
 
@@ -83,16 +82,17 @@ impl MixedPrecision {
 
     /// One micro-batch: `forward` (under autocast, recording checkpointed blocks on
     /// the tape) returns the loss; its gradient, weighted by `weight` and scaled
-    /// under fp16, is accumulated into the parameters; with `sync`, the backward
-    /// also averages the gradients over the data-parallel ranks. Returns the
+    /// under fp16, is accumulated into the parameters. `before_backward` sees the
+    /// tensor the backward starts from just before it runs (a data-parallel
+    /// strategy prepares its gradient synchronisation there). Returns the
     /// unweighted loss, detached and not read (reading it waits for the device:
     /// the caller does that once the step's work is queued; a non-finite loss
     /// without loss scaling then stops the run before the optimizer steps).
     pub fn backward<'m>(
         &self,
         weight: f64,
-        sync: Option<&Reducer>,
         forward: impl FnOnce(&mut GradTape<'m>) -> Result<Tensor>,
+        before_backward: impl FnOnce(&Tensor) -> Result<()>,
     ) -> Result<Tensor> {
         self.autocast(|| -> Result<Tensor> {
             let mut tape = GradTape::new();
@@ -103,9 +103,7 @@ impl MixedPrecision {
                 Some(s) => s.scale(&weighted),
                 None => weighted,
             };
-            if let Some(r) = sync {
-                r.prepare(&to_back)?;
-            }
+            before_backward(&to_back)?;
             tape.backward(&to_back)?;
             Ok(value)
         })?

@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use clip_model::write_atomic;
+
+use crate::device::MemoryKind;
 use crate::error::{Result, TrainError};
-use crate::evaluation::EvalReport;
+use crate::eval::EvalReport;
 use crate::precision::Precision;
 
 /// One optimizer step.
@@ -78,9 +81,12 @@ impl MetricsLine {
     }
 }
 
+/// A finished (or interrupted) run's [`FitReport`], in its folder.
+pub(crate) const SUMMARY_FILE: &str = "summary.json";
+
 /// The `summary.json` of `run_dir`, when it is there and parses.
 pub(crate) fn read_summary(run_dir: &Path) -> Option<FitReport> {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    let text = std::fs::read_to_string(run_dir.join(SUMMARY_FILE)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -178,114 +184,80 @@ pub struct BenchReport {
     pub global_train_images_per_s: f64,
 }
 
-/// Which memory a peak figure is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemoryKind {
-    /// The process's peak resident memory (VmHWM): CPU runs.
-    #[default]
-    HostRss,
-    /// libtorch's CUDA caching allocator, peak allocated bytes (what
-    /// `torch.cuda.max_memory_allocated` reports): CUDA runs.
-    CudaAllocated,
+/// Writes `value` as indented JSON, atomically (`summary.json`, `test.json`,
+/// `trainer_state.json`, reports).
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let value = serde_json::to_value(value).map_err(|e| TrainError::Io {
+        action: "cannot serialise",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    let mut text = String::new();
+    compact_pretty(&value, 0, &mut text);
+    text.push('\n');
+    write_atomic(path, text.as_bytes())?;
+    Ok(())
 }
 
-impl MemoryKind {
-    /// How reports name it.
-    pub fn label(self) -> &'static str {
-        match self {
-            MemoryKind::HostRss => "host RSS",
-            MemoryKind::CudaAllocated => "GPU allocated",
+/// JSON indented as `to_string_pretty` does, except that an array of numbers,
+/// strings, booleans or nulls stays on one line (a confusion matrix is one line
+/// per class, not one per count).
+fn compact_pretty(v: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = |n: usize| "  ".repeat(n);
+    match v {
+        Value::Array(items) if items.iter().all(|x| !x.is_array() && !x.is_object()) => {
+            out.push_str(&Value::Array(items.clone()).to_string());
         }
-    }
-}
-
-/// A phase's peak memory on `device`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PeakMemory {
-    pub kind: MemoryKind,
-    pub peak_mib: f64,
-    pub peak_reserved_mib: Option<f64>,
-}
-
-const MIB: f64 = 1024.0 * 1024.0;
-
-/// Starts a phase on `device`: CUDA's peaks restart from the current figures; on
-/// the CPU the process's VmHWM is reset (`/proc/self/clear_refs`; where that is not
-/// allowed, the figure stays the process's peak).
-pub fn reset_peak_memory(device: tch::Device) {
-    match device {
-        tch::Device::Cuda(n) => {
-            if let Err(e) = clip_model::reset_cuda_peak(n) {
-                tracing::warn!("{e}");
+        Value::Array(items) if !items.is_empty() => {
+            out.push_str("[\n");
+            for (i, x) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                compact_pretty(x, indent + 1, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
             }
+            out.push_str(&pad(indent));
+            out.push(']');
         }
-        _ => {
-            let _ = std::fs::write("/proc/self/clear_refs", "5");
-        }
-    }
-}
-
-/// The peak memory of the phase on `device` (see [`reset_peak_memory`]).
-pub fn peak_memory(device: tch::Device) -> PeakMemory {
-    if let tch::Device::Cuda(n) = device {
-        match clip_model::cuda_memory(n) {
-            Ok(m) => {
-                return PeakMemory {
-                    kind: MemoryKind::CudaAllocated,
-                    peak_mib: m.peak_allocated as f64 / MIB,
-                    peak_reserved_mib: Some(m.peak_reserved as f64 / MIB),
-                };
+        Value::Object(map) if !map.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, x)) in map.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                compact_pretty(x, indent + 1, out);
+                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
             }
-            Err(e) => tracing::warn!("{e}"),
+            out.push_str(&pad(indent));
+            out.push('}');
         }
+        other => out.push_str(&other.to_string()),
     }
-    PeakMemory {
-        kind: MemoryKind::HostRss,
-        peak_mib: peak_memory_mib(),
-        peak_reserved_mib: None,
-    }
-}
-
-/// Peak resident memory of this process (VmHWM), MiB; 0 where unknown.
-pub fn peak_memory_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `summary.json` and friends: field order kept, arrays of scalars on one line,
+    /// and the same value when read back.
     #[test]
-    fn cpu_memory_is_the_resident_peak_of_the_phase() {
-        reset_peak_memory(tch::Device::Cpu);
-        let base = peak_memory(tch::Device::Cpu);
-        assert_eq!(base.kind, MemoryKind::HostRss);
-        assert!(
-            base.peak_mib > 1.0 && base.peak_reserved_mib.is_none(),
-            "{base:?}"
-        );
-        // 256 MiB touched and freed: the peak holds it ...
-        let big = vec![1u8; 256 << 20];
+    fn json_files_are_indented_with_scalar_arrays_on_one_line() {
+        let v = serde_json::json!({
+            "z_first": 1,
+            "confusion": [[1, 2], [3, 4]],
+            "names": ["a", "b"],
+            "nested": {"empty": [], "obj": {}, "x": null},
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        write_json(&p, &v).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(
-            big.iter().step_by(4096).map(|&b| b as usize).sum::<usize>(),
-            65536
+            text,
+            "{\n  \"z_first\": 1,\n  \"confusion\": [\n    [1,2],\n    [3,4]\n  ],\n  \"names\": [\"a\",\"b\"],\n  \"nested\": {\n    \"empty\": [],\n    \"obj\": {},\n    \"x\": null\n  }\n}\n"
         );
-        drop(big);
-        let spiked = peak_memory(tch::Device::Cpu).peak_mib;
-        assert!(spiked > base.peak_mib + 200.0, "{spiked} vs {base:?}");
-        // ... until the next phase starts (where the kernel allows the reset).
-        reset_peak_memory(tch::Device::Cpu);
-        let after = peak_memory(tch::Device::Cpu).peak_mib;
-        if std::fs::write("/proc/self/clear_refs", "5").is_ok() {
-            assert!(after < spiked - 200.0, "{after} vs {spiked}");
-        }
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
     }
 }

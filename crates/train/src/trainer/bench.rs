@@ -1,12 +1,75 @@
-//! `train-cli bench`: steady-state training speed and the loader's.
+//! `train-cli bench`: steady-state training speed and the loader's, on the
+//! config's data or, where that is not on the machine, on generated images.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clip_data::DeviceBatches;
 
 use super::Trainer;
+use crate::config::RunConfig;
+use crate::device::{peak_memory, reset_peak_memory};
 use crate::error::Result;
-use crate::report::{BenchReport, peak_memory, reset_peak_memory};
+use crate::report::BenchReport;
+
+/// The run a benchmark times: the config with `overrides`, its run folder in a
+/// temporary folder (removed when this is dropped), and generated images in
+/// place of training data that is not there.
+#[derive(Debug)]
+pub struct BenchSetup {
+    pub config: RunConfig,
+    /// Set when the config's training data is missing: what was timed instead.
+    pub synthetic: Option<String>,
+    tmp: PathBuf,
+}
+
+impl Drop for BenchSetup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+impl BenchSetup {
+    /// The config at `path` with `overrides`, ready to time `warmup + steps`
+    /// steps. Throughput needs images, not these images: data that is not there
+    /// (a fresh clone's configs/smoke.toml) is replaced by 320x240 noise JPEGs in
+    /// 4 classes, and [`BenchSetup::synthetic`] says so.
+    pub fn new(path: &Path, overrides: &[String], warmup: usize, steps: usize) -> Result<Self> {
+        let tmp = std::env::temp_dir().join(format!("train-cli-bench-{}", std::process::id()));
+        let mut o = overrides.to_vec();
+        o.push(format!("run.output_dir={:?}", tmp.display().to_string()));
+        o.push("run.overwrite=true".into());
+        let mut setup = Self {
+            config: RunConfig::load(path, &o)?,
+            synthetic: None,
+            tmp,
+        };
+        let missing = setup.config.data.train.as_ref().and_then(|s| s.missing());
+        if let Some(missing) = missing {
+            let cfg = &setup.config;
+            let images = cfg.data.loader.batch_size * cfg.train.grad_accum * (warmup + steps + 1);
+            let per_class = (images * 5 / 4).div_ceil(4).max(8);
+            let dir = setup.tmp.join("synthetic");
+            clip_data::write_noise_images(&dir, 4, per_class)?;
+            setup.synthetic = Some(format!(
+                "{} does not exist: timing on {} generated 320x240 JPEGs in 4 classes ({})",
+                missing.display(),
+                4 * per_class,
+                dir.display()
+            ));
+            let folder = format!(
+                "{{kind=\"image_folder\", path={:?}}}",
+                dir.display().to_string()
+            );
+            o.push(format!("data.train={folder}"));
+            if cfg.data.val.as_ref().and_then(|s| s.missing()).is_some() {
+                o.push(format!("data.val={folder}"));
+            }
+            setup.config = RunConfig::load(path, &o)?;
+        }
+        Ok(setup)
+    }
+}
 
 impl Trainer {
     /// Steady-state training speed: `warmup` untimed steps, then `steps` timed
@@ -14,7 +77,7 @@ impl Trainer {
     /// batches. Leaves the run folder untouched. Under torchrun every rank runs it
     /// and the report adds the ranks' images/s together.
     pub fn bench(&mut self, warmup: usize, steps: usize) -> Result<BenchReport> {
-        self.apply_unfreeze(self.epochs.saturating_sub(1));
+        self.apply_unfreeze(self.steps.epochs.saturating_sub(1));
         let accum = self.cfg.train.grad_accum;
         let batches = self.train.batches_per_epoch();
         let mut times = Vec::with_capacity(steps);
@@ -64,11 +127,9 @@ impl Trainer {
         }
         let loader_time = t0.elapsed().as_secs_f64();
         times.sort_by(f64::total_cmp);
-        let (_, world) = self.rank_and_world();
+        let world = self.parallel.world();
         let mut global = [images as f64, train_time];
-        if let Some(dp) = &self.dp {
-            dp.sum(&mut global)?;
-        }
+        self.parallel.sum(&mut global)?;
         Ok(BenchReport {
             world_size: world,
             global_train_images_per_s: global[0] / (global[1] / world as f64).max(1e-9),

@@ -15,18 +15,15 @@ use std::time::Duration;
 use tch::{Device, Kind, Tensor, nn};
 
 use clip_dist::{Backend, DistEnv, ProcessGroup, Reducer};
+use clip_optim::AdamW;
 
+use super::Strategy;
 use crate::config::{DistBackend, GradSync, RunSection};
 use crate::error::{Result, TrainError};
 
 /// How long a failing rank waits for the others to check in before it names the
 /// silent ones.
 const DIAGNOSE_WAIT: Duration = Duration::from_secs(3);
-
-/// Whether this process writes the run's files: the only process, or rank 0.
-pub(crate) fn is_main(dp: Option<&DataParallel>) -> bool {
-    dp.is_none_or(|d| d.rank() == 0)
-}
 
 /// This process's part in a data-parallel run.
 pub struct DataParallel {
@@ -37,6 +34,8 @@ pub struct DataParallel {
     reducer: Option<(Reducer, Vec<String>)>,
     /// Whether the reducer was prepared for this step's backward.
     prepared: bool,
+    /// The trainable parameters of the step in progress.
+    trainable: Vec<(String, Tensor)>,
 }
 
 impl std::fmt::Debug for DataParallel {
@@ -80,6 +79,7 @@ impl DataParallel {
             bucket_mb: run.ddp_bucket_mb,
             reducer: None,
             prepared: false,
+            trainable: Vec::new(),
         }))
     }
 
@@ -96,29 +96,31 @@ impl DataParallel {
             .flatten()
             .map_or(0, |e| e.restart_count)
     }
+}
 
-    pub fn rank(&self) -> usize {
+impl Strategy for DataParallel {
+    fn rank(&self) -> usize {
         self.pg.rank()
     }
 
-    pub fn world(&self) -> usize {
+    fn world(&self) -> usize {
         self.pg.world()
     }
 
     /// The device of this rank: CUDA device `LOCAL_RANK` when the run is on CUDA.
-    pub fn device(&self, device: Device) -> Device {
+    fn device(&self, device: Device) -> Device {
         match device {
             Device::Cuda(_) => Device::Cuda(self.pg.env().local_rank),
             d => d,
         }
     }
 
-    pub fn barrier(&self) -> Result<()> {
+    fn barrier(&self) -> Result<()> {
         Ok(self.pg.barrier()?)
     }
 
     /// Sums `values` over the ranks.
-    pub fn sum(&self, values: &mut [f64]) -> Result<()> {
+    fn sum(&self, values: &mut [f64]) -> Result<()> {
         Ok(self.pg.all_reduce_f64(values)?)
     }
 
@@ -131,7 +133,7 @@ impl DataParallel {
     /// global-batch loss; parameters outside the gathered rows (the logit scale)
     /// keep their unscaled gradient. Ranks may hold different numbers of rows (the
     /// epoch's last batch).
-    pub fn gather_with_grad(&self, local: &Tensor) -> Result<Tensor> {
+    fn gather_with_grad(&self, local: &Tensor) -> Result<Tensor> {
         let local = local.to_kind(Kind::Float);
         let rows = local.size().first().copied().unwrap_or(0);
         let counts = self
@@ -171,7 +173,7 @@ impl DataParallel {
 
     /// Every variable of `vs` from rank 0 (in name order, the same on every rank),
     /// as DDP does at construction.
-    pub fn broadcast_variables(&self, vs: &nn::VarStore) -> Result<()> {
+    fn broadcast_variables(&self, vs: &nn::VarStore) -> Result<()> {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
@@ -179,38 +181,48 @@ impl DataParallel {
         Ok(())
     }
 
-    /// Called before this step's last backward with the trainable parameters:
-    /// keeps the Reducer when it covers exactly them (it is built after the first
-    /// step that used them, as it must know which parameters get gradients;
-    /// unfreezing drops it and the next step builds another), and
-    /// [`DataParallel::reducer`] then gives it.
-    pub fn begin_sync(&mut self, trainable: &[(String, Tensor)]) {
+    /// Notes the step's trainable parameters (they do not change within a step:
+    /// unfreezing happens between epochs) and keeps the Reducer when it covers
+    /// exactly them (it is built after the first step that used them, as it must
+    /// know which parameters get gradients; unfreezing drops it and the next step
+    /// builds another); the step's last backward then prepares it.
+    fn begin_step(&mut self, opt: &AdamW) {
+        let trainable: Vec<(String, Tensor)> = opt
+            .groups()
+            .iter()
+            .flat_map(|g| &g.params)
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
         let same = self.reducer.as_ref().is_some_and(|(_, names)| {
-            names.len() == trainable.len() && names.iter().zip(trainable).all(|(n, (m, _))| n == m)
+            names.len() == trainable.len() && names.iter().zip(&trainable).all(|(n, (m, _))| n == m)
         });
         if !same {
             self.reducer = None;
         }
         self.prepared = same;
+        self.trainable = trainable;
     }
 
-    /// The Reducer to prepare for this step's last backward (after
-    /// [`DataParallel::begin_sync`] said there is one).
-    pub fn reducer(&self) -> Option<&Reducer> {
-        self.reducer
-            .as_ref()
-            .filter(|_| self.prepared)
-            .map(|(r, _)| r)
+    /// The step's last backward averages the gradients through DDP's Reducer
+    /// when there is one for this trainable set; earlier micro-batches
+    /// accumulate locally (`no_sync`).
+    fn before_backward(&self, loss: &Tensor, last: bool) -> Result<()> {
+        match &self.reducer {
+            Some((r, _)) if last && self.prepared => Ok(r.prepare(loss)?),
+            _ => Ok(()),
+        }
     }
 
     /// After the step's backward passes: unless the Reducer already averaged the
     /// gradients, one coalesced all-reduce of every trainable gradient (parameters
     /// without a gradient on every rank keep none); then the Reducer for the next
     /// steps is built over the parameters that got one.
-    pub fn finish_gradients(&mut self, trainable: &[(String, Tensor)]) -> Result<()> {
+    fn finish_gradients(&mut self) -> Result<()> {
         if std::mem::take(&mut self.prepared) {
             return Ok(());
         }
+        let trainable = std::mem::take(&mut self.trainable);
         let world = self.world() as f64;
         let mut has: Vec<f64> = trainable
             .iter()
@@ -264,7 +276,7 @@ impl DataParallel {
 
     /// Wraps this rank's error with what the other ranks reported (see
     /// [`ProcessGroup::diagnose`]); publishes it for them first.
-    pub fn explain(&self, e: TrainError) -> TrainError {
+    fn explain(&self, e: TrainError) -> TrainError {
         if matches!(e, TrainError::Rank { .. }) {
             return e;
         }

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 use clip_data::{Dataset, LoaderConfig, Pipeline};
-use clip_model::{ClipClassifier, HeadKind, Module};
+use clip_model::{ClipClassifier, Module};
 
-use crate::artifacts::Placement;
 use crate::assembly::{ordered_loader, zero_shot_classifier};
+use crate::device::Placement;
 use crate::error::{Result, TrainError};
-use crate::evaluation::{EvalReport, evaluate};
+use crate::eval::{EvalReport, evaluate};
 
 /// Why a model with transformers' head cannot be interpolated.
 pub const HF_HEAD_NO_WISE: &str = "WiSE-FT mixes the fine-tuned model with a zero-shot classifier, \
@@ -69,7 +69,7 @@ pub fn wise_ft(
     batch_size: usize,
     placement: Placement,
 ) -> Result<WiseReport> {
-    if fine_tuned.kind() != HeadKind::Cosine {
+    if !fine_tuned.kind().in_embedding_space() {
         return Err(TrainError::config("model.head.kind", HF_HEAD_NO_WISE));
     }
     if zero_shot.clip.config() != fine_tuned.clip.config() {
@@ -160,4 +160,17 @@ pub fn wise_ft(
         best_accuracy: best.accuracy,
         points,
     })
+}
+
+/// Saves a sweep's best mix (`fine_tuned` after [`wise_ft`]) to `dir/model` and
+/// the curve to `dir/wise_ft.json`.
+pub fn save_wise_ft(dir: &Path, fine_tuned: &ClipClassifier, report: &WiseReport) -> Result<()> {
+    fine_tuned.save_pretrained(&dir.join("model"))?;
+    let path = dir.join("wise_ft.json");
+    let text = serde_json::to_string_pretty(report).map_err(|e| TrainError::Io {
+        action: "cannot serialise",
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&path, text).map_err(TrainError::io("cannot write", &path))
 }

@@ -3,12 +3,13 @@
 //! `CLIP_PLOT_FONT` or the usual DejaVu / Liberation paths (setup installs
 //! `fonts-dejavu-core`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use crate::report::MetricsLine;
+use super::{Event, Observer};
+use crate::report::{MetricsLine, read_metrics};
 
 const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -17,7 +18,7 @@ const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
 ];
 
-pub(crate) fn font() -> Result<(), String> {
+pub(crate) fn font() -> std::result::Result<(), String> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let candidates: Vec<String> = std::env::var("CLIP_PLOT_FONT")
@@ -246,4 +247,34 @@ pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// Redraws the PNG plots after each evaluation and at the end.
+pub struct Plots {
+    run_dir: PathBuf,
+    warned: bool,
+}
+
+impl Plots {
+    pub fn new(run_dir: &Path) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            warned: false,
+        }
+    }
+}
+
+impl Observer for Plots {
+    fn event(&mut self, event: &Event) -> crate::error::Result<()> {
+        if matches!(event, Event::Eval(_) | Event::Finish(_)) {
+            let lines = read_metrics(&self.run_dir.join("metrics.jsonl"))?;
+            if let Err(e) = write_all(&self.run_dir, &lines)
+                && !self.warned
+            {
+                tracing::warn!("plots not drawn: {e}");
+                self.warned = true;
+            }
+        }
+        Ok(())
+    }
 }

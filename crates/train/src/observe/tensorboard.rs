@@ -13,7 +13,7 @@ use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
-use crate::evaluation::EvalReport;
+use crate::eval::EvalReport;
 use crate::observe::{Event, Observer};
 
 /// CRC-32C (Castagnoli), bitwise-reflected, as TFRecord uses.

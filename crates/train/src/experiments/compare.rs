@@ -15,15 +15,16 @@ use tch::nn;
 
 use clip_model::{ClipClassifier, HeadInit, HeadKind, ModelFiles};
 
-use crate::artifacts::{Placement, load_classifier};
 use crate::assembly::{build_model, eval_loader, load_datasets, pipelines, run_classes};
 use crate::config::{CompareMethod, RunConfig};
+use crate::device::{MemoryKind, Placement};
 use crate::error::{Result, TrainError};
-use crate::evaluation::evaluate;
-use crate::plots::{Series, font, line_chart};
-use crate::report::{FitReport, MemoryKind, MetricsLine, read_metrics, read_summary};
-use crate::run_folder::latest_checkpoint;
-use crate::wise_ft::{HF_HEAD_NO_WISE, WiseReport, wise_ft};
+use crate::eval::evaluate;
+use crate::experiments::wise_ft::{HF_HEAD_NO_WISE, WiseReport, wise_ft};
+use crate::observe::plots::{Series, font, line_chart};
+use crate::report::{FitReport, MetricsLine, read_metrics, read_summary};
+use crate::run::checkpoint::latest_checkpoint;
+use crate::run::locate::load_classifier;
 
 /// A training job for the runner: the config file plus overrides, run in
 /// `run_dir` (fresh, or resumed when `resume`).
@@ -314,7 +315,7 @@ fn zero_shot_row(b: &Setup) -> Result<CompareRow> {
 /// Why the FLYP row cannot train with this config, if it cannot: it needs a
 /// tokenizer and the cosine head.
 fn flyp_unavailable(b: &Setup) -> Result<Option<String>> {
-    if b.cfg.model.head.kind != HeadKind::Cosine {
+    if !b.cfg.model.head.kind.in_embedding_space() {
         return Ok(Some(
             "FLYP's classifier is the zero-shot head of its text tower: it needs `model.head.kind = \"cosine\"`".into(),
         ));
@@ -342,7 +343,7 @@ fn no_tokenizer(cfg: &RunConfig) -> Result<Option<String>> {
 fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
     let method = CompareMethod::WiseFt;
     let t0 = Instant::now();
-    if b.cfg.model.head.kind != HeadKind::Cosine {
+    if !b.cfg.model.head.kind.in_embedding_space() {
         return Ok((CompareRow::skipped(method, HF_HEAD_NO_WISE.into()), None));
     }
     let place = Placement::of_run(&b.cfg)?;

@@ -1,0 +1,99 @@
+//! The restore step of a resumed run: what its checkpoint gives back (the model,
+//! the optimizer, scaler and EMA states, the progress), checked against the run
+//! as it is configured now.
+
+use tch::nn;
+
+use clip_model::ClipClassifier;
+use clip_optim::AdamW;
+
+use crate::config::RunConfig;
+use crate::ema::Ema;
+use crate::error::{Result, TrainError};
+use crate::mixed_precision::MixedPrecision;
+use crate::run::checkpoint::{Checkpoint, Checkpoints, TrainState};
+
+/// The checkpoint's model, on `vs`, with the config's regularization and
+/// gradient checkpointing; its classes must be the data's.
+pub(super) fn model(
+    ckpt: &Checkpoint,
+    vs: &nn::VarStore,
+    cfg: &RunConfig,
+    classes: &[String],
+) -> Result<ClipClassifier> {
+    let mut m = ckpt.load_model(vs)?;
+    if m.class_names() != classes {
+        return Err(TrainError::Resume {
+            path: ckpt.dir().to_path_buf(),
+            reason: format!(
+                "its classes {:?} differ from the data's {:?}",
+                m.class_names(),
+                classes
+            ),
+        });
+    }
+    m.clip.set_regularization(cfg.model.regularization)?;
+    m.clip
+        .set_gradient_checkpointing(cfg.train.gradient_checkpointing);
+    Ok(m)
+}
+
+/// Restores the optimizer, scaler and EMA and returns the progress the run
+/// continues from, for `world` ranks with `cfg` (whose differences from the
+/// checkpoint's config are warned about). On another number of ranks the global
+/// batch changes: the epoch continues after the samples already seen (a whole
+/// number of new global batches), which is a continuation, not an exact resume.
+/// Checkpoints the saved progress lists that are gone from `checkpoints` are
+/// forgotten.
+pub(super) fn progress(
+    ckpt: &Checkpoint,
+    cfg: &RunConfig,
+    world: usize,
+    parts: (&mut AdamW, &mut MixedPrecision, Option<&Ema>),
+    checkpoints: &Checkpoints,
+    total_steps: u64,
+) -> Result<TrainState> {
+    let saved = ckpt.state()?;
+    let config_hash = cfg.hash();
+    let differences = match ckpt.config_text() {
+        Some(earlier) => cfg.differences(&earlier),
+        // A checkpoint written before checkpoints kept their config.
+        None if saved.config_hash != config_hash => {
+            vec!["(this checkpoint does not say which keys)".to_string()]
+        }
+        None => Vec::new(),
+    };
+    if !differences.is_empty() {
+        tracing::warn!(
+            "the config differs from the one {} was written with; continuing with the new one: {}",
+            ckpt.dir().display(),
+            differences.join("; ")
+        );
+    }
+    let (optimizer, precision, ema) = parts;
+    ckpt.restore(optimizer, precision, ema)?;
+    let saved_world = saved.world_size;
+    let mut state = TrainState {
+        config_hash,
+        world_size: world,
+        ..saved
+    };
+    if saved_world != world {
+        let b = cfg.data.loader.batch_size;
+        let accum = cfg.train.grad_accum;
+        let seen = state.batch_in_epoch * b * saved_world;
+        state.batch_in_epoch = seen / (b * world);
+        tracing::warn!(
+            "resuming on {world} rank(s) a run that {saved_world} rank(s) wrote: the global batch \
+             changes from {} to {} images (batch_size {b} x ranks x grad_accum {accum}) and the \
+             run has {total_steps} steps in all; the epoch continues at global batch {} \
+             ({} of its samples seen before), which is a continuation, not an exact resume",
+            b * saved_world * accum,
+            b * world * accum,
+            state.batch_in_epoch,
+            seen
+        );
+    }
+    state.checkpoints.retain(|c| checkpoints.has(&c.name));
+    Ok(state)
+}
