@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs the tutorial's own optimizer code (../shared/seed, section 实施方法 2-3) on
+"""Runs the tutorial's own optimizer code (docs/tutorial.md, section 实施方法 2-3) on
 openai/clip-vit-base-patch32's architecture and records what it gives, so that
 configs/tutorial.toml can be checked against it tensor by tensor.
 
