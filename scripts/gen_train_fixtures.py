@@ -17,6 +17,20 @@ tests/fixtures/train_step/reference.safetensors (float32):
         random logits (6 x 5), class indices, soft targets (rows summing to 1)
     loss.hard_value, loss.hard_grad, loss.soft_value, loss.soft_grad
         nn.CrossEntropyLoss(label_smoothing=0.1) on them and d loss / d logits
+tests/fixtures/train_step/contrastive_step.safetensors (float32): one optimizer
+step of the contrastive objective (FLYP) on tiny-a, as open_clip's ClipLoss trains
+it, over the same images and groups:
+    a.<param>, b.<param>
+        the accumulated gradient of every parameter of the CLIPModel (both towers,
+        both projections, logit_scale) with `loss = ClipLoss(label_smoothing=0.1)
+        / k; loss.backward()` per batch of 2, each image's caption its class name in
+        the template "a photo of a {}." (batch 0 holds two cats: a duplicate
+        caption), k = 3 for group a and 2 for its short last group b
+    a.loss, b.loss
+        the loss a trainer reports for the step: the mean of the micro-batches'
+        unweighted losses
+    a.grad_norm, b.grad_norm
+        the global L2 norm of the accumulated gradients (before clipping)
 
 Run with the setup venv:  .venv/bin/python scripts/gen_train_fixtures.py
 """
@@ -105,6 +119,47 @@ def main():
     out["loss.soft"] = soft
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(OUT, "reference.safetensors"))
     print(f"{len(paths)} images, {len(trained)} trained tensors, groups {[len(g) for g in groups.values()]} -> {OUT}")
+    contrastive_step(pixels, labels, groups)
+
+
+def clip_loss(image, text, logit_scale, label_smoothing):
+    """open_clip.loss.ClipLoss.forward on one process: logits_per_image =
+    exp(logit_scale) * image @ text.T, the mean of both directions' cross-entropy
+    against the diagonal."""
+    logits = logit_scale.exp() * image @ text.T
+    target = torch.arange(len(image))
+    return (
+        F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        + F.cross_entropy(logits.T, target, label_smoothing=label_smoothing)
+    ) / 2
+
+
+def contrastive_step(pixels, labels, groups):
+    model = CLIPModel.from_pretrained(MODEL).eval()
+    tok = CLIPTokenizerFast.from_pretrained(MODEL)
+    captions = [f"a photo of a {CLASSES[int(y)]}." for y in labels]
+    ids = tok(captions, padding="max_length", max_length=77, return_tensors="pt")["input_ids"]
+    params = dict(model.named_parameters())
+    out = {}
+    for key, group in groups.items():
+        for p in params.values():
+            p.grad = None
+        losses = []
+        for idx in group:
+            o = model(input_ids=ids[idx], pixel_values=pixels[idx])
+            loss = clip_loss(o.image_embeds, o.text_embeds, model.logit_scale, 0.1)
+            (loss / len(group)).backward()
+            losses.append(loss.item())
+        grads = {n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}
+        assert len(grads) == len(params), "every parameter of the CLIPModel gets a gradient"
+        for n, g in grads.items():
+            out[f"{key}.{n}"] = g
+        out[f"{key}.loss"] = torch.tensor([sum(losses) / len(losses)])
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values()))
+        out[f"{key}.grad_norm"] = norm.float().reshape(1)
+    path = os.path.join(OUT, "contrastive_step.safetensors")
+    save_file({k: v.contiguous() for k, v in out.items()}, path)
+    print(f"contrastive step: {len(params)} tensors, losses {out['a.loss'].item():.6f} / {out['b.loss'].item():.6f} -> {path}")
 
 
 if __name__ == "__main__":

@@ -334,6 +334,85 @@ fn contrastive_two_ranks_equal_one_process_with_the_same_global_batch() {
     }
 }
 
+/// FLYP on two ranks against PyTorch itself (not only against one process of
+/// the same code): the first step of the contrastive objective on tiny-a, each
+/// global micro-batch of 2 split over the ranks, `grad_accum = 3`, label
+/// smoothing 0.1, captions from a template (the first micro-batch holds two cats:
+/// a duplicate caption), has the loss and the gradient norm (before clipping) of
+/// open_clip's `ClipLoss` accumulated in PyTorch (scripts/gen_train_fixtures.py).
+#[test]
+fn contrastive_two_ranks_equal_open_clips_step_accumulated_in_pytorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = root().join("tests/fixtures");
+    let images = fixtures.join("train_step/images").display().to_string();
+    let config = tmp.path().join("flyp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [run]
+            name = "flyp"
+            output_dir = {out:?}
+            device = "cpu"
+            threads = 1
+            dist_timeout_s = 60
+            [model]
+            pretrained = {model:?}
+            [model.head]
+            init = "zero_shot"
+            templates = ["a photo of a {{}}."]
+            [data]
+            train = {{ kind = "image_folder", path = {images:?} }}
+            val = {{ kind = "image_folder", path = {images:?} }}
+            train_transforms = [{{ op = "center_crop", size = 32 }}, {{ op = "normalize" }}]
+            [data.loader]
+            batch_size = 1
+            shuffle = false
+            threads = 1
+            [optim]
+            frozen_towers = []
+            schedule = {{ kind = "constant" }}
+            [train]
+            objective = "contrastive"
+            grad_accum = 3
+            label_smoothing = 0.1
+            max_steps = 1
+            log_every_steps = 1
+            "#,
+            out = tmp.path().display().to_string(),
+            model = fixtures.join("model/tiny-a").display().to_string(),
+        ),
+    )
+    .unwrap();
+    two_ranks(&[
+        "--config".into(),
+        config.display().to_string(),
+        "--quiet".into(),
+    ]);
+    let m = metrics(&tmp.path().join("flyp"));
+    let step = kind(&m, "step")[0];
+    let reference: HashMap<String, f64> = {
+        let bytes =
+            std::fs::read(fixtures.join("train_step/contrastive_step.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        ["a.loss", "a.grad_norm"]
+            .into_iter()
+            .map(|k| {
+                let t = st.tensor(k).unwrap();
+                let v = f32::from_le_bytes(t.data()[..4].try_into().unwrap());
+                (k.to_string(), f64::from(v))
+            })
+            .collect()
+    };
+    for (key, field) in [("a.loss", "loss"), ("a.grad_norm", "grad_norm")] {
+        let (got, want) = (step[field].as_f64().unwrap(), reference[key]);
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "step 1 {field}: {got} on 2 ranks vs PyTorch's {want}"
+        );
+    }
+}
+
 #[test]
 fn a_resumed_two_rank_run_equals_the_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! The trainer's accumulated gradient and its loss against PyTorch, from the
 //! fixtures of scripts/gen_train_fixtures.py: `loss / k` accumulation over full
 //! and short groups, and `nn.CrossEntropyLoss(label_smoothing=0.1)` on class
-//! indices and on soft (MixUp / CutMix) targets.
+//! indices and on soft (MixUp / CutMix) targets; the same step of the
+//! contrastive objective (FLYP) against open_clip's `ClipLoss`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +29,12 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn trainer(out: &Path, checkpointing: bool) -> Trainer {
+    trainer_with(out, checkpointing, "")
+}
+
+/// The fixtures' run (tiny-a, the ten images in folder order, batches of 2,
+/// `grad_accum = 3`, label smoothing 0.1), with `more` TOML lines in `[train]`.
+fn trainer_with(out: &Path, checkpointing: bool, more: &str) -> Trainer {
     let images = fixtures().join("train_step/images").display().to_string();
     let toml = format!(
         r#"
@@ -52,6 +59,7 @@ fn trainer(out: &Path, checkpointing: bool) -> Trainer {
         grad_accum = 3
         label_smoothing = 0.1
         gradient_checkpointing = {checkpointing}
+        {more}
         "#,
         out = out.display().to_string(),
         model = fixtures().join("model/tiny-a").display().to_string(),
@@ -207,6 +215,62 @@ fn contrastive_loss_equals_open_clips_clip_loss() {
         ] {
             let d = max_rel_diff(&grad, &r[&format!("{key}.{name}")]);
             assert!(d < 1e-5, "ls {ls}: {name} differs by {d:.2e}");
+        }
+    }
+}
+
+/// One step of the contrastive objective (FLYP) equals open_clip's `ClipLoss`
+/// trained in PyTorch (scripts/gen_train_fixtures.py): each image's caption its
+/// class name in the template (two cats in the first micro-batch: a duplicate
+/// caption), label smoothing 0.1, each micro-batch's loss weighted `1 / k` over a
+/// full group (k = 3) and the short last one (k = 2); the accumulated gradient of
+/// every parameter of both towers, both projections and the logit scale, and the
+/// loss the step reports, with and without gradient checkpointing.
+#[test]
+fn contrastive_step_equals_open_clips_clip_loss_accumulated_in_pytorch() {
+    let r: HashMap<String, Tensor> =
+        clip_model::read_safetensors(&fixtures().join("train_step/contrastive_step.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let flyp = r#"objective = "contrastive"
+        [optim]
+        frozen_towers = []"#;
+    for checkpointing in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut t = trainer_with(tmp.path(), checkpointing, flyp);
+        for (group, first_batch) in [("a", 0), ("b", 3)] {
+            let (loss, grads) = t.step_loss_and_gradients(0, first_batch).unwrap();
+            let want = r[&format!("{group}.loss")].double_value(&[0]);
+            assert!(
+                (loss - want).abs() < 1e-5 * want,
+                "group {group} (checkpointing {checkpointing}): loss {loss} vs {want}"
+            );
+            let expected = r
+                .keys()
+                .filter(|k| k.starts_with(&format!("{group}.")) && !k.ends_with("loss"))
+                .filter(|k| !k.ends_with("grad_norm"))
+                .count();
+            assert_eq!(
+                grads.len(),
+                expected,
+                "group {group}: tensors with a gradient"
+            );
+            for (name, g) in &grads {
+                let want = &r[&format!("{group}.{name}")];
+                if name.ends_with("k_proj.bias") {
+                    // Zero in exact arithmetic (softmax is shift-invariant).
+                    for x in [g, want] {
+                        assert!(x.abs().max().double_value(&[]) < 1e-6, "{name}: {x}");
+                    }
+                    continue;
+                }
+                let d = max_rel_diff(g, want);
+                assert!(
+                    d < 1e-5,
+                    "group {group}, {name} (checkpointing {checkpointing}): max diff {d:.2e} of the largest |grad|"
+                );
+            }
         }
     }
 }

@@ -93,6 +93,16 @@ impl Trainer {
         epoch: u64,
         first_batch: usize,
     ) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.step_loss_and_gradients(epoch, first_batch)?.1)
+    }
+
+    /// [`Trainer::step_gradients`] with the loss the step reports (the mean of
+    /// its micro-batches' unweighted losses).
+    pub fn step_loss_and_gradients(
+        &mut self,
+        epoch: u64,
+        first_batch: usize,
+    ) -> Result<(f64, Vec<(String, Tensor)>)> {
         let batches = self.train.batches_per_epoch();
         let n = self
             .cfg
@@ -107,7 +117,7 @@ impl Trainer {
         }
         self.opt.zero_grad()?;
         let mut iter = DeviceBatches::new(self.train.epoch(epoch, first_batch), self.device);
-        self.accumulate(&mut iter, n, epoch)?;
+        let (loss, _) = self.accumulate(&mut iter, n, epoch)?;
         let grads = self
             .opt
             .groups()
@@ -117,7 +127,7 @@ impl Trainer {
             .map(|(name, t)| (name.clone(), t.grad().detach().copy()))
             .collect();
         self.opt.zero_grad()?;
-        Ok(grads)
+        Ok((loss, grads))
     }
 
     /// One optimizer step over `n` micro-batches drawn from `iter`.
