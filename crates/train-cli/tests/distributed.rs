@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../tests/support/image_folder.rs"]
 mod image_folder;
+#[path = "../../../tests/support/train_step.rs"]
+mod train_step;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -343,47 +345,19 @@ fn contrastive_two_ranks_equal_one_process_with_the_same_global_batch() {
 #[test]
 fn contrastive_two_ranks_equal_open_clips_step_accumulated_in_pytorch() {
     let tmp = tempfile::tempdir().unwrap();
-    let fixtures = root().join("tests/fixtures");
-    let images = fixtures.join("train_step/images").display().to_string();
+    let fixtures = train_step::fixtures();
     let config = tmp.path().join("flyp.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-            [run]
-            name = "flyp"
-            output_dir = {out:?}
-            device = "cpu"
-            threads = 1
-            dist_timeout_s = 60
-            [model]
-            pretrained = {model:?}
-            [model.head]
-            init = "zero_shot"
-            templates = ["a photo of a {{}}."]
-            [data]
-            train = {{ kind = "image_folder", path = {images:?} }}
-            val = {{ kind = "image_folder", path = {images:?} }}
-            train_transforms = [{{ op = "center_crop", size = 32 }}, {{ op = "normalize" }}]
-            [data.loader]
-            batch_size = 1
-            shuffle = false
-            threads = 1
-            [optim]
-            frozen_towers = []
-            schedule = {{ kind = "constant" }}
-            [train]
-            objective = "contrastive"
-            grad_accum = 3
-            label_smoothing = 0.1
-            max_steps = 1
-            log_every_steps = 1
-            "#,
-            out = tmp.path().display().to_string(),
-            model = fixtures.join("model/tiny-a").display().to_string(),
-        ),
-    )
-    .unwrap();
+    let toml = train_step::config(
+        tmp.path(),
+        "flyp",
+        1,
+        [
+            "threads = 1\ndist_timeout_s = 60",
+            "objective = \"contrastive\"\nmax_steps = 1\nlog_every_steps = 1",
+            "[optim]\nfrozen_towers = []\nschedule = { kind = \"constant\" }",
+        ],
+    );
+    std::fs::write(&config, toml).unwrap();
     two_ranks(&[
         "--config".into(),
         config.display().to_string(),

@@ -7,14 +7,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clip_train::{RunConfig, Targets, Trainer, cross_entropy};
 use tch::{Kind, Tensor};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+#[path = "../../../tests/support/train_step.rs"]
+mod train_step;
+use train_step::fixtures;
 
 fn reference() -> HashMap<String, Tensor> {
     clip_model::read_safetensors(&fixtures().join("train_step/reference.safetensors"))
@@ -32,39 +32,48 @@ fn trainer(out: &Path, checkpointing: bool) -> Trainer {
     trainer_with(out, checkpointing, "")
 }
 
-/// The fixtures' run (tiny-a, the ten images in folder order, batches of 2,
-/// `grad_accum = 3`, label smoothing 0.1), with `more` TOML lines in `[train]`.
+/// The fixtures' run (batches of 2), with `more` TOML lines after `[train]`'s.
 fn trainer_with(out: &Path, checkpointing: bool, more: &str) -> Trainer {
-    let images = fixtures().join("train_step/images").display().to_string();
-    let toml = format!(
-        r#"
-        [run]
-        name = "step-parity"
-        output_dir = {out:?}
-        device = "cpu"
-        [model]
-        pretrained = {model:?}
-        [model.head]
-        init = "zero_shot"
-        templates = ["a photo of a {{}}."]
-        [data]
-        train = {{ kind = "image_folder", path = {images:?} }}
-        val = {{ kind = "image_folder", path = {images:?} }}
-        train_transforms = [{{ op = "center_crop", size = 32 }}, {{ op = "normalize" }}]
-        [data.loader]
-        batch_size = 2
-        shuffle = false
-        threads = 1
-        [train]
-        grad_accum = 3
-        label_smoothing = 0.1
-        gradient_checkpointing = {checkpointing}
-        {more}
-        "#,
-        out = out.display().to_string(),
-        model = fixtures().join("model/tiny-a").display().to_string(),
-    );
+    let checkpointing = format!("gradient_checkpointing = {checkpointing}");
+    let toml = train_step::config(out, "step-parity", 2, ["", &checkpointing, more]);
     Trainer::new(RunConfig::from_toml(&toml, "step-parity.toml", &[]).unwrap()).unwrap()
+}
+
+/// Every gradient of `grads` equals the fixture's `{group}.<name>` within `tol`
+/// of its largest value (`k_proj.bias`, zero in exact arithmetic as softmax is
+/// shift-invariant, is rounding noise on both sides); as many tensors as the
+/// fixture's group has.
+fn assert_gradients(
+    grads: &[(String, Tensor)],
+    refs: &HashMap<String, Tensor>,
+    group: &str,
+    tol: f64,
+    what: &str,
+) {
+    let expected = refs
+        .keys()
+        .filter(|k| k.starts_with(&format!("{group}.")))
+        .filter(|k| !k.ends_with(".loss") && !k.ends_with(".grad_norm"))
+        .count();
+    assert_eq!(
+        grads.len(),
+        expected,
+        "group {group}: tensors with a gradient"
+    );
+    for (name, g) in grads {
+        let want = &refs[&format!("{group}.{name}")];
+        if name.ends_with("k_proj.bias") {
+            for x in [g, want] {
+                assert!(x.abs().max().double_value(&[]) < 1e-6, "{name}: {x}");
+            }
+            continue;
+        }
+        let d = max_rel_diff(g, want);
+        assert!(
+            d < tol,
+            "group {group}, {name} ({what}): max diff {d:.2e} of the largest |grad|"
+        );
+    }
 }
 
 /// With k micro-batches, the gradient the optimizer sees is PyTorch's
@@ -79,31 +88,8 @@ fn accumulated_gradient_equals_pytorchs_loss_over_k() {
         let mut t = trainer(tmp.path(), checkpointing);
         for (group, first_batch) in [("a", 0), ("b", 3)] {
             let grads = t.step_gradients(0, first_batch).unwrap();
-            let expected: Vec<_> = refs
-                .keys()
-                .filter(|k| k.starts_with(&format!("{group}.")))
-                .collect();
-            assert_eq!(
-                grads.len(),
-                expected.len(),
-                "group {group}: tensors with a gradient"
-            );
-            for (name, g) in &grads {
-                let want = &refs[&format!("{group}.{name}")];
-                if name.ends_with("k_proj.bias") {
-                    // Zero in exact arithmetic (softmax is shift-invariant): both
-                    // sides hold rounding noise only.
-                    for x in [g, want] {
-                        assert!(x.abs().max().double_value(&[]) < 1e-6, "{name}: {x}");
-                    }
-                    continue;
-                }
-                let d = max_rel_diff(g, want);
-                assert!(
-                    d < 1e-4,
-                    "group {group}, {name} (checkpointing {checkpointing}): max diff {d:.2e} of the largest |grad|"
-                );
-            }
+            let what = format!("checkpointing {checkpointing}");
+            assert_gradients(&grads, &refs, group, 1e-4, &what);
         }
     }
 }
@@ -233,9 +219,7 @@ fn contrastive_step_equals_open_clips_clip_loss_accumulated_in_pytorch() {
             .unwrap()
             .into_iter()
             .collect();
-    let flyp = r#"objective = "contrastive"
-        [optim]
-        frozen_towers = []"#;
+    let flyp = "objective = \"contrastive\"\n[optim]\nfrozen_towers = []";
     for checkpointing in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
         let mut t = trainer_with(tmp.path(), checkpointing, flyp);
@@ -246,31 +230,8 @@ fn contrastive_step_equals_open_clips_clip_loss_accumulated_in_pytorch() {
                 (loss - want).abs() < 1e-5 * want,
                 "group {group} (checkpointing {checkpointing}): loss {loss} vs {want}"
             );
-            let expected = r
-                .keys()
-                .filter(|k| k.starts_with(&format!("{group}.")) && !k.ends_with("loss"))
-                .filter(|k| !k.ends_with("grad_norm"))
-                .count();
-            assert_eq!(
-                grads.len(),
-                expected,
-                "group {group}: tensors with a gradient"
-            );
-            for (name, g) in &grads {
-                let want = &r[&format!("{group}.{name}")];
-                if name.ends_with("k_proj.bias") {
-                    // Zero in exact arithmetic (softmax is shift-invariant).
-                    for x in [g, want] {
-                        assert!(x.abs().max().double_value(&[]) < 1e-6, "{name}: {x}");
-                    }
-                    continue;
-                }
-                let d = max_rel_diff(g, want);
-                assert!(
-                    d < 1e-5,
-                    "group {group}, {name} (checkpointing {checkpointing}): max diff {d:.2e} of the largest |grad|"
-                );
-            }
+            let what = format!("checkpointing {checkpointing}");
+            assert_gradients(&grads, &r, group, 1e-5, &what);
         }
     }
 }

@@ -46,6 +46,14 @@ impl Storage for Idx {
         })
     }
 
+    fn image_draft(
+        &self,
+        k: usize,
+        _reduction: &dyn Fn(usize, usize) -> usize,
+    ) -> Result<RgbImage, DataError> {
+        self.image(k)
+    }
+
     /// The image encoded as PNG.
     fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {
         let img = self.image(k)?;

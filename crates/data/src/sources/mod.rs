@@ -39,19 +39,30 @@ pub(crate) trait Storage: std::fmt::Debug + Send + Sync {
     /// A printable name of item `k`: its path, `shard.tar:key.jpg`,
     /// `file.parquet:row N`, `idx:N`.
     fn name(&self, k: usize) -> String;
-    /// Item `k`, decoded (an error names the file and the place in it).
-    fn image(&self, k: usize) -> Result<RgbImage, DataError>;
+    /// Item `k` as stored: its encoded bytes and lower-case extension.
+    fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError>;
+    /// Item `k`, decoded (an error names the file and the place in it); by
+    /// default from its [`Storage::encoded`] bytes.
+    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
+        let (bytes, _) = self.encoded(k)?;
+        RgbImage::decode(&bytes).map_err(|source| DataError::Decode {
+            path: self.name(k).into(),
+            source,
+        })
+    }
     /// Item `k` decoded at the reduction `reduction(width, height)` allows where
     /// its format can (JPEG, [`RgbImage::decode_draft`]); else as [`Storage::image`].
     fn image_draft(
         &self,
         k: usize,
-        _reduction: &dyn Fn(usize, usize) -> usize,
+        reduction: &dyn Fn(usize, usize) -> usize,
     ) -> Result<RgbImage, DataError> {
-        self.image(k)
+        let (bytes, _) = self.encoded(k)?;
+        RgbImage::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
+            path: self.name(k).into(),
+            source,
+        })
     }
-    /// Item `k` as stored: its encoded bytes and lower-case extension.
-    fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError>;
     /// A shuffle of `view` (storage indices) that keeps the locality this storage
     /// needs, as positions in `view`; `None` where any order is as good.
     fn local_permutation(&self, _view: &[usize], _rng: &mut SampleRng) -> Option<Vec<usize>> {

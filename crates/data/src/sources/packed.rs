@@ -1,34 +1,11 @@
 //! What the sources whose images are packed inside other files (WebDataset
-//! shards, Parquet files) share: reading an item's encoded bytes by index, the
-//! file patterns that name them, and turning their raw labels into classes.
+//! shards, Parquet files) share: the file patterns that name them, and turning
+//! their raw labels into classes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::Storage;
 use crate::DataError;
-use crate::image::RgbImage;
-
-/// Storage whose items are encoded images inside other files (its
-/// [`Storage::name`] is `file:place`).
-pub(crate) trait Packed: Storage {
-    /// The encoded image of item `k`.
-    fn read(&self, k: usize) -> Result<Vec<u8>, DataError>;
-}
-
-/// Item `k` of `p`, read and decoded with `decode` (errors name the file and the
-/// place in it).
-pub(crate) fn decode_packed(
-    p: &impl Packed,
-    k: usize,
-    decode: impl FnOnce(&[u8]) -> Result<RgbImage, image::ImageError>,
-) -> Result<RgbImage, DataError> {
-    let bytes = p.read(k)?;
-    decode(&bytes).map_err(|source| DataError::Decode {
-        path: p.name(k).into(),
-        source,
-    })
-}
 
 /// The files a `path` names: brace ranges (`train-{000000..000127}.tar`,
 /// zero-padded as written) and lists (`{a,b}`), then glob patterns (`*`, `?`,

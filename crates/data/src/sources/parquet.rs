@@ -22,10 +22,9 @@ use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReade
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::packed::{Packed, RawLabel, decode_packed, resolve_labels};
+use super::packed::{RawLabel, resolve_labels};
 use super::{Source, Storage};
 use crate::DataError;
-use crate::image::RgbImage;
 use crate::rng::SampleRng;
 
 /// Samples shuffled together: row groups are added to a window until it holds
@@ -530,18 +529,6 @@ impl Storage for ParquetFiles {
         row_name(&self.paths[f as usize], &self.group_rows[f as usize], g, r)
     }
 
-    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
-        decode_packed(self, k, RgbImage::decode)
-    }
-
-    fn image_draft(
-        &self,
-        k: usize,
-        reduction: &dyn Fn(usize, usize) -> usize,
-    ) -> Result<RgbImage, DataError> {
-        decode_packed(self, k, |b| RgbImage::decode_draft(b, reduction))
-    }
-
     /// The cell's bytes, with the extension of the format they hold.
     fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {
         let bytes = self.read(k)?;
@@ -557,7 +544,8 @@ impl Storage for ParquetFiles {
     }
 }
 
-impl Packed for ParquetFiles {
+impl ParquetFiles {
+    /// The encoded image of sample `k` (its row group read once into the cache).
     fn read(&self, k: usize) -> Result<Vec<u8>, DataError> {
         let (f, g, r) = self.items[k];
         let rows = self.group_rows[f as usize][g as usize];

@@ -11,10 +11,9 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use super::packed::{Packed, RawLabel, decode_packed, expand_files, resolve_labels};
+use super::packed::{RawLabel, expand_files, resolve_labels};
 use super::{Source, Storage};
 use crate::DataError;
-use crate::image::RgbImage;
 
 /// Where a sample's image lies.
 #[derive(Debug, Clone)]
@@ -44,18 +43,6 @@ impl Storage for Shards {
         )
     }
 
-    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
-        decode_packed(self, k, RgbImage::decode)
-    }
-
-    fn image_draft(
-        &self,
-        k: usize,
-        reduction: &dyn Fn(usize, usize) -> usize,
-    ) -> Result<RgbImage, DataError> {
-        decode_packed(self, k, |b| RgbImage::decode_draft(b, reduction))
-    }
-
     /// The image member's bytes and its extension.
     fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {
         let ext = self.names[k]
@@ -66,7 +53,7 @@ impl Storage for Shards {
     }
 }
 
-impl Packed for Shards {
+impl Shards {
     /// The image bytes of sample `k`.
     fn read(&self, k: usize) -> Result<Vec<u8>, DataError> {
         let m = &self.members[k];
