@@ -42,6 +42,7 @@ setup_python() {
 
 font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 gloo_header=/usr/include/gloo/config.h
+jpeg_header=/usr/include/jpeglib.h
 
 setup_data() {
     local packages=()
@@ -50,12 +51,14 @@ setup_data() {
     # gloo's headers: clip-dist's c10d shim includes ProcessGroupGloo.hpp, which the wheel
     # ships without them.
     [[ -f "$gloo_header" ]] || packages+=(libgloo-dev)
+    # libjpeg-turbo's headers and library: clip-data decodes JPEGs with it, as PIL.
+    [[ -f "$jpeg_header" ]] || packages+=(libjpeg62-turbo-dev)
     if [[ ${#packages[@]} == 0 ]]; then
-        say "Fashion-MNIST present in $fmnist, plot font and gloo headers present"
+        say "Fashion-MNIST present in $fmnist, plot font, gloo and libjpeg-turbo headers present"
         return
     fi
     if ! command -v apt-get >/dev/null; then
-        say "warning: no apt-get; the demo needs Fashion-MNIST's IDX files in $fmnist, plots need a TrueType font (CLIP_PLOT_FONT) and the build needs gloo's headers (CLIP_GLOO_INCLUDE)"
+        say "warning: no apt-get; the demo needs Fashion-MNIST's IDX files in $fmnist, plots need a TrueType font (CLIP_PLOT_FONT) and the build needs gloo's headers (CLIP_GLOO_INCLUDE) and libjpeg-turbo's (CLIP_JPEG_INCLUDE, CLIP_JPEG_LIB)"
         return
     fi
     local sudo=""

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::DataError;
-use crate::image::RgbImage;
+use crate::image::{DecodeOptions, RgbImage};
 use crate::rng::SampleRng;
 use crate::sources::{Source, SourceConfig, Storage};
 
@@ -128,12 +128,22 @@ impl Dataset {
         i: usize,
         reduction: impl Fn(usize, usize) -> usize,
     ) -> Result<RgbImage, DataError> {
-        self.storage.image_draft(self.view[i], &reduction)
+        let options = DecodeOptions {
+            reduction: Some(&reduction),
+            ..DecodeOptions::default()
+        };
+        self.image_with(i, &options)
     }
 
-    /// Decodes item `i` (an error names the file).
+    /// Decodes item `i` as PIL's `Image.open(p).convert("RGB")` (an error names
+    /// the file).
     pub fn image(&self, i: usize) -> Result<RgbImage, DataError> {
-        self.storage.image(self.view[i])
+        self.image_with(i, &DecodeOptions::default())
+    }
+
+    /// Decodes item `i` as `options` say (draft scale, EXIF orientation).
+    pub fn image_with(&self, i: usize, options: &DecodeOptions) -> Result<RgbImage, DataError> {
+        self.storage.image(self.view[i], options)
     }
 
     /// Item `i` as stored: the image file's bytes and its lower-case extension

@@ -1,10 +1,49 @@
-//! Decoding to 8-bit RGB, as PIL's `Image.open(path).convert("RGB")` does.
+//! Decoding to 8-bit RGB, as PIL's `Image.open(path).convert("RGB")` does: JPEGs
+//! through libjpeg-turbo (PIL's decoder, [`crate::jpeg`]), other formats through
+//! the `image` crate.
 
 use std::path::Path;
 
 use image::DynamicImage;
 
 use crate::DataError;
+
+/// Whether images are turned upright by their EXIF orientation
+/// (`data.loader.exif_orientation`). PIL's `Image.open` and torchvision's
+/// `ImageFolder` do not (the default); transformers' `load_image`, which its
+/// pipelines use on paths, does (`ImageOps.exif_transpose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExifOrientation {
+    /// The pixels as stored.
+    #[default]
+    Ignore,
+    /// JPEGs turned by their EXIF orientation tag, as `ImageOps.exif_transpose`.
+    Apply,
+}
+
+impl std::str::FromStr for ExifOrientation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ignore" => Ok(Self::Ignore),
+            "apply" => Ok(Self::Apply),
+            other => Err(format!("{other:?}: expected \"ignore\" or \"apply\"")),
+        }
+    }
+}
+
+/// How an encoded image becomes pixels.
+#[derive(Clone, Copy, Default)]
+pub struct DecodeOptions<'a> {
+    /// Draft decoding (`data.loader.decode = "draft"`): a JPEG at the DCT scale
+    /// this allows for its stored `(width, height)` ([`RgbImage::decode_draft`]).
+    pub reduction: Option<&'a dyn Fn(usize, usize) -> usize>,
+    pub exif_orientation: ExifOrientation,
+}
+
+/// For an output pixel `(x, y)` of a turned `w x h` image, the input pixel.
+type Source = fn(usize, usize, usize, usize) -> (usize, usize);
 
 /// An 8-bit RGB image, row-major, interleaved (`HWC`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +89,44 @@ impl RgbImage {
         [self.data[i], self.data[i + 1], self.data[i + 2]]
     }
 
+    /// The image turned upright by its EXIF `orientation` (1 to 8), as PIL's
+    /// `ImageOps.exif_transpose` does; 1 or an unknown value leaves it as it is.
+    pub fn apply_orientation(self, orientation: u16) -> Self {
+        let (w, h) = (self.width, self.height);
+        // Output size and, for an output pixel, the input pixel it takes.
+        let (ow, oh, from): (usize, usize, Source) = match orientation {
+            // FLIP_LEFT_RIGHT, ROTATE_180, FLIP_TOP_BOTTOM
+            2 => (w, h, |x, y, w, _| (w - 1 - x, y)),
+            3 => (w, h, |x, y, w, h| (w - 1 - x, h - 1 - y)),
+            4 => (w, h, |x, y, _, h| (x, h - 1 - y)),
+            // TRANSPOSE, ROTATE_270 (clockwise), TRANSVERSE, ROTATE_90
+            5 => (h, w, |x, y, _, _| (y, x)),
+            6 => (h, w, |x, y, _, h| (y, h - 1 - x)),
+            7 => (h, w, |x, y, w, h| (w - 1 - y, h - 1 - x)),
+            8 => (h, w, |x, y, w, _| (w - 1 - y, x)),
+            _ => return self,
+        };
+        let mut data = Vec::with_capacity(self.data.len());
+        for y in 0..oh {
+            for x in 0..ow {
+                let (sx, sy) = from(x, y, w, h);
+                let i = (sy * w + sx) * 3;
+                data.extend_from_slice(&self.data[i..i + 3]);
+            }
+        }
+        Self {
+            width: ow,
+            height: oh,
+            data,
+        }
+    }
+
     /// Decodes an image file (JPEG, PNG, WebP, BMP, GIF's first frame).
     pub fn open(path: &Path) -> Result<Self, DataError> {
         Self::open_with(path, Self::decode)
     }
 
-    /// Decodes an image file; a JPEG at the DCT reduction (1/4 or 1/8) that
+    /// Decodes an image file; a JPEG at the DCT reduction (1/2, 1/4 or 1/8) that
     /// `reduction(width, height)` allows (see [`RgbImage::decode_draft`]).
     pub fn open_draft(
         path: &Path,
@@ -79,60 +150,40 @@ impl RgbImage {
         })
     }
 
-    /// A JPEG decoded at reduced scale through the scaled inverse DCT (what PIL's
-    /// `Image.draft` does with libjpeg): 1/4 or 1/8 of each side, the larger of
-    /// those not above `reduction(width, height)` (the full size's); below 4 it
-    /// decodes exactly as [`RgbImage::decode`] (at 1/2 this decoder's slower
-    /// entropy decoding ate the saving: docs/BENCHMARKS.md). 2.4x less time for
-    /// 10-megapixel photos; the pixels differ from decoding in full and resizing
-    /// (docs/BENCHMARKS.md). Other formats decode in full.
+    /// A JPEG decoded at reduced scale through libjpeg-turbo's scaled inverse
+    /// DCT, what PIL's `Image.draft` does: 1/2, 1/4 or 1/8 of each side, the
+    /// largest of those not above `reduction(width, height)` (the full size's);
+    /// below 2 it decodes exactly as [`RgbImage::decode`]. The pixels are PIL's
+    /// after `draft` (they differ from decoding in full and resizing). Other
+    /// formats decode in full.
     pub fn decode_draft(
         bytes: &[u8],
         reduction: impl Fn(usize, usize) -> usize,
     ) -> Result<Self, image::ImageError> {
-        if !bytes.starts_with(&[0xFF, 0xD8]) {
+        if !crate::jpeg::is_jpeg(bytes) {
             return Self::decode(bytes);
         }
-        let bad = |e: jpeg_decoder::Error| {
-            image::ImageError::Decoding(image::error::DecodingError::new(
-                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
-                e,
-            ))
+        crate::jpeg::decode(bytes, reduction).map_err(jpeg_error)
+    }
+
+    /// Decodes encoded bytes as `options` say (draft scale, EXIF orientation).
+    pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<Self, image::ImageError> {
+        let img = match options.reduction {
+            Some(r) => Self::decode_draft(bytes, r)?,
+            None => Self::decode(bytes)?,
         };
-        let mut d = jpeg_decoder::Decoder::new(bytes);
-        d.read_info().map_err(bad)?;
-        let Some(info) = d.info() else {
-            return Self::decode(bytes);
-        };
-        let (w, h) = (usize::from(info.width), usize::from(info.height));
-        let allowed = reduction(w, h);
-        let k = [8usize, 4].into_iter().find(|&k| k <= allowed).unwrap_or(1);
-        if k == 1 || w == 0 || h == 0 {
-            return Self::decode(bytes);
-        }
-        // The decoder picks the smallest scale giving at least this size.
-        let (sw, sh) = d
-            .scale(w.div_ceil(k) as u16, h.div_ceil(k) as u16)
-            .map_err(bad)?;
-        let pixels = d.decode().map_err(bad)?;
-        let Some(info) = d.info() else {
-            return Self::decode(bytes);
-        };
-        let (sw, sh) = (usize::from(sw), usize::from(sh));
-        let data = match info.pixel_format {
-            jpeg_decoder::PixelFormat::RGB24 => pixels,
-            jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&g| [g; 3]).collect(),
-            // 16-bit and CMYK JPEGs are rare: decoded in full, as the exact path does.
-            _ => return Self::decode(bytes),
-        };
-        if data.len() != sw * sh * 3 {
-            return Self::decode(bytes);
-        }
-        Ok(Self {
-            width: sw,
-            height: sh,
-            data,
+        Ok(match options.exif_orientation {
+            ExifOrientation::Apply => match crate::jpeg::exif_orientation(bytes) {
+                Some(o) => img.apply_orientation(o),
+                None => img,
+            },
+            ExifOrientation::Ignore => img,
         })
+    }
+
+    /// Decodes an image file as `options` say; errors name the file.
+    pub fn open_with_options(path: &Path, options: &DecodeOptions) -> Result<Self, DataError> {
+        Self::open_with(path, |bytes| Self::decode_with(bytes, options))
     }
 
     /// Decodes encoded bytes, converting every mode to RGB as PIL's
@@ -140,6 +191,10 @@ impl RgbImage {
     /// expanded; 16-bit grey clamped to 255 (PIL's `I;16` → `L`), 16-bit colour
     /// reduced to its high byte.
     pub fn decode(bytes: &[u8]) -> Result<Self, image::ImageError> {
+        if crate::jpeg::is_jpeg(bytes) {
+            // libjpeg-turbo, as PIL: the pixels of `Image.open(p).convert("RGB")`.
+            return crate::jpeg::decode(bytes, |_, _| 1).map_err(jpeg_error);
+        }
         let img = image::load_from_memory(bytes)?;
         let (w, h) = (img.width() as usize, img.height() as usize);
         if w == 0 || h == 0 {
@@ -177,4 +232,12 @@ impl RgbImage {
             data,
         })
     }
+}
+
+/// A libjpeg-turbo failure as the `image` crate's decoding error.
+fn jpeg_error(message: String) -> image::ImageError {
+    image::ImageError::Decoding(image::error::DecodingError::new(
+        image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
+        message,
+    ))
 }

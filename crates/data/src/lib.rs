@@ -25,6 +25,7 @@ mod dataset;
 mod error;
 mod geometry;
 mod image;
+mod jpeg;
 mod loader;
 mod mix;
 mod normalize;
@@ -48,7 +49,8 @@ pub use geometry::{
     CropConvention, affine, center_crop, center_crop_as, crop, hflip, random_resized_crop_params,
     rotate, tv_affine,
 };
-pub use image::RgbImage;
+pub use image::{DecodeOptions, ExifOrientation, RgbImage};
+pub use jpeg::{exif_orientation, libjpeg_turbo_version};
 pub use loader::{
     Batch, Decode, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Replaced, Shard,
     max_threads,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::dataset::Dataset;
+use crate::image::{DecodeOptions, ExifOrientation};
 use crate::mix::{MixConfig, mix_batch};
 use crate::rng::SampleRng;
 use crate::transforms::Pipeline;
@@ -47,10 +48,11 @@ pub enum Decode {
     /// Every pixel, as PIL without `draft` (torchvision's pixels).
     #[default]
     Exact,
-    /// JPEGs at the largest 1/4 or 1/8 DCT scale that still covers the
-    /// pipeline's first resize or crop at full resolution (PIL's `draft`): far less
-    /// decoding for photos four or more times the model's input size; pixels
-    /// differ slightly (docs/BENCHMARKS.md).
+    /// JPEGs at the largest 1/2, 1/4 or 1/8 DCT scale that still covers the
+    /// pipeline's first resize or crop at full resolution (PIL's `draft`, pixel
+    /// for pixel): far less decoding for photos two or more times the model's
+    /// input size; the pixels differ slightly from an exact decode
+    /// (docs/BENCHMARKS.md).
     Draft,
 }
 
@@ -84,6 +86,9 @@ pub struct LoaderConfig {
     pub output: Output,
     /// `exact` or `draft` (reduced-scale JPEG decoding).
     pub decode: Decode,
+    /// `ignore` (as PIL's `open` and torchvision) or `apply` (images turned
+    /// upright by their EXIF orientation, as transformers' `load_image`).
+    pub exif_orientation: ExifOrientation,
 }
 
 impl Default for LoaderConfig {
@@ -100,6 +105,7 @@ impl Default for LoaderConfig {
             max_corrupt_share: 0.01,
             output: Output::F32,
             decode: Decode::Exact,
+            exif_orientation: ExifOrientation::Ignore,
         }
     }
 }
@@ -532,12 +538,15 @@ impl Loader {
         let mut first_err = None;
         for k in 0..n {
             let j = (*i + k) % n;
-            let image = match self.config.decode {
-                Decode::Exact => self.dataset.image(j),
-                Decode::Draft => self
-                    .dataset
-                    .image_draft(j, |w, h| self.pipeline.draft_reduction(w, h)),
+            let reduction = |w, h| self.pipeline.draft_reduction(w, h);
+            let options = DecodeOptions {
+                reduction: match self.config.decode {
+                    Decode::Exact => None,
+                    Decode::Draft => Some(&reduction),
+                },
+                exif_orientation: self.config.exif_orientation,
             };
+            let image = self.dataset.image_with(j, &options);
             match image {
                 Ok(img) => {
                     if k > 0 {

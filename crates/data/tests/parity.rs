@@ -65,10 +65,9 @@ fn decoding_matches_pil_convert_rgb() {
         let file = &key["rgb.".len()..];
         let ours = RgbImage::open(&dir().join("images").join(file)).unwrap();
         let (mean, max) = diff(&ours, &refs.get(&key));
-        // JPEG decoders differ in IDCT rounding; every lossless format is exact.
-        let tol = if file.ends_with(".jpg") { 4 } else { 0 };
+        // Every format exact, JPEG included (libjpeg-turbo, as PIL).
         assert!(
-            max <= tol,
+            max == 0,
             "{file}: decoded pixels differ from PIL's by up to {max} (mean {mean:.3})"
         );
     }
@@ -132,7 +131,6 @@ fn clip_eval_matches_clip_image_processor_on_every_shape() {
                     &mut ours,
                 )
                 .unwrap();
-            let jpeg = name.ends_with(".jpg");
             for backend in ["pil", "tv"] {
                 let t = refs.tensor(&format!("{backend}.{name}")).unwrap();
                 let theirs: Vec<f32> = t
@@ -141,10 +139,10 @@ fn clip_eval_matches_clip_image_processor_on_every_shape() {
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
                 let (mean, max) = diff_normalized(&ours, &theirs, std);
-                // The PIL backend resamples as we do: float rounding only, unless
-                // the decoders differ (JPEG). torchvision's tensor resize differs
-                // from PIL's by a level here and there.
-                let (mean_tol, max_tol) = if backend == "pil" && !jpeg {
+                // The PIL backend resamples as we do and decodes JPEGs as we do:
+                // float rounding only. torchvision's tensor resize differs from
+                // PIL's by a level here and there.
+                let (mean_tol, max_tol) = if backend == "pil" {
                     (0.01, 0.01)
                 } else {
                     (0.5, 3.0)

@@ -1013,8 +1013,11 @@ fn draft_decoding_shrinks_large_jpegs_only_as_far_as_the_pipeline_allows() {
     assert!(mean < 1.5, "mean difference {mean} levels");
     let eighth = RgbImage::decode_draft(&jpeg, |_, _| 100).unwrap();
     assert_eq!((eighth.width, eighth.height), (128, 96));
-    // Less than 4x allowed: the exact decode.
-    assert_eq!(RgbImage::decode_draft(&jpeg, |_, _| 3).unwrap(), full);
+    // 2x or 3x allowed: half of each side (libjpeg's 1/2 scale); less: the exact
+    // decode.
+    let half = RgbImage::decode_draft(&jpeg, |_, _| 3).unwrap();
+    assert_eq!((half.width, half.height), (512, 384));
+    assert_eq!(RgbImage::decode_draft(&jpeg, |_, _| 1).unwrap(), full);
     // The loader decodes at the reduced scale when asked (a 64 px model: 1/8).
     let dir = tempfile::tempdir().unwrap();
     for class in ["a", "b"] {

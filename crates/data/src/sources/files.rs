@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::{Storage, io};
 use crate::DataError;
-use crate::image::RgbImage;
+use crate::image::{DecodeOptions, RgbImage};
 
 /// One image file per item.
 #[derive(Debug)]
@@ -15,16 +15,8 @@ impl Storage for Files {
         self.0[k].display().to_string()
     }
 
-    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
-        RgbImage::open(&self.0[k])
-    }
-
-    fn image_draft(
-        &self,
-        k: usize,
-        reduction: &dyn Fn(usize, usize) -> usize,
-    ) -> Result<RgbImage, DataError> {
-        RgbImage::open_draft(&self.0[k], reduction)
+    fn image(&self, k: usize, options: &DecodeOptions) -> Result<RgbImage, DataError> {
+        RgbImage::open_with_options(&self.0[k], options)
     }
 
     fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {

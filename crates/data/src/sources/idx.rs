@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::{Source, Storage, io};
 use crate::DataError;
-use crate::image::RgbImage;
+use crate::image::{DecodeOptions, RgbImage};
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
@@ -36,7 +36,8 @@ impl Storage for Idx {
         format!("idx:{k}")
     }
 
-    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
+    /// The grey image (IDX files carry no orientation or JPEG to draft).
+    fn image(&self, k: usize, _options: &DecodeOptions) -> Result<RgbImage, DataError> {
         let n = self.rows * self.cols;
         let grey = &self.pixels[k * n..(k + 1) * n];
         Ok(RgbImage {
@@ -46,17 +47,9 @@ impl Storage for Idx {
         })
     }
 
-    fn image_draft(
-        &self,
-        k: usize,
-        _reduction: &dyn Fn(usize, usize) -> usize,
-    ) -> Result<RgbImage, DataError> {
-        self.image(k)
-    }
-
     /// The image encoded as PNG.
     fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {
-        let img = self.image(k)?;
+        let img = self.image(k, &DecodeOptions::default())?;
         let mut bytes = Vec::new();
         image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data)
             .ok_or_else(|| DataError::config("data", "an IDX image of the wrong size"))?

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
-use crate::image::RgbImage;
+use crate::image::{DecodeOptions, RgbImage};
 use crate::rng::SampleRng;
 
 pub use idx::{FASHION_MNIST_CLASSES, read_idx};
@@ -41,24 +41,11 @@ pub(crate) trait Storage: std::fmt::Debug + Send + Sync {
     fn name(&self, k: usize) -> String;
     /// Item `k` as stored: its encoded bytes and lower-case extension.
     fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError>;
-    /// Item `k`, decoded (an error names the file and the place in it); by
-    /// default from its [`Storage::encoded`] bytes.
-    fn image(&self, k: usize) -> Result<RgbImage, DataError> {
+    /// Item `k`, decoded as `options` say (an error names the file and the
+    /// place in it); by default from its [`Storage::encoded`] bytes.
+    fn image(&self, k: usize, options: &DecodeOptions) -> Result<RgbImage, DataError> {
         let (bytes, _) = self.encoded(k)?;
-        RgbImage::decode(&bytes).map_err(|source| DataError::Decode {
-            path: self.name(k).into(),
-            source,
-        })
-    }
-    /// Item `k` decoded at the reduction `reduction(width, height)` allows where
-    /// its format can (JPEG, [`RgbImage::decode_draft`]); else as [`Storage::image`].
-    fn image_draft(
-        &self,
-        k: usize,
-        reduction: &dyn Fn(usize, usize) -> usize,
-    ) -> Result<RgbImage, DataError> {
-        let (bytes, _) = self.encoded(k)?;
-        RgbImage::decode_draft(&bytes, reduction).map_err(|source| DataError::Decode {
+        RgbImage::decode_with(&bytes, options).map_err(|source| DataError::Decode {
             path: self.name(k).into(),
             source,
         })
