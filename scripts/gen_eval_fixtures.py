@@ -6,7 +6,7 @@ tests/fixtures/eval/images/<class>/<name>.png
     noisy images (high-frequency content, so a one-pixel shift of the centre crop
     changes the pixels a lot): landscape and portrait with odd and even
     `long - short` after the resize, square, very wide, smaller than the crop;
-    one JPEG (PIL's decode vs ours: within 4/255 before the resize)
+    one JPEG (PIL's decode and ours are the same pixels: both are libjpeg-turbo)
 tests/fixtures/eval/reference.safetensors (float32):
     pil.<class>/<name>  CLIPImageProcessorPil (the PIL backend) pixel_values, CHW
     tv.<class>/<name>   CLIPImageProcessor (the default torchvision backend)
@@ -14,12 +14,18 @@ tests/fixtures/eval/reference.safetensors (float32):
                         CLIPModel(tiny-a) logits_per_image for the images in sorted
                         path order and the prompts "a photo of a {class}." of the
                         sorted class names (zero-shot with one template)
+tests/fixtures/eval/jpeg/<class>/<flavour>.jpg, tests/fixtures/eval/reference_jpeg.safetensors
+    the JPEG flavours of scripts/gen_jpeg_fixtures.py (run it first) as labelled
+    data, and logits.pil, logits.tv as above on their PIL-decoded pixels: what
+    transformers gives real JPEG photos (no EXIF rotation: the processors take
+    PIL images as opened)
 Both processors use shortest_edge = crop = 32 (tiny-a's image_size) and CLIP's
 mean / std, as `train-cli zero-shot --model tests/fixtures/model/tiny-a` does.
 
 Run with the setup venv:  .venv/bin/python scripts/gen_eval_fixtures.py
 """
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -74,8 +80,17 @@ def main():
         else:
             img.save(path)
         files.append(f"{cls}/{name}.{ext}")
-    files.sort()
-    images = [Image.open(os.path.join(IMAGES, f)).convert("RGB") for f in files]
+    out = zero_shot(IMAGES, files, pixels=True)
+    save_file(out, os.path.join(OUT, "reference.safetensors"))
+    print(f"{len(files)} images -> {OUT}")
+    jpeg_set()
+
+
+def zero_shot(root, files, pixels):
+    """Both processors' pixels (with `pixels`) and tiny-a's zero-shot logits for
+    `files` (class/name under `root`), in sorted order."""
+    files = sorted(files)
+    images = [Image.open(os.path.join(root, f)).convert("RGB") for f in files]
     kw = dict(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE})
     processors = {"pil": CLIPImageProcessorPil(**kw), "tv": CLIPImageProcessor(**kw)}
     model = CLIPModel.from_pretrained(MODEL).eval()
@@ -85,13 +100,33 @@ def main():
     out = {}
     for key, proc in processors.items():
         px = proc(images, return_tensors="pt")["pixel_values"].to(torch.float32)
-        for f, p in zip(files, px):
-            out[f"{key}.{f}"] = p.contiguous()
+        if pixels:
+            for f, p in zip(files, px):
+                out[f"{key}.{f}"] = p.contiguous()
         with torch.no_grad():
             logits = model(input_ids=ids["input_ids"], pixel_values=px).logits_per_image
         out[f"logits.{key}"] = logits.contiguous()
-    save_file(out, os.path.join(OUT, "reference.safetensors"))
-    print(f"{len(files)} images, classes {classes} -> {OUT}")
+    return out
+
+
+# The JPEG flavours as two classes of labelled data.
+JPEG_CLASSES = {
+    "cat": ["baseline_420", "progressive_444", "grey", "cmyk", "photo"],
+    "dog": ["baseline_422", "ycck", "arith", "restart_420", "exif6", "progressive_420"],
+}
+
+
+def jpeg_set():
+    src = os.path.join(ROOT, "tests", "fixtures", "data", "jpeg")
+    root = os.path.join(OUT, "jpeg")
+    files = []
+    for cls, names in JPEG_CLASSES.items():
+        os.makedirs(os.path.join(root, cls), exist_ok=True)
+        for n in names:
+            shutil.copyfile(os.path.join(src, f"{n}.jpg"), os.path.join(root, cls, f"{n}.jpg"))
+            files.append(f"{cls}/{n}.jpg")
+    save_file(zero_shot(root, files, pixels=False), os.path.join(OUT, "reference_jpeg.safetensors"))
+    print(f"{len(files)} JPEGs -> {root}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,12 @@ pub struct EvalArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// `apply`: turn JPEGs upright by their EXIF orientation (as transformers'
+    /// `load_image`), `ignore`: the pixels as stored (as PIL's `open` and
+    /// torchvision) [default: the run's `data.loader.exif_orientation` for a run
+    /// folder or checkpoint, else ignore].
+    #[arg(long, value_name = "ignore|apply")]
+    pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
     pub placement: PlacementArgs,
     /// Evaluate the checkpoint's EMA weights (`train.ema`) instead of its trained ones.
@@ -81,6 +87,12 @@ pub struct ZeroShotArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// `apply`: turn JPEGs upright by their EXIF orientation (as transformers'
+    /// `load_image`), `ignore`: the pixels as stored (as PIL's `open` and
+    /// torchvision) [default: the run's `data.loader.exif_orientation` for a run
+    /// folder or checkpoint, else ignore].
+    #[arg(long, value_name = "ignore|apply")]
+    pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
     pub placement: PlacementArgs,
 }
@@ -105,6 +117,12 @@ pub struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// `apply`: turn JPEGs upright by their EXIF orientation (as transformers'
+    /// `load_image`), `ignore`: the pixels as stored (as PIL's `open` and
+    /// torchvision) [default: the run's `data.loader.exif_orientation` for a run
+    /// folder or checkpoint, else ignore].
+    #[arg(long, value_name = "ignore|apply")]
+    pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
     pub placement: PlacementArgs,
 }

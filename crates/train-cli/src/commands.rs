@@ -215,6 +215,7 @@ fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
 
 /// Evaluates `model` (which `spec` names) on `data` and prints the report;
 /// `output` gets every image's prediction (JSONL).
+#[allow(clippy::too_many_arguments)]
 fn run_eval(
     spec: &str,
     model: &ClipClassifier,
@@ -223,7 +224,9 @@ fn run_eval(
     output: Option<&Path>,
     batch_size: usize,
     place: Placement,
+    exif: Option<clip_data::ExifOrientation>,
 ) -> anyhow::Result<ExitCode> {
+    let exif = clip_train::exif_orientation_for(spec, exif)?;
     let ds = clip_train::data_for(data, model.class_names())
         .with_context(|| format!("loading {}", data.display()))?;
     let tokenizer = clip_train::eval_tokenizer(spec, model, &ds)?;
@@ -244,6 +247,7 @@ fn run_eval(
         ds,
         tokenizer.as_ref(),
         batch_size,
+        exif,
         place.precision,
         place.device,
         |loader, b, logits| {
@@ -281,6 +285,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
         a.output.as_deref(),
         a.batch_size,
         place,
+        a.exif_orientation,
     )
 }
 
@@ -316,6 +321,7 @@ pub fn zero_shot(a: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         a.output.as_deref(),
         a.batch_size,
         place,
+        a.exif_orientation,
     )
 }
 
@@ -327,10 +333,11 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let place = a.placement.resolve(&a.model)?;
     let vs = nn::VarStore::new(place.device);
     let (model, pipe) = clip_train::load_for_eval(&vs, &a.model, false)?;
+    let exif = clip_train::exif_orientation_for(&a.model, a.exif_orientation)?;
     announce(place);
     let mut failed = 0;
     for (path, top) in
-        clip_train::predict_images(&model, &pipe, &images, a.top_k, place, a.batch_size)?
+        clip_train::predict_images(&model, &pipe, &images, a.top_k, place, a.batch_size, exif)?
     {
         match (top, a.json) {
             (Ok(top), true) => println!("{}", serde_json::json!({"path": path, "top": top})),

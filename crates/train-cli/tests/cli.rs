@@ -165,6 +165,7 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert!((correct as f64 / 24.0 - acc).abs() < 1e-9);
     assert_eq!(lines[0]["logits"].as_array().unwrap().len(), 3);
     model_card_loads_and_its_snippet_gives_our_logits(&export, &lines[0], &summary);
+    jpegs_give_transformers_logits(&export, tmp.path());
     // The run folder and the checkpoint give the same metrics as the export.
     let o2 = run(bin()
         .args(["eval", "--model"])
@@ -367,6 +368,70 @@ print(json.dumps({'class': type(model).__name__, 'logits': logits, 'label': top[
         assert!(!err.contains(b), "loading reported {b}:\n{err}");
     }
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Writes four JPEG flavours of a 16x16 image with PIL into `argv[2]/cat/` and
+/// prints the logits transformers gives each for the export `argv[1]`.
+const JPEG_LOGITS: &str = r#"
+import sys, os, json, torch, numpy as np
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+export, root = sys.argv[1], sys.argv[2]
+os.makedirs(os.path.join(root, "cat"), exist_ok=True)
+rng = np.random.default_rng(3)
+y, x = np.mgrid[0:16, 0:16]
+base = np.stack([8 * x, 8 * y, 128 + 60 * np.sin(x / 2.0)], -1) + rng.normal(0, 20, (16, 16, 3))
+img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+files = {"baseline": (img, dict(subsampling=2)), "progressive": (img, dict(progressive=True)),
+         "grey": (img.convert("L"), {}), "cmyk": (img.convert("CMYK"), {})}
+for name, (im, kw) in files.items():
+    im.save(os.path.join(root, "cat", name + ".jpg"), quality=85, **kw)
+model = AutoModelForImageClassification.from_pretrained(export, trust_remote_code=True).eval()
+proc = AutoImageProcessor.from_pretrained(export)
+out = {}
+for name in files:
+    p = os.path.join(root, "cat", name + ".jpg")
+    px = proc(images=Image.open(p), return_tensors="pt").pixel_values
+    with torch.no_grad():
+        out[p] = model(pixel_values=px).logits[0].tolist()
+print(json.dumps(out))
+"#;
+
+/// JPEGs (baseline, progressive, grey, Adobe CMYK; PIL writes them at the
+/// model's input size, so no resize can differ) give the export the same logits
+/// in our `eval` as in transformers' `AutoImageProcessor` +
+/// `AutoModelForImageClassification` on PIL's decode: our decoder is PIL's.
+fn jpegs_give_transformers_logits(export: &Path, tmp: &Path) {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let data = tmp.join("jpegs");
+    let o = Command::new(&python)
+        .args(["-c", JPEG_LOGITS])
+        .arg(export)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let preds = tmp.join("jpeg_preds.jsonl");
+    let out = run(bin()
+        .args(["eval", "--model"])
+        .arg(export)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&preds));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = std::fs::read_to_string(&preds).unwrap();
+    assert_eq!(rows.lines().count(), 4);
+    for l in rows.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let path = v["path"].as_str().unwrap();
+        let want = theirs[path].as_array().unwrap();
+        for (a, b) in v["logits"].as_array().unwrap().iter().zip(want) {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!((a - b).abs() < 1e-3, "{path}: ours {a}, transformers {b}");
+        }
+    }
 }
 
 /// The export's model card: Hugging Face metadata that huggingface_hub parses
@@ -1091,12 +1156,12 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
     );
 }
 
-/// `zero-shot` on a CLIP folder gives transformers' logits (`CLIPModel` on
-/// `CLIPImageProcessor`'s pixels, from scripts/gen_eval_fixtures.py) on images of
-/// every aspect ratio, including those where torchvision's centre crop would be a
-/// pixel off.
-#[test]
-fn zero_shot_logits_match_transformers_on_non_square_images() {
+/// `zero-shot` of tiny-a on the labelled images under `fixtures/<images>`: each
+/// image's logits (sorted by path, `count` of them) against transformers'
+/// (`CLIPModel` on `CLIPImageProcessor`'s pixels of PIL's decode, both backends)
+/// in `fixtures/<reference>`, from scripts/gen_eval_fixtures.py: within 0.01 of
+/// the PIL backend's, `tv_tol` of the torchvision backend's.
+fn zero_shot_matches_transformers(images: &str, reference: &str, count: usize, tv_tol: f32) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
     let tmp = tempfile::tempdir().unwrap();
     let preds = tmp.path().join("preds.jsonl");
@@ -1105,14 +1170,14 @@ fn zero_shot_logits_match_transformers_on_non_square_images() {
         "--model",
         &root.join("model/tiny-a").display().to_string(),
         "--data",
-        &root.join("eval/images").display().to_string(),
+        &root.join(images).display().to_string(),
         "--template",
         "a photo of a {}.",
         "--output",
         &preds.display().to_string(),
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
-    let bytes = std::fs::read(root.join("eval/reference.safetensors")).unwrap();
+    let bytes = std::fs::read(root.join(reference)).unwrap();
     let refs = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let logits = |key: &str| -> Vec<f32> {
         refs.tensor(key)
@@ -1138,13 +1203,11 @@ fn zero_shot_logits_match_transformers_on_non_square_images() {
         })
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(rows.len(), 9, "one prediction per fixture image");
+    assert_eq!(rows.len(), count, "one prediction per fixture image");
     for (i, (path, ours)) in rows.iter().enumerate() {
-        // Same pixels as the PIL backend (float rounding only) unless the JPEG
-        // decoders differ; the torchvision backend resizes a level off here and
-        // there. A one-pixel crop shift moves these logits by 0.1-0.4.
-        let exact = if path.ends_with(".jpg") { 0.05 } else { 0.01 };
-        for (backend, theirs, tol) in [("pil", &pil, exact), ("tv", &tv, 0.05)] {
+        // Same pixels as the PIL backend (float rounding only: JPEGs decode as
+        // PIL does); the torchvision backend resizes a level off here and there.
+        for (backend, theirs, tol) in [("pil", &pil, 0.01), ("tv", &tv, tv_tol)] {
             for (c, o) in ours.iter().enumerate() {
                 let t = theirs[i * 2 + c];
                 assert!(
@@ -1154,6 +1217,82 @@ fn zero_shot_logits_match_transformers_on_non_square_images() {
             }
         }
     }
+}
+
+/// `zero-shot` on a CLIP folder gives transformers' logits on images of every
+/// aspect ratio, including those where torchvision's centre crop would be a pixel
+/// off.
+#[test]
+fn zero_shot_logits_match_transformers_on_non_square_images() {
+    // A one-pixel crop shift moves these noisy images' logits by 0.1-0.4: the
+    // torchvision backend's rounding of the offset is 0.05 away at most.
+    zero_shot_matches_transformers("eval/images", "eval/reference.safetensors", 9, 0.05);
+}
+
+/// The same on JPEGs of every flavour (baseline, progressive, 4:4:4 / 4:2:2 /
+/// 4:2:0, restart markers, grey, Adobe CMYK, YCCK, arithmetic coding, an EXIF
+/// orientation left as stored): our decoder's pixels are PIL's.
+#[test]
+fn zero_shot_logits_match_transformers_on_jpegs_of_every_flavour() {
+    zero_shot_matches_transformers("eval/jpeg", "eval/reference_jpeg.safetensors", 11, 0.01);
+}
+
+/// `--exif-orientation apply` turns the JPEG with an EXIF orientation upright
+/// before zero-shot classifying it (transformers' `load_image` does that); every
+/// other image, and the default, stay as stored.
+#[test]
+fn zero_shot_turns_images_by_their_exif_orientation_when_asked() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let logits = |extra: &[&str], name: &str| -> Vec<(String, String)> {
+        let preds = tmp.path().join(name);
+        let out = run(bin()
+            .args(["zero-shot", "--model"])
+            .arg(root.join("model/tiny-a"))
+            .arg("--data")
+            .arg(root.join("eval/jpeg"))
+            .arg("--output")
+            .arg(&preds)
+            .args(extra));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut rows: Vec<(String, String)> = std::fs::read_to_string(&preds)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["path"].as_str().unwrap().to_string(),
+                    v["logits"].to_string(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let stored = logits(&[], "stored.jsonl");
+    assert_eq!(
+        stored,
+        logits(&["--exif-orientation", "ignore"], "ignore.jsonl")
+    );
+    let turned = logits(&["--exif-orientation", "apply"], "apply.jsonl");
+    for ((path, a), (_, b)) in stored.iter().zip(&turned) {
+        assert_eq!(a != b, path.ends_with("exif6.jpg"), "{path}: {a} vs {b}");
+    }
+    let o = run(bin().args([
+        "zero-shot",
+        "--exif-orientation",
+        "sideways",
+        "--model",
+        "m",
+        "--data",
+        "d",
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("\"ignore\" or \"apply\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `model.head.kind = "hf"` trains transformers' `CLIPForImageClassification`

@@ -87,8 +87,8 @@ pub use report::{
 pub use run::checkpoint::{TrainState, latest_checkpoint};
 pub use run::export::{export, preprocessor_json};
 pub use run::locate::{
-    classifier_dir, eval_pipeline_for, eval_tokenizer, load_classifier, load_classifier_from,
-    load_for_eval, model_report, model_tokenizer,
+    classifier_dir, eval_pipeline_for, eval_tokenizer, exif_orientation_for, load_classifier,
+    load_classifier_from, load_for_eval, model_report, model_tokenizer,
 };
 pub use run::test_set::{evaluate_test, test_set};
 pub use trainer::{BenchSetup, Launched, Trainer};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use clip_data::{Batch, Loader, Pipeline, RgbImage, SampleRng};
+use clip_data::{Batch, DecodeOptions, ExifOrientation, Loader, Pipeline, RgbImage, SampleRng};
 use clip_model::{ClipClassifier, Pass};
 
 use crate::device::Placement;
@@ -58,8 +58,9 @@ pub struct Scored {
 /// An image's top classes, or why it could not be classified.
 pub type ImagePrediction = std::result::Result<Vec<Scored>, String>;
 
-/// Top-`k` classes of each image, in batches of `batch_size`; an image that
-/// cannot be read or decoded gets its error instead (the others are classified).
+/// Top-`k` classes of each image, in batches of `batch_size`, each turned by its
+/// EXIF orientation when `exif_orientation` says so; an image that cannot be
+/// read or decoded gets its error instead (the others are classified).
 pub fn predict_images(
     model: &ClipClassifier,
     pipeline: &Pipeline,
@@ -67,7 +68,12 @@ pub fn predict_images(
     k: usize,
     placement: Placement,
     batch_size: usize,
+    exif_orientation: ExifOrientation,
 ) -> Result<Vec<(PathBuf, ImagePrediction)>> {
+    let decode = DecodeOptions {
+        exif_orientation,
+        ..DecodeOptions::default()
+    };
     let size = model.clip.config().vision_config.image_size as usize;
     let k = k.clamp(1, model.class_names().len());
     let per = 3 * size * size;
@@ -78,7 +84,7 @@ pub fn predict_images(
         let mut n = 0;
         for (path, why) in chunk.iter().zip(failed.iter_mut()) {
             let dst = &mut buf[n * per..(n + 1) * per];
-            match RgbImage::open(path)
+            match RgbImage::open_with_options(path, &decode)
                 .and_then(|img| pipeline.apply_into(img, &mut SampleRng::new(0, 0, 0), dst))
             {
                 Ok(_) => n += 1,

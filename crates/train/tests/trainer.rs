@@ -963,3 +963,44 @@ fn exports_and_checkpoints_carry_the_runs_eval_preprocessing() {
         clip_data::Pipeline::clip_processor(16, imagenet).ops()
     );
 }
+
+/// JPEGs of every flavour train (not only evaluate): Adobe CMYK, YCCK and grey
+/// files among them decode (as PIL does) in the training loader and in
+/// evaluation, with no image left out or failing the run.
+#[test]
+fn jpegs_of_every_flavour_including_cmyk_and_grey_train() {
+    let (_guard, tmp, _) = setup(1);
+    let jpegs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data/jpeg");
+    let data = tmp.path().join("jpegs");
+    for (class, names) in [
+        ("cat", ["cmyk", "grey", "progressive_444", "baseline_420"]),
+        ("dog", ["ycck", "arith", "restart_420", "baseline_422"]),
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for n in names {
+            let file = format!("{n}.jpg");
+            std::fs::copy(jpegs.join(&file), data.join(class).join(&file)).unwrap();
+        }
+    }
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            format!(
+                "data.val={{kind=\"image_folder\", path={:?}}}",
+                data.display().to_string()
+            ),
+            "data.loader.batch_size=4".into(),
+            "train.epochs=2".into(),
+        ],
+    );
+    let report = Trainer::new(cfg).unwrap().fit(&mut []).unwrap();
+    assert_eq!(report.global_step, 4);
+    assert_eq!(
+        (report.corrupt_train_images, report.corrupt_val_images),
+        (0, 0)
+    );
+    let eval = report.last_eval.unwrap();
+    assert_eq!(eval.val.images, 8);
+    assert!(eval.val.loss.is_finite());
+}

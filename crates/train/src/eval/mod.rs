@@ -83,7 +83,8 @@ pub fn data_for(path: &std::path::Path, classes: &[String]) -> Result<clip_data:
     Ok(clip_data::Dataset::load(&src, "--data")?.with_classes(classes, "--data")?)
 }
 
-/// `model` on every image of `data` in batches of `batch_size`, preprocessed by
+/// `model` on every image of `data` in batches of `batch_size` (turned by their
+/// EXIF orientation when `exif_orientation` says so), preprocessed by
 /// `pipeline`, on `device` in `precision`; image <-> text retrieval too when the
 /// data has captions and a `tokenizer` is given. `on_batch` sees each batch with
 /// its fp32 logits (for per-image predictions).
@@ -94,13 +95,17 @@ pub fn evaluate_data(
     data: clip_data::Dataset,
     tokenizer: Option<&ClipTokenizer>,
     batch_size: usize,
+    exif_orientation: clip_data::ExifOrientation,
     precision: Precision,
     device: Device,
     on_batch: impl FnMut(&Loader, &Batch, &Tensor) -> Result<()>,
 ) -> Result<EvalReport> {
     let mut on_batch = on_batch;
     let loader = crate::assembly::ordered_loader(
-        &clip_data::LoaderConfig::default(),
+        &clip_data::LoaderConfig {
+            exif_orientation,
+            ..clip_data::LoaderConfig::default()
+        },
         data,
         pipeline,
         batch_size,

@@ -146,6 +146,23 @@ pub fn eval_pipeline_for(model_dir: &Path, image_size: usize) -> Result<Pipeline
     }
 }
 
+/// Whether a command turns images by their EXIF orientation for the model
+/// `spec`: `given` (`--exif-orientation`), else the setting of the run `spec`
+/// lies in (`data.loader.exif_orientation`), else not (as PIL's `open`).
+pub fn exif_orientation_for(
+    spec: &str,
+    given: Option<clip_data::ExifOrientation>,
+) -> Result<clip_data::ExifOrientation> {
+    if let Some(g) = given {
+        return Ok(g);
+    }
+    let run = match Path::new(spec).exists() {
+        true => run_config_of(Path::new(spec))?,
+        false => None,
+    };
+    Ok(run.map_or_else(Default::default, |c| c.data.loader.exif_orientation))
+}
+
 /// A fine-tuned model (see [`classifier_dir`]; its EMA weights with `ema`) and
 /// the evaluation preprocessing it was trained for.
 pub fn load_for_eval(
