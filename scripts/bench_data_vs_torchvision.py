@@ -54,6 +54,21 @@ def time_torchvision(files, pipeline, repeat):
     return statistics.median(per)
 
 
+def time_torchvision_decoded(files, pipeline, repeat):
+    """The pipeline alone, on images decoded beforehand."""
+    images = []
+    for f in files:
+        with Image.open(f) as im:
+            images.append(im.convert("RGB"))
+    per = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for im in images:
+            pipeline(im)
+        per.append((time.perf_counter() - t) * 1e3 / len(files))
+    return statistics.median(per)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=32)
@@ -78,6 +93,15 @@ def main():
             tv = time_torchvision(files, pipe, args.repeat)
             us = ours[f"{name}_ms_per_image"]
             print(f"{name:7s}: torchvision+PIL {tv:6.2f} ms/image, ours {us:6.2f} ms/image, ratio {tv / us:.2f}x")
+            if name == "train":
+                # After decoding: the steps alone, on decoded images (ours: the sum
+                # of the pipeline_bench breakdown, each step added to the last).
+                tv_after = time_torchvision_decoded(files, pipe, args.repeat)
+                steps = {k: v for k, v in ours.items() if k.startswith("step_")}
+                us_after = sum(steps.values())
+                print(f"train after decode: torchvision {tv_after:6.2f} ms/image, ours {us_after:6.2f} ms/image, "
+                      f"ratio {tv_after / us_after:.2f}x; ours whole / decode alone {us / ours['decode_ms_per_image']:.2f}x; "
+                      f"steps {', '.join(f'{k[5:-3]} {v:.3f}' for k, v in steps.items())} ms")
             if f"{name}_draft_ms_per_image" in ours:
                 dr = ours[f"{name}_draft_ms_per_image"]
                 print(f"{name + ' draft':13s}: ours {dr:6.2f} ms/image, ratio {tv / dr:.2f}x; "

@@ -3,7 +3,7 @@
 //! decode + RandomResizedCrop/flip/TrivialAugmentWide. Prints JSON.
 //! Used by scripts/bench_data_vs_torchvision.py.
 //!
-//! `cargo run --release -p clip-data --example pipeline_bench -- IMAGE... [--repeat N]`
+//! `cargo run --release -p clip-data --example pipeline_bench -- IMAGE... [--repeat N] [--decode-only]`
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -73,6 +73,52 @@ fn main() -> anyhow::Result<()> {
         per_image.push(t.elapsed().as_secs_f64() * 1e3 / bytes.len() as f64);
     }
     result.insert("decode_ms_per_image".into(), median(per_image).into());
+    // The `image` crate's JPEG decoder (zune-jpeg): what decoded JPEGs before
+    // libjpeg-turbo (its pixels are not PIL's).
+    let mut per_image = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        for b in &bytes {
+            let _ = image::load_from_memory(b)?.into_rgb8();
+        }
+        per_image.push(t.elapsed().as_secs_f64() * 1e3 / bytes.len() as f64);
+    }
+    result.insert("decode_zune_ms_per_image".into(), median(per_image).into());
+    if args.iter().any(|a| a == "--decode-only") {
+        println!("{}", serde_json::Value::Object(result));
+        return Ok(());
+    }
+    // Where the tutorial pipeline's time goes: its steps added one at a time
+    // (each prefix ends in the crop, so each is a valid pipeline), decoded images
+    // given, the differences being each step's cost.
+    let ops = train.ops().to_vec();
+    let decoded: Vec<RgbImage> = bytes
+        .iter()
+        .map(|b| RgbImage::decode(b))
+        .collect::<Result<_, _>>()?;
+    let mut previous = 0.0;
+    for k in 1..=ops.len() {
+        let prefix = Pipeline::new(ops[..k].to_vec(), "breakdown")?;
+        let mut per_image = Vec::new();
+        for r in 0..repeat {
+            let t = Instant::now();
+            for (i, img) in decoded.iter().enumerate() {
+                prefix.apply_into(
+                    img.clone(),
+                    &mut SampleRng::new(0, r as u64, i as u64),
+                    &mut out,
+                )?;
+            }
+            per_image.push(t.elapsed().as_secs_f64() * 1e3 / bytes.len() as f64);
+        }
+        let total = median(per_image);
+        let name = serde_json::to_value(&ops[k - 1])?["op"]
+            .as_str()
+            .unwrap_or("op")
+            .to_string();
+        result.insert(format!("step_{k}_{name}_ms"), (total - previous).into());
+        previous = total;
+    }
     for (name, pipeline) in [("train", &train), ("eval", &eval), ("trivial", &trivial)] {
         let mut per_image = Vec::new();
         for r in 0..repeat {

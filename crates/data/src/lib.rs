@@ -42,7 +42,9 @@ pub use color::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, adjust_sharpness,
     autocontrast, equalize, posterize, solarize,
 };
-pub use convert::{webdataset_entry, write_webdataset};
+pub use convert::{
+    ShardImages, thumbnail_size, webdataset_entry, write_webdataset, write_webdataset_with,
+};
 pub use dataset::{Dataset, Summary};
 pub use error::DataError;
 pub use geometry::{

@@ -175,3 +175,65 @@ fn the_loader_applies_the_exif_orientation_only_when_asked() {
         );
     }
 }
+
+/// `convert --max-side N`: images larger than N are stored scaled to PIL's
+/// thumbnail size (bicubic with antialiasing, re-encoded as JPEG), smaller ones
+/// byte for byte as they were.
+#[test]
+fn shards_with_a_max_side_hold_thumbnails_of_the_large_images_only() {
+    use clip_data::{Dataset, Interpolation, ShardImages, SourceConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("images");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(folder.join(class)).unwrap();
+    }
+    std::fs::copy(dir().join("photo.jpg"), folder.join("a/photo.jpg")).unwrap();
+    std::fs::copy(dir().join("grey.jpg"), folder.join("b/grey.jpg")).unwrap();
+    let ds = Dataset::load(&SourceConfig::ImageFolder { path: folder }, "data.train").unwrap();
+    let images = ShardImages {
+        max_side: Some(64),
+        quality: 95,
+    };
+    let out = tmp.path().join("shards");
+    let shards = clip_data::write_webdataset_with(&ds, &out, "s", 10, None, &images).unwrap();
+    let back = Dataset::load(
+        &SourceConfig::Webdataset {
+            path: shards[0].display().to_string(),
+            class_names: None,
+            caption_extension: None,
+        },
+        "data.train",
+    )
+    .unwrap();
+    // The 256x200 photo: PIL's thumbnail size, close to our resize of it.
+    let small = back.image(0).unwrap();
+    assert_eq!((small.width, small.height), (64, 50));
+    let want = clip_data::resize(&ds.image(0).unwrap(), 64, 50, Interpolation::Bicubic);
+    let mean = small
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| f64::from(a.abs_diff(*b)))
+        .sum::<f64>()
+        / want.data.len() as f64;
+    assert!(
+        mean < 2.0,
+        "mean difference {mean} levels after re-encoding"
+    );
+    // The 33x27 grey JPEG fits: stored as it was.
+    assert_eq!(back.encoded(1).unwrap(), ds.encoded(1).unwrap());
+    let e = clip_data::write_webdataset_with(
+        &ds,
+        &out,
+        "t",
+        10,
+        None,
+        &ShardImages {
+            max_side: Some(0),
+            quality: 90,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--max-side"), "{e}");
+}

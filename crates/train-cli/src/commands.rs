@@ -390,7 +390,18 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
     for (path, why) in &ds.summary().skipped {
         eprintln!("left out {}: {why}", path.display());
     }
-    let shards = clip_data::write_webdataset(&ds, &a.output, &a.prefix, a.shard_size, a.shuffle)?;
+    let images = clip_data::ShardImages {
+        max_side: a.max_side,
+        quality: a.quality,
+    };
+    let shards = clip_data::write_webdataset_with(
+        &ds,
+        &a.output,
+        &a.prefix,
+        a.shard_size,
+        a.shuffle,
+        &images,
+    )?;
     eprintln!(
         "wrote {} to {} shard(s) in {}",
         ds.summary(),
