@@ -53,11 +53,10 @@ pub struct EvalArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// `apply`: turn JPEGs upright by their EXIF orientation (as transformers'
-    /// `load_image`), `ignore`: the pixels as stored (as PIL's `open` and
-    /// torchvision) [default: the run's `data.loader.exif_orientation` for a run
-    /// folder or checkpoint, else ignore].
-    #[arg(long, value_name = "ignore|apply")]
+    /// `apply` (turn JPEGs upright by their EXIF orientation, as transformers'
+    /// `load_image`) or `ignore` (as stored, as PIL and torchvision) [default: the
+    /// run's `data.loader.exif_orientation`, else ignore].
+    #[arg(long, value_name = "MODE")]
     pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
     pub placement: PlacementArgs,
@@ -87,11 +86,10 @@ pub struct ZeroShotArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// `apply`: turn JPEGs upright by their EXIF orientation (as transformers'
-    /// `load_image`), `ignore`: the pixels as stored (as PIL's `open` and
-    /// torchvision) [default: the run's `data.loader.exif_orientation` for a run
-    /// folder or checkpoint, else ignore].
-    #[arg(long, value_name = "ignore|apply")]
+    /// `apply` (turn JPEGs upright by their EXIF orientation, as transformers'
+    /// `load_image`) or `ignore` (as stored, as PIL and torchvision) [default: the
+    /// run's `data.loader.exif_orientation`, else ignore].
+    #[arg(long, value_name = "MODE")]
     pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
     pub placement: PlacementArgs,
@@ -117,11 +115,10 @@ pub struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// `apply`: turn JPEGs upright by their EXIF orientation (as transformers'
-    /// `load_image`), `ignore`: the pixels as stored (as PIL's `open` and
-    /// torchvision) [default: the run's `data.loader.exif_orientation` for a run
-    /// folder or checkpoint, else ignore].
-    #[arg(long, value_name = "ignore|apply")]
+    /// `apply` (turn JPEGs upright by their EXIF orientation, as transformers'
+    /// `load_image`) or `ignore` (as stored, as PIL and torchvision) [default: the
+    /// run's `data.loader.exif_orientation`, else ignore].
+    #[arg(long, value_name = "MODE")]
     pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
     pub placement: PlacementArgs,
