@@ -45,6 +45,15 @@ pub(crate) fn run_config_of(model_dir: &Path) -> Result<Option<RunConfig>> {
         .transpose()
 }
 
+/// The resolved config of the run the model `spec` lies in, when `spec` is a
+/// path inside a run folder (a hub id or an export outside one: none).
+fn run_of_spec(spec: &str) -> Result<Option<RunConfig>> {
+    match Path::new(spec).exists() {
+        true => run_config_of(Path::new(spec)),
+        false => Ok(None),
+    }
+}
+
 impl Placement {
     /// `device` / `precision` when given (`--device`, `--precision`), else the
     /// settings of the run `spec` lies in (a run folder or one of its
@@ -54,12 +63,7 @@ impl Placement {
         device: Option<DeviceChoice>,
         precision: Option<Precision>,
     ) -> Result<Self> {
-        let run = if Path::new(spec).exists() {
-            run_config_of(Path::new(spec))?
-        } else {
-            None
-        };
-        let Some(cfg) = run else {
+        let Some(cfg) = run_of_spec(spec)? else {
             return Ok(Self {
                 device: device.unwrap_or_default().resolve("--device")?,
                 precision: precision.unwrap_or_default(),
@@ -156,11 +160,7 @@ pub fn exif_orientation_for(
     if let Some(g) = given {
         return Ok(g);
     }
-    let run = match Path::new(spec).exists() {
-        true => run_config_of(Path::new(spec))?,
-        false => None,
-    };
-    Ok(run.map_or_else(Default::default, |c| c.data.loader.exif_orientation))
+    Ok(run_of_spec(spec)?.map_or_else(Default::default, |c| c.data.loader.exif_orientation))
 }
 
 /// A fine-tuned model (see [`classifier_dir`]; its EMA weights with `ema`) and
