@@ -35,6 +35,21 @@ pub struct PlacementArgs {
     pub precision: Option<clip_train::Precision>,
 }
 
+/// How `eval`, `zero-shot` and `predict` feed images to the model.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct InferenceArgs {
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// `apply` (turn JPEGs upright by their EXIF orientation, as transformers'
+    /// `load_image`) or `ignore` (as stored, as PIL and torchvision) [default: the
+    /// run's `data.loader.exif_orientation`, else ignore].
+    #[arg(long, value_name = "MODE")]
+    pub exif_orientation: Option<clip_data::ExifOrientation>,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+}
+
 /// `train-cli eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -50,16 +65,8 @@ pub struct EvalArgs {
     /// Per-image predictions with logits (JSONL).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// `apply` (turn JPEGs upright by their EXIF orientation, as transformers'
-    /// `load_image`) or `ignore` (as stored, as PIL and torchvision) [default: the
-    /// run's `data.loader.exif_orientation`, else ignore].
-    #[arg(long, value_name = "MODE")]
-    pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
-    pub placement: PlacementArgs,
+    pub inference: InferenceArgs,
     /// Evaluate the checkpoint's EMA weights (`train.ema`) instead of its trained ones.
     #[arg(long)]
     pub ema: bool,
@@ -83,16 +90,8 @@ pub struct ZeroShotArgs {
     /// Per-image predictions with logits (JSONL).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// `apply` (turn JPEGs upright by their EXIF orientation, as transformers'
-    /// `load_image`) or `ignore` (as stored, as PIL and torchvision) [default: the
-    /// run's `data.loader.exif_orientation`, else ignore].
-    #[arg(long, value_name = "MODE")]
-    pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
-    pub placement: PlacementArgs,
+    pub inference: InferenceArgs,
 }
 
 /// `train-cli predict`.
@@ -112,16 +111,8 @@ pub struct PredictArgs {
     /// One JSON object per image instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// `apply` (turn JPEGs upright by their EXIF orientation, as transformers'
-    /// `load_image`) or `ignore` (as stored, as PIL and torchvision) [default: the
-    /// run's `data.loader.exif_orientation`, else ignore].
-    #[arg(long, value_name = "MODE")]
-    pub exif_orientation: Option<clip_data::ExifOrientation>,
     #[command(flatten)]
-    pub placement: PlacementArgs,
+    pub inference: InferenceArgs,
 }
 
 /// `train-cli export`.

@@ -14,8 +14,8 @@ use clip_model::{ClipClassifier, HeadConfig};
 use clip_train::{Launched, Placement, RunConfig, Trainer};
 
 use crate::args::{
-    BenchArgs, CompareArgs, ConvertArgs, EvalArgs, ExportArgs, InspectArgs, PlacementArgs,
-    PredictArgs, PreviewAugmentArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
+    BenchArgs, CompareArgs, ConvertArgs, EvalArgs, ExportArgs, InferenceArgs, InspectArgs,
+    PlacementArgs, PredictArgs, PreviewAugmentArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
 };
 
 /// Exit code of a run stopped by Ctrl-C (128 + SIGINT), or by a data-parallel peer.
@@ -215,18 +215,16 @@ fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
 
 /// Evaluates `model` (which `spec` names) on `data` and prints the report;
 /// `output` gets every image's prediction (JSONL).
-#[allow(clippy::too_many_arguments)]
 fn run_eval(
     spec: &str,
     model: &ClipClassifier,
     pipeline: clip_data::Pipeline,
     data: &Path,
     output: Option<&Path>,
-    batch_size: usize,
+    inference: InferenceArgs,
     place: Placement,
-    exif: Option<clip_data::ExifOrientation>,
 ) -> anyhow::Result<ExitCode> {
-    let exif = clip_train::exif_orientation_for(spec, exif)?;
+    let exif = clip_train::exif_orientation_for(spec, inference.exif_orientation)?;
     let ds = clip_train::data_for(data, model.class_names())
         .with_context(|| format!("loading {}", data.display()))?;
     let tokenizer = clip_train::eval_tokenizer(spec, model, &ds)?;
@@ -246,7 +244,7 @@ fn run_eval(
         pipeline,
         ds,
         tokenizer.as_ref(),
-        batch_size,
+        inference.batch_size,
         exif,
         place.precision,
         place.device,
@@ -274,7 +272,7 @@ fn run_eval(
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
-    let place = a.placement.resolve(&a.model)?;
+    let place = a.inference.placement.resolve(&a.model)?;
     let vs = nn::VarStore::new(place.device);
     let (clf, pipeline) = clip_train::load_for_eval(&vs, &a.model, a.ema)?;
     run_eval(
@@ -283,14 +281,13 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
         pipeline,
         &a.data,
         a.output.as_deref(),
-        a.batch_size,
+        a.inference,
         place,
-        a.exif_orientation,
     )
 }
 
 pub fn zero_shot(a: ZeroShotArgs) -> anyhow::Result<ExitCode> {
-    let place = a.placement.resolve(&a.model)?;
+    let place = a.inference.placement.resolve(&a.model)?;
     let templates: Vec<String> = match (a.template, &a.templates) {
         (Some(t), _) => vec![t],
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -319,9 +316,8 @@ pub fn zero_shot(a: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         clip_data::Pipeline::clip_eval(size),
         &a.data,
         a.output.as_deref(),
-        a.batch_size,
+        a.inference,
         place,
-        a.exif_orientation,
     )
 }
 
@@ -330,15 +326,21 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
         bail!("--top-k must be at least 1");
     }
     let images = clip_data::image_paths(&a.images)?;
-    let place = a.placement.resolve(&a.model)?;
+    let place = a.inference.placement.resolve(&a.model)?;
     let vs = nn::VarStore::new(place.device);
     let (model, pipe) = clip_train::load_for_eval(&vs, &a.model, false)?;
-    let exif = clip_train::exif_orientation_for(&a.model, a.exif_orientation)?;
+    let exif = clip_train::exif_orientation_for(&a.model, a.inference.exif_orientation)?;
     announce(place);
     let mut failed = 0;
-    for (path, top) in
-        clip_train::predict_images(&model, &pipe, &images, a.top_k, place, a.batch_size, exif)?
-    {
+    for (path, top) in clip_train::predict_images(
+        &model,
+        &pipe,
+        &images,
+        a.top_k,
+        place,
+        a.inference.batch_size,
+        exif,
+    )? {
         match (top, a.json) {
             (Ok(top), true) => println!("{}", serde_json::json!({"path": path, "top": top})),
             (Ok(top), false) => {
