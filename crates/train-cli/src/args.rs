@@ -240,6 +240,9 @@ pub struct CompareArgs {
     /// Override a config value for every method (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Retrain rows whose earlier run in --output had another config.
+    #[arg(long)]
+    pub rerun: bool,
 }
 
 /// `train-cli bench`.

@@ -147,9 +147,15 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         );
     }
     let report = trainer.fit(&mut observers.observers)?;
-    if let Some(e) = &report.last_eval {
+    if let Some((e, selected)) = report.headline_eval() {
         eprintln!(
-            "validation: accuracy {:.2}%, top-5 {:.2}%, loss {:.4} ({} images)",
+            "validation ({}, step {}): accuracy {:.2}%, top-5 {:.2}%, loss {:.4} ({} images)",
+            if selected {
+                "selected checkpoint"
+            } else {
+                "latest evaluation"
+            },
+            e.step,
             e.val.accuracy * 100.0,
             e.val.top5 * 100.0,
             e.val.loss,
@@ -557,7 +563,7 @@ pub fn compare(a: CompareArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             })
         }
     };
-    let report = clip_train::compare(&a.config, &a.overrides, &a.output, &mut run_job)?;
+    let report = clip_train::compare(&a.config, &a.overrides, &a.output, a.rerun, &mut run_job)?;
     println!("{}", clip_train::markdown(&report));
     eprintln!(
         "report: {0}/report.md, {0}/report.json, {0}/accuracy.png",

@@ -142,6 +142,38 @@ fn train_export_eval_predict_inspect_preview_bench() {
         serde_json::from_str(&std::fs::read_to_string(export.join("config.json")).unwrap())
             .unwrap();
     assert_eq!(config["id2label"]["1"], "dog");
+    // The figures that stand for the run are the selected checkpoint's, in the
+    // summary, on the console and in the export's card (of any checkpoint).
+    let val_at = |step: u64, key: &str| {
+        eval_records(&run_dir)
+            .into_iter()
+            .find(|r| r["step"] == step)
+            .unwrap()["val"][key]
+            .as_f64()
+            .unwrap()
+    };
+    let val_accuracy_at = |step: u64| val_at(step, "accuracy");
+    let best_step = summary["best"]["step"].as_u64().unwrap();
+    assert_eq!(summary["best_eval"]["step"], best_step);
+    assert!(
+        stderr(&o).contains(&format!(
+            "validation (selected checkpoint, step {best_step}): accuracy"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let export6 = tmp.path().join("export-step-6");
+    export_run(&run_dir.join("checkpoints/step-00000006"), &export6);
+    let card6 = std::fs::read_to_string(export6.join("README.md")).unwrap();
+    assert!(
+        card6.contains("the checkpoint of step 6") && card6.contains("## Validation (step 6, "),
+        "{card6}"
+    );
+    assert!(
+        card6.contains(&format!("      value: {}\n", val_accuracy_at(6)))
+            && card6.contains(&format!("% | {:.4} |", val_at(6, "loss"))),
+        "{card6}"
+    );
 
     let preds = tmp.path().join("preds.jsonl");
     let o = run(bin()
@@ -164,7 +196,11 @@ fn train_export_eval_predict_inspect_preview_bench() {
     let correct = lines.iter().filter(|l| l["label"] == l["pred"]).count();
     assert!((correct as f64 / 24.0 - acc).abs() < 1e-9);
     assert_eq!(lines[0]["logits"].as_array().unwrap().len(), 3);
-    model_card_loads_and_its_snippet_gives_our_logits(&export, &lines[0], &summary);
+    model_card_loads_and_its_snippet_gives_our_logits(
+        &export,
+        &lines[0],
+        val_accuracy_at(best_step),
+    );
     jpegs_give_transformers_logits(&export, tmp.path());
     // The run folder and the checkpoint give the same metrics as the export.
     let o2 = run(bin()
@@ -435,12 +471,12 @@ fn jpegs_give_transformers_logits(export: &Path, tmp: &Path) {
 }
 
 /// The export's model card: Hugging Face metadata that huggingface_hub parses
-/// (with the run's validation accuracy), the classes, and a transformers snippet
-/// that, run as written, gives our logits for an image.
+/// (with the exported checkpoint's validation `accuracy`), the classes, and a
+/// transformers snippet that, run as written, gives our logits for an image.
 fn model_card_loads_and_its_snippet_gives_our_logits(
     export: &Path,
     prediction: &serde_json::Value,
-    summary: &serde_json::Value,
+    accuracy: f64,
 ) {
     let card = std::fs::read_to_string(export.join("README.md")).unwrap();
     assert!(
@@ -457,7 +493,6 @@ fn model_card_loads_and_its_snippet_gives_our_logits(
         assert!(card.contains(want), "model card lacks {want:?}:\n{card}");
     }
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    let accuracy = summary["last_eval"]["val"]["accuracy"].as_f64().unwrap();
     let meta = Command::new(&python)
         .args([
             "-c",
@@ -1153,6 +1188,36 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
             .modified()
             .unwrap(),
         stamp
+    );
+    // A changed config is not answered with the old rows: refused, naming the
+    // key, until --rerun trains the row again.
+    let mut changed = args(&out);
+    changed.extend([
+        "--set".into(),
+        "train.epochs=1".into(),
+        "--set".into(),
+        "compare.methods=[\"full\"]".into(),
+    ]);
+    let o = run(bin().args(&changed));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("train.epochs: 2 -> 1") && stderr(&o).contains("--rerun"),
+        "{}",
+        stderr(&o)
+    );
+    changed.push("--rerun".into());
+    let o = run(bin().args(&changed));
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("compare: training"), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["epochs"], 1);
+    assert_eq!(
+        report["rows"][0]["accuracy_per_epoch"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
     );
 }
 

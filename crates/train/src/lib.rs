@@ -69,7 +69,7 @@ pub use experiments::compare::{
 pub use experiments::wise_ft::{WisePoint, WiseReport, save_wise_ft, wise_ft, zero_shot_like};
 pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use objective::{Targets, contrastive_loss, cross_entropy};
-pub use observe::plots::write_all as write_plots;
+pub use observe::plots::{Marks as PlotMarks, write_all as write_plots};
 pub use observe::{
     Event, Log, MetricsFiles, Observer, Plots, Progress, RunObservers, StartInfo, TensorBoard,
     run_observers, tensorboard_dir,

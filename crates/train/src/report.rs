@@ -120,6 +120,11 @@ pub struct FitReport {
     pub epochs_completed: u64,
     pub global_step: u64,
     pub best: Option<Best>,
+    /// The evaluation of the best (selected) checkpoint: the figures of the model
+    /// that `export`, `eval` and the test set use.
+    #[serde(default)]
+    pub best_eval: Option<EvalRecord>,
+    /// The latest evaluation (of the last weights, which need not be the best).
     pub last_eval: Option<EvalRecord>,
     pub wall_s: f64,
     /// The peak of `memory_kind` over the training (this process's).
@@ -151,6 +156,18 @@ pub struct FitReport {
 
 fn one() -> usize {
     1
+}
+
+impl FitReport {
+    /// The evaluation that stands for the run: the selected checkpoint's, else
+    /// the latest; with whether it is the selected one.
+    pub fn headline_eval(&self) -> Option<(&EvalRecord, bool)> {
+        match (&self.best_eval, &self.last_eval) {
+            (Some(b), _) => Some((b, true)),
+            (None, Some(l)) => Some((l, false)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// What `train-cli bench` prints.

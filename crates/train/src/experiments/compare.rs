@@ -5,7 +5,10 @@
 //! Training rows run as separate jobs (the CLI runs `train-cli train` in a child
 //! process, so each row's peak memory is its own); a job whose run folder already
 //! finished is reused and an interrupted one is resumed, so an interrupted
-//! `compare` continues where it stopped. Zero-shot and WiSE-FT evaluate in process.
+//! `compare` continues where it stopped — but only when the row's resolved config
+//! is the one it would run now: a changed config is refused, naming the keys,
+//! unless `rerun` (then the row trains afresh). Zero-shot and WiSE-FT evaluate in
+//! process.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -248,6 +251,7 @@ fn write_outputs(dir: &Path, report: &CompareReport) -> Result<()> {
             "epoch",
             "%",
             &series,
+            &[],
         )
     });
     if let Err(e) = drawn {
@@ -265,6 +269,8 @@ struct Setup<'a> {
     out_dir: &'a Path,
     classes: Vec<String>,
     val: clip_data::Dataset,
+    /// Retrain rows whose earlier run has another config instead of refusing.
+    rerun: bool,
 }
 
 impl CompareRow {
@@ -391,23 +397,57 @@ fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
     Ok((row, Some(w)))
 }
 
+/// The keys in which the run in `run_dir` (its `config.resolved.toml`) differs
+/// from `want`, the config the row would run now; empty for a folder without a
+/// run. `compare.*` (which rows to run, the sweep) and `run.overwrite` (how a
+/// fresh row starts) do not change a row's training.
+fn changed_keys(run_dir: &Path, want: &RunConfig) -> Vec<String> {
+    let saved = run_dir.join(crate::run::folder::CONFIG_FILE);
+    match std::fs::read_to_string(&saved) {
+        Ok(earlier) => want
+            .differences(&earlier)
+            .into_iter()
+            .filter(|d| !d.starts_with("compare.") && !d.starts_with("run.overwrite:"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// A training row: its job runs (or resumes, or is reused when finished) in
-/// `out_dir/<method>`.
+/// `out_dir/<method>`; an earlier run there with another config is refused, or
+/// retrained with `rerun`.
 fn training_row(
     b: &Setup,
     method: CompareMethod,
     train: &mut dyn FnMut(&TrainJob) -> Result<()>,
 ) -> Result<CompareRow> {
     let run_dir = b.out_dir.join(method.name());
-    if finished(&run_dir).is_none() {
-        let mut o = b.overrides.to_vec();
-        o.extend(method_overrides(&b.cfg, method));
-        o.push(format!(
-            "run.output_dir={:?}",
-            b.out_dir.display().to_string()
-        ));
-        o.push(format!("run.name={}", method.name()));
-        let resume = latest_checkpoint(&run_dir).is_ok();
+    let mut o = b.overrides.to_vec();
+    o.extend(method_overrides(&b.cfg, method));
+    o.push(format!(
+        "run.output_dir={:?}",
+        b.out_dir.display().to_string()
+    ));
+    o.push(format!("run.name={}", method.name()));
+    let changed = changed_keys(&run_dir, &RunConfig::load(b.config_path, &o)?);
+    if !changed.is_empty() && !b.rerun {
+        return Err(TrainError::Usage(format!(
+            "compare: the `{}` row in {} was trained with another config ({}); rerun compare with \
+             `--rerun` to train it again, or give another `--output`",
+            method.name(),
+            run_dir.display(),
+            changed.join("; ")
+        )));
+    }
+    if !changed.is_empty() || finished(&run_dir).is_none() {
+        let resume = changed.is_empty() && latest_checkpoint(&run_dir).is_ok();
+        if !changed.is_empty() {
+            tracing::warn!(
+                "compare: retraining `{}` (its config changed: {})",
+                method.name(),
+                changed.join("; ")
+            );
+        }
         if !resume {
             o.push("run.overwrite=true".into());
         }
@@ -448,6 +488,7 @@ pub fn compare(
     config_path: &Path,
     overrides: &[String],
     out_dir: &Path,
+    rerun: bool,
     train: &mut dyn FnMut(&TrainJob) -> Result<()>,
 ) -> Result<CompareReport> {
     let cfg = RunConfig::load(config_path, overrides)?;
@@ -473,6 +514,7 @@ pub fn compare(
         config_path,
         overrides,
         out_dir,
+        rerun,
     };
     for method in methods {
         tracing::info!(method = method.name(), "compare");

@@ -1,5 +1,7 @@
-//! PNG plots of a run (plotters): loss, accuracy and LR curves, and the confusion
-//! matrix of the latest evaluation. Text needs a TrueType font: the first of
+//! PNG plots of a run (plotters): loss, accuracy and LR curves (every point
+//! marked, the selected checkpoint and the test result singled out), and the
+//! confusion matrix of the selected checkpoint (the latest evaluation while
+//! training) and of the test set. Text needs a TrueType font: the first of
 //! `CLIP_PLOT_FONT` or the usual DejaVu / Liberation paths (setup installs
 //! `fonts-dejavu-core`).
 
@@ -9,7 +11,8 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 
 use super::{Event, Observer};
-use crate::report::{MetricsLine, read_metrics};
+use crate::eval::EvalReport;
+use crate::report::{EvalRecord, MetricsLine, read_metrics};
 
 const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -42,20 +45,32 @@ pub(crate) fn font() -> std::result::Result<(), String> {
 
 pub(crate) type Series = Vec<(f64, f64)>;
 
+/// A single point drawn on top of a chart's series, with its legend entry (the
+/// selected checkpoint, the test result).
+pub(crate) struct Mark {
+    pub label: String,
+    pub at: (f64, f64),
+    pub color: RGBColor,
+}
+
+/// A line chart; every point carries a marker, so a series of one evaluation is
+/// visible, and `marks` stand out as larger filled points.
 pub(crate) fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(&str, Series, RGBColor)],
+    marks: &[Mark],
 ) -> Result<(), String> {
-    let points: Vec<&(f64, f64)> = series.iter().flat_map(|s| &s.1).collect();
-    if points.is_empty() {
-        return Ok(());
-    }
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .chain(marks.iter().map(|m| m.at))
+        .collect();
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &&(x, y) in &points {
-        if y.is_finite() {
+    for &(x, y) in &points {
+        if y.is_finite() && x.is_finite() {
             x0 = x0.min(x);
             x1 = x1.max(x);
             y0 = y0.min(y);
@@ -65,10 +80,11 @@ pub(crate) fn line_chart(
     if x0 > x1 {
         return Ok(());
     }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-9);
+    // One point (or one x, or one y) still gets axes around it.
+    let x_pad = if x1 > x0 { 0.0 } else { 0.5 };
+    let y_pad = ((y1 - y0) * 0.05)
+        .max(y1.abs().max(y0.abs()) * 0.05)
+        .max(1e-9);
     let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
     let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     root.fill(&WHITE).map_err(|x| e(&x))?;
@@ -77,7 +93,7 @@ pub(crate) fn line_chart(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .build_cartesian_2d((x0 - x_pad)..(x1 + x_pad), (y0 - y_pad)..(y1 + y_pad))
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
@@ -85,24 +101,42 @@ pub(crate) fn line_chart(
         .y_desc(y_label)
         .draw()
         .map_err(|x| e(&x))?;
+    let finite = |s: &Series| -> Vec<(f64, f64)> {
+        s.iter()
+            .copied()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect()
+    };
     for (name, s, color) in series {
-        if s.is_empty() {
+        let pts = finite(s);
+        if pts.is_empty() {
             continue;
         }
         let color = *color;
+        // Many points (step losses) read as a line; markers would blot it out.
+        let marker = if pts.len() <= 200 { 3 } else { 0 };
         chart
-            .draw_series(LineSeries::new(
-                s.iter().copied().filter(|p| p.1.is_finite()),
-                color.stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)).point_size(marker))
             .map_err(|x| e(&x))?
             .label(*name)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
     }
+    for m in marks {
+        if !(m.at.0.is_finite() && m.at.1.is_finite()) {
+            continue;
+        }
+        let color = m.color;
+        chart
+            .draw_series(std::iter::once(Circle::new(m.at, 7, color.filled())))
+            .map_err(|x| e(&x))?
+            .label(m.label.as_str())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+    }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -110,7 +144,12 @@ pub(crate) fn line_chart(
     root.present().map_err(|x| e(&x))
 }
 
-fn confusion_chart(path: &Path, names: &[String], m: &[Vec<u64>]) -> Result<(), String> {
+fn confusion_chart(
+    path: &Path,
+    title: &str,
+    names: &[String],
+    m: &[Vec<u64>],
+) -> Result<(), String> {
     let n = m.len();
     if n == 0 {
         return Ok(());
@@ -121,10 +160,7 @@ fn confusion_chart(path: &Path, names: &[String], m: &[Vec<u64>]) -> Result<(), 
     // Cells are centred on integer coordinates, so labels sit in the middle.
     let span = -0.5..(n as f64 - 0.5);
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "confusion matrix (rows: true, columns: predicted; shade: row share)",
-            ("sans-serif", 18),
-        )
+        .caption(title, ("sans-serif", 18))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(110)
@@ -184,8 +220,44 @@ fn confusion_chart(path: &Path, names: &[String], m: &[Vec<u64>]) -> Result<(), 
     root.present().map_err(|x| e(&x))
 }
 
-/// Draws `loss.png`, `accuracy.png`, `lr.png` and `confusion.png` into `dir`.
-pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
+/// What the plots single out: the selected checkpoint's evaluation step (none
+/// while training: the latest evaluation stands for the run) and the test result
+/// with the step of the checkpoint it was measured with.
+#[derive(Debug, Clone, Default)]
+pub struct Marks {
+    pub selected_step: Option<u64>,
+    pub test: Option<(u64, EvalReport)>,
+}
+
+/// The evaluation `confusion.png` draws: the selected checkpoint's when it is
+/// among `lines`, else the latest; with the title that says which.
+pub(crate) fn confusion_source(
+    lines: &[MetricsLine],
+    selected_step: Option<u64>,
+) -> Option<(&EvalRecord, String)> {
+    let evals = || {
+        lines.iter().filter_map(|l| match l {
+            MetricsLine::Eval(r) => Some(r),
+            MetricsLine::Step(_) => None,
+        })
+    };
+    let selected = selected_step.and_then(|s| evals().rev().find(|r| r.step == s));
+    let (r, which) = match selected {
+        Some(r) => (r, "the selected checkpoint"),
+        None => (evals().next_back()?, "the latest evaluation"),
+    };
+    Some((
+        r,
+        format!(
+            "validation confusion at step {}, {which} (rows: true, columns: predicted)",
+            r.step
+        ),
+    ))
+}
+
+/// Draws `loss.png`, `accuracy.png`, `lr.png` and `confusion.png` into `dir`
+/// (and `confusion-test.png` with a test result).
+pub fn write_all(dir: &Path, lines: &[MetricsLine], marks: &Marks) -> Result<(), String> {
     font()?;
     let (mut train, mut val, mut acc, mut top5, mut ema, mut lr) = (
         Series::new(),
@@ -195,7 +267,6 @@ pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
         Series::new(),
         Series::new(),
     );
-    let mut last_eval = None;
     for l in lines {
         match l {
             MetricsLine::Step(m) => {
@@ -210,9 +281,38 @@ pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
                 if let Some(e) = &r.ema {
                     ema.push((x, e.accuracy * 100.0));
                 }
-                last_eval = Some(r);
             }
         }
+    }
+    let confusion = confusion_source(lines, marks.selected_step);
+    let selected = confusion.as_ref().filter(|_| marks.selected_step.is_some());
+    let mut accuracy_marks = Vec::new();
+    let mut loss_marks = Vec::new();
+    if let Some((r, _)) = selected {
+        let label = format!("selected checkpoint (step {})", r.step);
+        accuracy_marks.push(Mark {
+            label: label.clone(),
+            at: (r.step as f64, r.val.accuracy * 100.0),
+            color: RED,
+        });
+        loss_marks.push(Mark {
+            label,
+            at: (r.step as f64, r.val.loss),
+            color: MAGENTA,
+        });
+    }
+    if let Some((step, t)) = &marks.test {
+        let label = format!("test (checkpoint of step {step})");
+        accuracy_marks.push(Mark {
+            label: label.clone(),
+            at: (*step as f64, t.accuracy * 100.0),
+            color: BLACK,
+        });
+        loss_marks.push(Mark {
+            label,
+            at: (*step as f64, t.loss),
+            color: BLACK,
+        });
     }
     line_chart(
         &dir.join("loss.png"),
@@ -220,6 +320,7 @@ pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
         "optimizer step",
         "cross-entropy",
         &[("train", train, BLUE), ("validation", val, RED)],
+        &loss_marks,
     )?;
     line_chart(
         &dir.join("accuracy.png"),
@@ -231,6 +332,7 @@ pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
             ("top-5", top5, GREEN),
             ("top-1 (EMA)", ema, MAGENTA),
         ],
+        &accuracy_marks,
     )?;
     line_chart(
         &dir.join("lr.png"),
@@ -238,13 +340,32 @@ pub fn write_all(dir: &Path, lines: &[MetricsLine]) -> Result<(), String> {
         "optimizer step",
         "lr",
         &[("lr", lr, BLUE)],
+        &[],
     )?;
-    if let Some(r) = last_eval {
+    if let Some((r, title)) = &confusion {
         confusion_chart(
             &dir.join("confusion.png"),
+            title,
             &r.val.class_names,
             &r.val.confusion,
         )?;
+    }
+    if let Some((step, t)) = &marks.test {
+        confusion_chart(
+            &dir.join("confusion-test.png"),
+            &format!("test confusion, checkpoint of step {step} (rows: true, columns: predicted)"),
+            &t.class_names,
+            &t.confusion,
+        )?;
+    }
+    Ok(())
+}
+
+/// Redraws a run folder's plots from its `metrics.jsonl` with `marks`.
+pub(crate) fn redraw(run_dir: &Path, marks: &Marks) -> crate::error::Result<()> {
+    let lines = read_metrics(&run_dir.join("metrics.jsonl"))?;
+    if let Err(e) = write_all(run_dir, &lines, marks) {
+        tracing::warn!("plots not drawn: {e}");
     }
     Ok(())
 }
@@ -266,15 +387,106 @@ impl Plots {
 
 impl Observer for Plots {
     fn event(&mut self, event: &Event) -> crate::error::Result<()> {
-        if matches!(event, Event::Eval(_) | Event::Finish(_)) {
-            let lines = read_metrics(&self.run_dir.join("metrics.jsonl"))?;
-            if let Err(e) = write_all(&self.run_dir, &lines)
-                && !self.warned
-            {
-                tracing::warn!("plots not drawn: {e}");
-                self.warned = true;
-            }
+        let marks = match event {
+            Event::Eval(_) => Marks::default(),
+            Event::Finish(report) => Marks {
+                selected_step: report.best_eval.as_ref().map(|e| e.step),
+                test: None,
+            },
+            _ => return Ok(()),
+        };
+        let lines = read_metrics(&self.run_dir.join("metrics.jsonl"))?;
+        if let Err(e) = write_all(&self.run_dir, &lines, &marks)
+            && !self.warned
+        {
+            tracing::warn!("plots not drawn: {e}");
+            self.warned = true;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn eval_line(step: u64, accuracy: f64) -> MetricsLine {
+        let val: EvalReport = serde_json::from_value(serde_json::json!({
+            "loss": 1.0, "accuracy": accuracy, "top5": 1.0, "images": 4,
+            "class_names": ["a", "b"], "per_class": [null, null],
+            "confusion": [[step, 0], [0, 1]],
+        }))
+        .unwrap();
+        MetricsLine::Eval(EvalRecord {
+            epoch: 1,
+            step,
+            train_loss: None,
+            val,
+            ema: None,
+        })
+    }
+
+    /// Pixels of exactly `color` below the chart's top third, where the data of
+    /// the test charts lie (their point is in the middle; the legend is at the
+    /// upper right).
+    fn pixels_of(path: &Path, color: RGBColor) -> usize {
+        let img = image::open(path).unwrap().to_rgb8();
+        let h = img.height();
+        img.enumerate_pixels()
+            .filter(|(_, y, p)| *y > h / 3 && p.0 == [color.0, color.1, color.2])
+            .count()
+    }
+
+    /// A run with one evaluation has a one-point series: it is drawn (a marker),
+    /// not an empty chart; a mark is drawn too.
+    #[test]
+    fn one_point_series_and_marks_are_drawn() {
+        font().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("one.png");
+        line_chart(&path, "t", "x", "y", &[("a", vec![(3.0, 50.0)], BLUE)], &[]).unwrap();
+        assert!(pixels_of(&path, BLUE) > 10, "the single point is invisible");
+        let mark = Mark {
+            label: "selected".into(),
+            at: (3.0, 50.0),
+            color: RED,
+        };
+        line_chart(&path, "t", "x", "y", &[], std::slice::from_ref(&mark)).unwrap();
+        assert!(pixels_of(&path, RED) > 50, "the mark is invisible");
+    }
+
+    /// confusion.png draws the selected checkpoint's evaluation and says so; the
+    /// latest only while none is selected.
+    #[test]
+    fn confusion_draws_the_selected_evaluation_and_names_it() {
+        let lines = vec![eval_line(3, 0.5), eval_line(6, 0.9), eval_line(9, 0.7)];
+        let (r, title) = confusion_source(&lines, Some(6)).unwrap();
+        assert_eq!(r.step, 6);
+        assert!(title.contains("step 6, the selected checkpoint"), "{title}");
+        let (r, title) = confusion_source(&lines, None).unwrap();
+        assert_eq!(r.step, 9);
+        assert!(title.contains("step 9, the latest evaluation"), "{title}");
+        assert!(confusion_source(&[], Some(6)).is_none());
+        // Both matrices are drawn, with the test's beside validation's.
+        font().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let EvalRecord { val, .. } = match &lines[0] {
+            MetricsLine::Eval(r) => r.clone(),
+            MetricsLine::Step(_) => unreachable!(),
+        };
+        let marks = Marks {
+            selected_step: Some(6),
+            test: Some((6, val)),
+        };
+        write_all(tmp.path(), &lines, &marks).unwrap();
+        for f in [
+            "accuracy.png",
+            "loss.png",
+            "confusion.png",
+            "confusion-test.png",
+        ] {
+            assert!(tmp.path().join(f).is_file(), "{f}");
+        }
     }
 }

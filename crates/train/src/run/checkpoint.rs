@@ -347,6 +347,44 @@ pub(crate) fn ema_beside(model_dir: &Path) -> Option<PathBuf> {
         .filter(|p| p.is_file())
 }
 
+/// What is known of the weights of a checkpoint's model folder: the step they
+/// were saved at, their validation (the trainer evaluates before it saves, so it
+/// is the saved progress's latest evaluation when that fell at the same step;
+/// a checkpoint written between evaluations has none), and the run's test result
+/// when `test.json` was measured with this checkpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct Measured {
+    pub step: u64,
+    pub eval: Option<EvalRecord>,
+    pub test: Option<crate::eval::EvalReport>,
+}
+
+/// [`Measured`] for `model_dir`, when it is a checkpoint's model folder.
+pub(crate) fn measured(model_dir: &Path) -> Option<Measured> {
+    let ckpt = Checkpoint::at(model_dir.parent()?);
+    let state = ckpt.state().ok()?;
+    let eval = state.last_eval.filter(|e| e.step == state.global_step);
+    #[derive(Deserialize)]
+    struct TestFile {
+        checkpoint: PathBuf,
+        test: crate::eval::EvalReport,
+    }
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    let test = ckpt
+        .dir()
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|run| std::fs::read_to_string(run.join(crate::run::test_set::TEST_FILE)).ok())
+        .and_then(|t| serde_json::from_str::<TestFile>(&t).ok())
+        .filter(|t| same(&t.checkpoint, ckpt.dir()))
+        .map(|t| t.test);
+    Some(Measured {
+        step: state.global_step,
+        eval,
+        test,
+    })
+}
+
 /// The model folder a run folder stands for: its best checkpoint's (the
 /// `summary.json` of a finished run names it), else its newest intact one's.
 pub(crate) fn selected_model_dir(run_dir: &Path) -> Result<PathBuf> {

@@ -11,7 +11,8 @@ use clip_model::{ClipClassifier, ModelFiles, save_peft_adapter, write_atomic};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::report::read_summary;
+use crate::eval::EvalReport;
+use crate::run::checkpoint::measured;
 use crate::run::locate::{classifier_dir, load_classifier_from, run_config_of};
 
 /// `preprocessor_config.json` of transformers' `CLIPImageProcessor`.
@@ -147,8 +148,9 @@ fn quoted(s: &str) -> String {
 }
 
 /// The export's model card (`README.md`, Hugging Face's metadata block first):
-/// base model, classes, the run's validation metrics, its config, and how to load
-/// the classifier with transformers (our head on CLIPModel's image features).
+/// base model, classes, the validation (and test) figures of the checkpoint
+/// exported, its config, and how to load the classifier with transformers (our
+/// head on CLIPModel's image features).
 fn model_card(
     model: &ClipClassifier,
     model_dir: &Path,
@@ -157,23 +159,29 @@ fn model_card(
 ) -> String {
     let name = run_cfg.map_or("clip-classifier".to_string(), |c| c.run.name.clone());
     let base = run_cfg.and_then(|c| c.model.pretrained.clone());
-    // The checkpoint's run: its summary (metrics of the best checkpoint's run).
-    let summary = model_dir.ancestors().find_map(read_summary);
-    let eval = summary.as_ref().and_then(|s| s.last_eval.as_ref());
-    let val = eval.map(|e| {
-        if ema {
-            e.ema.as_ref().unwrap_or(&e.val)
-        } else {
-            &e.val
-        }
-    });
+    // The figures of exactly the weights exported: this checkpoint's evaluation
+    // (its EMA's when the EMA is exported), and the test result measured with it.
+    let measured = measured(model_dir);
+    let eval = measured.as_ref().and_then(|m| m.eval.as_ref());
+    let val = eval.and_then(|e| if ema { e.ema.as_ref() } else { Some(&e.val) });
+    let test = measured
+        .as_ref()
+        .and_then(|m| m.test.as_ref())
+        .filter(|_| !ema);
     let mut s =
         String::from("---\nlibrary_name: transformers\npipeline_tag: image-classification\n");
     s.push_str("tags:\n- clip\n- image-classification\n- clip-finetune\n");
     if let Some(b) = base.as_deref().filter(|b| !Path::new(b).exists()) {
         s.push_str(&format!("base_model: {}\n", quoted(b)));
     }
-    if let Some(v) = val {
+    let splits: Vec<(&str, &str, &EvalReport)> = [
+        val.map(|v| ("validation", "Validation", v)),
+        test.map(|t| ("test", "Test", t)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !splits.is_empty() {
         // The training data, as the metadata's `dataset` (required there).
         let (dataset, kind) = match run_cfg.and_then(|c| c.data.train.as_ref()) {
             Some(src) => {
@@ -183,22 +191,31 @@ fn model_card(
             None => ("unknown".to_string(), "unknown"),
         };
         s.push_str(&format!(
-            "model-index:\n- name: {}\n  results:\n  - task:\n      type: image-classification\n      name: Image Classification\n    dataset:\n      name: {}\n      type: {}\n      split: validation\n    metrics:\n    - type: accuracy\n      value: {}\n      name: Validation accuracy\n    - type: f1\n      value: {}\n      name: Validation macro F1\n",
-            quoted(&name),
-            quoted(&dataset),
-            quoted(kind),
-            v.accuracy,
-            v.macro_f1
+            "model-index:\n- name: {}\n  results:\n",
+            quoted(&name)
         ));
+        for (split, title, r) in &splits {
+            s.push_str(&format!(
+                "  - task:\n      type: image-classification\n      name: Image Classification\n    dataset:\n      name: {}\n      type: {}\n      split: {split}\n    metrics:\n    - type: accuracy\n      value: {}\n      name: {title} accuracy\n    - type: f1\n      value: {}\n      name: {title} macro F1\n",
+                quoted(&dataset),
+                quoted(kind),
+                r.accuracy,
+                r.macro_f1
+            ));
+        }
     }
     s.push_str("---\n\n");
     s.push_str(&format!("# {name}\n\n"));
     s.push_str(&format!(
-        "A CLIP image classifier fine-tuned with clip-finetune from {}{}.\n\n",
+        "A CLIP image classifier fine-tuned with clip-finetune from {}{}{}.\n\n",
         base.as_deref()
             .map_or("a randomly initialised CLIP".to_string(), |b| format!(
                 "`{b}`"
             )),
+        measured
+            .as_ref()
+            .map(|m| format!(": the checkpoint of step {}", m.step))
+            .unwrap_or_default(),
         if ema {
             " (the exponential moving average of its weights)"
         } else {
@@ -209,15 +226,32 @@ fn model_card(
     for (i, c) in model.class_names().iter().enumerate() {
         s.push_str(&format!("{i}. {c}\n"));
     }
-    if let (Some(v), Some(e)) = (val, eval) {
-        s.push_str(&format!(
-            "\n## Validation (step {}, {} images)\n\n| accuracy | top-5 | macro F1 | loss |\n|---:|---:|---:|---:|\n| {:.2}% | {:.2}% | {:.2}% | {:.4} |\n",
-            e.step,
-            v.images,
-            v.accuracy * 100.0,
-            v.top5 * 100.0,
-            v.macro_f1 * 100.0,
-            v.loss
+    let table = |title: &str, r: &EvalReport| {
+        format!(
+            "\n## {title}\n\n| accuracy | top-5 | macro F1 | loss |\n|---:|---:|---:|---:|\n| {:.2}% | {:.2}% | {:.2}% | {:.4} |\n",
+            r.accuracy * 100.0,
+            r.top5 * 100.0,
+            r.macro_f1 * 100.0,
+            r.loss
+        )
+    };
+    match (&measured, eval.zip(val)) {
+        (_, Some((e, v))) => s.push_str(&table(
+            &format!("Validation (step {}, {} images)", e.step, v.images),
+            v,
+        )),
+        (Some(m), None) => s.push_str(&format!(
+            "\n## Validation\n\nThe {}weights of this checkpoint (step {}) were not evaluated during training (it was saved between evaluations{}); `train-cli eval --model <this folder> --data <images>` measures them.\n",
+            if ema { "EMA " } else { "" },
+            m.step,
+            if ema { ", or the run evaluated no EMA" } else { "" }
+        )),
+        (None, _) => {}
+    }
+    if let Some(t) = test {
+        s.push_str(&table(
+            &format!("Test (once, with this checkpoint, {} images)", t.images),
+            t,
         ));
     }
     match model.kind().transformers_class() {

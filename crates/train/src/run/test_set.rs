@@ -10,8 +10,13 @@ use crate::config::RunConfig;
 use crate::device::Placement;
 use crate::error::Result;
 use crate::eval::EvalReport;
+use crate::observe::plots::Marks;
 use crate::report::write_json;
+use crate::run::checkpoint::measured;
 use crate::run::locate::{classifier_dir, eval_pipeline_for, load_classifier_from};
+
+/// A run's test result: `{"checkpoint": <folder>, "test": <EvalReport>}`.
+pub(crate) const TEST_FILE: &str = "test.json";
 
 /// The test source `src` (`data.test`), labelled with `classes` (matched by
 /// name: another order or a subset is fine, a class not among them an error).
@@ -43,6 +48,16 @@ pub fn evaluate_test(run_dir: &Path, cfg: &RunConfig) -> Result<Option<EvalRepor
             |_, _| Ok(()),
         )?;
     let record = serde_json::json!({ "checkpoint": dir.parent().unwrap_or(&dir), "test": report });
-    write_json(&run_dir.join("test.json"), &record)?;
+    write_json(&run_dir.join(TEST_FILE), &record)?;
+    // The plots mark the test result at its checkpoint and draw its confusion.
+    if let Some(step) = measured(&dir).map(|m| m.step) {
+        crate::observe::plots::redraw(
+            run_dir,
+            &Marks {
+                selected_step: Some(step),
+                test: Some((step, report.clone())),
+            },
+        )?;
+    }
     Ok(Some(report))
 }

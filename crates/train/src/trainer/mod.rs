@@ -31,7 +31,7 @@ use crate::policies::{
     CheckpointEntry, Decision, Next, after_step, apply_unfreeze, best_entry, retention,
 };
 use crate::report::{Best, EvalRecord, FitReport, SUMMARY_FILE, StepMetrics, write_json};
-use crate::run::checkpoint::{Contents, TrainState};
+use crate::run::checkpoint::{Checkpoint, Contents, TrainState, measured};
 use crate::run::folder::RunFolder;
 
 mod bench;
@@ -402,6 +402,11 @@ impl Trainer {
             step: e.step,
             checkpoint: self.folder.checkpoints().path(&e.name),
         });
+        // The best checkpoint's own evaluation, as its saved progress holds it.
+        let best_eval = best
+            .as_ref()
+            .and_then(|b| measured(&Checkpoint::at(&b.checkpoint).model_dir()))
+            .and_then(|m| m.eval);
         let latest = self
             .state
             .checkpoints
@@ -417,6 +422,7 @@ impl Trainer {
             epochs_completed: self.state.epoch,
             global_step: self.state.global_step,
             best,
+            best_eval,
             last_eval: self.state.last_eval.clone(),
             wall_s: self.state.wall_s,
             peak_memory_mib: memory.peak_mib,
