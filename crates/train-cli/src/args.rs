@@ -212,7 +212,7 @@ pub struct WiseFtArgs {
     /// fine-tuned model's by name.
     #[arg(long)]
     pub data: PathBuf,
-    /// Where to save the best mix and the curve (wise_ft.json).
+    /// Where to export the best mix (as `export` does) with its curve (wise_ft.json, wise_ft.png).
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// The prompt template of the zero-shot head; `{}` stands for the class name.

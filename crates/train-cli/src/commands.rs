@@ -512,8 +512,18 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
         report.best_accuracy * 100.0
     );
     if let Some(dir) = &a.output {
-        clip_train::save_wise_ft(dir, &ft, &report)?;
-        eprintln!("saved the best mix to {}/model", dir.display());
+        let from = clip_train::WiseSources {
+            zero_shot: &a.zero_shot,
+            fine_tuned: &a.fine_tuned,
+            data: &a.data,
+            tokenizer: a.tokenizer.as_deref(),
+        };
+        let files = clip_train::save_wise_ft(dir, &mut ft, &report, from)?;
+        eprintln!(
+            "saved the best mix as an export to {}: {}",
+            dir.display(),
+            files.join(", ")
+        );
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)

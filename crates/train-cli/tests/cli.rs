@@ -2282,3 +2282,92 @@ fn image_caption_csv_trains_on_its_captions_and_reports_retrieval() {
         assert!(stderr(&o).contains(expected), "{expected}: {}", stderr(&o));
     }
 }
+
+/// `wise-ft --output` is a full export: transformers' Auto class and pipeline
+/// load it (with our logits), it carries the zero-shot model's tokenizer, the
+/// curve and its plot, and its card says what the weights are and what they
+/// scored at the chosen alpha.
+#[test]
+fn wise_ft_output_is_an_export_transformers_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 6);
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/model/tiny-a");
+    let cfg = tmp.path().join("ft.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\nname = \"ft\"\noutput_dir = {:?}\ndevice = \"cpu\"\n[model]\npretrained = {:?}\n\
+             [model.head]\ninit = \"zero_shot\"\n[data]\ntrain = {{ kind = \"image_folder\", path = {:?} }}\n\
+             val_fraction = 0.25\n[data.loader]\nbatch_size = 8\nthreads = 1\n[optim]\nlr = 1e-3\n\
+             [train]\nepochs = 1\nprecision = \"fp32\"\n",
+            tmp.path().display().to_string(),
+            tiny.display().to_string(),
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = run(bin().arg("--config").arg(&cfg).arg("--quiet"));
+    assert!(o.status.success());
+    let mix = tmp.path().join("mix");
+    let o = run(bin()
+        .args(["wise-ft", "--alphas", "0,0.5,1", "--zero-shot"])
+        .arg(&tiny)
+        .arg("--fine-tuned")
+        .arg(tmp.path().join("ft"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&mix));
+    assert!(o.status.success());
+    let sweep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "README.md",
+        "wise_ft.json",
+        "wise_ft.png",
+    ] {
+        assert!(mix.join(f).is_file(), "{f} missing from the mix");
+    }
+    let card = std::fs::read_to_string(mix.join("README.md")).unwrap();
+    let alpha = sweep["best_alpha"].as_f64().unwrap();
+    assert!(
+        !card.contains("randomly initialised")
+            && card.contains("WiSE-FT: the weights of the fine-tuned")
+            && card.contains(&format!("at alpha {alpha:.2}"))
+            && card.contains(&format!("      value: {}\n", sweep["best_accuracy"])),
+        "{card}"
+    );
+    let preds = tmp.path().join("preds.jsonl");
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(&mix)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&preds));
+    assert!(o.status.success());
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&preds)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let hf = transformers_classifies(&mix, line["path"].as_str().unwrap(), true);
+    for (a, b) in hf["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(line["logits"].as_array().unwrap())
+    {
+        assert!(
+            (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4,
+            "{hf} vs {line}"
+        );
+    }
+}

@@ -66,7 +66,9 @@ pub use eval::{
 pub use experiments::compare::{
     CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
 };
-pub use experiments::wise_ft::{WisePoint, WiseReport, save_wise_ft, wise_ft, zero_shot_like};
+pub use experiments::wise_ft::{
+    WisePoint, WiseReport, WiseSources, save_wise_ft, wise_ft, zero_shot_like,
+};
 pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use objective::{Targets, contrastive_loss, cross_entropy};
 pub use observe::plots::{Marks as PlotMarks, write_all as write_plots};
@@ -85,7 +87,7 @@ pub use report::{
     BenchReport, Best, EvalRecord, FitReport, MetricsLine, StepMetrics, read_metrics,
 };
 pub use run::checkpoint::{TrainState, latest_checkpoint};
-pub use run::export::{export, preprocessor_json};
+pub use run::export::{Provenance, export, preprocessor_json, write_export};
 pub use run::locate::{
     classifier_dir, eval_pipeline_for, eval_tokenizer, exif_orientation_for, load_classifier,
     load_classifier_from, load_for_eval, model_report, model_tokenizer,

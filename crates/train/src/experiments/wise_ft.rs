@@ -10,12 +10,15 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 use clip_data::{Dataset, LoaderConfig, Pipeline};
-use clip_model::{ClipClassifier, Module};
+use clip_model::{ClipClassifier, ModelFiles, Module, write_atomic};
 
 use crate::assembly::{ordered_loader, zero_shot_classifier};
 use crate::device::Placement;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalReport, evaluate};
+use crate::observe::plots::{Mark, Series, font, line_chart};
+use crate::run::export::{Provenance, write_export};
+use crate::run::locate::{classifier_dir, run_config_of};
 
 /// Why a model with transformers' head cannot be interpolated.
 pub const HF_HEAD_NO_WISE: &str = "WiSE-FT mixes the fine-tuned model with a zero-shot classifier, \
@@ -37,6 +40,9 @@ pub struct WiseReport {
     pub points: Vec<WisePoint>,
     pub best_alpha: f64,
     pub best_accuracy: f64,
+    /// The best alpha's whole evaluation (for the export's card).
+    #[serde(skip)]
+    pub best_eval: Option<EvalReport>,
 }
 
 /// The zero-shot classifier of the CLIP `spec` for the fine-tuned model's classes,
@@ -155,22 +161,110 @@ pub fn wise_ft(
         .cloned()
         .ok_or_else(|| TrainError::config("--alphas", "is empty"))?;
     set(fine_tuned, best.alpha);
+    let best_eval = points
+        .iter()
+        .position(|p| p.alpha == best.alpha)
+        .map(|i| reports.swap_remove(i));
     Ok(WiseReport {
         best_alpha: best.alpha,
         best_accuracy: best.accuracy,
         points,
+        best_eval,
     })
 }
 
-/// Saves a sweep's best mix (`fine_tuned` after [`wise_ft`]) to `dir/model` and
-/// the curve to `dir/wise_ft.json`.
-pub fn save_wise_ft(dir: &Path, fine_tuned: &ClipClassifier, report: &WiseReport) -> Result<()> {
-    fine_tuned.save_pretrained(&dir.join("model"))?;
+/// What a WiSE-FT mix was made from, for its export.
+#[derive(Debug, Clone, Copy)]
+pub struct WiseSources<'a> {
+    /// The zero-shot CLIP (hub id or folder).
+    pub zero_shot: &'a str,
+    /// The fine-tuned model (export, checkpoint or run folder).
+    pub fine_tuned: &'a str,
+    /// The data the sweep evaluated on.
+    pub data: &'a Path,
+    /// The tokenizer.json given instead of the zero-shot model's.
+    pub tokenizer: Option<&'a Path>,
+}
+
+/// Saves a sweep's best mix (`fine_tuned` after [`wise_ft`]) into `dir` as a
+/// full export (as `train-cli export` writes: transformers' `pipeline` loads it;
+/// dense weights, adapters folded in), with `wise_ft.json` (the curve) and
+/// `wise_ft.png` (accuracy against alpha). Returns the files written.
+pub fn save_wise_ft(
+    dir: &Path,
+    fine_tuned: &mut ClipClassifier,
+    report: &WiseReport,
+    from: WiseSources,
+) -> Result<Vec<String>> {
+    // The run the fine-tuned model lies in says how its images were normalised
+    // and which CLIP it started from.
+    let run_cfg = if Path::new(from.fine_tuned).exists() {
+        run_config_of(&classifier_dir(Path::new(from.fine_tuned))?)?
+    } else {
+        None
+    };
+    let tokenizer = match from.tokenizer {
+        Some(t) => Some(t.to_path_buf()),
+        None => ModelFiles::resolve(from.zero_shot).ok().map(|f| f.dir),
+    };
+    let provenance = Provenance {
+        origin: format!(
+            "made by WiSE-FT: the weights of the fine-tuned `{}` mixed with the zero-shot `{}` at alpha {:.2} (`(1 - alpha) * zero_shot + alpha * fine_tuned`), the best of the sweep",
+            from.fine_tuned, from.zero_shot, report.best_alpha
+        ),
+        validation: report.best_eval.clone().map(|r| {
+            (
+                format!(
+                    "Evaluation at alpha {:.2} on `{}` ({} images)",
+                    report.best_alpha,
+                    from.data.display(),
+                    r.images
+                ),
+                r,
+            )
+        }),
+        test: None,
+        unmeasured: None,
+    };
+    let mut written = write_export(
+        fine_tuned,
+        dir,
+        run_cfg.as_ref(),
+        tokenizer.as_deref(),
+        &provenance,
+        false,
+    )?;
     let path = dir.join("wise_ft.json");
     let text = serde_json::to_string_pretty(report).map_err(|e| TrainError::Io {
         action: "cannot serialise",
         path: path.clone(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(&path, text).map_err(TrainError::io("cannot write", &path))
+    write_atomic(&path, text.as_bytes())?;
+    written.push("wise_ft.json".into());
+    let curve: Series = report
+        .points
+        .iter()
+        .map(|p| (p.alpha, p.accuracy * 100.0))
+        .collect();
+    let best = Mark {
+        label: format!("best alpha {:.2}", report.best_alpha),
+        at: (report.best_alpha, report.best_accuracy * 100.0),
+        color: plotters::style::RED,
+    };
+    let drawn = font().and_then(|()| {
+        line_chart(
+            &dir.join("wise_ft.png"),
+            "WiSE-FT: accuracy against alpha (0 = zero-shot, 1 = fine-tuned)",
+            "alpha",
+            "accuracy %",
+            &[("accuracy", curve, plotters::style::BLUE)],
+            std::slice::from_ref(&best),
+        )
+    });
+    match drawn {
+        Ok(()) => written.push("wise_ft.png".into()),
+        Err(e) => tracing::warn!("wise_ft.png not drawn: {e}"),
+    }
+    Ok(written)
 }

@@ -1,7 +1,7 @@
 //! Exports in the Hugging Face layout: a checkpoint (or a run folder's best)
 //! written as a folder transformers' `pipeline` loads, with its model card.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use tch::nn;
@@ -41,6 +41,19 @@ const TOKENIZER_FILES: &[&str] = &[
     "merges.txt",
 ];
 
+/// What an export says of its weights: where they come from (the end of the
+/// card's first sentence) and their measured figures.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// e.g. "fine-tuned with clip-finetune from `openai/clip-vit-base-patch32`: the checkpoint of step 600".
+    pub origin: String,
+    /// A heading ("Validation (step 600, 1000 images)") and the figures.
+    pub validation: Option<(String, EvalReport)>,
+    pub test: Option<(String, EvalReport)>,
+    /// Said where validation is missing.
+    pub unmeasured: Option<String>,
+}
+
 /// Exports a checkpoint (or a run folder's best checkpoint) as a Hugging Face
 /// folder: `config.json` (with `id2label`), `model.safetensors` (head included),
 /// `preprocessor_config.json`, and the tokenizer files of the pretrained model
@@ -49,16 +62,102 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>
     let model_dir = classifier_dir(checkpoint)?;
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let mut model = load_classifier_from(&vs, &model_dir, ema)?;
-    std::fs::create_dir_all(output).map_err(TrainError::io("cannot create", output))?;
     // The run's config, two levels above the checkpoint, says where the weights
     // came from (for the tokenizer) and how images were normalised.
     let run_cfg = run_config_of(&model_dir).ok().flatten();
+    let provenance = checkpoint_provenance(&model_dir, run_cfg.as_ref(), ema);
+    let tokenizer = run_cfg
+        .as_ref()
+        .and_then(|c| c.model.pretrained.as_ref())
+        .and_then(|spec| match ModelFiles::resolve(spec) {
+            Ok(files) => Some(files.dir),
+            Err(e) => {
+                tracing::warn!("tokenizer not exported: {e}");
+                None
+            }
+        });
+    write_export(
+        &mut model,
+        output,
+        run_cfg.as_ref(),
+        tokenizer.as_deref(),
+        &provenance,
+        true,
+    )
+}
+
+/// The provenance of a checkpoint's model folder: the figures of exactly the
+/// weights exported (this checkpoint's evaluation, its EMA's when the EMA is
+/// exported, and the test result measured with it).
+fn checkpoint_provenance(model_dir: &Path, run_cfg: Option<&RunConfig>, ema: bool) -> Provenance {
+    let base = run_cfg.and_then(|c| c.model.pretrained.clone());
+    let measured = measured(model_dir);
+    let eval = measured.as_ref().and_then(|m| m.eval.as_ref());
+    let val = eval.and_then(|e| if ema { e.ema.as_ref() } else { Some(&e.val) });
+    Provenance {
+        origin: format!(
+            "fine-tuned with clip-finetune from {}{}{}",
+            base.as_deref()
+                .map_or("a randomly initialised CLIP".to_string(), |b| format!(
+                    "`{b}`"
+                )),
+            measured
+                .as_ref()
+                .map(|m| format!(": the checkpoint of step {}", m.step))
+                .unwrap_or_default(),
+            if ema {
+                " (the exponential moving average of its weights)"
+            } else {
+                ""
+            }
+        ),
+        validation: eval.zip(val).map(|(e, v)| {
+            (
+                format!("Validation (step {}, {} images)", e.step, v.images),
+                v.clone(),
+            )
+        }),
+        test: measured
+            .as_ref()
+            .and_then(|m| m.test.clone())
+            .filter(|_| !ema)
+            .map(|t| {
+                (
+                    format!("Test (once, with this checkpoint, {} images)", t.images),
+                    t,
+                )
+            }),
+        unmeasured: measured.as_ref().filter(|_| val.is_none()).map(|m| {
+            format!(
+                "The {}weights of this checkpoint (step {}) were not evaluated during training (it was saved between evaluations{}); `train-cli eval --model <this folder> --data <images>` measures them.",
+                if ema { "EMA " } else { "" },
+                m.step,
+                if ema { ", or the run evaluated no EMA" } else { "" }
+            )
+        }),
+    }
+}
+
+/// Writes `model` as a Hugging Face folder into `output` (see [`export`]): the
+/// preprocessing of `run_cfg` (the run the weights come from, if any), the
+/// tokenizer files found in `tokenizer` (a folder, or a `tokenizer.json`), and
+/// the card with `provenance`; a LoRA model's PEFT adapter beside its merged
+/// weights when `peft_adapter`. Returns the files written.
+pub fn write_export(
+    model: &mut ClipClassifier,
+    output: &Path,
+    run_cfg: Option<&RunConfig>,
+    tokenizer: Option<&Path>,
+    provenance: &Provenance,
+    peft_adapter: bool,
+) -> Result<Vec<String>> {
+    std::fs::create_dir_all(output).map_err(TrainError::io("cannot create", output))?;
     let mut written = vec!["config.json".to_string(), "model.safetensors".to_string()];
-    match model.clip.lora().cloned() {
+    match model.clip.lora().cloned().filter(|_| peft_adapter) {
         // LoRA: the merged model (a plain CLIP + head) and the PEFT adapter.
         Some(lora) => {
             model.save_merged(output)?;
-            let base = run_cfg.as_ref().and_then(|c| c.model.pretrained.as_deref());
+            let base = run_cfg.and_then(|c| c.model.pretrained.as_deref());
             save_peft_adapter(
                 &output.join("adapter"),
                 &lora,
@@ -68,7 +167,8 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>
             written.push("adapter/adapter_config.json".into());
             written.push("adapter/adapter_model.safetensors".into());
         }
-        None => model.save_pretrained(output)?,
+        // Dense weights (adapters, if any, folded in).
+        None => model.save_merged(output)?,
     }
     // The hf head is transformers' own CLIPForImageClassification (config.json
     // says so). Our cosine head loads in transformers' Auto classes and pipeline
@@ -90,7 +190,6 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>
         written.push(MODELING_FILE.into());
     }
     let norm = run_cfg
-        .as_ref()
         .and_then(|c| c.data.eval_transforms.as_ref())
         .and_then(|ops| {
             ops.iter().find_map(|op| match op {
@@ -103,9 +202,7 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>
         })
         .unwrap_or_else(Normalize::clip);
     let size = model.clip.config().vision_config.image_size;
-    if let Some(ops) = run_cfg
-        .as_ref()
-        .and_then(|c| c.data.eval_transforms.as_ref())
+    if let Some(ops) = run_cfg.and_then(|c| c.data.eval_transforms.as_ref())
         && ops.as_slice() != Pipeline::clip_processor(size as usize, norm.clone()).ops()
     {
         tracing::warn!(
@@ -117,22 +214,19 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>
     let pre = serde_json::to_string_pretty(&preprocessor_json(size, &norm)).unwrap_or_default();
     write_atomic(&output.join("preprocessor_config.json"), pre.as_bytes())?;
     written.push("preprocessor_config.json".into());
-    if let Some(spec) = run_cfg.as_ref().and_then(|c| c.model.pretrained.as_ref()) {
-        match ModelFiles::resolve(spec) {
-            Ok(files) => {
-                for f in TOKENIZER_FILES {
-                    let src = files.dir.join(f);
-                    if src.is_file() {
-                        std::fs::copy(&src, output.join(f))
-                            .map_err(TrainError::io("cannot copy", &src))?;
-                        written.push((*f).into());
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("tokenizer not exported: {e}"),
-        }
+    let tokenizer_files: Vec<PathBuf> = match tokenizer {
+        Some(dir) if dir.is_dir() => TOKENIZER_FILES.iter().map(|f| dir.join(f)).collect(),
+        Some(file) => vec![file.to_path_buf()],
+        None => Vec::new(),
+    };
+    for src in tokenizer_files.iter().filter(|p| p.is_file()) {
+        let Some(name) = src.file_name() else {
+            continue;
+        };
+        std::fs::copy(src, output.join(name)).map_err(TrainError::io("cannot copy", src))?;
+        written.push(name.to_string_lossy().into_owned());
     }
-    let card = model_card(&model, &model_dir, run_cfg.as_ref(), ema);
+    let card = model_card(model, run_cfg, provenance);
     write_atomic(&output.join("README.md"), card.as_bytes())?;
     written.push("README.md".into());
     Ok(written)
@@ -151,23 +245,9 @@ fn quoted(s: &str) -> String {
 /// base model, classes, the validation (and test) figures of the checkpoint
 /// exported, its config, and how to load the classifier with transformers (our
 /// head on CLIPModel's image features).
-fn model_card(
-    model: &ClipClassifier,
-    model_dir: &Path,
-    run_cfg: Option<&RunConfig>,
-    ema: bool,
-) -> String {
+fn model_card(model: &ClipClassifier, run_cfg: Option<&RunConfig>, p: &Provenance) -> String {
     let name = run_cfg.map_or("clip-classifier".to_string(), |c| c.run.name.clone());
     let base = run_cfg.and_then(|c| c.model.pretrained.clone());
-    // The figures of exactly the weights exported: this checkpoint's evaluation
-    // (its EMA's when the EMA is exported), and the test result measured with it.
-    let measured = measured(model_dir);
-    let eval = measured.as_ref().and_then(|m| m.eval.as_ref());
-    let val = eval.and_then(|e| if ema { e.ema.as_ref() } else { Some(&e.val) });
-    let test = measured
-        .as_ref()
-        .and_then(|m| m.test.as_ref())
-        .filter(|_| !ema);
     let mut s =
         String::from("---\nlibrary_name: transformers\npipeline_tag: image-classification\n");
     s.push_str("tags:\n- clip\n- image-classification\n- clip-finetune\n");
@@ -175,8 +255,10 @@ fn model_card(
         s.push_str(&format!("base_model: {}\n", quoted(b)));
     }
     let splits: Vec<(&str, &str, &EvalReport)> = [
-        val.map(|v| ("validation", "Validation", v)),
-        test.map(|t| ("test", "Test", t)),
+        p.validation
+            .as_ref()
+            .map(|(_, v)| ("validation", "Validation", v)),
+        p.test.as_ref().map(|(_, t)| ("test", "Test", t)),
     ]
     .into_iter()
     .flatten()
@@ -206,22 +288,7 @@ fn model_card(
     }
     s.push_str("---\n\n");
     s.push_str(&format!("# {name}\n\n"));
-    s.push_str(&format!(
-        "A CLIP image classifier fine-tuned with clip-finetune from {}{}{}.\n\n",
-        base.as_deref()
-            .map_or("a randomly initialised CLIP".to_string(), |b| format!(
-                "`{b}`"
-            )),
-        measured
-            .as_ref()
-            .map(|m| format!(": the checkpoint of step {}", m.step))
-            .unwrap_or_default(),
-        if ema {
-            " (the exponential moving average of its weights)"
-        } else {
-            ""
-        }
-    ));
+    s.push_str(&format!("A CLIP image classifier {}.\n\n", p.origin));
     s.push_str(&format!("## Classes ({})\n\n", model.class_names().len()));
     for (i, c) in model.class_names().iter().enumerate() {
         s.push_str(&format!("{i}. {c}\n"));
@@ -235,24 +302,13 @@ fn model_card(
             r.loss
         )
     };
-    match (&measured, eval.zip(val)) {
-        (_, Some((e, v))) => s.push_str(&table(
-            &format!("Validation (step {}, {} images)", e.step, v.images),
-            v,
-        )),
-        (Some(m), None) => s.push_str(&format!(
-            "\n## Validation\n\nThe {}weights of this checkpoint (step {}) were not evaluated during training (it was saved between evaluations{}); `train-cli eval --model <this folder> --data <images>` measures them.\n",
-            if ema { "EMA " } else { "" },
-            m.step,
-            if ema { ", or the run evaluated no EMA" } else { "" }
-        )),
-        (None, _) => {}
+    if let Some((title, v)) = &p.validation {
+        s.push_str(&table(title, v));
+    } else if let Some(why) = &p.unmeasured {
+        s.push_str(&format!("\n## Validation\n\n{why}\n"));
     }
-    if let Some(t) = test {
-        s.push_str(&table(
-            &format!("Test (once, with this checkpoint, {} images)", t.images),
-            t,
-        ));
+    if let Some((title, t)) = &p.test {
+        s.push_str(&table(title, t));
     }
     match model.kind().transformers_class() {
         Some(class) => s.push_str(&format!("\n## How to load\n\nWith transformers, which knows this model as `{class}`:\n\n```python\nfrom transformers import pipeline\n\nclassifier = pipeline(\"image-classification\", model=\"path/to/this/folder\")\nprint(classifier(\"image.jpg\"))\n```\n\nor `AutoModelForImageClassification.from_pretrained(path)`; or with clip-finetune:\n`train-cli predict --model path/to/this/folder image.jpg`.\n")),
