@@ -81,8 +81,9 @@ fn watch_signals(
     Ok(first)
 }
 
+/// `--config`'s file (a bare name is looked up in `configs/`), read with `overrides`.
 fn load_config(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
-    Ok(RunConfig::load(path, overrides)?)
+    Ok(RunConfig::load(&clip_train::find_config(path)?, overrides)?)
 }
 
 pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -90,8 +91,13 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if let Some(d) = &args.output_dir {
         overrides.push(format!("run.output_dir={:?}", d.display().to_string()));
     }
+    let config = args
+        .config
+        .as_deref()
+        .map(clip_train::find_config)
+        .transpose()?;
     let (mut trainer, launched) =
-        Trainer::launch(args.config.as_deref(), args.resume.as_deref(), &overrides)?;
+        Trainer::launch(config.as_deref(), args.resume.as_deref(), &overrides)?;
     if let Launched::Resumed {
         dir,
         from,
@@ -465,7 +471,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.steps == 0 {
         bail!("--steps must be at least 1 (the timed steps)");
     }
-    let setup = clip_train::BenchSetup::new(&a.config, &a.overrides, a.warmup, a.steps)?;
+    let config = clip_train::find_config(&a.config)?;
+    let setup = clip_train::BenchSetup::new(&config, &a.overrides, a.warmup, a.steps)?;
     if let Some(note) = &setup.synthetic {
         eprintln!("bench: {note}");
     }
@@ -536,6 +543,7 @@ pub fn compare(a: CompareArgs, quiet: bool) -> anyhow::Result<ExitCode> {
              (each method's training can be run data-parallel on its own with `train`)"
         );
     }
+    let config = clip_train::find_config(&a.config)?;
     // Each method's training runs as this program's `train` in a child process.
     let exe = std::env::current_exe().context("cannot find the train-cli executable")?;
     let mut run_job = |job: &clip_train::TrainJob| -> clip_train::Result<()> {
@@ -573,7 +581,7 @@ pub fn compare(a: CompareArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             })
         }
     };
-    let report = clip_train::compare(&a.config, &a.overrides, &a.output, a.rerun, &mut run_job)?;
+    let report = clip_train::compare(&config, &a.overrides, &a.output, a.rerun, &mut run_job)?;
     println!("{}", clip_train::markdown(&report));
     eprintln!(
         "report: {0}/report.md, {0}/report.json, {0}/accuracy.png",

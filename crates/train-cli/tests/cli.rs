@@ -2371,3 +2371,50 @@ fn wise_ft_output_is_an_export_transformers_loads() {
         );
     }
 }
+
+/// `--config full.toml` (the project's own example) works from any folder: a bare
+/// name not in the current folder is taken from the repository's `configs/`,
+/// saying so; a name found nowhere lists the configs that exist; a relative data
+/// path that is missing says which folder it was read from.
+#[test]
+fn bare_config_names_are_found_in_configs_and_relative_paths_name_their_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 2);
+    let o = run(bin()
+        .current_dir(tmp.path())
+        .env("RUST_LOG", "info")
+        .args(["inspect", "--config", "smoke.toml", "--set"])
+        .arg(train_source(&data)));
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("--config smoke.toml: using ")
+            && stderr(&o).contains("configs/smoke.toml (smoke.toml is not in the current folder)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(bin()
+        .current_dir(tmp.path())
+        .args(["inspect", "--config", "fulll.toml"]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("fulll.toml does not exist")
+            && stderr(&o).contains("configs that exist: ")
+            && stderr(&o).contains("configs/full.toml"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(bin()
+        .current_dir(tmp.path())
+        .args(["--config", "smoke", "--quiet"]));
+    assert!(!o.status.success());
+    let base = tmp.path().canonicalize().unwrap();
+    assert!(
+        stderr(&o).contains(&format!(
+            "data/smoke/train does not exist (relative paths are read from the current folder, {})",
+            base.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -54,7 +54,7 @@ pub use assembly::{
 pub use config::{
     Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
     DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection, ReportTo,
-    RunConfig, RunSection, TrainSection, Unfreeze,
+    RunConfig, RunSection, TrainSection, Unfreeze, find_config,
 };
 pub use device::{
     MemoryKind, PeakMemory, Placement, peak_memory, peak_memory_mib, reset_peak_memory,

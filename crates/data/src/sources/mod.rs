@@ -71,6 +71,22 @@ pub(crate) struct Source {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
+/// "`path` does not exist", saying for a relative path which folder it was read
+/// from: relative paths in a config (and in `--set`) are read from the current
+/// folder, not the config file's.
+pub fn missing(path: &Path) -> String {
+    let mut s = format!("{} does not exist", path.display());
+    if path.is_relative()
+        && let Ok(cwd) = std::env::current_dir()
+    {
+        s.push_str(&format!(
+            " (relative paths are read from the current folder, {})",
+            cwd.display()
+        ));
+    }
+    s
+}
+
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
     move |source| DataError::Io {
         path: path.to_path_buf(),
@@ -248,10 +264,7 @@ impl SourceConfig {
             return Ok(SourceConfig::ImageFolder { path: path.into() });
         }
         if !path.exists() {
-            return Err(DataError::config(
-                key,
-                format!("{} does not exist", path.display()),
-            ));
+            return Err(DataError::config(key, missing(path)));
         }
         if name.ends_with(".csv") {
             return Ok(SourceConfig::csv(path));
@@ -382,7 +395,7 @@ impl SourceConfig {
             if !p.exists() {
                 return Err(DataError::config(
                     key,
-                    format!("{} does not exist; it should be {what}", p.display()),
+                    format!("{}; it should be {what}", missing(p)),
                 ));
             }
         }

@@ -47,7 +47,7 @@ pub(crate) fn expand_files(pattern: &str, key: &str, ext: &str) -> Result<Vec<Pa
         } else if path.is_file() {
             out.push(path);
         } else {
-            return Err(bad(format!("{} does not exist", path.display())));
+            return Err(bad(super::missing(&path)));
         }
     }
     Ok(out)

@@ -12,7 +12,10 @@ use clip_optim::OptimConfig;
 
 use crate::error::{Result, TrainError};
 
+mod find;
 mod sections;
+
+pub use find::find_config;
 
 pub use sections::{
     Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
