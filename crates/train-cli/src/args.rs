@@ -20,6 +20,9 @@ pub struct TrainArgs {
     /// Put the run folder under this directory (same as `--set run.output_dir=D`).
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    /// Print the data sizes, steps, global batch, warmup and group LRs, then exit.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where and in which precision a command runs the model.

@@ -86,6 +86,27 @@ fn load_config(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
     Ok(RunConfig::load(&clip_train::find_config(path)?, overrides)?)
 }
 
+/// `--dry-run`: what the run (fresh, or resumed from `resume`) would do.
+fn dry_run(
+    config: Option<&Path>,
+    resume: Option<&Path>,
+    overrides: &[String],
+) -> anyhow::Result<ExitCode> {
+    let cfg = match (config, resume) {
+        (Some(c), None) => RunConfig::load(c, overrides)?,
+        (None, Some(dir)) => RunConfig::load(&dir.join("config.resolved.toml"), overrides)?,
+        _ => bail!("--dry-run takes --config FILE or --resume RUN_DIR"),
+    };
+    // Under torchrun / srun each rank would see the world size.
+    let world = ["WORLD_SIZE", "SLURM_NTASKS"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+        .unwrap_or(1);
+    println!("{}", clip_train::dry_run(&cfg, world)?);
+    eprintln!("dry run: nothing was trained or written");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut overrides = args.overrides.clone();
     if let Some(d) = &args.output_dir {
@@ -96,6 +117,9 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(clip_train::find_config)
         .transpose()?;
+    if args.dry_run {
+        return dry_run(config.as_deref(), args.resume.as_deref(), &overrides);
+    }
     let (mut trainer, launched) =
         Trainer::launch(config.as_deref(), args.resume.as_deref(), &overrides)?;
     if let Launched::Resumed {

@@ -81,7 +81,11 @@ fn init_logging(quiet: bool, format: LogFormat) {
 
 /// Whether any training option was given before a subcommand.
 fn has_train_args(a: &TrainArgs) -> bool {
-    a.config.is_some() || a.resume.is_some() || a.output_dir.is_some() || !a.overrides.is_empty()
+    a.config.is_some()
+        || a.resume.is_some()
+        || a.output_dir.is_some()
+        || !a.overrides.is_empty()
+        || a.dry_run
 }
 
 fn main() -> ExitCode {
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
         && !matches!(c, Command::Train(a) if !has_train_args(a))
     {
         eprintln!(
-            "error: --config / --set / --resume / --output-dir belong to training: give them after `train`, or with no subcommand"
+            "error: --config / --set / --resume / --output-dir / --dry-run belong to training: give them after `train`, or with no subcommand"
         );
         return ExitCode::from(2);
     }

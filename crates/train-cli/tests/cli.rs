@@ -2418,3 +2418,37 @@ fn bare_config_names_are_found_in_configs_and_relative_paths_name_their_base() {
         stderr(&o)
     );
 }
+
+/// `--dry-run` prints what the run would do — the data after the split, its
+/// length in steps, the global batch, the warmup and every group's LR — and
+/// writes nothing.
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend([
+        "--set".into(),
+        "train.grad_accum=2".into(),
+        "--dry-run".into(),
+    ]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    // 24 images, a quarter for validation; batches of 8 (the last one short):
+    // 3 per epoch, 2 per optimizer step: 2 steps per epoch, 6 in 3 epochs, a
+    // warmup of ceil(0.1 x 6) = 1.
+    for want in [
+        "data: 18 training and 6 validation images, 3 classes",
+        "global batch: 16 images per optimizer step (batch_size 8 x 1 rank(s) x grad_accum 2)",
+        "length: 2 optimizer steps per epoch, 3 epoch(s), 6 steps in all; warmup 1 steps",
+        "head",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    assert!(
+        !tmp.path().join("smoke").exists(),
+        "the dry run created the run folder"
+    );
+}

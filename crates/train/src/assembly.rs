@@ -455,6 +455,13 @@ pub struct Inspection {
 
 /// Builds the model and groups a config would train, without training.
 pub fn inspect_config(cfg: &RunConfig) -> Result<Inspection> {
+    Ok(inspect_with_data(cfg)?.0)
+}
+
+/// [`inspect_config`], with the datasets it read and the model's image size.
+pub(crate) fn inspect_with_data(
+    cfg: &RunConfig,
+) -> Result<(Inspection, clip_data::Dataset, clip_data::Dataset, usize)> {
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let (train, val) = load_datasets(cfg)?;
     let model = build_model(cfg, &vs, run_classes(&train, &val))?;
@@ -469,9 +476,11 @@ pub fn inspect_config(cfg: &RunConfig) -> Result<Inspection> {
         layers,
     );
     let lrs: Vec<f64> = groups.iter().map(|g| g.base_lr).collect();
-    Ok(Inspection {
+    let inspection = Inspection {
         parameters: model.report(),
         groups: GroupReport::new(&groups, &lrs),
         tensors: TensorRow::list(model.params(), &groups, &lrs),
-    })
+    };
+    let size = model.clip.config().vision_config.image_size as usize;
+    Ok((inspection, train, val, size))
 }

@@ -93,4 +93,4 @@ pub use run::locate::{
     load_classifier_from, load_for_eval, model_report, model_tokenizer,
 };
 pub use run::test_set::{evaluate_test, test_set};
-pub use trainer::{BenchSetup, Launched, Trainer};
+pub use trainer::{BenchSetup, DryRun, Launched, Trainer, dry_run};

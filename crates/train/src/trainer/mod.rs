@@ -44,6 +44,7 @@ mod step;
 pub use bench::BenchSetup;
 pub use launch::Launched;
 use plan::Steps;
+pub use plan::{DryRun, dry_run};
 use step::StepOutcome;
 
 /// A training run.

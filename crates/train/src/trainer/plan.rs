@@ -149,3 +149,89 @@ pub(super) fn retrieval(
     }
     Ok(retrieval)
 }
+
+/// What a run would do, worked out without training or writing anything
+/// (`train-cli --dry-run`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DryRun {
+    pub run_dir: std::path::PathBuf,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub test_images: Option<usize>,
+    pub classes: usize,
+    pub world_size: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Images per optimizer step.
+    pub global_batch: usize,
+    pub steps_per_epoch: u64,
+    pub epochs: u64,
+    pub total_steps: u64,
+    pub warmup_steps: u64,
+    #[serde(skip)]
+    pub inspection: crate::assembly::Inspection,
+}
+
+/// The [`DryRun`] of `cfg` on `world` data-parallel ranks: the data after splits
+/// and limits, the run's length, its global batch and warmup, and the model's
+/// parameter groups with their learning rates. Reads the data and builds the
+/// model on the CPU; writes nothing.
+pub fn dry_run(cfg: &RunConfig, world: usize) -> Result<DryRun> {
+    let (inspection, train_ds, val_ds, size) = crate::assembly::inspect_with_data(cfg)?;
+    let classes = crate::assembly::run_classes(&train_ds, &val_ds);
+    let test_images = match &cfg.data.test {
+        Some(src) => Some(crate::run::test_set::test_set(src, &classes)?.len()),
+        None => None,
+    };
+    let (train_images, val_images) = (train_ds.len(), val_ds.len());
+    let (train_pipe, _) = crate::assembly::pipelines(cfg, size)?;
+    let world = world.max(1);
+    let loader =
+        clip_data::Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?
+            .sharded(0, world)?;
+    let steps = Steps::plan(cfg, loader.batches_per_epoch(), world, train_images)?;
+    let schedule = cfg.optim.schedule.build(steps.total)?;
+    Ok(DryRun {
+        run_dir: cfg.run.dir(),
+        train_images,
+        val_images,
+        test_images,
+        classes: classes.len(),
+        world_size: world,
+        batch_size: cfg.data.loader.batch_size,
+        grad_accum: cfg.train.grad_accum,
+        global_batch: cfg.data.loader.batch_size * world * cfg.train.grad_accum,
+        steps_per_epoch: steps.per_epoch,
+        epochs: steps.epochs,
+        total_steps: steps.total,
+        warmup_steps: schedule.warmup_steps(),
+        inspection,
+    })
+}
+
+impl std::fmt::Display for DryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "run folder: {} (not created)", self.run_dir.display())?;
+        write!(
+            f,
+            "data: {} training and {} validation images",
+            self.train_images, self.val_images
+        )?;
+        if let Some(t) = self.test_images {
+            write!(f, ", {t} test images")?;
+        }
+        writeln!(f, ", {} classes", self.classes)?;
+        writeln!(
+            f,
+            "global batch: {} images per optimizer step (batch_size {} x {} rank(s) x grad_accum {})",
+            self.global_batch, self.batch_size, self.world_size, self.grad_accum
+        )?;
+        writeln!(
+            f,
+            "length: {} optimizer steps per epoch, {} epoch(s), {} steps in all; warmup {} steps",
+            self.steps_per_epoch, self.epochs, self.total_steps, self.warmup_steps
+        )?;
+        writeln!(f, "{}", self.inspection.parameters)?;
+        write!(f, "{}", self.inspection.groups)
+    }
+}
