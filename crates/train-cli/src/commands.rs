@@ -1,5 +1,6 @@
 //! One function per subcommand: take its arguments, call the library, print.
 
+use crate::console::{self, say};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -57,23 +58,23 @@ fn watch_signals(
                 };
                 if stop.swap(true, Ordering::SeqCst) {
                     if world == 1 {
-                        eprintln!(
+                        crate::console::warn(&format!(
                             "\nsecond signal ({name}): exiting now without a checkpoint (the last one is intact)"
-                        );
+                        ));
                         signal_hook::low_level::exit(128 + sig);
                     }
                     continue;
                 }
                 let _ = seen.compare_exchange(0, sig as usize, Ordering::SeqCst, Ordering::SeqCst);
                 if rank == 0 {
-                    eprintln!(
+                    crate::console::warn(&format!(
                         "\n{name}: finishing the current step and writing a checkpoint{}",
                         if world == 1 {
                             " (Ctrl-C again to quit now)"
                         } else {
                             " (every rank stops at the same step)"
                         }
-                    );
+                    ));
                 }
             }
         })
@@ -103,11 +104,11 @@ fn dry_run(
         .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
         .unwrap_or(1);
     println!("{}", clip_train::dry_run(&cfg, world)?);
-    eprintln!("dry run: nothing was trained or written");
+    say!("dry run: nothing was trained or written");
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut overrides = args.overrides.clone();
     if let Some(d) = &args.output_dir {
         overrides.push(format!("run.output_dir={:?}", d.display().to_string()));
@@ -130,12 +131,12 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } = &launched
     {
         if let Some(n) = restart {
-            eprintln!(
+            console::warn(&format!(
                 "torchrun restart {n}: continuing {} from its latest checkpoint",
                 dir.display()
-            );
+            ));
         }
-        eprintln!(
+        say!(
             "resuming {} from {} (step {step})",
             dir.display(),
             from.display()
@@ -158,19 +159,20 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             trainer.config().data.loader.batch_size,
             trainer.config().train.grad_accum,
         );
-        eprintln!(
+        say!(
             "data-parallel: {world} ranks, global batch {} (batch_size {b} x {world} ranks x grad_accum {accum})",
             b * world * accum
         );
     }
     let run_dir = trainer.run_dir().to_path_buf();
-    eprintln!("run folder: {}", run_dir.display());
-    eprintln!("{}", trainer.model().report());
-    eprintln!("{}", trainer.group_report());
+    say!("run folder: {}", run_dir.display());
+    say!("{}", trainer.model().report());
+    say!("{}", trainer.group_report());
     let resumed_step = trainer.resumed_from().map(|_| trainer.state().global_step);
-    let mut observers = clip_train::run_observers(&run_dir, trainer.config(), resumed_step, quiet)?;
+    let mut observers =
+        clip_train::run_observers(&run_dir, trainer.config(), resumed_step, console::mode())?;
     if let Some(tb) = &observers.tensorboard {
-        eprintln!(
+        say!(
             "TensorBoard: {} (view: tensorboard --logdir {})",
             tb.display(),
             clip_train::tensorboard_dir(&run_dir).display()
@@ -178,7 +180,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let report = trainer.fit(&mut observers.observers)?;
     if let Some((e, selected)) = report.headline_eval() {
-        eprintln!(
+        say!(
             "validation ({}, step {}): accuracy {:.2}%, top-5 {:.2}%, loss {:.4} ({} images)",
             if selected {
                 "selected checkpoint"
@@ -193,7 +195,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(b) = &report.best {
-        eprintln!(
+        say!(
             "best {} {:.4} at step {}: {}",
             b.metric,
             b.value,
@@ -201,7 +203,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             b.checkpoint.display()
         );
     }
-    eprintln!(
+    say!(
         "peak memory: {:.0} MiB {}{} over {:.1} s of training",
         report.peak_memory_mib,
         report.memory_kind.label(),
@@ -211,20 +213,20 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         report.wall_s
     );
-    eprintln!(
+    say!(
         "plots: {dir}/loss.png, accuracy.png, lr.png, confusion.png; metrics: {dir}/metrics.jsonl, metrics.csv; summary: {dir}/summary.json",
         dir = run_dir.display()
     );
     if report.interrupted {
-        eprintln!(
+        console::keep(&format!(
             "interrupted at step {}; continue with: train-cli --resume {}",
             report.global_step,
             run_dir.display()
-        );
+        ));
         return Ok(interrupted());
     }
     if let Some(t) = trainer.test()? {
-        eprintln!(
+        say!(
             "test, once, with the selected checkpoint: accuracy {:.2}%, top-5 {:.2}%, macro F1 {:.2}%, loss {:.4} ({} images): {}",
             t.accuracy * 100.0,
             t.top5 * 100.0,
@@ -235,10 +237,13 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         );
     }
     if report.stopped_early {
-        eprintln!(
+        say!(
             "stopped early at step {} (no improvement)",
             report.global_step
         );
+    }
+    if console::mode() == clip_train::Console::Quiet {
+        console::keep(&format!("run folder: {}", run_dir.display()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -397,7 +402,7 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if failed > 0 {
-        eprintln!(
+        say!(
             "{failed} of {} image(s) could not be classified",
             images.len()
         );
@@ -408,7 +413,7 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
 
 pub fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let files = clip_train::export(&a.checkpoint, &a.output, a.ema)?;
-    eprintln!(
+    say!(
         "exported {} to {}: {}",
         a.checkpoint.display(),
         a.output.display(),
@@ -426,7 +431,7 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
     }
     let ds = dataset_from(&a.data)?;
     for (path, why) in &ds.summary().skipped {
-        eprintln!("left out {}: {why}", path.display());
+        crate::console::warn(&format!("left out {}: {why}", path.display()));
     }
     let images = clip_data::ShardImages {
         max_side: a.max_side,
@@ -440,7 +445,7 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
         a.shuffle,
         &images,
     )?;
-    eprintln!(
+    say!(
         "wrote {} to {} shard(s) in {}",
         ds.summary(),
         shards.len(),
@@ -482,7 +487,7 @@ pub fn preview(a: PreviewAugmentArgs) -> anyhow::Result<ExitCode> {
     let size = clip_train::augmentation_size(&cfg)?;
     let (pipe, _) = clip_train::pipelines(&cfg, size)?;
     clip_data::write_preview(&a.output, &train, &pipe, a.images, a.views, cfg.run.seed)?;
-    eprintln!(
+    say!(
         "wrote {} ({} images x {} augmented views, originals on the left)",
         a.output.display(),
         a.images,
@@ -498,7 +503,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let config = clip_train::find_config(&a.config)?;
     let setup = clip_train::BenchSetup::new(&config, &a.overrides, a.warmup, a.steps)?;
     if let Some(note) = &setup.synthetic {
-        eprintln!("bench: {note}");
+        console::warn(&format!("bench: {note}"));
     }
     let mut trainer = Trainer::new(setup.config.clone())?;
     let report = trainer.bench(a.warmup, a.steps)?;
@@ -535,9 +540,9 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
     let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, a.batch_size, place)?;
     for p in &report.points {
         let bar = "#".repeat((p.accuracy * 40.0).round() as usize);
-        eprintln!("alpha {:.2}: {:6.2}% {bar}", p.alpha, p.accuracy * 100.0);
+        say!("alpha {:.2}: {:6.2}% {bar}", p.alpha, p.accuracy * 100.0);
     }
-    eprintln!(
+    say!(
         "best alpha {:.2}: {:.2}%",
         report.best_alpha,
         report.best_accuracy * 100.0
@@ -550,7 +555,7 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
             tokenizer: a.tokenizer.as_deref(),
         };
         let files = clip_train::save_wise_ft(dir, &mut ft, &report, from)?;
-        eprintln!(
+        say!(
             "saved the best mix as an export to {}: {}",
             dir.display(),
             files.join(", ")
@@ -560,7 +565,7 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn compare(a: CompareArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+pub fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
     if clip_train::DataParallel::launched()? {
         bail!(
             "compare runs its trainings one after another in one process: start it without torchrun/srun \
@@ -581,14 +586,20 @@ pub fn compare(a: CompareArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         for o in &job.overrides {
             cmd.arg("--set").arg(o);
         }
-        if quiet {
-            cmd.arg("--quiet");
+        match console::mode() {
+            clip_train::Console::Quiet => {
+                cmd.arg("--quiet");
+            }
+            clip_train::Console::Json => {
+                cmd.args(["--log-format", "json"]);
+            }
+            clip_train::Console::Human => {}
         }
-        eprintln!(
+        console::keep(&format!(
             "compare: {} {}",
             if job.resume { "resuming" } else { "training" },
             job.run_dir.display()
-        );
+        ));
         let status = cmd.status().map_err(|e| clip_train::TrainError::Io {
             action: "cannot start",
             path: exe.clone(),
@@ -607,7 +618,7 @@ pub fn compare(a: CompareArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let report = clip_train::compare(&config, &a.overrides, &a.output, a.rerun, &mut run_job)?;
     println!("{}", clip_train::markdown(&report));
-    eprintln!(
+    say!(
         "report: {0}/report.md, {0}/report.json, {0}/accuracy.png",
         a.output.display()
     );
@@ -616,7 +627,7 @@ pub fn compare(a: CompareArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
 /// Says where a command runs its model, once the model has loaded.
 fn announce(place: Placement) {
-    eprintln!(
+    say!(
         "running on {} (--device / --precision change it)",
         place.describe()
     );

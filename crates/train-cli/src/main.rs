@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod console;
 
 use std::process::ExitCode;
 
@@ -13,6 +14,7 @@ use args::{
     BenchArgs, CompareArgs, ConvertArgs, EvalArgs, ExportArgs, InspectArgs, PredictArgs,
     PreviewAugmentArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
 };
+use console::LogFormat;
 
 /// Fine-tune CLIP for image classification from one TOML file.
 #[derive(Debug, Parser)]
@@ -28,12 +30,6 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,22 +59,6 @@ enum Command {
     Bench(BenchArgs),
 }
 
-fn init_logging(quiet: bool, format: LogFormat) {
-    let default = if quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log file (nohup, Slurm, CI) stays plain.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.compact().init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Whether any training option was given before a subcommand.
 fn has_train_args(a: &TrainArgs) -> bool {
     a.config.is_some()
@@ -88,6 +68,24 @@ fn has_train_args(a: &TrainArgs) -> bool {
         || a.dry_run
 }
 
+/// A command line clap refuses: its message as clap prints it, or as one JSON
+/// error object under `--log-format json` (help and version print as usual).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let args: Vec<String> = std::env::args().collect();
+    let json = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit()
+    }
+    console::init(false, LogFormat::Json);
+    let text = e.render().to_string();
+    console::error(&anyhow::anyhow!("{}", text.trim()));
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     // Writing to a closed pipe (`train-cli inspect --json | head`) ends the process
     // quietly, as other command-line tools do, instead of a "Broken pipe" panic.
@@ -95,25 +93,26 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
-    init_logging(cli.quiet, cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    console::init(cli.quiet, cli.log_format);
     // --quiet / --log-format go before or after a subcommand; the training options
     // before one only with `train` or none.
     if let Some(c) = &cli.command
         && has_train_args(&cli.train)
         && !matches!(c, Command::Train(a) if !has_train_args(a))
     {
-        eprintln!(
-            "error: --config / --set / --resume / --output-dir / --dry-run belong to training: give them after `train`, or with no subcommand"
-        );
+        console::error(&anyhow::anyhow!(
+            "--config / --set / --resume / --output-dir / --dry-run belong to training: give them after `train`, or with no subcommand"
+        ));
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        None => commands::train(cli.train, cli.quiet),
-        Some(Command::Train(args)) if !has_train_args(&args) => {
-            commands::train(cli.train, cli.quiet)
-        }
-        Some(Command::Train(args)) => commands::train(args, cli.quiet),
+        None => commands::train(cli.train),
+        Some(Command::Train(args)) if !has_train_args(&args) => commands::train(cli.train),
+        Some(Command::Train(args)) => commands::train(args),
         Some(Command::Eval(a)) => commands::eval(a),
         Some(Command::ZeroShot(a)) => commands::zero_shot(a),
         Some(Command::Predict(a)) => commands::predict(a),
@@ -122,21 +121,13 @@ fn main() -> ExitCode {
         Some(Command::Inspect(a)) => commands::inspect(a),
         Some(Command::PreviewAugment(a)) => commands::preview(a),
         Some(Command::WiseFt(a)) => commands::wise(a),
-        Some(Command::Compare(a)) => commands::compare(a, cli.quiet),
+        Some(Command::Compare(a)) => commands::compare(a),
         Some(Command::Bench(a)) => commands::bench(a),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            // A cause that the line above already quotes is not repeated.
-            let mut shown = e.to_string();
-            for cause in e.chain().skip(1).map(|c| c.to_string()) {
-                if !shown.contains(&cause) {
-                    eprintln!("  caused by: {cause}");
-                }
-                shown = cause;
-            }
+            console::error(&e);
             ExitCode::FAILURE
         }
     }

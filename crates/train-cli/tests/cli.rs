@@ -85,7 +85,10 @@ fn train_export_eval_predict_inspect_preview_bench() {
     let data = tmp.path().join("data");
     make_folder(&data, 8);
     std::fs::write(data.join("cat/notes.txt"), "not an image").unwrap();
-    let o = run(bin().args(train_args(tmp.path(), &data)));
+    // Not quiet: the summary lines are checked.
+    let mut args = train_args(tmp.path(), &data);
+    args.retain(|a| a != "--quiet");
+    let o = run(bin().args(&args));
     assert!(o.status.success());
     // Files left out of the data are named with the reason.
     assert!(
@@ -568,7 +571,9 @@ fn a_test_set_is_evaluated_once_with_the_selected_checkpoint() {
     make_folder(&data, 4);
     let test = tmp.path().join("test");
     make_folder(&test, 3);
+    // Not quiet: the console line of the test result is checked.
     let mut args = train_args(tmp.path(), &data);
+    args.retain(|a| a != "--quiet");
     args.extend([
         "--set".into(),
         format!(
@@ -812,7 +817,11 @@ fn a_run_logged_to_a_file_prints_plain_step_lines_without_colour_codes() {
     }
     assert!(err.contains("eta 0:00"), "{err}");
     assert!(err.contains("evaluating after step 2..."), "{err}");
-    assert!(err.contains("INFO"), "the info log is there too: {err}");
+    // Each evaluation and checkpoint is printed once, as a human line (not a log
+    // line as well).
+    assert_eq!(err.matches(": val loss ").count(), 3, "{err}");
+    assert_eq!(err.matches("checkpoint: ").count(), 3, "{err}");
+    assert!(!err.contains("INFO"), "{err}");
 }
 
 #[test]
@@ -1033,11 +1042,10 @@ fn sigint_writes_a_resumable_checkpoint() {
     let metrics_before = std::fs::read(run_dir.join("metrics.jsonl")).unwrap();
     let csv_before = std::fs::read(run_dir.join("metrics.csv")).unwrap();
     // Resume with a shorter run so it ends quickly: the checkpoint is found and used.
-    let o = run(bin().arg("--resume").arg(&run_dir).args([
-        "--quiet",
-        "--set",
-        &format!("train.max_steps={}", step + 2),
-    ]));
+    let o = run(bin()
+        .arg("--resume")
+        .arg(&run_dir)
+        .args(["--set", &format!("train.max_steps={}", step + 2)]));
     assert!(o.status.success());
     assert!(
         stderr(&o).contains(&format!("step {step}")),
@@ -1425,6 +1433,7 @@ fn tensorboard_events_read_back_and_resume_cuts_them() {
     let data = tmp.path().join("data");
     make_folder(&data, 8);
     let mut args = train_args(tmp.path(), &data);
+    args.retain(|a| a != "--quiet");
     args.extend(["--set".into(), "train.report_to=[\"tensorboard\"]".into()]);
     let o = run(bin().args(&args));
     assert!(o.status.success());
@@ -1516,7 +1525,7 @@ print(json.dumps({'files': len(files), 'tags': ea.Tags()['scalars'],\n\
     }
     // Back to the step-6 checkpoint: steps 7-9 are cut, then written again once.
     std::fs::remove_dir_all(run_dir.join("checkpoints/step-00000009")).unwrap();
-    let o = run(bin().arg("--resume").arg(&run_dir).arg("--quiet"));
+    let o = run(bin().arg("--resume").arg(&run_dir));
     assert!(o.status.success());
     assert!(stderr(&o).contains("step 6"), "{}", stderr(&o));
     let events = read();
@@ -2451,4 +2460,75 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         !tmp.path().join("smoke").exists(),
         "the dry run created the run folder"
     );
+}
+
+/// `--quiet` prints one line on success (where the run is); `--log-format json`
+/// makes every stderr line one JSON object — the step metrics, the
+/// evaluations, the summary and errors (clap's too) included.
+#[test]
+fn quiet_prints_one_line_and_json_logs_are_json_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let o = run(bin().args(train_args(tmp.path(), &data)));
+    assert!(o.status.success());
+    let lines: Vec<String> = stderr(&o).lines().map(String::from).collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "run folder: {}",
+            tmp.path().join("smoke").display()
+        )]
+    );
+
+    let mut args = train_args(tmp.path(), &data);
+    args.retain(|a| a != "--quiet");
+    args.extend([
+        "--set".into(),
+        "run.overwrite=true".into(),
+        "--log-format".into(),
+        "json".into(),
+    ]);
+    let o = bin().env_remove("RUST_LOG").args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let objects: Vec<serde_json::Value> = stderr(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
+        })
+        .collect();
+    let with = |message: &str| {
+        objects
+            .iter()
+            .filter(|o| o["fields"]["message"] == message)
+            .count()
+    };
+    // smoke.toml logs every step: 9 training images in batches of 8 make 2
+    // steps per epoch, 6 in 3 epochs, with 3 evaluations.
+    assert_eq!((with("step"), with("eval"), with("finished")), (6, 3, 1));
+    let step = objects
+        .iter()
+        .find(|o| o["fields"]["message"] == "step")
+        .unwrap();
+    for key in ["epoch", "step", "loss", "lr", "grad_norm", "images_per_s"] {
+        assert!(step["fields"].get(key).is_some(), "{key} missing: {step}");
+    }
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["level"].is_string() && o["timestamp"].is_string())
+    );
+    // Errors, ours and clap's, are JSON objects too.
+    for bad in [vec!["--set", "optim.lr=-1"], vec!["--no-such-flag"]] {
+        let o = bin()
+            .args(["--log-format", "json", "--config"])
+            .arg(smoke())
+            .args(&bad)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let last: serde_json::Value =
+            serde_json::from_str(stderr(&o).lines().last().unwrap()).unwrap();
+        assert_eq!(last["level"], "ERROR", "{last}");
+    }
 }

@@ -73,8 +73,8 @@ pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use objective::{Targets, contrastive_loss, cross_entropy};
 pub use observe::plots::{Marks as PlotMarks, write_all as write_plots};
 pub use observe::{
-    Event, Log, MetricsFiles, Observer, Plots, Progress, RunObservers, StartInfo, TensorBoard,
-    run_observers, tensorboard_dir,
+    Console, Event, Log, MetricsFiles, Observer, Plots, Progress, RunObservers, StartInfo,
+    TensorBoard, run_observers, tensorboard_dir,
 };
 pub use parallel::{DataParallel, SingleProcess, Strategy};
 pub use policies::{

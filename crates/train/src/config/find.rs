@@ -30,7 +30,8 @@ fn config_folders() -> Vec<PathBuf> {
 /// The config file `--config path` stands for (see the module docs); a file
 /// found elsewhere than `path` is logged with where it was found.
 pub fn find_config(path: &Path) -> Result<PathBuf> {
-    if path.is_file() {
+    // Something there (a file, or a folder whose reading then says so).
+    if path.exists() {
         return Ok(path.to_path_buf());
     }
     let bare = path.components().count() == 1;

@@ -58,10 +58,25 @@ pub trait Observer {
     fn event(&mut self, event: &Event) -> Result<()>;
 }
 
+/// What a run prints on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Console {
+    /// Progress bars on a terminal, plain lines in a file; one line per
+    /// evaluation; `tracing` lines for checkpoints and warnings.
+    #[default]
+    Human,
+    /// Warnings and errors only.
+    Quiet,
+    /// One JSON object per line (`tracing`'s JSON): the start, every
+    /// `train.log_every_steps`-th step with its metrics, evaluations,
+    /// checkpoints, the finish, warnings and errors.
+    Json,
+}
+
 /// The observers of a run in `run_dir` under `cfg` (rank 0's): metrics files,
-/// plots, log lines, TensorBoard event files when `train.report_to` lists
-/// `"tensorboard"`, and progress bars unless `quiet`. `resumed_step`: the
-/// checkpoint step a resumed run continues from (later lines are dropped).
+/// plots, TensorBoard event files when `train.report_to` lists `"tensorboard"`,
+/// and what `console` prints. `resumed_step`: the checkpoint step a resumed run
+/// continues from (later lines are dropped).
 pub struct RunObservers {
     pub observers: Vec<Box<dyn Observer>>,
     /// The TensorBoard event file, when one is written.
@@ -73,13 +88,13 @@ pub fn run_observers(
     run_dir: &Path,
     cfg: &RunConfig,
     resumed_step: Option<u64>,
-    quiet: bool,
+    console: Console,
 ) -> Result<RunObservers> {
     let every = cfg.train.log_every_steps;
     let mut observers: Vec<Box<dyn Observer>> = vec![
         Box::new(MetricsFiles::open(run_dir, resumed_step, every)?),
         Box::new(Plots::new(run_dir)),
-        Box::new(Log),
+        Box::new(Log::new(console == Console::Json, every)),
     ];
     let mut tensorboard = None;
     for to in &cfg.train.report_to {
@@ -91,7 +106,7 @@ pub fn run_observers(
             }
         }
     }
-    if !quiet {
+    if console == Console::Human {
         observers.push(Box::new(Progress::default()));
     }
     Ok(RunObservers {

@@ -156,7 +156,13 @@ impl Observer for Progress {
                     b.finish_and_clear();
                 }
             }
-            Event::Checkpoint(_) => {}
+            Event::Checkpoint(p) => {
+                let line = format!("checkpoint: {}", p.display());
+                match &self.bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
         }
         Ok(())
     }
