@@ -264,3 +264,17 @@ pub struct BenchArgs {
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub overrides: Vec<String>,
 }
+
+/// `train-cli config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Every key with its default, type and meaning, as TOML to start from (the default).
+    #[arg(long, conflicts_with_all = ["explain", "markdown"])]
+    pub defaults: bool,
+    /// One key (or the keys under a table, e.g. `data.loader`): type, default, meaning.
+    #[arg(long, value_name = "KEY")]
+    pub explain: Option<String>,
+    /// The key table as Markdown (the README's).
+    #[arg(long, conflicts_with = "explain")]
+    pub markdown: bool,
+}

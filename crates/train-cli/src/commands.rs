@@ -15,8 +15,9 @@ use clip_model::{ClipClassifier, HeadConfig};
 use clip_train::{Launched, Placement, RunConfig, Trainer};
 
 use crate::args::{
-    BenchArgs, CompareArgs, ConvertArgs, EvalArgs, ExportArgs, InferenceArgs, InspectArgs,
-    PlacementArgs, PredictArgs, PreviewAugmentArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
+    BenchArgs, CompareArgs, ConfigArgs, ConvertArgs, EvalArgs, ExportArgs, InferenceArgs,
+    InspectArgs, PlacementArgs, PredictArgs, PreviewAugmentArgs, TrainArgs, WiseFtArgs,
+    ZeroShotArgs,
 };
 
 /// Exit code of a run stopped by Ctrl-C (128 + SIGINT), or by a data-parallel peer.
@@ -638,4 +639,43 @@ impl PlacementArgs {
     fn resolve(self, spec: &str) -> anyhow::Result<Placement> {
         Ok(Placement::for_model(spec, self.device, self.precision)?)
     }
+}
+
+pub fn config(a: ConfigArgs) -> anyhow::Result<ExitCode> {
+    use clip_train::config_keys;
+    if a.markdown {
+        print!("{}", config_keys::markdown_table());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(key) = &a.explain else {
+        print!("{}", config_keys::defaults_toml());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let docs = config_keys::explain(key);
+    if docs.is_empty() {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let near: Vec<&str> = config_keys::KEYS
+            .iter()
+            .map(|d| d.key)
+            .filter(|k| k.contains(last))
+            .collect();
+        bail!(
+            "`{key}` is not a config key{}",
+            if near.is_empty() {
+                "; `train-cli config` lists them all".to_string()
+            } else {
+                format!("; did you mean {}?", near.join(", "))
+            }
+        );
+    }
+    for d in docs {
+        println!(
+            "{} ({}), default {}\n  {}",
+            d.key,
+            d.kind,
+            config_keys::default_of(d.key).unwrap_or_else(|| "none".into()),
+            d.meaning
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

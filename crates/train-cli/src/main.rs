@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use args::{
-    BenchArgs, CompareArgs, ConvertArgs, EvalArgs, ExportArgs, InspectArgs, PredictArgs,
-    PreviewAugmentArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
+    BenchArgs, CompareArgs, ConfigArgs, ConvertArgs, EvalArgs, ExportArgs, InspectArgs,
+    PredictArgs, PreviewAugmentArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
 };
 use console::LogFormat;
 
@@ -57,6 +57,8 @@ enum Command {
     Compare(CompareArgs),
     /// Steady-state training throughput, loader throughput and memory as JSON.
     Bench(BenchArgs),
+    /// Every config key with its default, type and meaning (`--explain KEY` for one).
+    Config(ConfigArgs),
 }
 
 /// Whether any training option was given before a subcommand.
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
         Some(Command::WiseFt(a)) => commands::wise(a),
         Some(Command::Compare(a)) => commands::compare(a),
         Some(Command::Bench(a)) => commands::bench(a),
+        Some(Command::Config(a)) => commands::config(a),
     };
     match result {
         Ok(code) => code,

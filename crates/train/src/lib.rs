@@ -51,6 +51,7 @@ pub use assembly::{
     image_size_of, inspect_config, load_datasets, ordered_loader, param_groups, pipelines,
     zero_shot_classifier,
 };
+pub use config::keys as config_keys;
 pub use config::{
     Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
     DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection, ReportTo,

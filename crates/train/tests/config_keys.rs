@@ -319,3 +319,69 @@ fn every_key_in_the_messages_of_bad_configs_exists() {
     }
     assert!(checked > 20, "only {checked} keys in the messages");
 }
+/// Every key of the schema is documented in `config_keys::KEYS` (the source of
+/// `train-cli config` and the README's table), and nothing else is: tables
+/// whose keys are listed stand for themselves, and the fields inside a choice
+/// (a source, a transform, a tagged policy, a tower's architecture) are
+/// documented with the choice.
+#[test]
+fn every_schema_key_is_documented_and_the_readme_table_is_generated() {
+    let choices = [
+        "data.train.",
+        "data.val.",
+        "data.test.",
+        "data.retrieval.",
+        "data.train_transforms.",
+        "data.eval_transforms.",
+        "model.architecture.vision.",
+        "model.architecture.text.",
+        "optim.lr_policy.",
+        "optim.schedule.warmup.",
+        "train.unfreeze.",
+    ];
+    let tables = [
+        "run",
+        "model",
+        "data",
+        "optim",
+        "train",
+        "compare",
+        "data.loader",
+        "data.loader.mix",
+        "model.head",
+        "model.regularization",
+        "optim.scaler",
+        "optim.schedule",
+        "train.checkpoints",
+    ];
+    let want: BTreeSet<String> = schema()
+        .into_iter()
+        .filter(|k| !choices.iter().any(|c| k.starts_with(c)) && !tables.contains(&k.as_str()))
+        .collect();
+    let documented: BTreeSet<String> = clip_train::config_keys::KEYS
+        .iter()
+        .map(|d| d.key.to_string())
+        .collect();
+    assert_eq!(
+        documented.len(),
+        clip_train::config_keys::KEYS.len(),
+        "a key documented twice"
+    );
+    let missing: Vec<&String> = want.difference(&documented).collect();
+    let extra: Vec<&String> = documented.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "undocumented keys: {missing:?}; documented keys that do not exist: {extra:?}"
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- config-keys:start -->\n")
+        .nth(1)
+        .and_then(|r| r.split("<!-- config-keys:end -->").next())
+        .unwrap();
+    assert_eq!(
+        block,
+        clip_train::config_keys::markdown_table(),
+        "README's key table is stale: regenerate it with `train-cli config --markdown`"
+    );
+}

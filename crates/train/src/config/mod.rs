@@ -13,6 +13,7 @@ use clip_optim::OptimConfig;
 use crate::error::{Result, TrainError};
 
 mod find;
+pub mod keys;
 mod sections;
 
 pub use find::find_config;
