@@ -2532,3 +2532,76 @@ fn quiet_prints_one_line_and_json_logs_are_json_objects() {
         assert_eq!(last["level"], "ERROR", "{last}");
     }
 }
+
+/// A finished or early-stopped run resumed with a longer length continues (with
+/// a warning that the schedule is recomputed); resumed unchanged, it says why
+/// there is nothing to do.
+#[test]
+fn raising_the_length_on_resume_continues_a_finished_or_early_stopped_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let run_dir = tmp.path().join("smoke");
+    let global_step = || {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+                .unwrap();
+        s["global_step"].as_u64().unwrap()
+    };
+    let resume = |sets: &[&str]| {
+        let mut c = bin();
+        c.arg("--resume").arg(&run_dir).arg("--quiet");
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        run(&mut c)
+    };
+    // 9 training images, batch 8: 2 steps per epoch, 6 in 3 epochs.
+    let o = run(bin().args(train_args(tmp.path(), &data)));
+    assert!(o.status.success());
+    assert_eq!(global_step(), 6);
+    let o = resume(&[]);
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("the run is complete (step 6 of 6)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(global_step(), 6);
+    let o = resume(&["train.epochs=4"]);
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("continues from step 6 to step 8"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(global_step(), 8);
+
+    // Early stopping that never sees an improvement stops at the second
+    // evaluation (step 4); more epochs let it go on, to its next stop.
+    let mut args = train_args(tmp.path(), &data);
+    args.extend([
+        "--set".into(),
+        "run.overwrite=true".into(),
+        "--set".into(),
+        "train.early_stopping={patience=1, min_delta=10.0}".into(),
+    ]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success());
+    assert_eq!(global_step(), 4);
+    let o = resume(&[]);
+    assert!(
+        stderr(&o).contains("the run stopped early at step 4"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(global_step(), 4);
+    let o = resume(&["train.epochs=5"]);
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("had stopped early at step 4"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(global_step(), 6);
+}

@@ -95,5 +95,48 @@ pub(super) fn progress(
         );
     }
     state.checkpoints.retain(|c| checkpoints.has(&c.name));
+    extend_if_asked(&mut state, &differences, total_steps);
     Ok(state)
+}
+
+/// A run that had ended (its steps done, or stopped early) and is resumed with a
+/// longer length (`train.epochs` / `train.max_steps` raised) or another early
+/// stopping continues, saying so: the schedule now spans the new length, and
+/// early stopping starts counting again (its best so far kept). Resumed
+/// unchanged, it stays ended, with a hint.
+fn extend_if_asked(state: &mut TrainState, differences: &[String], total_steps: u64) {
+    let changed = |key: &str| differences.iter().any(|d| d.starts_with(key));
+    let length_changed = changed("train.epochs:") || changed("train.max_steps:");
+    let ended = state.stopped_early || state.global_step >= total_steps;
+    if !ended && !length_changed {
+        return;
+    }
+    let step = state.global_step;
+    if state.stopped_early {
+        if (length_changed || changed("train.early_stopping")) && step < total_steps {
+            state.stopped_early = false;
+            state.early_stopping.bad_evals = 0;
+            tracing::warn!(
+                "the run had stopped early at step {step}; continuing to step {total_steps} as the \
+                 changed config asks (early stopping counts again from here, its best so far kept; \
+                 the learning-rate schedule now spans {total_steps} steps)"
+            );
+        } else {
+            tracing::warn!(
+                "the run stopped early at step {step}: nothing to train. To continue it, raise \
+                 train.epochs or train.max_steps, or change train.early_stopping, with --set"
+            );
+        }
+    } else if step >= total_steps {
+        tracing::warn!(
+            "the run is complete (step {step} of {total_steps}): nothing to train. To continue it, \
+             raise train.epochs or train.max_steps with --set"
+        );
+    } else if length_changed {
+        tracing::warn!(
+            "the run's length changed: it continues from step {step} to step {total_steps}, and the \
+             learning-rate schedule (warmup and decay) is recomputed for {total_steps} steps, so the \
+             learning rate from here differs from the original run's"
+        );
+    }
 }
