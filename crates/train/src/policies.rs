@@ -185,9 +185,13 @@ pub fn after_step(
 ) -> AfterStep {
     let every = |k: Option<u64>| k.is_some_and(|k| step.is_multiple_of(k));
     let boundary = epoch_done || run_done;
+    let evaluate = boundary || every(train.eval_every_steps);
     AfterStep {
-        evaluate: boundary || every(train.eval_every_steps),
-        checkpoint: boundary || stop_requested || every(train.checkpoints.every_steps),
+        evaluate,
+        checkpoint: boundary
+            || stop_requested
+            || every(train.checkpoints.every_steps)
+            || (evaluate && train.checkpoints.at_every_evaluation),
         next: if stop_requested {
             Next::Interrupt
         } else if run_done {
@@ -243,6 +247,7 @@ mod tests {
             keep_best: 1,
             metric: Metric::Accuracy,
             every_steps: None,
+            at_every_evaluation: true,
         };
         let e = [
             entry("a", 10, Some(0.5)),
@@ -309,6 +314,11 @@ mod tests {
         t.checkpoints.every_steps = Some(2);
         let every = plan(6, false, false, false, &t);
         assert_eq!((every.evaluate, every.checkpoint), (true, true));
+        // A mid-epoch evaluation writes a checkpoint (so its result can be the
+        // selected one), unless told not to.
+        let odd = plan(3, false, false, false, &t);
+        assert_eq!((odd.evaluate, odd.checkpoint), (true, true));
+        t.checkpoints.at_every_evaluation = false;
         let odd = plan(3, false, false, false, &t);
         assert_eq!((odd.evaluate, odd.checkpoint), (true, false));
     }

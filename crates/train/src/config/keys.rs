@@ -477,6 +477,11 @@ pub const KEYS: &[KeyDoc] = &[
         "What selects the best checkpoint (the one exports, `eval` and the test set use).",
     ),
     k(
+        "train.checkpoints.at_every_evaluation",
+        "bool",
+        "Write a checkpoint at every evaluation, mid-epoch ones (`train.eval_every_steps`) included, so that the best evaluation can be the selected checkpoint.",
+    ),
+    k(
         "train.checkpoints.every_steps",
         "integer",
         "Also write a checkpoint every N optimizer steps (besides each epoch's end).",

@@ -408,6 +408,10 @@ pub struct CheckpointConfig {
     pub metric: Metric,
     /// Also write a checkpoint every N optimizer steps (besides each epoch's end).
     pub every_steps: Option<u64>,
+    /// Write a checkpoint at every evaluation, mid-epoch ones
+    /// (`train.eval_every_steps`) included, so that the best evaluation is a
+    /// checkpoint that can be selected.
+    pub at_every_evaluation: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -417,6 +421,7 @@ impl Default for CheckpointConfig {
             keep_best: 1,
             metric: Metric::Accuracy,
             every_steps: None,
+            at_every_evaluation: true,
         }
     }
 }
