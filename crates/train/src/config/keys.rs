@@ -76,6 +76,11 @@ pub const KEYS: &[KeyDoc] = &[
         "\"reducer\" | \"after_backward\"",
         "Data-parallel gradient synchronisation: DDP's Reducer overlapping the backward, or one all-reduce after it.",
     ),
+    k(
+        "run.silence_advice",
+        "[\"small_data\" | \"high_lr\"]",
+        "Advice not to warn about at the start of a run: full fine-tuning on under ~1,000 images, a learning rate above ~1e-4 on a pretrained vision tower.",
+    ),
     // [model]
     k(
         "model.pretrained",

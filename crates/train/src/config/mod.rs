@@ -19,9 +19,9 @@ mod sections;
 pub use find::find_config;
 
 pub use sections::{
-    Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
-    DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection, Objective,
-    ReportTo, RunSection, TrainSection, Unfreeze,
+    Advice, Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection,
+    DeviceChoice, DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection,
+    Objective, ReportTo, RunSection, TrainSection, Unfreeze,
 };
 
 /// The whole run.

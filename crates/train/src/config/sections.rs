@@ -165,6 +165,34 @@ pub struct RunSection {
     /// all-reduced while the backward runs) or `after_backward` (one coalesced
     /// all-reduce once the backward is done; no overlap).
     pub grad_sync: GradSync,
+    /// Advice warnings not to print at the start of a run.
+    pub silence_advice: Vec<Advice>,
+}
+
+/// The tutorial's guidance, warned about at the start of a run
+/// (`run.silence_advice` silences each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Advice {
+    /// Full fine-tuning on fewer than [`Advice::SMALL_DATA`] training images.
+    SmallData,
+    /// A learning rate above [`Advice::HIGH_LR`] on a pretrained vision tower.
+    HighLr,
+}
+
+impl Advice {
+    /// Below this many training images, full fine-tuning tends to overfit.
+    pub const SMALL_DATA: usize = 1000;
+    /// Above this learning rate, a pretrained vision tower's features tend to be
+    /// destroyed rather than adapted.
+    pub const HIGH_LR: f64 = 1e-4;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Advice::SmallData => "small_data",
+            Advice::HighLr => "high_lr",
+        }
+    }
 }
 
 /// `run.dist_backend`.
@@ -199,6 +227,7 @@ impl Default for RunSection {
             dist_timeout_s: 600.0,
             ddp_bucket_mb: 25.0,
             grad_sync: GradSync::Reducer,
+            silence_advice: Vec::new(),
         }
     }
 }

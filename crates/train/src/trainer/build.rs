@@ -117,6 +117,11 @@ impl Trainer {
         let val = eval_loader(&cfg, val_ds, eval_pipe)?.sharded(rank, world)?;
 
         let (groups, trained_towers) = param_groups(&cfg, &model)?;
+        if resume.is_none() && parallel.is_main() {
+            for a in plan::advice(&cfg, train.dataset().len(), &groups) {
+                tracing::warn!("{a}");
+            }
+        }
         let mut opt = AdamW::new(groups, cfg.optim.adamw())?;
         let mut amp = MixedPrecision::new(cfg.train.precision, device, &cfg.optim.scaler)?;
         let steps = Steps::plan(

@@ -6,7 +6,7 @@ use tch::Device;
 
 use clip_model::HeadKind;
 
-use crate::config::{Metric, RunConfig};
+use crate::config::{Advice, Metric, RunConfig, Unfreeze};
 use crate::error::{Result, TrainError};
 use crate::parallel::Strategy;
 use crate::precision::Precision;
@@ -233,5 +233,114 @@ impl std::fmt::Display for DryRun {
         )?;
         writeln!(f, "{}", self.inspection.parameters)?;
         write!(f, "{}", self.inspection.groups)
+    }
+}
+
+/// The tutorial's guidance for this run, as warnings that say what to do and how
+/// to silence them: full fine-tuning on few images (LoRA or LP-FT instead), a
+/// learning rate too high for a pretrained vision tower.
+pub(super) fn advice(
+    cfg: &RunConfig,
+    train_images: usize,
+    groups: &[clip_optim::ParamGroup],
+) -> Vec<String> {
+    use clip_model::Tower;
+    let silence = |a: Advice| format!("(silence: `run.silence_advice = [\"{}\"]`)", a.name());
+    let vision_trained = groups.iter().any(|g| g.tower == Tower::Vision);
+    // Both concern a pretrained CLIP (a model trained from random weights has no
+    // features to lose).
+    let full = cfg.model.pretrained.is_some()
+        && cfg.model.lora.is_none()
+        && vision_trained
+        && matches!(
+            cfg.train.unfreeze,
+            Unfreeze::All | Unfreeze::Progressive { .. }
+        );
+    let mut out = Vec::new();
+    let silenced = |a: Advice| cfg.run.silence_advice.contains(&a);
+    if full && train_images < Advice::SMALL_DATA && !silenced(Advice::SmallData) {
+        out.push(format!(
+            "full fine-tuning on {train_images} training images (under ~{}) tends to overfit and forget \
+             CLIP's features: LoRA (`model.lora = {{ r = 8 }}`) or LP-FT (`train.unfreeze = {{ kind = \"lp_ft\" }}`) \
+             usually does better on little data {}",
+            Advice::SMALL_DATA,
+            silence(Advice::SmallData)
+        ));
+    }
+    let top_vision_lr = groups
+        .iter()
+        .filter(|g| g.tower == Tower::Vision)
+        .map(|g| g.base_lr)
+        .fold(0.0, f64::max);
+    if cfg.model.pretrained.is_some()
+        && cfg.model.lora.is_none()
+        && top_vision_lr > Advice::HIGH_LR
+        && !silenced(Advice::HighLr)
+    {
+        out.push(format!(
+            "the pretrained vision tower trains at a learning rate up to {top_vision_lr:e} (above ~{:e}), \
+             which tends to destroy its features rather than adapt them: the tutorial uses 1e-5 with \
+             layer-wise decay (`optim.lr`; the head can keep a higher `head_lr`) {}",
+            Advice::HIGH_LR,
+            silence(Advice::HighLr)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn vision_group(lr: f64) -> clip_optim::ParamGroup {
+        clip_optim::ParamGroup {
+            name: "vision.d12.decay".into(),
+            tower: clip_model::Tower::Vision,
+            depth_min: 12,
+            depth_max: 12,
+            base_lr: lr,
+            weight_decay: 0.01,
+            params: Vec::new(),
+        }
+    }
+
+    /// The seed's guidance: full fine-tuning on few images and a high LR on a
+    /// pretrained vision tower are warned about, saying what to do and how to
+    /// silence it; LoRA, a frozen vision tower or enough data are not.
+    #[test]
+    fn advice_warns_about_small_data_and_high_lrs_and_can_be_silenced() {
+        let mut cfg = RunConfig::default();
+        cfg.model.pretrained = Some("openai/clip-vit-base-patch32".into());
+        let groups = [vision_group(3e-4)];
+        let a = advice(&cfg, 500, &groups);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(
+            a[0].contains("500 training images") && a[0].contains("lp_ft"),
+            "{}",
+            a[0]
+        );
+        assert!(
+            a[0].contains("run.silence_advice = [\"small_data\"]"),
+            "{}",
+            a[0]
+        );
+        assert!(
+            a[1].contains("3e-4") && a[1].contains("\"high_lr\""),
+            "{}",
+            a[1]
+        );
+        assert!(advice(&cfg, 5000, &[vision_group(1e-5)]).is_empty());
+        // Only the head trains: neither applies.
+        assert!(advice(&cfg, 500, &[]).is_empty());
+        cfg.run.silence_advice = vec![Advice::SmallData, Advice::HighLr];
+        assert!(advice(&cfg, 500, &groups).is_empty());
+        cfg.run.silence_advice.clear();
+        cfg.model.lora = Some(Default::default());
+        assert!(advice(&cfg, 500, &groups).is_empty());
+        // A model from random weights has no features to lose.
+        cfg.model.lora = None;
+        cfg.model.pretrained = None;
+        assert!(advice(&cfg, 500, &groups).is_empty());
     }
 }
