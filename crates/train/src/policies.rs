@@ -140,12 +140,18 @@ pub fn apply_unfreeze(
                 table.set_trainable(true, |t| trained.contains(&t.tower));
             }
         }
-        Unfreeze::Progressive { min_blocks } => {
+        Unfreeze::Progressive {
+            min_blocks,
+            open_post_layers,
+        } => {
             let open = open_blocks(epoch, epochs, vision_layers, min_blocks);
             // Blocks are at depths 1..=L; the post-norm and projection at L + 1.
             let first = vision_layers + 1 - open;
+            let last = vision_layers + u32::from(open_post_layers);
             if open > 0 && trained.contains(&Tower::Vision) {
-                table.set_trainable(true, |t| t.tower == Tower::Vision && t.depth >= first);
+                table.set_trainable(true, |t| {
+                    t.tower == Tower::Vision && (first..=last).contains(&t.depth)
+                });
             }
         }
     }

@@ -698,6 +698,33 @@ fn progressive_unfreezing_opens_top_blocks_by_epoch() {
     assert!(!moved("vision_model.encoder.layers.0."));
     assert!(!moved("vision_model.embeddings"));
     assert!(!moved("text_model"));
+    // As the tutorial: the post-layernorm and projection never open...
+    assert!(!moved("vision_model.post_layernorm"));
+    assert!(!moved("visual_projection"));
+    drop(t);
+    // ...unless asked.
+    let cfg = config(
+        tmp.path(),
+        &data,
+        &[
+            "run.name=open_post".into(),
+            "train.epochs=2".into(),
+            "train.unfreeze={kind=\"progressive\", open_post_layers=true}".into(),
+        ],
+    );
+    let mut t = Trainer::new(cfg).unwrap();
+    let before = weights(&t);
+    t.fit(&mut []).unwrap();
+    let after = weights(&t);
+    let moved = |prefix: &str| {
+        before
+            .iter()
+            .zip(&after)
+            .filter(|((n, _), _)| n.starts_with(prefix))
+            .any(|((_, a), (_, b))| a != b)
+    };
+    assert!(moved("vision_model.post_layernorm") && moved("visual_projection"));
+    assert!(!moved("vision_model.encoder.layers.0."));
 }
 
 #[test]

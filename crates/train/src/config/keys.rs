@@ -424,7 +424,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(
         "train.unfreeze",
         "table",
-        "What trains when: `{ kind = \"all\" }`, `{ kind = \"head_only\" }`, `{ kind = \"progressive\", min_blocks }` (the top vision blocks open epoch by epoch) or `{ kind = \"lp_ft\", probe_epochs }` (linear probe, then everything).",
+        "What trains when: `{ kind = \"all\" }`, `{ kind = \"head_only\" }`, `{ kind = \"progressive\", min_blocks, open_post_layers = false }` (the top vision blocks open epoch by epoch, as the tutorial; `open_post_layers` also trains the post-layernorm and projection once a block is open) or `{ kind = \"lp_ft\", probe_epochs }` (linear probe, then everything).",
     ),
     k(
         "train.ema",

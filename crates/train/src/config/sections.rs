@@ -365,11 +365,15 @@ pub enum Unfreeze {
         probe_epochs: u64,
     },
     /// The tutorial's progressive unfreezing: at epoch `e` of `E`, the top
-    /// `floor(e / E * L)` vision blocks train (with the post-norm and projection once
-    /// any block is open), plus `min_blocks`; the head always trains.
+    /// `floor(e / E * L)` vision blocks train, plus `min_blocks`; the head always
+    /// trains. The vision tower's post-layernorm and projection stay frozen, as in
+    /// the tutorial, unless `open_post_layers` (then they train once any block
+    /// does).
     Progressive {
         #[serde(default)]
         min_blocks: u32,
+        #[serde(default)]
+        open_post_layers: bool,
     },
 }
 
