@@ -147,7 +147,36 @@ fn tutorial_config_states_the_rest_of_the_recipe() {
     assert!(t.checkpoints.keep_last > 1);
     let o = &cfg.optim;
     assert_eq!((o.betas, o.eps, o.max_grad_norm), ([0.9, 0.999], 1e-8, 1.0));
-    assert_eq!(cfg.optim.scaler, clip_optim::ScalerConfig::default());
+    // GradScaler(): PyTorch's defaults, stated.
+    let sc = &cfg.optim.scaler;
+    assert_eq!(
+        (
+            sc.init_scale,
+            sc.growth_factor,
+            sc.backoff_factor,
+            sc.growth_interval
+        ),
+        (65536.0, 2.0, 0.5, 2000)
+    );
+    // The tutorial's augmentation, op by op: RandomResizedCrop(224, scale=(0.8,
+    // 1.0)), RandomHorizontalFlip(), ColorJitter(0.4, 0.4, 0.4),
+    // RandomRotation(15), ToTensor(), Normalize(ImageNet's mean and std).
+    #[derive(serde::Deserialize)]
+    struct Ops {
+        ops: Vec<clip_data::TransformConfig>,
+    }
+    let want: Ops = toml::from_str(
+        r#"ops = [
+            { op = "random_resized_crop", size = 224, scale = [0.8, 1.0] },
+            { op = "random_horizontal_flip" },
+            { op = "color_jitter", brightness = 0.4, contrast = 0.4, saturation = 0.4 },
+            { op = "random_rotation", degrees = 15 },
+            { op = "to_tensor" },
+            { op = "normalize", mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] },
+        ]"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.data.train_transforms.as_deref(), Some(&want.ops[..]));
     assert_eq!(cfg.model.regularization.residual_dropout, 0.1);
     assert_eq!(cfg.model.head.dropout, 0.0);
 }
