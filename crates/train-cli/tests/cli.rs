@@ -1181,7 +1181,7 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
             .unwrap()
             .contains("| lora_r16 |")
     );
-    assert!(out.join("accuracy.png").is_file());
+    assert!(out.join("accuracy.png").is_file() && out.join("accuracy_bars.png").is_file());
     // A second compare reuses the finished runs instead of training again.
     let stamp = std::fs::metadata(out.join("full/summary.json"))
         .unwrap()

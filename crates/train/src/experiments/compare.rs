@@ -24,7 +24,7 @@ use crate::device::{MemoryKind, Placement};
 use crate::error::{Result, TrainError};
 use crate::eval::evaluate;
 use crate::experiments::wise_ft::{HF_HEAD_NO_WISE, WiseReport, wise_ft};
-use crate::observe::plots::{Series, font, line_chart};
+use crate::observe::plots::{Series, bar_chart, font, line_chart};
 use crate::report::{FitReport, MetricsLine, read_metrics, read_summary};
 use crate::run::checkpoint::latest_checkpoint;
 use crate::run::locate::load_classifier;
@@ -213,7 +213,9 @@ pub fn markdown(report: &CompareReport) -> String {
     if !notes.is_empty() {
         s.push_str(&format!("\nNotes:\n{}\n", notes.join("\n")));
     }
-    s.push_str("\nAccuracy curves: `accuracy.png`.\n");
+    s.push_str(
+        "\nAccuracy curves: `accuracy.png`; best accuracy by method: `accuracy_bars.png`.\n",
+    );
     s
 }
 
@@ -252,6 +254,19 @@ fn write_outputs(dir: &Path, report: &CompareReport) -> Result<()> {
             "%",
             &series,
             &[],
+        )
+    });
+    let bars: Vec<(String, f64)> = report
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.method.clone(), r.best_val_accuracy? * 100.0)))
+        .collect();
+    let drawn = drawn.and_then(|()| {
+        bar_chart(
+            &dir.join("accuracy_bars.png"),
+            "best validation accuracy by method",
+            "%",
+            &bars,
         )
     });
     if let Err(e) = drawn {

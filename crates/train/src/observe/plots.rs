@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{Event, Observer};
 use crate::eval::EvalReport;
@@ -144,6 +145,39 @@ pub(crate) fn line_chart(
     root.present().map_err(|x| e(&x))
 }
 
+/// The confusion matrix's axis labels: the rows (true classes) carry the full
+/// names with their index; the columns carry the names when they are few and
+/// short enough to stay distinct, else the indices (read against the rows).
+pub(crate) fn confusion_labels(names: &[String]) -> (Vec<String>, Vec<String>) {
+    const SHORT: usize = 11;
+    let short: Vec<String> = names
+        .iter()
+        .map(|n| n.chars().take(SHORT).collect())
+        .collect();
+    let distinct = short
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        == names.len();
+    let columns = if names.len() <= 10 && distinct {
+        short
+    } else {
+        (0..names.len()).map(|i| i.to_string()).collect()
+    };
+    let rows = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{i} {n}"))
+        .collect();
+    (columns, rows)
+}
+
+/// Pixels per cell of an `n`-class matrix, and whether its counts fit in a cell.
+fn confusion_cell(n: usize) -> (u32, bool) {
+    let cell = (640 / n.max(1) as u32).clamp(12, 160);
+    (cell, cell >= 22)
+}
+
 fn confusion_chart(
     path: &Path,
     title: &str,
@@ -154,36 +188,43 @@ fn confusion_chart(
     if n == 0 {
         return Ok(());
     }
-    let root = BitMapBackend::new(path, (800, 720)).into_drawing_area();
+    let (columns, rows) = confusion_labels(names);
+    let (cell, counts_fit) = confusion_cell(n);
+    // The row labels' area fits the longest name (about 7 px a character).
+    let longest = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
+    let label_area = (longest * 7 + 16).clamp(60, 400);
+    let side = cell * n as u32;
+    let size = ((label_area + side + 40).max(720), side + 110);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
     let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     root.fill(&WHITE).map_err(|x| e(&x))?;
     // Cells are centred on integer coordinates, so labels sit in the middle.
     let span = -0.5..(n as f64 - 0.5);
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(16)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(110)
+        .y_label_area_size(label_area)
         .build_cartesian_2d(span.clone(), span)
         .map_err(|x| e(&x))?;
-    let label = |v: f64, flip: bool| -> String {
+    let label = |v: f64, labels: &[String], flip: bool| -> String {
         let i = v.round();
         if (v - i).abs() > 1e-6 || i < 0.0 || i >= n as f64 {
             return String::new();
         }
         let i = if flip { n - 1 - i as usize } else { i as usize };
-        let name = names.get(i).cloned().unwrap_or_default();
-        name.chars().take(11).collect()
+        labels.get(i).cloned().unwrap_or_default()
     };
     chart
         .configure_mesh()
         .disable_mesh()
         .x_labels(n)
         .y_labels(n)
-        .x_label_formatter(&|v| label(*v, false))
-        .y_label_formatter(&|v| label(*v, true))
-        .x_label_style(("sans-serif", 10))
+        .x_label_formatter(&|v| label(*v, &columns, false))
+        .y_label_formatter(&|v| label(*v, &rows, true))
+        .x_label_style(("sans-serif", 11))
         .y_label_style(("sans-serif", 12))
+        .x_desc("predicted")
         .draw()
         .map_err(|x| e(&x))?;
     // (column, row from the bottom, count, share of its true class)
@@ -207,13 +248,75 @@ fn confusion_chart(
             )
         }))
         .map_err(|x| e(&x))?;
+    if counts_fit {
+        let font = (cell as f64 * 0.4).clamp(9.0, 14.0);
+        chart
+            .draw_series(cells.iter().filter(|c| c.2 > 0).map(|&(x, y, c, frac)| {
+                let color = if frac > 0.5 { WHITE } else { BLACK };
+                Text::new(
+                    format!("{c}"),
+                    (x, y),
+                    ("sans-serif", font)
+                        .into_font()
+                        .color(&color)
+                        .pos(Pos::new(HPos::Center, VPos::Center)),
+                )
+            }))
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))
+}
+
+/// A bar chart of `bars` (label, value), the value written above each bar.
+pub(crate) fn bar_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    bars: &[(String, f64)],
+) -> Result<(), String> {
+    if bars.is_empty() {
+        return Ok(());
+    }
+    let top = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let width = (120 * bars.len() as u32 + 120).max(480);
+    let root = BitMapBackend::new(path, (width, 480)).into_drawing_area();
+    let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let n = bars.len();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
+        .map_err(|x| e(&x))?;
+    let label = |v: &f64| {
+        let i = v.round();
+        if (v - i).abs() > 1e-6 || i < 0.0 || i >= n as f64 {
+            return String::new();
+        }
+        bars[i as usize].0.clone()
+    };
     chart
-        .draw_series(cells.iter().map(|&(x, y, c, frac)| {
-            let color = if frac > 0.5 { WHITE } else { BLACK };
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(|x| e(&x))?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            let x = i as f64;
+            Rectangle::new([(x - 0.35, 0.0), (x + 0.35, *v)], BLUE.mix(0.7).filled())
+        }))
+        .map_err(|x| e(&x))?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
             Text::new(
-                format!("{c}"),
-                (x - 0.3, y + 0.15),
-                ("sans-serif", 11).into_font().color(&color),
+                format!("{v:.1}"),
+                (i as f64 - 0.15, v + top * 0.02),
+                ("sans-serif", 14).into_font(),
             )
         }))
         .map_err(|x| e(&x))?;
@@ -454,6 +557,47 @@ mod tests {
         };
         line_chart(&path, "t", "x", "y", &[], std::slice::from_ref(&mark)).unwrap();
         assert!(pixels_of(&path, RED) > 50, "the mark is invisible");
+    }
+
+    /// Thirty classes with long names sharing a prefix stay legible: every row
+    /// label is the whole name, columns fall back to indices (a prefix would
+    /// repeat), counts are left out where cells are too small.
+    #[test]
+    fn many_classes_with_long_names_keep_distinct_labels() {
+        let names: Vec<String> = (0..30)
+            .map(|i| format!("a rather long shared prefix, class {i}"))
+            .collect();
+        let (columns, rows) = confusion_labels(&names);
+        assert_eq!(columns[7], "7");
+        assert!(
+            rows.iter()
+                .zip(&names)
+                .all(|(r, n)| r.ends_with(n.as_str()))
+        );
+        assert_eq!(
+            rows.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            30
+        );
+        assert_eq!(confusion_cell(30), (21, false));
+        // Few short names: the columns are named.
+        let few: Vec<String> = ["cat", "dog"].map(String::from).to_vec();
+        assert_eq!(confusion_labels(&few).0, few);
+        font().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let m: Vec<Vec<u64>> = (0..30)
+            .map(|i| (0..30).map(|j| u64::from(i == j) * 5).collect())
+            .collect();
+        confusion_chart(&tmp.path().join("c.png"), "t", &names, &m).unwrap();
+        let img = image::open(tmp.path().join("c.png")).unwrap();
+        assert!(img.width() >= 30 * 21 + 250, "{}", img.width());
+        bar_chart(
+            &tmp.path().join("b.png"),
+            "t",
+            "%",
+            &[("a".into(), 50.0), ("b".into(), 75.0)],
+        )
+        .unwrap();
+        assert!(tmp.path().join("b.png").is_file());
     }
 
     /// confusion.png draws the selected checkpoint's evaluation and says so; the
