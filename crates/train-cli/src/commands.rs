@@ -271,6 +271,7 @@ fn run_eval(
         .with_context(|| format!("loading {}", data.display()))?;
     let tokenizer = clip_train::eval_tokenizer(spec, model, &ds)?;
     announce(place);
+    let mut progress = clip_train::BatchProgress::new("evaluating", ds.len(), human());
     let mut out = match output {
         Some(p) => Some((
             p.to_path_buf(),
@@ -291,6 +292,7 @@ fn run_eval(
         place.precision,
         place.device,
         |loader, b, logits| {
+            progress.advance(b.labels.len());
             let Some((path, o)) = out.as_mut() else {
                 return Ok(());
             };
@@ -305,6 +307,7 @@ fn run_eval(
             Ok(())
         },
     )?;
+    progress.finish();
     if let Some((path, mut o)) = out {
         o.flush()
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -374,7 +377,8 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let exif = clip_train::exif_orientation_for(&a.model, a.inference.exif_orientation)?;
     announce(place);
     let mut failed = 0;
-    for (path, top) in clip_train::predict_images(
+    let mut progress = clip_train::BatchProgress::new("classifying", images.len(), human());
+    let predictions = clip_train::predict_images(
         &model,
         &pipe,
         &images,
@@ -382,7 +386,10 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
         place,
         a.inference.batch_size,
         exif,
-    )? {
+        |n| progress.advance(n),
+    )?;
+    progress.finish();
+    for (path, top) in predictions {
         match (top, a.json) {
             (Ok(top), true) => println!("{}", serde_json::json!({"path": path, "top": top})),
             (Ok(top), false) => {
@@ -624,6 +631,11 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
         a.output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether progress is shown (not with --quiet or --log-format json).
+fn human() -> bool {
+    console::mode() == clip_train::Console::Human
 }
 
 /// Says where a command runs its model, once the model has loaded.

@@ -189,6 +189,12 @@ fn train_export_eval_predict_inspect_preview_bench() {
     assert!(o.status.success());
     let metrics: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(metrics["images"], 24);
+    // Progress in a file: a plain line (at the end, for so few batches).
+    assert!(
+        stderr(&o).contains("evaluating: 24/24 images (100%)"),
+        "{}",
+        stderr(&o)
+    );
     let acc = metrics["accuracy"].as_f64().unwrap();
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&preds)
         .unwrap()

@@ -74,8 +74,8 @@ pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use objective::{Targets, contrastive_loss, cross_entropy};
 pub use observe::plots::{Marks as PlotMarks, write_all as write_plots};
 pub use observe::{
-    Console, Event, Log, MetricsFiles, Observer, Plots, Progress, RunObservers, StartInfo,
-    TensorBoard, run_observers, tensorboard_dir,
+    BatchProgress, Console, Event, Log, MetricsFiles, Observer, Plots, Progress, RunObservers,
+    StartInfo, TensorBoard, run_observers, tensorboard_dir,
 };
 pub use parallel::{DataParallel, SingleProcess, Strategy};
 pub use policies::{

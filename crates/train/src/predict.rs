@@ -61,6 +61,8 @@ pub type ImagePrediction = std::result::Result<Vec<Scored>, String>;
 /// Top-`k` classes of each image, in batches of `batch_size`, each turned by its
 /// EXIF orientation when `exif_orientation` says so; an image that cannot be
 /// read or decoded gets its error instead (the others are classified).
+/// `on_batch` hears how many images each batch held (progress).
+#[allow(clippy::too_many_arguments)]
 pub fn predict_images(
     model: &ClipClassifier,
     pipeline: &Pipeline,
@@ -69,6 +71,7 @@ pub fn predict_images(
     placement: Placement,
     batch_size: usize,
     exif_orientation: ExifOrientation,
+    mut on_batch: impl FnMut(usize),
 ) -> Result<Vec<(PathBuf, ImagePrediction)>> {
     let decode = DecodeOptions {
         exif_orientation,
@@ -123,6 +126,7 @@ pub fn predict_images(
             out.push((path.clone(), Ok(top)));
             row += 1;
         }
+        on_batch(chunk.len());
     }
     Ok(out)
 }

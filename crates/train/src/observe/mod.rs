@@ -19,7 +19,7 @@ use crate::report::{EvalRecord, FitReport, StepMetrics};
 pub use log::Log;
 pub use metrics_files::MetricsFiles;
 pub use plots::Plots;
-pub use progress::Progress;
+pub use progress::{BatchProgress, Progress};
 pub use tensorboard::{TensorBoard, tensorboard_dir};
 
 /// What the start of a run looks like.
@@ -35,6 +35,8 @@ pub struct StartInfo {
     pub groups: String,
     /// Steps between logged step lines (`train.log_every_steps`).
     pub log_every_steps: u64,
+    /// Steps between mid-epoch evaluations (`train.eval_every_steps`).
+    pub eval_every_steps: Option<u64>,
 }
 
 /// Events of a run, in order.

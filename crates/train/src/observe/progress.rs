@@ -20,9 +20,15 @@ pub struct Progress {
     total_steps: u64,
     start_step: u64,
     log_every: u64,
+    eval_every: Option<u64>,
     epoch: u64,
     step: u64,
     started: std::time::Instant,
+    /// Time spent evaluating since the start, the evaluations, and when the
+    /// current one began.
+    eval_time: Duration,
+    evals: u32,
+    eval_started: Option<std::time::Instant>,
 }
 
 impl Default for Progress {
@@ -53,19 +59,45 @@ impl Progress {
             total_steps: 0,
             start_step: 0,
             log_every: 1,
+            eval_every: None,
             epoch: 0,
             step: 0,
             started: std::time::Instant::now(),
+            eval_time: Duration::ZERO,
+            evals: 0,
+            eval_started: None,
         }
     }
 
-    /// Time since the run (or resume) started, and the rest of the run at the pace
-    /// of the steps done since.
+    /// Evaluations still to come after `step`: at each epoch's end, the run's
+    /// end and every `eval_every` steps.
+    fn evals_after(&self, step: u64) -> u64 {
+        let spe = self.steps_per_epoch.max(1);
+        (step + 1..=self.total_steps)
+            .filter(|s| {
+                s % spe == 0
+                    || *s == self.total_steps
+                    || self.eval_every.is_some_and(|k| k > 0 && s % k == 0)
+            })
+            .count() as u64
+    }
+
+    /// Time since the run (or resume) started, and the rest of the run: its steps
+    /// at the pace of the steps done since, and its evaluations at the mean
+    /// duration of those done (before the first, none are counted).
     fn elapsed_and_eta(&self, step: u64) -> (Duration, Option<Duration>) {
         let elapsed = self.started.elapsed();
+        let training = elapsed.saturating_sub(self.eval_time);
         let done = step.saturating_sub(self.start_step);
-        let eta = (done > 0)
-            .then(|| elapsed.mul_f64(self.total_steps.saturating_sub(step) as f64 / done as f64));
+        let eta = (done > 0).then(|| {
+            let steps =
+                training.mul_f64(self.total_steps.saturating_sub(step) as f64 / done as f64);
+            let evals = match self.evals {
+                0 => Duration::ZERO,
+                n => (self.eval_time / n).mul_f64(self.evals_after(step) as f64),
+            };
+            steps + evals
+        });
         (elapsed, eta)
     }
 
@@ -91,6 +123,7 @@ impl Observer for Progress {
                 self.total_steps = s.total_steps;
                 self.start_step = s.start_step;
                 self.log_every = s.log_every_steps.max(1);
+                self.eval_every = s.eval_every_steps;
                 self.step = s.start_step;
                 self.started = std::time::Instant::now();
             }
@@ -140,11 +173,18 @@ impl Observer for Progress {
                     None => {}
                 }
             }
-            Event::EvalStart => match &self.bar {
-                Some(b) => b.set_message("evaluating..."),
-                None => eprintln!("evaluating after step {}...", self.step),
-            },
+            Event::EvalStart => {
+                self.eval_started = Some(std::time::Instant::now());
+                match &self.bar {
+                    Some(b) => b.set_message("evaluating..."),
+                    None => eprintln!("evaluating after step {}...", self.step),
+                }
+            }
             Event::Eval(r) => {
+                if let Some(t) = self.eval_started.take() {
+                    self.eval_time += t.elapsed();
+                    self.evals += 1;
+                }
                 let line = eval_line(r);
                 match &self.bar {
                     Some(b) => b.println(line),
@@ -193,4 +233,121 @@ fn eval_line(r: &EvalRecord) -> String {
         s.push_str(&format!(" | ema acc {:.2}%", e.accuracy * 100.0));
     }
     s
+}
+
+/// Progress of a pass over a known number of images (`eval`, `zero-shot`,
+/// `predict`): a bar on a terminal; in a file, a plain line every
+/// [`BatchProgress::EVERY`] batches and at the end; nothing when off.
+pub struct BatchProgress {
+    label: &'static str,
+    bar: Option<ProgressBar>,
+    on: bool,
+    total: usize,
+    done: usize,
+    batches: usize,
+    started: std::time::Instant,
+}
+
+impl BatchProgress {
+    /// Batches between two lines in a file.
+    pub const EVERY: usize = 20;
+
+    /// Progress of `label` over `total` images, shown when `on` (bars when
+    /// stderr is a terminal).
+    pub fn new(label: &'static str, total: usize, on: bool) -> Self {
+        use std::io::IsTerminal;
+        let bar = (on && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} images {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label);
+            bar
+        });
+        Self {
+            label,
+            bar,
+            on,
+            total,
+            done: 0,
+            batches: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The line a file gets after `done` images.
+    fn line(&self) -> String {
+        let elapsed = self.started.elapsed();
+        let rate = self.done as f64 / elapsed.as_secs_f64().max(1e-9);
+        let eta = (self.done > 0).then(|| {
+            Duration::from_secs_f64(self.total.saturating_sub(self.done) as f64 / rate.max(1e-9))
+        });
+        format!(
+            "{}: {}/{} images ({:.0}%), {rate:.0} img/s, elapsed {} eta {}",
+            self.label,
+            self.done,
+            self.total,
+            100.0 * self.done as f64 / self.total.max(1) as f64,
+            clock(elapsed),
+            eta.map_or("-".to_string(), clock)
+        )
+    }
+
+    /// `images` more are done.
+    pub fn advance(&mut self, images: usize) {
+        self.done += images;
+        self.batches += 1;
+        match &self.bar {
+            Some(b) => b.set_position(self.done as u64),
+            None if self.on && self.batches.is_multiple_of(Self::EVERY) => {
+                eprintln!("{}", self.line())
+            }
+            None => {}
+        }
+    }
+
+    /// The pass is over: the bar is cleared (no stale line), a file gets the last line.
+    pub fn finish(self) {
+        match &self.bar {
+            Some(b) => b.finish_and_clear(),
+            None if self.on && !self.batches.is_multiple_of(Self::EVERY) => {
+                eprintln!("{}", self.line())
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// The run's ETA counts the evaluations still to come at the mean duration
+    /// of those done, besides the steps at their own pace.
+    #[test]
+    fn the_eta_includes_the_evaluations_to_come() {
+        let mut p = Progress::new(false);
+        p.steps_per_epoch = 10;
+        p.total_steps = 30;
+        assert_eq!(p.evals_after(5), 3);
+        assert_eq!(p.evals_after(10), 2);
+        p.eval_every = Some(4);
+        // 12, 16, 20 (an epoch end too), 24, 28, 30.
+        assert_eq!(p.evals_after(10), 6);
+        p.eval_every = None;
+        // 10 s so far, 4 of them in two evaluations: 6 s for 10 steps, so 12 s
+        // for the 20 steps left, and 2 evaluations of 2 s (not 20 s, as steps
+        // at the pace of the whole elapsed time would say).
+        p.started = Instant::now() - Duration::from_secs(10);
+        p.eval_time = Duration::from_secs(4);
+        p.evals = 2;
+        let (_, eta) = p.elapsed_and_eta(10);
+        let eta = eta.unwrap_or_default().as_secs_f64();
+        assert!((eta - 16.0).abs() < 0.5, "{eta}");
+    }
 }

@@ -303,6 +303,7 @@ impl Trainer {
             val_images: self.val.dataset().len(),
             groups: self.group_report().to_string(),
             log_every_steps: self.cfg.train.log_every_steps,
+            eval_every_steps: self.cfg.train.eval_every_steps,
         };
         Self::emit(observers, Event::Start(&info))?;
         let batches = self.train.batches_per_epoch();
