@@ -61,7 +61,7 @@ pub use loader::{
 pub use loader::{DeviceBatch, DeviceBatches};
 pub use mix::{MixConfig, beta, mix_batch};
 pub use normalize::Normalize;
-pub use preview::{preview_grid, write_preview};
+pub use preview::{Preview, PreviewRow, preview};
 pub use resample::{Interpolation, resize, resize_region, shorter_side_size};
 pub use rng::SampleRng;
 pub use sources::{

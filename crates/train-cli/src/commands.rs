@@ -494,7 +494,9 @@ pub fn preview(a: PreviewAugmentArgs) -> anyhow::Result<ExitCode> {
     let (train, _) = clip_train::load_datasets(&cfg)?;
     let size = clip_train::augmentation_size(&cfg)?;
     let (pipe, _) = clip_train::pipelines(&cfg, size)?;
-    clip_data::write_preview(&a.output, &train, &pipe, a.images, a.views, cfg.run.seed)?;
+    let mix = &cfg.data.loader.mix;
+    let preview = clip_data::preview(&train, &pipe, Some(mix), a.images, a.views, cfg.run.seed)?;
+    clip_train::write_preview(&a.output, &preview).map_err(anyhow::Error::msg)?;
     say!(
         "wrote {} ({} images x {} augmented views, originals on the left)",
         a.output.display(),

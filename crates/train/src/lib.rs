@@ -72,7 +72,7 @@ pub use experiments::wise_ft::{
 };
 pub use mixed_precision::{MixedPrecision, StepDecision};
 pub use objective::{Targets, contrastive_loss, cross_entropy};
-pub use observe::plots::{Marks as PlotMarks, write_all as write_plots};
+pub use observe::plots::{Marks as PlotMarks, write_all as write_plots, write_preview};
 pub use observe::{
     BatchProgress, Console, Event, Log, MetricsFiles, Observer, Plots, Progress, RunObservers,
     StartInfo, TensorBoard, run_observers, tensorboard_dir,

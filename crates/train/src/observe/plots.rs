@@ -323,6 +323,50 @@ pub(crate) fn bar_chart(
     root.present().map_err(|x| e(&x))
 }
 
+/// Draws a [`clip_data::Preview`] as a PNG at `path`: cells of at least 96
+/// pixels (small images scaled up by whole factors), the column titles above
+/// them and each row's class at its left.
+pub fn write_preview(path: &Path, preview: &clip_data::Preview) -> Result<(), String> {
+    font()?;
+    let longest = preview
+        .rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let margin = ((longest * 6 + 16).clamp(60, 400), 28);
+    let (mut grid, cw, ch) = preview.compose(96, margin.0, margin.1);
+    let size = (grid.width as u32, grid.height as u32);
+    {
+        let root = BitMapBackend::with_buffer(&mut grid.data, size).into_drawing_area();
+        let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let style = ("sans-serif", 13).into_font().color(&BLACK);
+        for (c, title) in preview.columns.iter().enumerate() {
+            let (x, _) = clip_data::Preview::cell_origin(0, c, (cw, ch), margin);
+            root.draw(&Text::new(title.clone(), (x as i32, 8), style.clone()))
+                .map_err(|x| e(&x))?;
+        }
+        for (r, row) in preview.rows.iter().enumerate() {
+            let (_, y) = clip_data::Preview::cell_origin(r, 0, (cw, ch), margin);
+            root.draw(&Text::new(
+                row.label.clone(),
+                (8, (y + ch / 2) as i32),
+                style.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(|x| e(&x))?;
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    image::save_buffer(
+        path,
+        &grid.data,
+        size.0,
+        size.1,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// What the plots single out: the selected checkpoint's evaluation step (none
 /// while training: the latest evaluation stands for the run) and the test result
 /// with the step of the checkpoint it was measured with.
