@@ -9,7 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 # Pinned: fixtures are generated with these versions; torch must be the one tch expects.
-requirements=(torch==2.13.0 torchvision==0.28.0 transformers==5.24.0 safetensors==0.8.0 peft==0.21.2 tensorboard==2.21.0 pyarrow==25.0.1 datasets==5.0.1)
+requirements=(torch==2.13.0 torchvision==0.28.0 transformers==5.24.0 safetensors==0.8.0 peft==0.21.2 tensorboard==2.21.0 pyarrow==25.0.1 datasets==5.0.1 mlflow-skinny==3.18.0)
 stamp="$venv/.setup-complete"
 want="${requirements[*]}"
 fmnist=/usr/share/datasets/fashion-mnist

@@ -2612,3 +2612,95 @@ fn raising_the_length_on_resume_continues_a_finished_or_early_stopped_run() {
     );
     assert_eq!(global_step(), 6);
 }
+
+/// MLflow's own client reads back what `train.report_to = ["mlflow"]` writes to a
+/// file store: the run, its status, the resolved config as params, every step's
+/// loss and every evaluation, the plots and summary as artifacts; a resume from
+/// an earlier checkpoint continues the same run without duplicate steps.
+#[test]
+fn mlflow_reads_the_run_back_and_a_resume_adds_no_duplicate_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let store = tmp.path().join("mlruns");
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "train.report_to=[\"mlflow\"]".into()]);
+    let with_store = |c: &mut Command| {
+        c.env("MLFLOW_TRACKING_URI", format!("file:{}", store.display()))
+            .env("MLFLOW_EXPERIMENT_NAME", "clip-test");
+    };
+    let mut c = bin();
+    with_store(&mut c);
+    let o = run(c.args(&args));
+    assert!(o.status.success());
+    let read = || -> serde_json::Value {
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+        let o = Command::new(&python)
+            .env("MLFLOW_ALLOW_FILE_STORE", "true")
+            .args([
+                "-c",
+                "import sys, json\n\
+from mlflow.tracking import MlflowClient\n\
+c = MlflowClient(tracking_uri='file:' + sys.argv[1])\n\
+e = c.get_experiment_by_name('clip-test')\n\
+runs = c.search_runs([e.experiment_id])\n\
+r = runs[0]\n\
+print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run_name,\n\
+  'params': r.data.params, 'loss_steps': [m.step for m in c.get_metric_history(r.info.run_id, 'train/loss')],\n\
+  'acc_steps': [m.step for m in c.get_metric_history(r.info.run_id, 'val/accuracy')],\n\
+  'artifacts': sorted(a.path for a in c.list_artifacts(r.info.run_id))}))\n",
+            ])
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let r = read();
+    assert_eq!(r["runs"], 1);
+    assert_eq!(r["status"], "FINISHED");
+    assert_eq!(r["name"], "smoke");
+    assert_eq!(r["params"]["optim.lr"], "0.003");
+    assert_eq!(r["params"]["train.epochs"], "3");
+    // smoke.toml logs every step: 18 training images in batches of 8, 9 steps.
+    assert_eq!(
+        r["loss_steps"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    );
+    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
+    for a in ["accuracy.png", "config.resolved.toml", "summary.json"] {
+        assert!(
+            r["artifacts"].as_array().unwrap().iter().any(|x| x == a),
+            "{a} not among {}",
+            r["artifacts"]
+        );
+    }
+    // Back to the step-6 checkpoint: steps 7-9 are logged again, once.
+    std::fs::remove_dir_all(tmp.path().join("smoke/checkpoints/step-00000009")).unwrap();
+    let mut c = bin();
+    with_store(&mut c);
+    let o = run(c
+        .arg("--resume")
+        .arg(tmp.path().join("smoke"))
+        .arg("--quiet"));
+    assert!(o.status.success());
+    let r = read();
+    assert_eq!(r["runs"], 1);
+    assert_eq!(r["status"], "FINISHED");
+    assert_eq!(
+        r["loss_steps"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    );
+    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
+    // A tracking server is not written to: an error says so, before training.
+    args.extend(["--set".into(), "run.name=server".into()]);
+    let o = run(bin()
+        .env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+        .args(&args));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("tracking servers and databases are not supported yet"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -493,8 +493,8 @@ pub const KEYS: &[KeyDoc] = &[
     ),
     k(
         "train.report_to",
-        "[\"tensorboard\"]",
-        "Trackers that get the step and evaluation figures besides metrics.jsonl.",
+        "[\"tensorboard\" | \"mlflow\"]",
+        "Trackers that get the step and evaluation figures besides metrics.jsonl: TensorBoard event files in the run folder; an MLflow run in the file store `MLFLOW_TRACKING_URI` names (default `./mlruns`; experiment `MLFLOW_EXPERIMENT_NAME`).",
     ),
     k(
         "train.objective",

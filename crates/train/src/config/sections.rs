@@ -525,6 +525,9 @@ pub enum Objective {
 pub enum ReportTo {
     /// Event files under `<run>/tensorboard/`.
     Tensorboard,
+    /// An MLflow run in the file store `MLFLOW_TRACKING_URI` names (default
+    /// `./mlruns`).
+    Mlflow,
 }
 
 impl TrainSection {

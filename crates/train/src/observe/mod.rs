@@ -6,8 +6,10 @@
 
 pub(crate) mod log;
 pub(crate) mod metrics_files;
+pub(crate) mod mlflow;
 pub(crate) mod plots;
 pub(crate) mod progress;
+mod series;
 pub(crate) mod tensorboard;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use crate::report::{EvalRecord, FitReport, StepMetrics};
 
 pub use log::Log;
 pub use metrics_files::MetricsFiles;
+pub use mlflow::Mlflow;
 pub use plots::Plots;
 pub use progress::{BatchProgress, Progress};
 pub use tensorboard::{TensorBoard, tensorboard_dir};
@@ -83,6 +86,8 @@ pub struct RunObservers {
     pub observers: Vec<Box<dyn Observer>>,
     /// The TensorBoard event file, when one is written.
     pub tensorboard: Option<PathBuf>,
+    /// The MLflow run's folder in its file store, when one is written.
+    pub mlflow: Option<PathBuf>,
 }
 
 /// See [`RunObservers`].
@@ -98,13 +103,18 @@ pub fn run_observers(
         Box::new(Plots::new(run_dir)),
         Box::new(Log::new(console == Console::Json, every)),
     ];
-    let mut tensorboard = None;
+    let (mut tensorboard, mut mlflow) = (None, None);
     for to in &cfg.train.report_to {
         match to {
             ReportTo::Tensorboard => {
                 let tb = TensorBoard::open(run_dir, resumed_step, every, &cfg.to_toml())?;
                 tensorboard = Some(tb.path().to_path_buf());
                 observers.push(Box::new(tb));
+            }
+            ReportTo::Mlflow => {
+                let m = Mlflow::open(run_dir, cfg, resumed_step)?;
+                mlflow = Some(m.dir().to_path_buf());
+                observers.push(Box::new(m));
             }
         }
     }
@@ -114,5 +124,6 @@ pub fn run_observers(
     Ok(RunObservers {
         observers,
         tensorboard,
+        mlflow,
     })
 }

@@ -13,7 +13,7 @@ use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
-use crate::eval::EvalReport;
+use crate::observe::series;
 use crate::observe::{Event, Observer};
 
 /// CRC-32C (Castagnoli), bitwise-reflected, as TFRecord uses.
@@ -325,61 +325,14 @@ impl TensorBoard {
     }
 }
 
-fn eval_scalars(prefix: &str, r: &EvalReport) -> Vec<(String, f64)> {
-    let mut v = vec![
-        (format!("{prefix}/loss"), r.loss),
-        (format!("{prefix}/accuracy"), r.accuracy),
-        (format!("{prefix}/top5"), r.top5),
-        (format!("{prefix}/macro_f1"), r.macro_f1),
-    ];
-    if let Some(t) = &r.retrieval {
-        for (dir, at) in [
-            ("image_to_text", t.image_to_text),
-            ("text_to_image", t.text_to_image),
-        ] {
-            for (k, x) in [
-                ("r1", at.r1),
-                ("r5", at.r5),
-                ("r10", at.r10),
-                ("mean_rank", at.mean_rank),
-                ("median_rank", at.median_rank),
-            ] {
-                v.push((format!("{prefix}/{dir}_{k}"), x));
-            }
-        }
-        v.push((format!("{prefix}/mean_recall"), t.mean_recall));
-    }
-    v
-}
-
 impl Observer for TensorBoard {
     fn event(&mut self, event: &Event) -> Result<()> {
-        match event {
-            Event::Step(m) if m.step % self.log_every == 0 || m.step == 1 => {
-                let mut v = vec![
-                    ("train/loss", m.loss),
-                    ("train/lr", m.lr),
-                    ("train/grad_norm", m.grad_norm),
-                    ("train/images_per_s", m.images_per_s),
-                    ("train/epoch", m.epoch as f64),
-                ];
-                if let Some(s) = m.loss_scale {
-                    v.push(("train/loss_scale", s));
-                }
-                self.scalars(m.step, &v)
-            }
-            Event::Eval(r) => {
-                let mut v = eval_scalars("val", &r.val);
-                if let Some(e) = &r.ema {
-                    v.extend(eval_scalars("val_ema", e));
-                }
-                if let Some(l) = r.train_loss {
-                    v.push(("train/loss_since_eval".into(), l));
-                }
+        match series::scalars(event, self.log_every) {
+            Some((step, v)) => {
                 let v: Vec<(&str, f64)> = v.iter().map(|(k, x)| (k.as_str(), *x)).collect();
-                self.scalars(r.step, &v)
+                self.scalars(step, &v)
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }
