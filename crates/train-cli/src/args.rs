@@ -130,6 +130,9 @@ pub struct ExportArgs {
     /// Export the checkpoint's EMA weights (`train.ema`) instead of its trained ones.
     #[arg(long)]
     pub ema: bool,
+    /// Replace an earlier output of this command in the output folder (whole).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `train-cli convert`.
@@ -160,6 +163,9 @@ pub struct ConvertArgs {
     /// JPEG quality of the images --max-side scales down.
     #[arg(long, default_value_t = 90)]
     pub quality: u8,
+    /// Replace an earlier output of this command in the output folder (whole).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `train-cli inspect`.
@@ -229,6 +235,9 @@ pub struct WiseFtArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub placement: PlacementArgs,
+    /// Replace an earlier output of this command in the output folder (whole).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `train-cli compare`.

@@ -429,7 +429,7 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let files = clip_train::export(&a.checkpoint, &a.output, a.ema)?;
+    let files = clip_train::export(&a.checkpoint, &a.output, a.ema, a.overwrite)?;
     say!(
         "exported {} to {}: {}",
         a.checkpoint.display(),
@@ -437,6 +437,32 @@ pub fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         files.join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The folders and files a `--data` source reads from: a shard pattern's folder
+/// (the part before its first wildcard), a CSV with the folder its image paths
+/// are relative to, else the path itself.
+fn input_roots(data: &Path) -> Vec<std::path::PathBuf> {
+    let text = data.to_string_lossy();
+    if let Some(i) = text.find(['{', '*', '?', '[']) {
+        let folder = text[..i].rsplit_once('/').map_or(".", |(f, _)| f);
+        return vec![std::path::PathBuf::from(if folder.is_empty() {
+            "/"
+        } else {
+            folder
+        })];
+    }
+    let mut roots = vec![data.to_path_buf()];
+    if data.extension().is_some_and(|e| e == "csv" || e == "tsv")
+        && let Some(parent) = data.parent()
+    {
+        roots.push(if parent.as_os_str().is_empty() {
+            std::path::PathBuf::from(".")
+        } else {
+            parent.to_path_buf()
+        });
+    }
+    roots
 }
 
 pub fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
@@ -454,14 +480,24 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
         max_side: a.max_side,
         quality: a.quality,
     };
-    let shards = clip_data::write_webdataset_with(
+    let roots = input_roots(&a.data);
+    let inputs: Vec<&Path> = roots.iter().map(|p| p.as_path()).collect();
+    let out = clip_train::OutputDir::prepare(&a.output, "convert", &inputs, a.overwrite)?;
+    let shards = match clip_data::write_webdataset_with(
         &ds,
-        &a.output,
+        out.path(),
         &a.prefix,
         a.shard_size,
         a.shuffle,
         &images,
-    )?;
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            out.abandon();
+            return Err(e.into());
+        }
+    };
+    out.commit()?;
     say!(
         "wrote {} to {} shard(s) in {}",
         ds.summary(),
@@ -573,7 +609,7 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
             data: &a.data,
             tokenizer: a.tokenizer.as_deref(),
         };
-        let files = clip_train::save_wise_ft(dir, &mut ft, &report, from)?;
+        let files = clip_train::save_wise_ft(dir, &mut ft, &report, from, a.overwrite)?;
         say!(
             "saved the best mix as an export to {}: {}",
             dir.display(),

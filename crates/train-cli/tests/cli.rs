@@ -2054,8 +2054,9 @@ fn contrastive_runs_classify_with_their_own_text_tower() {
         "run.overwrite=true",
     ]));
     assert!(o.status.success());
+    // The earlier export there is replaced whole (asked for).
     let o = run(bin()
-        .args(["export", "--ema", "--checkpoint"])
+        .args(["export", "--overwrite", "--ema", "--checkpoint"])
         .arg(&run_dir)
         .arg("--output")
         .arg(&export));
@@ -2703,4 +2704,79 @@ print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run
         "{}",
         stderr(&o)
     );
+}
+
+/// No command destroys an input or an earlier result: `convert` into the
+/// folder of its own source shards, `export` into a checkpoint or onto another
+/// model's files are refused (the inputs left byte for byte); an earlier export
+/// is replaced whole only with `--overwrite` (no stale file left beside it).
+#[test]
+fn outputs_never_overwrite_inputs_or_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let shards = tmp.path().join("shards");
+    let o = run(bin()
+        .args(["convert", "--data"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&shards));
+    assert!(o.status.success());
+    let shard = shards.join("data-000000.tar");
+    let before = std::fs::read(&shard).unwrap();
+    let pattern = shards.join("*.tar");
+    for (input, output, why) in [
+        (&shard, shards.clone(), "it holds the input"),
+        (&pattern, shards.join("again"), "it lies inside the input"),
+    ] {
+        let o = run(bin()
+            .args(["convert", "--overwrite", "--data"])
+            .arg(input)
+            .arg("--output")
+            .arg(&output));
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(why), "{}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(&shard).unwrap(), before);
+
+    let o = run(bin()
+        .args(train_args(tmp.path(), &data))
+        .args(["--set", "train.ema={}"]));
+    assert!(o.status.success());
+    let ckpt = tmp.path().join("smoke/checkpoints/step-00000006");
+    let weights = ckpt.join("model/model.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    let export = |args: &[&str], out: &Path| {
+        run(bin()
+            .arg("export")
+            .args(args)
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--output")
+            .arg(out))
+    };
+    let o = export(&["--ema", "--overwrite"], &ckpt.join("model"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("refusing"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+
+    // A folder holding another model's files: refused, even with --overwrite.
+    let out = tmp.path().join("export");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("tokenizer.json"), "{\"another\": \"model\"}").unwrap();
+    let o = export(&["--overwrite"], &out);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not empty") && stderr(&o).contains("tokenizer.json"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    assert!(export(&[], &out).status.success());
+    std::fs::write(out.join("stale.json"), "{}").unwrap();
+    let o = export(&[], &out);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--overwrite"), "{}", stderr(&o));
+    assert!(export(&["--overwrite"], &out).status.success());
+    assert!(out.join("config.json").is_file() && !out.join("stale.json").exists());
 }

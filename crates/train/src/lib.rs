@@ -93,5 +93,6 @@ pub use run::locate::{
     classifier_dir, eval_pipeline_for, eval_tokenizer, exif_orientation_for, load_classifier,
     load_classifier_from, load_for_eval, model_report, model_tokenizer,
 };
+pub use run::output::OutputDir;
 pub use run::test_set::{evaluate_test, test_set};
 pub use trainer::{BenchSetup, DryRun, Launched, Trainer, dry_run};

@@ -906,7 +906,7 @@ fn lora_training_changes_only_adapters_and_head_and_lp_ft_probes_first() {
     }
     // The export is a merged plain model plus a PEFT adapter folder.
     let out = tmp.path().join("export");
-    let files = clip_train::export(&r.run_dir, &out, false).unwrap();
+    let files = clip_train::export(&r.run_dir, &out, false, false).unwrap();
     assert!(
         files
             .iter()
@@ -969,7 +969,7 @@ fn exports_and_checkpoints_carry_the_runs_eval_preprocessing() {
     );
     let r = Trainer::new(cfg).unwrap().fit(&mut []).unwrap();
     let out = tmp.path().join("export");
-    clip_train::export(&r.run_dir, &out, false).unwrap();
+    clip_train::export(&r.run_dir, &out, false, false).unwrap();
     let from_export = clip_train::eval_pipeline_for(&out, 16).unwrap();
     let ckpt = clip_train::classifier_dir(&r.run_dir).unwrap();
     let from_ckpt = clip_train::eval_pipeline_for(&ckpt, 16).unwrap();

@@ -17,8 +17,9 @@ use crate::device::Placement;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalReport, evaluate};
 use crate::observe::plots::{Mark, Series, font, line_chart};
-use crate::run::export::{Provenance, write_export};
+use crate::run::export::{Provenance, finish, write_export};
 use crate::run::locate::{classifier_dir, run_config_of};
+use crate::run::output::OutputDir;
 
 /// Why a model with transformers' head cannot be interpolated.
 pub const HF_HEAD_NO_WISE: &str = "WiSE-FT mixes the fine-tuned model with a zero-shot classifier, \
@@ -195,6 +196,7 @@ pub fn save_wise_ft(
     fine_tuned: &mut ClipClassifier,
     report: &WiseReport,
     from: WiseSources,
+    overwrite: bool,
 ) -> Result<Vec<String>> {
     // The run the fine-tuned model lies in says how its images were normalised
     // and which CLIP it started from.
@@ -226,14 +228,29 @@ pub fn save_wise_ft(
         test: None,
         unmeasured: None,
     };
-    let mut written = write_export(
+    let mut inputs: Vec<&Path> = [from.fine_tuned, from.zero_shot]
+        .into_iter()
+        .map(Path::new)
+        .filter(|p| p.exists())
+        .collect();
+    inputs.push(from.data);
+    inputs.extend(tokenizer.as_deref());
+    let out = OutputDir::prepare(dir, "wise-ft", &inputs, overwrite)?;
+    let written = write_export(
         fine_tuned,
-        dir,
+        out.path(),
         run_cfg.as_ref(),
         tokenizer.as_deref(),
         &provenance,
         false,
-    )?;
+    )
+    .and_then(|files| write_curve(out.path(), report).map(|more| [files, more].concat()));
+    finish(out, written)
+}
+
+/// `wise_ft.json` and `wise_ft.png` of a sweep into `dir`.
+fn write_curve(dir: &Path, report: &WiseReport) -> Result<Vec<String>> {
+    let mut written = Vec::new();
     let path = dir.join("wise_ft.json");
     let text = serde_json::to_string_pretty(report).map_err(|e| TrainError::Io {
         action: "cannot serialise",

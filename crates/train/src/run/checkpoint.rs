@@ -40,7 +40,7 @@ const CONFIG_FILE: &str = "config.toml";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const SCALER_FILE: &str = "scaler.safetensors";
 const EMA_FILE: &str = "ema.safetensors";
-const STATE_FILE: &str = "trainer_state.json";
+pub(crate) const STATE_FILE: &str = "trainer_state.json";
 
 /// Progress that must survive a restart (`trainer_state.json` in a checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

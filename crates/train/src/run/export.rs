@@ -14,6 +14,7 @@ use crate::error::{Result, TrainError};
 use crate::eval::EvalReport;
 use crate::run::checkpoint::measured;
 use crate::run::locate::{classifier_dir, load_classifier_from, run_config_of};
+use crate::run::output::OutputDir;
 
 /// `preprocessor_config.json` of transformers' `CLIPImageProcessor`.
 pub fn preprocessor_json(image_size: i64, norm: &Normalize) -> serde_json::Value {
@@ -58,7 +59,9 @@ pub struct Provenance {
 /// folder: `config.json` (with `id2label`), `model.safetensors` (head included),
 /// `preprocessor_config.json`, and the tokenizer files of the pretrained model
 /// the run started from when they can be found. Returns the files written.
-pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>> {
+/// The output folder is checked as [`OutputDir`] says (`overwrite` replaces an
+/// earlier export there).
+pub fn export(checkpoint: &Path, output: &Path, ema: bool, overwrite: bool) -> Result<Vec<String>> {
     let model_dir = classifier_dir(checkpoint)?;
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let mut model = load_classifier_from(&vs, &model_dir, ema)?;
@@ -76,14 +79,32 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool) -> Result<Vec<String>
                 None
             }
         });
-    write_export(
+    let mut inputs = vec![checkpoint, model_dir.as_path()];
+    inputs.extend(tokenizer.as_deref());
+    let out = OutputDir::prepare(output, "export", &inputs, overwrite)?;
+    let written = write_export(
         &mut model,
-        output,
+        out.path(),
         run_cfg.as_ref(),
         tokenizer.as_deref(),
         &provenance,
         true,
-    )
+    );
+    finish(out, written)
+}
+
+/// Commits `out` when `written` succeeded, else drops it; `written` either way.
+pub(crate) fn finish(out: OutputDir, written: Result<Vec<String>>) -> Result<Vec<String>> {
+    match written {
+        Ok(files) => {
+            out.commit()?;
+            Ok(files)
+        }
+        Err(e) => {
+            out.abandon();
+            Err(e)
+        }
+    }
 }
 
 /// The provenance of a checkpoint's model folder: the figures of exactly the

@@ -7,4 +7,5 @@ pub(crate) mod checkpoint;
 pub(crate) mod export;
 pub(crate) mod folder;
 pub(crate) mod locate;
+pub(crate) mod output;
 pub(crate) mod test_set;
