@@ -2780,3 +2780,55 @@ fn outputs_never_overwrite_inputs_or_other_files() {
     assert!(export(&["--overwrite"], &out).status.success());
     assert!(out.join("config.json").is_file() && !out.join("stale.json").exists());
 }
+
+/// A mid-epoch checkpoint resumed after the epoch got shorter (a larger batch)
+/// continues at the next epoch with a warning, instead of looping for ever.
+#[test]
+fn a_resume_into_a_shorter_epoch_continues_at_the_next_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    // 18 training images in batches of 8: 3 micro-batches an epoch; stop after 2.
+    let mut args = train_args(tmp.path(), &data);
+    args.extend([
+        "--set".into(),
+        "train.max_steps=2".into(),
+        "--set".into(),
+        "train.checkpoints.every_steps=1".into(),
+    ]);
+    assert!(run(bin().args(&args)).status.success());
+    // Batches of 16: 2 micro-batches an epoch, both already behind the checkpoint.
+    let mut child = bin()
+        .arg("--resume")
+        .arg(tmp.path().join("smoke"))
+        .args([
+            "--quiet",
+            "--set",
+            "data.loader.batch_size=16",
+            "--set",
+            "train.max_steps=4",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("the resume did not end: it loops");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("an epoch now has 2 micro-batches") && err.contains("start of epoch 2"),
+        "{err}"
+    );
+    let s: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("smoke/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s["global_step"], 4);
+}

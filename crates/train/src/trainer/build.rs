@@ -143,6 +143,7 @@ impl Trainer {
                 (&mut opt, &mut amp, ema.as_ref()),
                 &folder.checkpoints(),
                 steps.total,
+                train.batches_per_epoch(),
             )?,
             None => TrainState {
                 config_hash: cfg.hash(),

@@ -52,6 +52,7 @@ pub(super) fn progress(
     parts: (&mut AdamW, &mut MixedPrecision, Option<&Ema>),
     checkpoints: &Checkpoints,
     total_steps: u64,
+    batches_per_epoch: usize,
 ) -> Result<TrainState> {
     let saved = ckpt.state()?;
     let config_hash = cfg.hash();
@@ -93,6 +94,18 @@ pub(super) fn progress(
             state.batch_in_epoch,
             seen
         );
+    }
+    if state.batch_in_epoch >= batches_per_epoch && state.batch_in_epoch > 0 {
+        tracing::warn!(
+            "the checkpoint was written after micro-batch {} of epoch {}, but an epoch now has \
+             {batches_per_epoch} micro-batches (the data or the batch size changed): continuing \
+             from the start of epoch {}",
+            state.batch_in_epoch,
+            state.epoch + 1,
+            state.epoch + 2
+        );
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
     }
     state.checkpoints.retain(|c| checkpoints.has(&c.name));
     extend_if_asked(&mut state, &differences, total_steps);
