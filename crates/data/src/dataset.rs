@@ -13,16 +13,21 @@ use crate::image::{DecodeOptions, RgbImage};
 use crate::rng::SampleRng;
 use crate::sources::{Source, SourceConfig, Storage};
 
+/// The class name a folder name stands for: `%2F` is `/` (which a folder name
+/// cannot hold), `%25` is `%`.
+pub(crate) fn decode_class_folder(name: &str) -> String {
+    name.replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%25", "%")
+}
+
 /// The index of the class of `target` that `name` names (see
 /// [`Dataset::with_classes`]).
 fn match_class(name: &str, target: &[String]) -> Option<usize> {
     if let Some(i) = target.iter().position(|t| t == name) {
         return Some(i);
     }
-    let decoded = name
-        .replace("%2F", "/")
-        .replace("%2f", "/")
-        .replace("%25", "%");
+    let decoded = decode_class_folder(name);
     if let Some(i) = target.iter().position(|t| *t == decoded) {
         return Some(i);
     }

@@ -8,13 +8,25 @@ use std::path::{Path, PathBuf};
 use super::files::Files;
 use super::{IMAGE_EXTENSIONS, Source, io};
 use crate::DataError;
+use crate::dataset::decode_class_folder;
 
 /// Reads the tree at `root`; errors name `key`'s fields.
 pub(crate) fn read(root: &Path, key: &str) -> Result<Source, DataError> {
-    let mut classes: Vec<String> = std::fs::read_dir(root)
+    let mut skipped = Vec::new();
+    let mut folders: Vec<String> = std::fs::read_dir(root)
             .map_err(io(root))?
             .filter_map(Result::ok)
             .filter(|e| e.path().is_dir())
+            // Hidden folders (`.git`, `.ipynb_checkpoints`) and macOS archive
+            // leftovers (`__MACOSX`) are no classes: left out, and said so.
+            .filter(|e| {
+                let name = e.file_name();
+                let hidden = name.to_string_lossy().starts_with('.') || name == "__MACOSX";
+                if hidden {
+                    skipped.push((e.path(), "a hidden folder, not a class".to_string()));
+                }
+                !hidden
+            })
             .map(|e| {
                 // A class name goes into the model's config.json (UTF-8): a folder
                 // name that is not UTF-8 cannot be one.
@@ -29,7 +41,28 @@ pub(crate) fn read(root: &Path, key: &str) -> Result<Source, DataError> {
                 })
             })
             .collect::<Result<_, _>>()?;
-    classes.sort();
+    folders.sort();
+    // A folder name stands for its class name with `/` written `%2F`.
+    let classes: Vec<String> = folders.iter().map(|f| decode_class_folder(f)).collect();
+    if let Some((a, b)) = folders
+        .iter()
+        .zip(&classes)
+        .enumerate()
+        .find_map(|(i, (f, c))| {
+            classes[..i]
+                .iter()
+                .position(|earlier| earlier == c)
+                .map(|j| (&folders[j], f))
+        })
+    {
+        return Err(DataError::config(
+            format!("{key}.path"),
+            format!(
+                "the class folders {a:?} and {b:?} in {} name the same class: rename one",
+                root.display()
+            ),
+        ));
+    }
     if classes.is_empty() {
         return Err(DataError::config(
             format!("{key}.path"),
@@ -39,19 +72,19 @@ pub(crate) fn read(root: &Path, key: &str) -> Result<Source, DataError> {
             ),
         ));
     }
-    let (mut files, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut files, mut labels) = (Vec::new(), Vec::new());
     // A file belongs to the class folder it really lies in: a link from one class
     // into another's folder does not label it twice (or wrongly), and no file is
     // counted twice however many links reach it.
-    let class_dirs: Vec<PathBuf> = classes
+    let class_dirs: Vec<PathBuf> = folders
         .iter()
         .map(|c| root.join(c).canonicalize().map_err(io(&root.join(c))))
         .collect::<Result<_, _>>()?;
     let mut counted: HashSet<PathBuf> = HashSet::new();
-    for (label, class) in classes.iter().enumerate() {
+    for (label, folder) in folders.iter().enumerate() {
         let mut found = Vec::new();
         walk(
-            &root.join(class),
+            &root.join(folder),
             &mut HashSet::new(),
             &mut found,
             &mut skipped,
@@ -173,4 +206,46 @@ pub fn image_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, DataError> {
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn png(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::save_buffer(
+            path,
+            &[9u8; 4 * 4 * 3],
+            4,
+            4,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    }
+
+    /// Hidden folders are no classes (left out, and said so); `%2F` in a class
+    /// folder's name is the `/` of its class name; two folders naming one class
+    /// are an error.
+    #[test]
+    fn hidden_folders_are_left_out_and_folder_names_are_decoded() {
+        let tmp = tempfile::tempdir().unwrap();
+        for f in ["T-shirt%2Ftop", "cat", ".ipynb_checkpoints", "__MACOSX"] {
+            png(&tmp.path().join(f).join("a.png"));
+        }
+        let s = read(tmp.path(), "data.train").unwrap();
+        assert_eq!(s.classes, ["T-shirt/top", "cat"]);
+        assert_eq!(s.labels, [0, 1]);
+        assert_eq!(
+            s.skipped
+                .iter()
+                .filter(|(_, why)| why.contains("hidden folder"))
+                .count(),
+            2
+        );
+        png(&tmp.path().join("T-shirt%2ftop").join("b.png"));
+        let e = read(tmp.path(), "data.train").unwrap_err().to_string();
+        assert!(e.contains("name the same class"), "{e}");
+    }
 }
