@@ -1814,6 +1814,17 @@ with tarfile.open(src) as t, tarfile.open(dst, "w") as out:
     );
     assert_eq!(rows.iter().filter(|r| r["top"].is_array()).count(), 8);
     assert!(stderr(&o).contains("1 of 9 image(s) could not be classified"));
+    // Data without a single image is an error, not an accuracy of 0.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(empty.join("cat")).unwrap();
+    std::fs::write(empty.join("cat/notes.txt"), "not an image").unwrap();
+    let (o, _) = eval(&empty.display().to_string(), "empty.jsonl");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("holds no images to evaluate"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Trains the smoke config on `source` as `data.train` (run `name` under `tmp`,
@@ -2612,6 +2623,16 @@ fn raising_the_length_on_resume_continues_a_finished_or_early_stopped_run() {
         stderr(&o)
     );
     assert_eq!(global_step(), 6);
+    // The model comes from the checkpoint: a new architecture is refused, not
+    // announced and ignored.
+    let o = resume(&["model.architecture.vision.hidden_size=64"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the model's shape cannot change on resume")
+            && stderr(&o).contains("model.architecture.vision.hidden_size: 32 -> 64"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// MLflow's own client reads back what `train.report_to = ["mlflow"]` writes to a

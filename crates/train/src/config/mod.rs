@@ -46,10 +46,21 @@ fn set_override(table: &mut toml::Table, spec: &str) -> Result<()> {
         )
     })?;
     let key = key.trim();
+    let more_than_one = || {
+        TrainError::config(
+            key,
+            format!(
+                "the value {raw:?} holds more than one line or TOML value (everything after the first \
+                 would be dropped): give one `--set section.key=value` per key"
+            ),
+        )
+    };
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(t) if t.len() > 1 => return Err(more_than_one()),
         Ok(mut t) => t
             .remove("v")
             .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) if raw.contains(['\n', '\r']) => return Err(more_than_one()),
         Err(_) => toml::Value::String(raw.trim().into()),
     };
     let parts: Vec<&str> = key.split('.').collect();
@@ -389,6 +400,18 @@ impl RunConfig {
                 ));
             }
         }
+        if t.checkpoints.keep_best == 0 {
+            p.push("`train.checkpoints.keep_best` must be at least 1: the selected (best) checkpoint is the one exports, `eval` and the test set use, and it must be kept".into());
+        }
+        if let Unfreeze::LpFt { probe_epochs } = t.unfreeze
+            && t.max_steps.is_none()
+            && probe_epochs >= t.epochs
+        {
+            p.push(format!(
+                "`train.unfreeze.probe_epochs` ({probe_epochs}) must be below `train.epochs` ({}): LP-FT probes the head first, then fine-tunes everything; as set, only the head would train (use `kind = \"head_only\"` for that)",
+                t.epochs
+            ));
+        }
         if t.checkpoints.keep_last == 0 {
             p.push("`train.checkpoints.keep_last` must be at least 1 (resuming needs the latest checkpoint)".into());
         }
@@ -517,6 +540,42 @@ train = { kind = "image_folder", path = "data/train" }
         )
         .unwrap();
         assert_eq!(ok.run.grad_sync, GradSync::AfterBackward);
+    }
+
+    /// A `--set` value holding a second line or value is refused (the rest was
+    /// dropped silently); LP-FT without fine-tuning epochs and a run that keeps
+    /// no best checkpoint are config errors.
+    #[test]
+    fn multi_line_overrides_and_plans_that_cannot_work_are_refused() {
+        for o in ["optim.lr=1e-3\ntrain.epochs=7", "run.name=a\nb"] {
+            let err = RunConfig::from_toml(MINIMAL, "t.toml", &[o.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("more than one line"), "{o:?}: {err}");
+        }
+        // A TOML array over several lines is one value.
+        let ok =
+            RunConfig::from_toml(MINIMAL, "t.toml", &["optim.betas=[0.9,\n0.98]".into()]).unwrap();
+        assert_eq!(ok.optim.betas, [0.9, 0.98]);
+        let err = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &[
+                "train.epochs=2".into(),
+                "train.unfreeze={kind=\"lp_ft\", probe_epochs=2}".into(),
+                "train.checkpoints.keep_best=0".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`train.unfreeze.probe_epochs` (2) must be below"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`train.checkpoints.keep_best` must be at least 1"),
+            "{err}"
+        );
     }
 
     /// Unknown keys and values of the wrong type: every one reported at once, each

@@ -78,9 +78,22 @@ pub fn evaluate(
 
 /// The data at `path` (see [`clip_data::SourceConfig::from_path`]; errors name
 /// `--data`) labelled with `classes`, matched by name (any order, a subset).
+/// Data without a single image is an error (an evaluation of nothing would
+/// report an accuracy of 0).
 pub fn data_for(path: &std::path::Path, classes: &[String]) -> Result<clip_data::Dataset> {
     let src = clip_data::SourceConfig::from_path(path, "--data")?;
-    Ok(clip_data::Dataset::load(&src, "--data")?.with_classes(classes, "--data")?)
+    let ds = clip_data::Dataset::load(&src, "--data")?.with_classes(classes, "--data")?;
+    if ds.is_empty() {
+        return Err(TrainError::config(
+            "--data",
+            format!(
+                "{} holds no images to evaluate ({})",
+                path.display(),
+                ds.summary()
+            ),
+        ));
+    }
+    Ok(ds)
 }
 
 /// `model` on every image of `data` in batches of `batch_size` (turned by their

@@ -64,6 +64,35 @@ pub(super) fn progress(
         }
         None => Vec::new(),
     };
+    // The model comes from the checkpoint: what shapes it cannot change on resume.
+    let structural: Vec<&String> = differences
+        .iter()
+        .filter(|d| {
+            [
+                "model.architecture",
+                "model.pretrained",
+                "model.lora",
+                "model.head.kind",
+                "model.head.bias",
+            ]
+            .iter()
+            .any(|k| d.starts_with(k))
+        })
+        .collect();
+    if !structural.is_empty() {
+        return Err(TrainError::Resume {
+            path: ckpt.dir().to_path_buf(),
+            reason: format!(
+                "the model's shape cannot change on resume ({}): a resumed run keeps its \
+                 checkpoint's model; start a new run (another `run.name`) to train another",
+                structural
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
     if !differences.is_empty() {
         tracing::warn!(
             "the config differs from the one {} was written with; continuing with the new one: {}",
