@@ -33,13 +33,57 @@ impl std::str::FromStr for ExifOrientation {
     }
 }
 
+/// The most pixels an image may have before it is decoded: PIL's
+/// decompression-bomb error threshold (`2 x Image.MAX_IMAGE_PIXELS`).
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
+
 /// How an encoded image becomes pixels.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct DecodeOptions<'a> {
     /// Draft decoding (`data.loader.decode = "draft"`): a JPEG at the DCT scale
     /// this allows for its stored `(width, height)` ([`RgbImage::decode_draft`]).
     pub reduction: Option<&'a dyn Fn(usize, usize) -> usize>,
     pub exif_orientation: ExifOrientation,
+    /// An image whose header says it has more pixels is refused before decoding
+    /// (`data.loader.max_image_pixels`; 0: no limit): a small file can hold a huge
+    /// image.
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeOptions<'_> {
+    fn default() -> Self {
+        Self {
+            reduction: None,
+            exif_orientation: ExifOrientation::default(),
+            max_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+        }
+    }
+}
+
+/// Refuses an image whose header says it has more than `max` pixels (0: any).
+fn check_pixels(bytes: &[u8], max: u64) -> Result<(), image::ImageError> {
+    if max == 0 {
+        return Ok(());
+    }
+    let dims = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok());
+    match dims {
+        Some((w, h)) if u64::from(w) * u64::from(h) > max => Err(image::ImageError::Decoding(
+            image::error::DecodingError::new(
+                image::error::ImageFormatHint::Unknown,
+                format!(
+                    "{w}x{h} is {} pixels, over the limit of {max} checked before decoding \
+                     (`data.loader.max_image_pixels`, as PIL's guard against decompression \
+                     bombs): raise it, or set 0 for no limit",
+                    u64::from(w) * u64::from(h)
+                ),
+            ),
+        )),
+        // No readable header: the decoder says what is wrong.
+        _ => Ok(()),
+    }
 }
 
 /// For an output pixel `(x, y)` of a turned `w x h` image, the input pixel.
@@ -168,6 +212,7 @@ impl RgbImage {
 
     /// Decodes encoded bytes as `options` say (draft scale, EXIF orientation).
     pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<Self, image::ImageError> {
+        check_pixels(bytes, options.max_pixels)?;
         let img = match options.reduction {
             Some(r) => Self::decode_draft(bytes, r)?,
             None => Self::decode(bytes)?,
@@ -240,4 +285,44 @@ fn jpeg_error(message: String) -> image::ImageError {
         image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
         message,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// An image with more pixels than the limit is refused from its header,
+    /// saying its size and the key that raises the limit; 0 lifts it.
+    #[test]
+    fn images_over_the_pixel_limit_are_refused_before_decoding() {
+        let mut png = Vec::new();
+        image::write_buffer_with_format(
+            &mut std::io::Cursor::new(&mut png),
+            &[7u8; 20 * 30 * 3],
+            20,
+            30,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+        let limited = DecodeOptions {
+            max_pixels: 599,
+            ..DecodeOptions::default()
+        };
+        let e = RgbImage::decode_with(&png, &limited)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("20x30 is 600 pixels") && e.contains("data.loader.max_image_pixels"),
+            "{e}"
+        );
+        for max in [600, 0, DEFAULT_MAX_IMAGE_PIXELS] {
+            let ok = DecodeOptions {
+                max_pixels: max,
+                ..DecodeOptions::default()
+            };
+            assert_eq!(RgbImage::decode_with(&png, &ok).unwrap().width, 20);
+        }
+    }
 }

@@ -51,7 +51,7 @@ pub use geometry::{
     CropConvention, affine, center_crop, center_crop_as, crop, hflip, random_resized_crop_params,
     rotate, tv_affine,
 };
-pub use image::{DecodeOptions, ExifOrientation, RgbImage};
+pub use image::{DEFAULT_MAX_IMAGE_PIXELS, DecodeOptions, ExifOrientation, RgbImage};
 pub use jpeg::{exif_orientation, libjpeg_turbo_version};
 pub use loader::{
     Batch, Decode, EpochIter, Loader, LoaderConfig, OnCorrupt, Output, Pixels, Replaced, Shard,

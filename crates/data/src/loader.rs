@@ -89,6 +89,9 @@ pub struct LoaderConfig {
     /// `ignore` (as PIL's `open` and torchvision) or `apply` (images turned
     /// upright by their EXIF orientation, as transformers' `load_image`).
     pub exif_orientation: ExifOrientation,
+    /// An image whose header says it has more pixels is refused before it is
+    /// decoded (0: no limit); default PIL's decompression-bomb threshold.
+    pub max_image_pixels: u64,
 }
 
 impl Default for LoaderConfig {
@@ -106,6 +109,7 @@ impl Default for LoaderConfig {
             output: Output::F32,
             decode: Decode::Exact,
             exif_orientation: ExifOrientation::Ignore,
+            max_image_pixels: crate::image::DEFAULT_MAX_IMAGE_PIXELS,
         }
     }
 }
@@ -545,6 +549,7 @@ impl Loader {
                     Decode::Draft => Some(&reduction),
                 },
                 exif_orientation: self.config.exif_orientation,
+                max_pixels: self.config.max_image_pixels,
             };
             let image = self.dataset.image_with(j, &options);
             match image {

@@ -2853,3 +2853,23 @@ fn a_resume_into_a_shorter_epoch_continues_at_the_next_epoch() {
     .unwrap();
     assert_eq!(s["global_step"], 4);
 }
+
+/// An image over `data.loader.max_image_pixels` stops the run naming the file,
+/// its size and the key, before it is decoded.
+#[test]
+fn images_over_the_pixel_limit_name_the_file_and_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "data.loader.max_image_pixels=10".into()]);
+    let o = run(bin().args(&args));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(".png")
+            && err.contains("pixels, over the limit of 10")
+            && err.contains("data.loader.max_image_pixels"),
+        "{err}"
+    );
+}

@@ -291,6 +291,11 @@ pub const KEYS: &[KeyDoc] = &[
         "Images as stored (PIL, torchvision) or turned upright by their EXIF orientation (transformers' `load_image`).",
     ),
     k(
+        "data.loader.max_image_pixels",
+        "integer",
+        "An image whose header says it has more pixels is refused before decoding, naming the file (a small file can hold a huge image); default PIL's decompression-bomb threshold, 0 for no limit.",
+    ),
+    k(
         "data.loader.mix.mixup_alpha",
         "float",
         "MixUp's Beta parameter (0 = off; MixUp / CutMix are off unless an alpha is set).",
