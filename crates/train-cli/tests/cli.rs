@@ -416,6 +416,47 @@ print(json.dumps({'class': type(model).__name__, 'logits': logits, 'label': top[
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// `eval --model model --data data`'s prediction row for the first image, after
+/// checking that transformers (`remote_code` or not) gives its logits within
+/// 1e-4; returns transformers' answer and our row.
+fn transformers_agrees_with_eval(
+    model: &Path,
+    data: &Path,
+    tmp: &Path,
+    remote_code: bool,
+) -> (serde_json::Value, serde_json::Value) {
+    let preds = tmp.join("preds.jsonl");
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--output")
+        .arg(&preds));
+    assert!(o.status.success());
+    let ours: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&preds)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let hf = transformers_classifies(model, ours["path"].as_str().unwrap(), remote_code);
+    let (a, b) = (
+        hf["logits"].as_array().unwrap(),
+        ours["logits"].as_array().unwrap(),
+    );
+    assert_eq!(a.len(), b.len(), "{hf} vs ours {ours}");
+    for (a, b) in a.iter().zip(b) {
+        assert!(
+            (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4,
+            "{hf} vs ours {ours}"
+        );
+    }
+    (hf, ours)
+}
+
 /// Writes four JPEG flavours of a 16x16 image with PIL into `argv[2]/cat/` and
 /// prints the logits transformers gives each for the export `argv[1]`.
 const JPEG_LOGITS: &str = r#"
@@ -1399,33 +1440,9 @@ fn hf_head_exports_load_in_transformers_without_remote_code() {
     let card = std::fs::read_to_string(export.join("README.md")).unwrap();
     assert!(card.contains("`CLIPForImageClassification`"), "{card}");
     // Our logits, from the export.
-    let preds = tmp.path().join("preds.jsonl");
-    let o = run(bin()
-        .args(["eval", "--model"])
-        .arg(&export)
-        .arg("--data")
-        .arg(&data)
-        .arg("--output")
-        .arg(&preds));
-    assert!(o.status.success());
-    let first: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(&preds)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    let hf = transformers_classifies(&export, first["path"].as_str().unwrap(), false);
+    let (hf, first) = transformers_agrees_with_eval(&export, &data, tmp.path(), false);
     assert_eq!(hf["class"], "CLIPForImageClassification");
-    let ours = first["logits"].as_array().unwrap();
-    assert_eq!(ours.len(), 3);
-    for (a, b) in hf["logits"].as_array().unwrap().iter().zip(ours) {
-        assert!(
-            (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4,
-            "{hf} vs ours {ours:?}"
-        );
-    }
+    assert_eq!(first["logits"].as_array().unwrap().len(), 3);
     let names = ["cat", "dog", "fox"];
     assert_eq!(hf["label"], names[first["pred"].as_u64().unwrap() as usize]);
 }
@@ -2369,35 +2386,7 @@ fn wise_ft_output_is_an_export_transformers_loads() {
             && card.contains(&format!("      value: {}\n", sweep["best_accuracy"])),
         "{card}"
     );
-    let preds = tmp.path().join("preds.jsonl");
-    let o = run(bin()
-        .args(["eval", "--model"])
-        .arg(&mix)
-        .arg("--data")
-        .arg(&data)
-        .arg("--output")
-        .arg(&preds));
-    assert!(o.status.success());
-    let line: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(&preds)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    let hf = transformers_classifies(&mix, line["path"].as_str().unwrap(), true);
-    for (a, b) in hf["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(line["logits"].as_array().unwrap())
-    {
-        assert!(
-            (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4,
-            "{hf} vs {line}"
-        );
-    }
+    transformers_agrees_with_eval(&mix, &data, tmp.path(), true);
 }
 
 /// `--config full.toml` (the project's own example) works from any folder: a bare

@@ -673,25 +673,30 @@ fn precision_on_cpu_replaces_fp16_on_the_cpu() {
 #[test]
 fn progressive_unfreezing_opens_top_blocks_by_epoch() {
     let (_g, tmp, data) = setup(4);
-    let cfg = config(
-        tmp.path(),
-        &data,
-        &[
-            "train.epochs=2".into(),
-            "train.unfreeze={kind=\"progressive\"}".into(),
-        ],
-    );
-    let mut t = Trainer::new(cfg).unwrap();
-    let before = weights(&t);
-    t.fit(&mut []).unwrap();
-    let after = weights(&t);
-    let moved = |prefix: &str| {
-        before
-            .iter()
-            .zip(&after)
-            .filter(|((n, _), _)| n.starts_with(prefix))
-            .any(|((_, a), (_, b))| a != b)
+    // Which parameters a run of `unfreeze` changed, by name prefix.
+    let moved_by = |name: &str, unfreeze: &str| {
+        let cfg = config(
+            tmp.path(),
+            &data,
+            &[
+                format!("run.name={name}"),
+                "train.epochs=2".into(),
+                format!("train.unfreeze={unfreeze}"),
+            ],
+        );
+        let mut t = Trainer::new(cfg).unwrap();
+        let before = weights(&t);
+        t.fit(&mut []).unwrap();
+        let after = weights(&t);
+        move |prefix: &str| {
+            before
+                .iter()
+                .zip(&after)
+                .filter(|((n, _), _)| n.starts_with(prefix))
+                .any(|((_, a), (_, b))| a != b)
+        }
     };
+    let moved = moved_by("tutorial", "{kind=\"progressive\"}");
     // 2 blocks over 2 epochs: epoch 0 trains the head only, epoch 1 block 1 (the top).
     assert!(moved("classification_head"));
     assert!(moved("vision_model.encoder.layers.1."));
@@ -701,28 +706,8 @@ fn progressive_unfreezing_opens_top_blocks_by_epoch() {
     // As the tutorial: the post-layernorm and projection never open...
     assert!(!moved("vision_model.post_layernorm"));
     assert!(!moved("visual_projection"));
-    drop(t);
     // ...unless asked.
-    let cfg = config(
-        tmp.path(),
-        &data,
-        &[
-            "run.name=open_post".into(),
-            "train.epochs=2".into(),
-            "train.unfreeze={kind=\"progressive\", open_post_layers=true}".into(),
-        ],
-    );
-    let mut t = Trainer::new(cfg).unwrap();
-    let before = weights(&t);
-    t.fit(&mut []).unwrap();
-    let after = weights(&t);
-    let moved = |prefix: &str| {
-        before
-            .iter()
-            .zip(&after)
-            .filter(|((n, _), _)| n.starts_with(prefix))
-            .any(|((_, a), (_, b))| a != b)
-    };
+    let moved = moved_by("open_post", "{kind=\"progressive\", open_post_layers=true}");
     assert!(moved("vision_model.post_layernorm") && moved("visual_projection"));
     assert!(!moved("vision_model.encoder.layers.0."));
 }

@@ -548,31 +548,12 @@ pub fn explain(key: &str) -> Vec<KeyDoc> {
         .collect()
 }
 
-/// Every default of [`RunConfig::default`] by dotted key (tables flattened).
+/// Every default of [`RunConfig::default`] by dotted key (tables flattened, but
+/// for the documented table keys such as `optim.lr_policy`).
 pub fn defaults() -> BTreeMap<String, toml::Value> {
-    fn flatten(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, toml::Value>) {
-        for (k, v) in t {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            match v {
-                // Tagged choices (`{ kind = ... }`) and plain tables: their keys.
-                toml::Value::Table(inner) if !KEYS.iter().any(|d| d.key == key) => {
-                    flatten(&key, inner, out)
-                }
-                other => {
-                    out.insert(key, other.clone());
-                }
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    if let Ok(t) = toml::from_str::<toml::Table>(&RunConfig::default().to_toml()) {
-        flatten("", &t, &mut out);
-    }
-    out
+    super::flatten_toml(&RunConfig::default().to_toml(), &|key| {
+        KEYS.iter().any(|d| d.key == key)
+    })
 }
 
 /// A value as one line of TOML.

@@ -36,6 +36,39 @@ pub struct RunConfig {
     pub compare: CompareSection,
 }
 
+/// Every dotted key of the TOML `text` with its value (an unreadable text has
+/// none); a table whose key `whole` accepts stays one value.
+pub(crate) fn flatten_toml(
+    text: &str,
+    whole: &dyn Fn(&str) -> bool,
+) -> BTreeMap<String, toml::Value> {
+    fn walk(
+        prefix: &str,
+        t: &toml::Table,
+        whole: &dyn Fn(&str) -> bool,
+        out: &mut BTreeMap<String, toml::Value>,
+    ) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(inner) if !whole(&key) => walk(&key, inner, whole, out),
+                other => {
+                    out.insert(key, other.clone());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(t) = toml::from_str::<toml::Table>(text) {
+        walk("", &t, whole, &mut out);
+    }
+    out
+}
+
 /// Sets `dotted.key = value` in a TOML table; `value` is read as TOML, or as a
 /// string when it is not valid TOML (`--set run.name=foo`).
 fn set_override(table: &mut toml::Table, spec: &str) -> Result<()> {
@@ -212,28 +245,7 @@ impl RunConfig {
     /// is not compared, nor how a path is written: two strings naming the same
     /// existing file or folder are equal.
     pub fn differences(&self, earlier: &str) -> Vec<String> {
-        fn flatten(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, toml::Value>) {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match v {
-                    toml::Value::Table(inner) => flatten(&key, inner, out),
-                    other => {
-                        out.insert(key, other.clone());
-                    }
-                }
-            }
-        }
-        let flat = |text: &str| {
-            let mut out = BTreeMap::new();
-            if let Ok(t) = toml::from_str::<toml::Table>(text) {
-                flatten("", &t, &mut out);
-            }
-            out
-        };
+        let flat = |text: &str| flatten_toml(text, &|_| false);
         let same_path = |a: &toml::Value, b: &toml::Value| match (a.as_str(), b.as_str()) {
             (Some(a), Some(b)) => matches!(
                 (Path::new(a).canonicalize(), Path::new(b).canonicalize()),

@@ -154,25 +154,13 @@ fn experiment(store: &Path, name: &str) -> Result<String> {
 
 /// Every key of the resolved config with its value as text.
 fn params(cfg: &RunConfig) -> Vec<(String, String)> {
-    fn flatten(prefix: &str, t: &toml::Table, out: &mut Vec<(String, String)>) {
-        for (k, v) in t {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            match v {
-                toml::Value::Table(inner) => flatten(&key, inner, out),
-                toml::Value::String(s) => out.push((key, s.clone())),
-                other => out.push((key, other.to_string())),
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(t) = toml::from_str::<toml::Table>(&cfg.to_toml()) {
-        flatten("", &t, &mut out);
-    }
-    out
+    crate::config::flatten_toml(&cfg.to_toml(), &|_| false)
+        .into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
 }
 
 /// The MLflow run of a training run.
