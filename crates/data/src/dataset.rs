@@ -11,15 +11,7 @@ use serde::Serialize;
 use crate::DataError;
 use crate::image::{DecodeOptions, RgbImage};
 use crate::rng::SampleRng;
-use crate::sources::{Source, SourceConfig, Storage};
-
-/// The class name a folder name stands for: `%2F` is `/` (which a folder name
-/// cannot hold), `%25` is `%`.
-pub(crate) fn decode_class_folder(name: &str) -> String {
-    name.replace("%2F", "/")
-        .replace("%2f", "/")
-        .replace("%25", "%")
-}
+use crate::sources::{Source, SourceConfig, Storage, decode_class_folder};
 
 /// The index of the class of `target` that `name` names (see
 /// [`Dataset::with_classes`]).

@@ -207,7 +207,20 @@ impl RgbImage {
         if !crate::jpeg::is_jpeg(bytes) {
             return Self::decode(bytes);
         }
-        crate::jpeg::decode(bytes, reduction).map_err(jpeg_error)
+        Self::from_jpeg(bytes, reduction)
+    }
+
+    /// A JPEG through libjpeg-turbo ([`crate::jpeg::decode`]).
+    fn from_jpeg(
+        bytes: &[u8],
+        reduction: impl Fn(usize, usize) -> usize,
+    ) -> Result<Self, image::ImageError> {
+        let (width, height, data) = crate::jpeg::decode(bytes, reduction).map_err(jpeg_error)?;
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// Decodes encoded bytes as `options` say (draft scale, EXIF orientation).
@@ -238,7 +251,7 @@ impl RgbImage {
     pub fn decode(bytes: &[u8]) -> Result<Self, image::ImageError> {
         if crate::jpeg::is_jpeg(bytes) {
             // libjpeg-turbo, as PIL: the pixels of `Image.open(p).convert("RGB")`.
-            return crate::jpeg::decode(bytes, |_, _| 1).map_err(jpeg_error);
+            return Self::from_jpeg(bytes, |_, _| 1);
         }
         let img = image::load_from_memory(bytes)?;
         let (w, h) = (img.width() as usize, img.height() as usize);

@@ -8,8 +8,6 @@
 
 use std::ffi::{c_char, c_int, c_ulong, c_void};
 
-use crate::image::RgbImage;
-
 unsafe extern "C" {
     fn clip_jpeg_open(
         data: *const u8,
@@ -83,8 +81,11 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
 
 /// Decodes the JPEG `bytes` at the largest of 1/8, 1/4 and 1/2 of each side not
 /// above `reduction(width, height)` (of the stored size; 1 or less: full size),
-/// to RGB.
-pub fn decode(bytes: &[u8], reduction: impl Fn(usize, usize) -> usize) -> Result<RgbImage, String> {
+/// to RGB: `(width, height, interleaved RGB bytes)`.
+pub fn decode(
+    bytes: &[u8],
+    reduction: impl Fn(usize, usize) -> usize,
+) -> Result<(usize, usize, Vec<u8>), String> {
     let (mut handle, mut w, mut h, mut components) = (std::ptr::null_mut(), 0, 0, 0);
     // SAFETY: `bytes` outlives the decoder (it is only read while `decode`
     // runs); the out-pointers are live; the buffer is `call`'s.
@@ -132,11 +133,7 @@ pub fn decode(bytes: &[u8], reduction: impl Fn(usize, usize) -> usize) -> Result
         4 => raw.chunks_exact(4).flat_map(cmyk_to_rgb).collect(),
         n => return Err(format!("{n} channels per pixel")),
     };
-    Ok(RgbImage {
-        width: ow,
-        height: oh,
-        data,
-    })
+    Ok((ow, oh, data))
 }
 
 /// PIL's `MULDIV255`: `a * b / 255`, rounded.

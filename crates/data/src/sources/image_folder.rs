@@ -6,9 +6,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::files::Files;
-use super::{IMAGE_EXTENSIONS, Source, io};
+use super::{IMAGE_EXTENSIONS, Source, decode_class_folder, io};
 use crate::DataError;
-use crate::dataset::decode_class_folder;
 
 /// Reads the tree at `root`; errors name `key`'s fields.
 pub(crate) fn read(root: &Path, key: &str) -> Result<Source, DataError> {

@@ -71,6 +71,14 @@ pub(crate) struct Source {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
+/// The class name a folder name stands for: `%2F` is `/` (which a folder name
+/// cannot hold), `%25` is `%`.
+pub(crate) fn decode_class_folder(name: &str) -> String {
+    name.replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%25", "%")
+}
+
 /// "`path` does not exist", saying for a relative path which folder it was read
 /// from: relative paths in a config (and in `--set`) are read from the current
 /// folder, not the config file's.

@@ -41,6 +41,9 @@ const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const SCALER_FILE: &str = "scaler.safetensors";
 const EMA_FILE: &str = "ema.safetensors";
 pub(crate) const STATE_FILE: &str = "trainer_state.json";
+/// A run's test result, in its folder: `{"checkpoint": <folder>, "test":
+/// <EvalReport>}` (written by `run::test_set`).
+pub(crate) const TEST_FILE: &str = "test.json";
 
 /// Progress that must survive a restart (`trainer_state.json` in a checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -374,7 +377,7 @@ pub(crate) fn measured(model_dir: &Path) -> Option<Measured> {
         .dir()
         .parent()
         .and_then(Path::parent)
-        .and_then(|run| std::fs::read_to_string(run.join(crate::run::test_set::TEST_FILE)).ok())
+        .and_then(|run| std::fs::read_to_string(run.join(TEST_FILE)).ok())
         .and_then(|t| serde_json::from_str::<TestFile>(&t).ok())
         .filter(|t| same(&t.checkpoint, ckpt.dir()))
         .map(|t| t.test);

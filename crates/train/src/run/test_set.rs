@@ -12,11 +12,8 @@ use crate::error::Result;
 use crate::eval::EvalReport;
 use crate::observe::plots::Marks;
 use crate::report::write_json;
-use crate::run::checkpoint::measured;
+use crate::run::checkpoint::{TEST_FILE, measured};
 use crate::run::locate::{classifier_dir, eval_pipeline_for, load_classifier_from};
-
-/// A run's test result: `{"checkpoint": <folder>, "test": <EvalReport>}`.
-pub(crate) const TEST_FILE: &str = "test.json";
 
 /// The test source `src` (`data.test`), labelled with `classes` (matched by
 /// name: another order or a subset is fine, a class not among them an error).
