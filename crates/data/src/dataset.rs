@@ -118,6 +118,12 @@ impl Dataset {
         self.storage.name(self.view[i])
     }
 
+    /// The raw bytes of item `i`'s path when its name is not UTF-8 (so
+    /// [`Dataset::name`] had to replace characters); `None` otherwise.
+    pub fn name_bytes(&self, i: usize) -> Option<Vec<u8>> {
+        self.storage.name_bytes(self.view[i])
+    }
+
     /// Image `i`, a JPEG decoded at the reduction `reduction(width, height)`
     /// allows ([`RgbImage::decode_draft`]); other images as [`Dataset::image`].
     pub fn image_draft(

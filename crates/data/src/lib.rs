@@ -70,3 +70,12 @@ pub use sources::{
 };
 pub use synthetic::write_noise_images;
 pub use transforms::{JitterParams, Pipeline, Size, TransformConfig, resized_crop, rotation_angle};
+
+/// The raw bytes of `path` when it is not UTF-8 (`None` when it is): what JSON
+/// outputs add as `path_bytes` beside the lossy `path`, so the file can be traced.
+pub fn path_bytes(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    path.to_str()
+        .is_none()
+        .then(|| path.as_os_str().as_bytes().to_vec())
+}

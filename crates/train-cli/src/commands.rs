@@ -375,6 +375,16 @@ pub fn zero_shot(a: ZeroShotArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// A `predict --json` row: `path` (characters that are not UTF-8 replaced), its
+/// raw bytes as `path_bytes` when it is not UTF-8, and `key: value`.
+fn json_row(path: &Path, key: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut row = serde_json::json!({ "path": path.to_string_lossy(), key: value });
+    if let Some(bytes) = clip_data::path_bytes(path) {
+        row["path_bytes"] = serde_json::json!(bytes);
+    }
+    row
+}
+
 pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
     if a.top_k == 0 {
         bail!("--top-k must be at least 1");
@@ -400,7 +410,7 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
     for (path, top) in predictions {
         match (top, a.json) {
-            (Ok(top), true) => println!("{}", serde_json::json!({"path": path, "top": top})),
+            (Ok(top), true) => println!("{}", json_row(&path, "top", serde_json::json!(top))),
             (Ok(top), false) => {
                 let line: Vec<String> = top
                     .iter()
@@ -411,7 +421,7 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
             (Err(why), json) => {
                 failed += 1;
                 if json {
-                    println!("{}", serde_json::json!({"path": path, "error": why}));
+                    println!("{}", json_row(&path, "error", serde_json::json!(why)));
                 } else {
                     println!("{}: error: {why}", path.display());
                 }

@@ -2862,3 +2862,66 @@ fn images_over_the_pixel_limit_name_the_file_and_the_key() {
         "{err}"
     );
 }
+
+/// A file name that is not UTF-8 is no crash: `predict --json` and `eval
+/// --output` rows carry the lossy `path` and the raw `path_bytes` that trace
+/// the file back.
+#[test]
+fn file_names_that_are_not_utf8_are_traced_back_in_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    assert!(
+        run(bin().args(train_args(tmp.path(), &data)))
+            .status
+            .success()
+    );
+    let odd = data
+        .join("cat")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.png"));
+    let first = std::fs::read_dir(data.join("cat"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(&first, &odd).unwrap();
+    let want: Vec<u64> = odd
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|&b| u64::from(b))
+        .collect();
+    let traced = |row: &serde_json::Value| {
+        row["path_bytes"]
+            .as_array()
+            .is_some_and(|b| b.iter().map(|x| x.as_u64().unwrap()).collect::<Vec<_>>() == want)
+    };
+    let o = run(bin()
+        .args(["predict", "--json", "--model"])
+        .arg(tmp.path().join("smoke"))
+        .arg(data.join("cat")));
+    assert!(o.status.success());
+    let rows: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.iter().filter(|r| traced(r)).count(), 1, "{rows:?}");
+    let preds = tmp.path().join("preds.jsonl");
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(tmp.path().join("smoke"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&preds));
+    assert!(o.status.success());
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.iter().filter(|r| traced(r)).count(), 1);
+}

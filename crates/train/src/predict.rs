@@ -15,7 +15,11 @@ use crate::error::Result;
 /// One image's prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
+    /// The file (characters that are not UTF-8 replaced).
     pub path: String,
+    /// The path's raw bytes when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<Vec<u8>>,
     pub label: i64,
     pub pred: i64,
     pub logits: Vec<f32>,
@@ -40,6 +44,7 @@ pub fn predictions(loader: &Loader, batch: &Batch, logits: &Tensor) -> Result<Ve
                 .0 as i64;
             Prediction {
                 path: loader.dataset().name(i),
+                path_bytes: loader.dataset().name_bytes(i),
                 label,
                 pred,
                 logits,

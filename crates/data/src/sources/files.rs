@@ -15,6 +15,10 @@ impl Storage for Files {
         self.0[k].display().to_string()
     }
 
+    fn name_bytes(&self, k: usize) -> Option<Vec<u8>> {
+        crate::path_bytes(&self.0[k])
+    }
+
     fn image(&self, k: usize, options: &DecodeOptions) -> Result<RgbImage, DataError> {
         RgbImage::open_with_options(&self.0[k], options)
     }

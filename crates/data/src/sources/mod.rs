@@ -39,6 +39,11 @@ pub(crate) trait Storage: std::fmt::Debug + Send + Sync {
     /// A printable name of item `k`: its path, `shard.tar:key.jpg`,
     /// `file.parquet:row N`, `idx:N`.
     fn name(&self, k: usize) -> String;
+    /// The bytes of item `k`'s file name when [`Storage::name`] could not spell
+    /// it (not UTF-8): how a JSON output traces it back; `None` otherwise.
+    fn name_bytes(&self, _k: usize) -> Option<Vec<u8>> {
+        None
+    }
     /// Item `k` as stored: its encoded bytes and lower-case extension.
     fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError>;
     /// Item `k`, decoded as `options` say (an error names the file and the
