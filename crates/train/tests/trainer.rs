@@ -246,6 +246,12 @@ fn resumes_exactly(tmp: &Path, data: &Path, overrides: &[String]) {
         straight.state().last_eval.as_ref().unwrap().ema,
         third.state().last_eval.as_ref().unwrap().ema
     );
+    // The reported figures resume too: the last evaluation's training loss covers
+    // the steps since the evaluation before it, across the resume at step 3.
+    assert_eq!(
+        straight.state().last_eval.as_ref().unwrap().train_loss,
+        third.state().last_eval.as_ref().unwrap().train_loss
+    );
 }
 
 #[test]

@@ -65,6 +65,10 @@ pub struct TrainState {
     /// Data-parallel ranks that wrote it (1 for one process).
     #[serde(default = "one")]
     pub world_size: usize,
+    /// The training losses summed since the last evaluation, and their steps (the
+    /// next evaluation's `train_loss` covers them across a resume).
+    #[serde(default)]
+    pub loss_since_eval: (f64, u64),
 }
 
 fn one() -> usize {

@@ -308,7 +308,7 @@ impl Trainer {
         Self::emit(observers, Event::Start(&info))?;
         let batches = self.train.batches_per_epoch();
         let accum = self.cfg.train.grad_accum;
-        let (mut interrupted, mut loss_sum, mut loss_n) = (false, 0.0, 0u64);
+        let mut interrupted = false;
         'run: while self.state.global_step < self.steps.total && !self.state.stopped_early {
             let epoch = self.state.epoch;
             let trainable = self.apply_unfreeze(epoch);
@@ -331,8 +331,8 @@ impl Trainer {
                 self.state.global_step += 1;
                 self.state.batch_in_epoch += n;
                 if step_loss.is_finite() {
-                    loss_sum += step_loss;
-                    loss_n += 1;
+                    self.state.loss_since_eval.0 += step_loss;
+                    self.state.loss_since_eval.1 += 1;
                 }
                 let m = StepMetrics {
                     epoch: epoch + 1,
@@ -367,8 +367,8 @@ impl Trainer {
                 );
                 self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
                 if plan.evaluate {
+                    let (loss_sum, loss_n) = std::mem::take(&mut self.state.loss_since_eval);
                     let train_loss = (loss_n > 0).then(|| loss_sum / loss_n as f64);
-                    (loss_sum, loss_n) = (0.0, 0);
                     if self.eval_and_save(observers, train_loss, plan.checkpoint)? == Decision::Stop
                     {
                         break 'run;
