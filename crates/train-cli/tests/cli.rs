@@ -2468,6 +2468,27 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         !tmp.path().join("smoke").exists(),
         "the dry run created the run folder"
     );
+    // A batch larger than the data makes a 1-step run, which the warmup cannot
+    // fit: the error says how the length came about.
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(
+        [
+            "--set",
+            "data.loader.batch_size=64",
+            "--set",
+            "train.epochs=1",
+            "--dry-run",
+        ]
+        .map(String::from),
+    );
+    let o = run(bin().args(&args));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("18 training images in global batches of 64")
+            && stderr(&o).contains("the batch is larger than the data"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `--quiet` prints one line on success (where the run is); `--log-format json`

@@ -130,7 +130,11 @@ impl Trainer {
             world,
             train.dataset().len(),
         )?;
-        let schedule = cfg.optim.schedule.build(steps.total)?;
+        let schedule = steps.schedule(
+            &cfg,
+            train.dataset().len(),
+            train.global_batch_size() * cfg.train.grad_accum,
+        )?;
         let ema = cfg
             .train
             .ema

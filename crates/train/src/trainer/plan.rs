@@ -105,6 +105,34 @@ impl Steps {
     }
 }
 
+impl Steps {
+    /// The learning-rate schedule over the run's steps; a warmup that does not
+    /// fit says how the run's length came about (a batch larger than the data
+    /// makes a run of few steps, which reads as a warmup problem otherwise).
+    pub(super) fn schedule(
+        &self,
+        cfg: &RunConfig,
+        train_images: usize,
+        global_batch: usize,
+    ) -> Result<clip_optim::LrSchedule> {
+        cfg.optim.schedule.build(self.total).map_err(|e| {
+            TrainError::Usage(format!(
+                "{e}; the run has {} step(s): {train_images} training images in global batches \
+                     of {global_batch} (batch_size x ranks x grad_accum) make {} step(s) per \
+                     epoch, for {} epoch(s){}",
+                self.total,
+                self.per_epoch,
+                self.epochs,
+                if global_batch > train_images {
+                    " — the batch is larger than the data"
+                } else {
+                    ""
+                }
+            ))
+        })
+    }
+}
+
 /// Whether the run measures image <-> text retrieval (on `data.retrieval`, or on
 /// validation data with captions), checked against what needs or excludes it:
 /// the head must keep the text tower, and `"mean_recall"` as a checkpoint or
@@ -190,7 +218,11 @@ pub fn dry_run(cfg: &RunConfig, world: usize) -> Result<DryRun> {
         clip_data::Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?
             .sharded(0, world)?;
     let steps = Steps::plan(cfg, loader.batches_per_epoch(), world, train_images)?;
-    let schedule = cfg.optim.schedule.build(steps.total)?;
+    let schedule = steps.schedule(
+        cfg,
+        train_images,
+        cfg.data.loader.batch_size * world * cfg.train.grad_accum,
+    )?;
     Ok(DryRun {
         run_dir: cfg.run.dir(),
         train_images,
