@@ -88,27 +88,6 @@ fn load_config(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
     Ok(RunConfig::load(&clip_train::find_config(path)?, overrides)?)
 }
 
-/// `--dry-run`: what the run (fresh, or resumed from `resume`) would do.
-fn dry_run(
-    config: Option<&Path>,
-    resume: Option<&Path>,
-    overrides: &[String],
-) -> anyhow::Result<ExitCode> {
-    let cfg = match (config, resume) {
-        (Some(c), None) => RunConfig::load(c, overrides)?,
-        (None, Some(dir)) => RunConfig::load(&dir.join("config.resolved.toml"), overrides)?,
-        _ => bail!("--dry-run takes --config FILE or --resume RUN_DIR"),
-    };
-    // Under torchrun / srun each rank would see the world size.
-    let world = ["WORLD_SIZE", "SLURM_NTASKS"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
-        .unwrap_or(1);
-    println!("{}", clip_train::dry_run(&cfg, world)?);
-    say!("dry run: nothing was trained or written");
-    Ok(ExitCode::SUCCESS)
-}
-
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut overrides = args.overrides.clone();
     if let Some(d) = &args.output_dir {
@@ -120,7 +99,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .map(clip_train::find_config)
         .transpose()?;
     if args.dry_run {
-        return dry_run(config.as_deref(), args.resume.as_deref(), &overrides);
+        let plan = clip_train::dry_run(config.as_deref(), args.resume.as_deref(), &overrides)?;
+        println!("{plan}");
+        say!("dry run: nothing was trained or written");
+        return Ok(ExitCode::SUCCESS);
     }
     let (mut trainer, launched) =
         Trainer::launch(config.as_deref(), args.resume.as_deref(), &overrides)?;
@@ -258,10 +240,12 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The dataset at `path`.
-fn dataset_from(path: &Path) -> anyhow::Result<Dataset> {
+/// The source `path` names and its dataset.
+fn dataset_from(path: &Path) -> anyhow::Result<(SourceConfig, Dataset)> {
     let src = SourceConfig::from_path(path, "--data")?;
-    Dataset::load(&src, "--data").with_context(|| format!("loading {}", path.display()))
+    let ds =
+        Dataset::load(&src, "--data").with_context(|| format!("loading {}", path.display()))?;
+    Ok((src, ds))
 }
 
 /// Evaluates `model` (which `spec` names) on `data` and prints the report;
@@ -353,7 +337,7 @@ pub fn zero_shot(a: ZeroShotArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         (None, None) => HeadConfig::default().templates,
     };
-    let ds = dataset_from(&a.data)?;
+    let (_, ds) = dataset_from(&a.data)?;
     let vs = nn::VarStore::new(place.device);
     let clf = clip_train::zero_shot_classifier(
         &vs,
@@ -449,32 +433,6 @@ pub fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The folders and files a `--data` source reads from: a shard pattern's folder
-/// (the part before its first wildcard), a CSV with the folder its image paths
-/// are relative to, else the path itself.
-fn input_roots(data: &Path) -> Vec<std::path::PathBuf> {
-    let text = data.to_string_lossy();
-    if let Some(i) = text.find(['{', '*', '?', '[']) {
-        let folder = text[..i].rsplit_once('/').map_or(".", |(f, _)| f);
-        return vec![std::path::PathBuf::from(if folder.is_empty() {
-            "/"
-        } else {
-            folder
-        })];
-    }
-    let mut roots = vec![data.to_path_buf()];
-    if data.extension().is_some_and(|e| e == "csv" || e == "tsv")
-        && let Some(parent) = data.parent()
-    {
-        roots.push(if parent.as_os_str().is_empty() {
-            std::path::PathBuf::from(".")
-        } else {
-            parent.to_path_buf()
-        });
-    }
-    roots
-}
-
 pub fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
     if a.prefix.is_empty() || a.prefix.contains(['/', '{', '}', '*', '?', '[']) {
         bail!(
@@ -482,7 +440,7 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
             a.prefix
         );
     }
-    let ds = dataset_from(&a.data)?;
+    let (src, ds) = dataset_from(&a.data)?;
     for (path, why) in &ds.summary().skipped {
         crate::console::warn(&format!("left out {}: {why}", path.display()));
     }
@@ -490,7 +448,7 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
         max_side: a.max_side,
         quality: a.quality,
     };
-    let roots = input_roots(&a.data);
+    let roots = src.read_paths();
     let inputs: Vec<&Path> = roots.iter().map(|p| p.as_path()).collect();
     let out = clip_train::OutputDir::prepare(&a.output, "convert", &inputs, a.overwrite)?;
     let shards = match clip_data::write_webdataset_with(

@@ -389,6 +389,35 @@ impl SourceConfig {
         }
     }
 
+    /// The files and folders the source reads from, for commands that must not
+    /// write over them: an image folder; a CSV and the folder its image paths are
+    /// relative to; the IDX files; the folder of a shard or Parquet pattern (the
+    /// part before its first wildcard), or the file it names.
+    pub fn read_paths(&self) -> Vec<PathBuf> {
+        let pattern_folder = |p: &str| match p.find(['{', '*', '?', '[']) {
+            Some(i) => PathBuf::from(match p[..i].rsplit_once('/') {
+                Some(("", _)) => "/",
+                Some((folder, _)) => folder,
+                None => ".",
+            }),
+            None => PathBuf::from(p),
+        };
+        match self {
+            SourceConfig::ImageFolder { path } => vec![path.clone()],
+            SourceConfig::Csv { path, .. } => {
+                let folder = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                vec![path.clone(), folder]
+            }
+            SourceConfig::Idx { images, labels, .. } => vec![images.clone(), labels.clone()],
+            SourceConfig::Webdataset { path, .. } | SourceConfig::Parquet { path, .. } => {
+                vec![pattern_folder(path)]
+            }
+        }
+    }
+
     /// An error naming `key` when a path the source names does not exist, saying
     /// what it should hold (shard and Parquet patterns are checked when read).
     pub fn check_exists(&self, key: &str) -> Result<(), DataError> {
@@ -413,5 +442,29 @@ impl SourceConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a command writing files must keep away from: a CSV's folder too, and
+    /// a shard pattern's folder rather than the pattern.
+    #[test]
+    fn read_paths_name_the_files_and_folders_a_source_reads() {
+        let p = |s: &str| PathBuf::from(s);
+        let csv = SourceConfig::csv("data/train.csv");
+        assert_eq!(csv.read_paths(), [p("data/train.csv"), p("data")]);
+        assert_eq!(SourceConfig::csv("train.csv").read_paths()[1], p("."));
+        let shards = |path: &str| SourceConfig::Webdataset {
+            path: path.into(),
+            class_names: None,
+            caption_extension: None,
+        };
+        assert_eq!(shards("/s/train-{000..009}.tar").read_paths(), [p("/s")]);
+        assert_eq!(shards("/s/one.tar").read_paths(), [p("/s/one.tar")]);
+        assert_eq!(shards("*.tar").read_paths(), [p(".")]);
+        assert_eq!(shards("/*.tar").read_paths(), [p("/")]);
     }
 }

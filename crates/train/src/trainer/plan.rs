@@ -200,11 +200,32 @@ pub struct DryRun {
     pub inspection: crate::assembly::Inspection,
 }
 
+/// The [`DryRun`] of a training command: the config file `config` (a fresh run)
+/// or the run folder `resume` (its resolved config), with `overrides`, on the
+/// data-parallel world the launcher (torchrun, srun) sets, else one process.
+pub fn dry_run(
+    config: Option<&std::path::Path>,
+    resume: Option<&std::path::Path>,
+    overrides: &[String],
+) -> Result<DryRun> {
+    let cfg = match (config, resume) {
+        (Some(c), None) => RunConfig::load(c, overrides)?,
+        (None, Some(dir)) => crate::run::folder::RunFolder::open(dir, overrides)?.1,
+        _ => {
+            return Err(TrainError::Usage(
+                "--dry-run takes --config FILE or --resume RUN_DIR".into(),
+            ));
+        }
+    };
+    let world = clip_dist::DistEnv::detect()?.map_or(1, |e| e.world);
+    plan_run(&cfg, world)
+}
+
 /// The [`DryRun`] of `cfg` on `world` data-parallel ranks: the data after splits
 /// and limits, the run's length, its global batch and warmup, and the model's
 /// parameter groups with their learning rates. Reads the data and builds the
 /// model on the CPU; writes nothing.
-pub fn dry_run(cfg: &RunConfig, world: usize) -> Result<DryRun> {
+fn plan_run(cfg: &RunConfig, world: usize) -> Result<DryRun> {
     let (inspection, train_ds, val_ds, size) = crate::assembly::inspect_with_data(cfg)?;
     let classes = crate::assembly::run_classes(&train_ds, &val_ds);
     let test_images = match &cfg.data.test {
