@@ -41,9 +41,15 @@ const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const SCALER_FILE: &str = "scaler.safetensors";
 const EMA_FILE: &str = "ema.safetensors";
 pub(crate) const STATE_FILE: &str = "trainer_state.json";
-/// A run's test result, in its folder: `{"checkpoint": <folder>, "test":
-/// <EvalReport>}` (written by `run::test_set`).
+/// A run's test result, in its folder ([`TestResult`], written by `run::test_set`).
 pub(crate) const TEST_FILE: &str = "test.json";
+
+/// `test.json`: the test set's evaluation and the checkpoint it was made with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TestResult {
+    pub checkpoint: PathBuf,
+    pub test: crate::eval::EvalReport,
+}
 
 /// Progress that must survive a restart (`trainer_state.json` in a checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -371,18 +377,13 @@ pub(crate) fn measured(model_dir: &Path) -> Option<Measured> {
     let ckpt = Checkpoint::at(model_dir.parent()?);
     let state = ckpt.state().ok()?;
     let eval = state.last_eval.filter(|e| e.step == state.global_step);
-    #[derive(Deserialize)]
-    struct TestFile {
-        checkpoint: PathBuf,
-        test: crate::eval::EvalReport,
-    }
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     let test = ckpt
         .dir()
         .parent()
         .and_then(Path::parent)
         .and_then(|run| std::fs::read_to_string(run.join(TEST_FILE)).ok())
-        .and_then(|t| serde_json::from_str::<TestFile>(&t).ok())
+        .and_then(|t| serde_json::from_str::<TestResult>(&t).ok())
         .filter(|t| same(&t.checkpoint, ckpt.dir()))
         .map(|t| t.test);
     Some(Measured {

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::eval::EvalReport;
 use crate::observe::plots::Marks;
 use crate::report::write_json;
-use crate::run::checkpoint::{TEST_FILE, measured};
+use crate::run::checkpoint::{TEST_FILE, TestResult, measured};
 use crate::run::locate::{classifier_dir, eval_pipeline_for, load_classifier_from};
 
 /// The test source `src` (`data.test`), labelled with `classes` (matched by
@@ -44,7 +44,10 @@ pub fn evaluate_test(run_dir: &Path, cfg: &RunConfig) -> Result<Option<EvalRepor
             place.device,
             |_, _| Ok(()),
         )?;
-    let record = serde_json::json!({ "checkpoint": dir.parent().unwrap_or(&dir), "test": report });
+    let record = TestResult {
+        checkpoint: dir.parent().unwrap_or(&dir).to_path_buf(),
+        test: report,
+    };
     write_json(&run_dir.join(TEST_FILE), &record)?;
     // The plots mark the test result at its checkpoint and draw its confusion.
     if let Some(step) = measured(&dir).map(|m| m.step) {
@@ -52,9 +55,9 @@ pub fn evaluate_test(run_dir: &Path, cfg: &RunConfig) -> Result<Option<EvalRepor
             run_dir,
             &Marks {
                 selected_step: Some(step),
-                test: Some((step, report.clone())),
+                test: Some((step, record.test.clone())),
             },
         )?;
     }
-    Ok(Some(report))
+    Ok(Some(record.test))
 }

@@ -130,11 +130,7 @@ impl Trainer {
             world,
             train.dataset().len(),
         )?;
-        let schedule = steps.schedule(
-            &cfg,
-            train.dataset().len(),
-            train.global_batch_size() * cfg.train.grad_accum,
-        )?;
+        let schedule = steps.schedule(&cfg, &train)?;
         let ema = cfg
             .train
             .ema

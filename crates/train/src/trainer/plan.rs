@@ -112,9 +112,10 @@ impl Steps {
     pub(super) fn schedule(
         &self,
         cfg: &RunConfig,
-        train_images: usize,
-        global_batch: usize,
+        train: &clip_data::Loader,
     ) -> Result<clip_optim::LrSchedule> {
+        let train_images = train.dataset().len();
+        let global_batch = train.global_batch_size() * cfg.train.grad_accum;
         cfg.optim.schedule.build(self.total).map_err(|e| {
             TrainError::Usage(format!(
                 "{e}; the run has {} step(s): {train_images} training images in global batches \
@@ -239,11 +240,7 @@ fn plan_run(cfg: &RunConfig, world: usize) -> Result<DryRun> {
         clip_data::Loader::new(train_ds, train_pipe, cfg.data.loader.clone(), cfg.run.seed)?
             .sharded(0, world)?;
     let steps = Steps::plan(cfg, loader.batches_per_epoch(), world, train_images)?;
-    let schedule = steps.schedule(
-        cfg,
-        train_images,
-        cfg.data.loader.batch_size * world * cfg.train.grad_accum,
-    )?;
+    let schedule = steps.schedule(cfg, &loader)?;
     Ok(DryRun {
         run_dir: cfg.run.dir(),
         train_images,
@@ -253,7 +250,7 @@ fn plan_run(cfg: &RunConfig, world: usize) -> Result<DryRun> {
         world_size: world,
         batch_size: cfg.data.loader.batch_size,
         grad_accum: cfg.train.grad_accum,
-        global_batch: cfg.data.loader.batch_size * world * cfg.train.grad_accum,
+        global_batch: loader.global_batch_size() * cfg.train.grad_accum,
         steps_per_epoch: steps.per_epoch,
         epochs: steps.epochs,
         total_steps: steps.total,
@@ -264,7 +261,11 @@ fn plan_run(cfg: &RunConfig, world: usize) -> Result<DryRun> {
 
 impl std::fmt::Display for DryRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "run folder: {} (not created)", self.run_dir.display())?;
+        writeln!(
+            f,
+            "run folder: {} (nothing written to it)",
+            self.run_dir.display()
+        )?;
         write!(
             f,
             "data: {} training and {} validation images",
