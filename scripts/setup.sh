@@ -28,8 +28,16 @@ setup_python() {
         python3 -m venv "$venv" || die "python3 -m venv failed: install the venv module (e.g. apt-get install python3-venv)"
     fi
     "$venv/bin/python" -m pip --version >/dev/null 2>&1 || die "pip is missing in $venv: install python3-pip / ensurepip"
-    say "installing ${want} (first run: ~5 GB, a few minutes)"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}" \
+    # The wheels take ~5.5 GB installed; pip unpacks each beside its download. Without
+    # the room, pip fails half-way with "No space left on device" and nothing says why.
+    local free_kb need_kb=$((7 * 1024 * 1024))
+    free_kb="$(df -Pk "$venv" | awk 'NR == 2 { print $4 }')"
+    if [[ -n "$free_kb" && "$free_kb" -lt "$need_kb" ]]; then
+        die "only $((free_kb / 1024)) MiB free on the file system of $venv; the Python packages need ~7 GiB (and a cold cargo build ~10 GiB more): free some space (e.g. old target/ folders) and run again"
+    fi
+    say "installing ${want} (first run: ~5.5 GB, a few minutes)"
+    # --no-cache-dir: pip's cache would keep a second copy of the ~3.5 GB of wheels.
+    "$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check "${requirements[@]}" \
         || die "pip install of ${want} failed (see pip's output above)"
     local torch_dir
     torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
