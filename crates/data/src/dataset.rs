@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
 use crate::DataError;
 use crate::image::{DecodeOptions, RgbImage};
 use crate::rng::SampleRng;
-use crate::sources::{Source, SourceConfig, Storage, decode_class_folder};
+use crate::sources::{Place, Source, SourceConfig, Storage, decode_class_folder};
 
 /// The index of the class of `target` that `name` names (see
 /// [`Dataset::with_classes`]).
@@ -37,12 +37,14 @@ fn match_class(name: &str, target: &[String]) -> Option<usize> {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     classes: Arc<Vec<String>>,
-    storage: Arc<dyn Storage>,
+    pub(crate) storage: Arc<dyn Storage>,
+    /// Where each storage item lies, found once (stat'ing files) on first use.
+    places: Arc<OnceLock<Vec<Place>>>,
     labels: Arc<Vec<usize>>,
     /// Each item's caption (image-caption data), by storage index.
     captions: Option<Arc<Vec<String>>>,
     /// Indices into storage/labels that this view holds (all, or one side of a split).
-    view: Arc<Vec<usize>>,
+    pub(crate) view: Arc<Vec<usize>>,
     skipped: Arc<Vec<(PathBuf, String)>>,
 }
 
@@ -153,6 +155,11 @@ impl Dataset {
     /// (an IDX image encoded as PNG).
     pub fn encoded(&self, i: usize) -> Result<(Vec<u8>, String), DataError> {
         self.storage.encoded(self.view[i])
+    }
+
+    /// Where each storage item lies (by storage index).
+    pub(crate) fn places(&self) -> &[Place] {
+        self.places.get_or_init(|| self.storage.places())
     }
 
     pub fn summary(&self) -> Summary {
@@ -287,6 +294,7 @@ impl From<Source> for Dataset {
             view: Arc::new((0..s.labels.len()).collect()),
             classes: Arc::new(s.classes),
             storage: Arc::from(s.storage),
+            places: Arc::new(OnceLock::new()),
             labels: Arc::new(s.labels),
             captions: s.captions.map(Arc::new),
             skipped: Arc::new(s.skipped),

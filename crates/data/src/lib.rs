@@ -22,6 +22,7 @@ mod augment;
 mod color;
 mod convert;
 mod dataset;
+mod duplicates;
 mod error;
 mod geometry;
 mod image;
@@ -46,6 +47,7 @@ pub use convert::{
     ShardImages, thumbnail_size, webdataset_entry, write_webdataset, write_webdataset_with,
 };
 pub use dataset::{Dataset, Summary};
+pub use duplicates::{OVERLAP_READ_BUDGET, Overlap, Repeats};
 pub use error::DataError;
 pub use geometry::{
     CropConvention, affine, center_crop, center_crop_as, crop, hflip, random_resized_crop_params,

@@ -44,6 +44,64 @@ fn report_skipped(key: &str, ds: &Dataset) {
     );
 }
 
+/// Errors for one image listed with two labels (or captions) in `ds`; a warning
+/// with the count for entries listed more than once with the same label.
+fn report_repeats(key: &str, ds: &Dataset) -> Result<()> {
+    let r = ds.repeats(key)?;
+    if r.extra > 0 {
+        let shown: Vec<String> = r
+            .examples
+            .iter()
+            .map(|names| format!("  {}", names.join(" = ")))
+            .collect();
+        tracing::warn!(
+            "{key}: {} entr{} repeat an image listed before (each copy counts as one more sample):\n{}{}",
+            r.extra,
+            if r.extra == 1 { "y" } else { "ies" },
+            shown.join("\n"),
+            if r.extra > shown.len() { "\n  ..." } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// A warning when validation images are training images (the same file, shard
+/// member or row, or the same bytes): validation accuracy then overstates.
+fn report_overlap(train: &Dataset, val: &Dataset, split: bool) -> Result<()> {
+    let o = train.overlap(val, clip_data::OVERLAP_READ_BUDGET)?;
+    if o.total() > 0 {
+        let shown: Vec<String> = o
+            .examples
+            .iter()
+            .map(|(v, t)| format!("  {v} = {t}"))
+            .collect();
+        tracing::warn!(
+            "{} of the {} validation images are training images ({} the same file, {} the same bytes){}: validation figures will overstate accuracy on unseen images:\n{}{}",
+            o.total(),
+            val.len(),
+            o.same_place,
+            o.same_bytes,
+            if split {
+                " (data.train lists them twice, and data.val_fraction put the copies on both sides)"
+            } else {
+                ""
+            },
+            shown.join("\n"),
+            if o.total() > shown.len() {
+                "\n  ..."
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(why) = o.bytes_unchecked {
+        tracing::debug!(
+            "validation images compared with the training images by file only, not by content: {why}"
+        );
+    }
+    Ok(())
+}
+
 /// A classifier needs two classes or more, each with images: a class without any
 /// (an empty or non-image folder, IDX labels that skip numbers) would get a head
 /// row that never trains, and one class makes every accuracy 100 %.
@@ -92,6 +150,7 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     }
     let all = Dataset::load(train_src, "data.train")?;
     report_skipped("data.train", &all);
+    report_repeats("data.train", &all)?;
     if all.has_labels() {
         check_classes("data.train", &all)?;
     } else if cfg.train.objective.needs_labels() {
@@ -105,6 +164,7 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
         Some(v) => {
             let val = Dataset::load(v, "data.val")?;
             report_skipped("data.val", &val);
+            report_repeats("data.val", &val)?;
             if !val.has_labels() {
                 return Err(TrainError::config(
                     "data.val",
@@ -135,6 +195,7 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     };
     let train = d.train_limit.map_or(train.clone(), |n| train.take(n));
     let val = d.val_limit.map_or(val.clone(), |n| val.take(n));
+    report_overlap(&train, &val, d.val.is_none())?;
     if train.is_empty() || val.is_empty() {
         return Err(TrainError::config(
             "data",

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Storage, io};
+use super::{Place, Storage, file_place, io};
 use crate::DataError;
 use crate::image::{DecodeOptions, RgbImage};
 
@@ -21,6 +21,23 @@ impl Storage for Files {
 
     fn image(&self, k: usize, options: &DecodeOptions) -> Result<RgbImage, DataError> {
         RgbImage::open_with_options(&self.0[k], options)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The file's device and inode, and its size (the files are stat'ed on all
+    /// cores).
+    fn places(&self) -> Vec<Place> {
+        use rayon::prelude::*;
+        self.0
+            .par_iter()
+            .map(|p| {
+                let (at, size) = file_place(p);
+                Place { at, size }
+            })
+            .collect()
     }
 
     fn encoded(&self, k: usize) -> Result<(Vec<u8>, String), DataError> {

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{Source, Storage, io};
+use super::{Place, Source, Storage, file_place, io};
 use crate::DataError;
 use crate::image::{DecodeOptions, RgbImage};
 
@@ -26,6 +26,8 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 /// Grey images, `count x rows x cols`, held in memory.
 #[derive(Debug)]
 struct Idx {
+    /// The images file's device and inode.
+    file: String,
     pixels: Vec<u8>,
     rows: usize,
     cols: usize,
@@ -34,6 +36,28 @@ struct Idx {
 impl Storage for Idx {
     fn name(&self, k: usize) -> String {
         format!("idx:{k}")
+    }
+
+    fn len(&self) -> usize {
+        self.pixels.len() / (self.rows * self.cols).max(1)
+    }
+
+    fn places(&self) -> Vec<Place> {
+        let size = (self.rows * self.cols) as u64;
+        (0..self.len())
+            .map(|k| Place {
+                at: format!("{}#{k}", self.file),
+                size: Some(size),
+            })
+            .collect()
+    }
+
+    /// The hash of the grey pixels (the images are in memory).
+    fn content_hash(&self, k: usize) -> Result<u64, DataError> {
+        let n = self.rows * self.cols;
+        Ok(crate::duplicates::hash_bytes(
+            &self.pixels[k * n..(k + 1) * n],
+        ))
     }
 
     /// The grey image (IDX files carry no orientation or JPEG to draft).
@@ -98,6 +122,7 @@ pub(crate) fn read(
     };
     Ok(Source {
         storage: Box::new(Idx {
+            file: file_place(images).0,
             pixels,
             rows: dims[1],
             cols: dims[2],

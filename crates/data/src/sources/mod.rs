@@ -60,6 +60,41 @@ pub(crate) trait Storage: std::fmt::Debug + Send + Sync {
     fn local_permutation(&self, _view: &[usize], _rng: &mut SampleRng) -> Option<Vec<usize>> {
         None
     }
+    /// Where each item's bytes lie, whatever name the source gave them (see
+    /// [`Place`]); by default its name, size unknown.
+    fn places(&self) -> Vec<Place> {
+        (0..self.len())
+            .map(|k| Place {
+                at: self.name(k),
+                size: None,
+            })
+            .collect()
+    }
+    /// The number of items.
+    fn len(&self) -> usize;
+    /// A hash of item `k`'s content (its stored bytes), for finding the same
+    /// image under two names.
+    fn content_hash(&self, k: usize) -> Result<u64, DataError> {
+        Ok(crate::duplicates::hash_bytes(&self.encoded(k)?.0))
+    }
+}
+
+/// Where an item's bytes lie: a file's device and inode (so that two paths, a
+/// link or a hard link to one file are one place), with the member's offset or
+/// the row for packed files; and its size in bytes when known without reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub at: String,
+    pub size: Option<u64>,
+}
+
+/// The device and inode of `path` as a string (its name when it cannot be read).
+pub(crate) fn file_place(path: &Path) -> (String, Option<u64>) {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => (format!("{}:{}", m.dev(), m.ino()), Some(m.len())),
+        Err(_) => (path.display().to_string(), None),
+    }
 }
 
 /// What a reader found in a source.

@@ -27,9 +27,19 @@ pub(crate) fn expand_files(pattern: &str, key: &str, ext: &str) -> Result<Vec<Pa
                 .collect();
             tars.sort();
             if tars.is_empty() {
+                let compressed = std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| compressed_suffix(&e.file_name().to_string_lossy(), ext).is_some());
                 return Err(bad(format!(
-                    "the folder {} holds no .{ext} files",
-                    path.display()
+                    "the folder {} holds no .{ext} files{}",
+                    path.display(),
+                    if compressed {
+                        format!(" (it holds compressed ones: {COMPRESSED})")
+                    } else {
+                        String::new()
+                    }
                 )));
             }
             out.extend(tars);
@@ -50,7 +60,33 @@ pub(crate) fn expand_files(pattern: &str, key: &str, ext: &str) -> Result<Vec<Pa
             return Err(bad(super::missing(&path)));
         }
     }
+    if let Some((p, suffix)) = out
+        .iter()
+        .find_map(|p| compressed_suffix(&p.file_name()?.to_string_lossy(), ext).map(|s| (p, s)))
+    {
+        return Err(bad(format!(
+            "{} is a compressed {suffix} file: {COMPRESSED}",
+            p.display()
+        )));
+    }
     Ok(out)
+}
+
+/// Why compressed shards are refused, and what to do.
+const COMPRESSED: &str = "compressed shards are not supported, as samples are read by \
+     seeking into the file: decompress them (e.g. `gunzip *.tar.gz`) and name the .tar files";
+
+/// The compression suffix of a file name that is a compressed `.ext` (`.tar.gz`,
+/// `.tgz`, `.tar.zst`, ...).
+fn compressed_suffix(name: &str, ext: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    let suffixes: &[&'static str] = match ext {
+        "tar" => &[
+            ".tar.gz", ".tgz", ".tar.zst", ".tar.xz", ".tar.bz2", ".tar.lz4",
+        ],
+        _ => &[".parquet.gz", ".parquet.zst"],
+    };
+    suffixes.iter().copied().find(|s| name.ends_with(s))
 }
 
 /// `a{1..3}b{x,y}` -> `a1bx a1by a2bx ...` (ranges keep the start's zero padding).
@@ -95,6 +131,18 @@ fn expand_braces(s: &str) -> Result<Vec<String>, String> {
 pub(crate) struct RawLabel {
     pub index: Option<usize>,
     pub name: Option<String>,
+}
+
+impl RawLabel {
+    /// `3`, `"dog"` or `3 "dog"`, for messages.
+    pub fn describe(&self) -> String {
+        match (self.index, &self.name) {
+            (Some(i), Some(n)) => format!("{i} {n:?}"),
+            (Some(i), None) => i.to_string(),
+            (None, Some(n)) => format!("{n:?}"),
+            (None, None) => "none".into(),
+        }
+    }
 }
 
 /// Class indices from raw labels. With `class_names`: a sample's index, else its

@@ -23,7 +23,7 @@ use parquet::record::Field;
 use parquet::schema::types::Type;
 
 use super::packed::{RawLabel, resolve_labels};
-use super::{Source, Storage};
+use super::{Place, Source, Storage, file_place};
 use crate::DataError;
 use crate::rng::SampleRng;
 
@@ -218,7 +218,29 @@ fn columns(reader: &SerializedFileReader<PositionedFile>) -> Vec<String> {
 }
 
 /// A label cell as an index or a name.
-fn label_of(field: &Field) -> Option<RawLabel> {
+/// The label of a label cell: `Ok(None)` for a null or negative one (the Hub's
+/// "no label"), an error naming the type of a cell that cannot be a label.
+fn label_of(field: &Field) -> Result<Option<RawLabel>, String> {
+    match field {
+        Field::Float16(_) | Field::Float(_) | Field::Double(_) | Field::Decimal(_) => {
+            Err(format!("floating-point values ({field})"))
+        }
+        Field::Bool(_) => Err(format!("booleans ({field})")),
+        Field::Bytes(_) => Err("binary values".into()),
+        Field::Group(_) | Field::ListInternal(_) | Field::MapInternal(_) => {
+            Err("nested values (a struct, list or map)".into())
+        }
+        Field::Date(_)
+        | Field::TimeMillis(_)
+        | Field::TimeMicros(_)
+        | Field::TimestampMillis(_)
+        | Field::TimestampMicros(_) => Err(format!("dates or times ({field})")),
+        _ => Ok(plain_label(field)),
+    }
+}
+
+/// An integer cell as a class index, a string as a class name.
+fn plain_label(field: &Field) -> Option<RawLabel> {
     let index = |v: i64| {
         usize::try_from(v).ok().map(|i| RawLabel {
             index: Some(i),
@@ -371,7 +393,18 @@ pub(crate) fn read(
                         .map(|(_, f)| f)
                 };
                 let label = match labelled {
-                    true => cell(label_column).and_then(label_of),
+                    true => match cell(label_column).map(label_of).transpose() {
+                        Ok(l) => l.flatten(),
+                        Err(kind) => {
+                            return Err(DataError::config(
+                                format!("{key}.label_column"),
+                                format!(
+                                    "{}: column {label_column:?} holds {kind}: labels are class indices (integers) or class names (strings); cast the column, e.g. `df[{label_column:?}] = df[{label_column:?}].astype(\"int64\")`",
+                                    row_name(path, &rows, g as u32, r as u32)
+                                ),
+                            ));
+                        }
+                    },
                     false => Some(RawLabel::default()),
                 };
                 // A list of captions (the Hub's COCO / Flickr30k: five per image)
@@ -527,6 +560,22 @@ impl Storage for ParquetFiles {
     fn name(&self, k: usize) -> String {
         let (f, g, r) = self.items[k];
         row_name(&self.paths[f as usize], &self.group_rows[f as usize], g, r)
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The file's device and inode with the row (sizes are known only once read).
+    fn places(&self) -> Vec<Place> {
+        let files: Vec<String> = self.paths.iter().map(|p| file_place(p).0).collect();
+        self.items
+            .iter()
+            .map(|&(f, g, r)| Place {
+                at: format!("{}#{g}.{r}", files[f as usize]),
+                size: None,
+            })
+            .collect()
     }
 
     /// The cell's bytes, with the extension of the format they hold.

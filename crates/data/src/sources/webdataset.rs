@@ -12,7 +12,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use super::packed::{RawLabel, expand_files, resolve_labels};
-use super::{Source, Storage};
+use super::{Place, Source, Storage, file_place};
 use crate::DataError;
 
 /// Where a sample's image lies.
@@ -41,6 +41,22 @@ impl Storage for Shards {
             self.paths[m.shard as usize].display(),
             self.names[k]
         )
+    }
+
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The shard's device and inode with the member's offset, and its size.
+    fn places(&self) -> Vec<Place> {
+        let shards: Vec<String> = self.paths.iter().map(|p| file_place(p).0).collect();
+        self.members
+            .iter()
+            .map(|m| Place {
+                at: format!("{}@{}", shards[m.shard as usize], m.offset),
+                size: Some(m.len),
+            })
+            .collect()
     }
 
     /// The image member's bytes and its extension.
@@ -83,6 +99,9 @@ struct Sample {
     image: Option<(String, u64, u64)>,
     label: RawLabel,
     caption: Option<String>,
+    /// The extensions of the members seen, and each label member's label.
+    members: std::collections::HashSet<String>,
+    raw: HashMap<String, RawLabel>,
 }
 
 /// A sample with an image, before the labels are resolved.
@@ -188,6 +207,32 @@ pub(crate) fn read(
                 order.push(k.to_string());
                 Sample::default()
             });
+            // A member repeated in one shard (the key written twice): the same
+            // label is a duplicate left out; another label is an error, as
+            // neither can be trusted.
+            if !sample.members.insert(ext.clone()) {
+                let at = format!("{}:{member}", path.display());
+                if LABEL_EXTS.contains(&ext.as_str()) {
+                    let bytes = read_text_member(&mut entry).map_err(damaged)?;
+                    let again = parse_label(&ext, &bytes).ok();
+                    let before = sample.raw.get(&ext);
+                    if again.as_ref() != before {
+                        return Err(DataError::config(
+                            format!("{key}.path"),
+                            format!(
+                                "{at} appears twice in the shard with different labels ({} and {}): the sample's key is used twice",
+                                before.map_or("?".into(), RawLabel::describe),
+                                again.as_ref().map_or("?".into(), RawLabel::describe),
+                            ),
+                        ));
+                    }
+                }
+                skipped.push((
+                    PathBuf::from(at),
+                    "repeats a member of its shard (the first is used)".into(),
+                ));
+                continue;
+            }
             if caption_ext.as_deref() == Some(ext.as_str()) {
                 let bytes = read_text_member(&mut entry).map_err(damaged)?;
                 let text = String::from_utf8(bytes).map_err(|_| {
@@ -205,6 +250,7 @@ pub(crate) fn read(
                         format!("{}:{member} {why}", path.display()),
                     )
                 })?;
+                sample.raw.insert(ext.clone(), label.clone());
                 // .cls and .txt first, a .json fills what they leave.
                 let l = &mut sample.label;
                 if ext != "json" || l.index.is_none() {
@@ -235,6 +281,7 @@ pub(crate) fn read(
                     image: Some((ext, offset, len)),
                     label,
                     caption,
+                    ..
                 } => found.push(Found {
                     member: Member {
                         shard: s as u32,
