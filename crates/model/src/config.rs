@@ -19,6 +19,13 @@ pub enum Activation {
     GeluTanh,
 }
 
+/// The most parameters a model may have: 20 billion (80 GB of fp32 weights; the
+/// largest CLIPs, ViT-bigG/14, have 2.5 billion).
+pub const MAX_PARAMETERS: u128 = 20_000_000_000;
+
+/// The most positions of either tower's sequence (ViT-L/14 at 336 px has 577).
+pub const MAX_POSITIONS: i64 = 65_536;
+
 /// transformers' `CLIPTextConfig` (the fields the model uses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -263,6 +270,29 @@ impl ClipConfig {
         })
     }
 
+    /// The number of parameters of a `CLIPModel` of this config, computed in
+    /// `u128` so that no absurd dimension overflows (the bound check uses it
+    /// before anything is allocated).
+    pub fn parameter_count(&self) -> u128 {
+        let (t, v) = (&self.text_config, &self.vision_config);
+        let n = |x: i64| u128::try_from(x.max(0)).unwrap_or(0);
+        // q, k, v, out projections with biases, the MLP, two layer norms.
+        let block = |h: u128, i: u128| 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h;
+        let (th, vh) = (n(t.hidden_size), n(v.hidden_size));
+        let text = n(t.vocab_size) * th
+            + n(t.max_position_embeddings) * th
+            + n(t.num_hidden_layers) * block(th, n(t.intermediate_size))
+            + 2 * th;
+        let positions = n(v.grid()) * n(v.grid()) + 1;
+        let vision = n(v.num_channels) * n(v.patch_size) * n(v.patch_size) * vh
+            + vh
+            + positions * vh
+            + 4 * vh
+            + n(v.num_hidden_layers) * block(vh, n(v.intermediate_size));
+        let projections = (th + vh) * n(self.projection_dim) + 1;
+        text + vision + projections
+    }
+
     /// Reports every value that cannot work, each naming its key.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
@@ -327,6 +357,36 @@ impl ClipConfig {
                 problems.push(format!("`{key}` must be in [0, 1), got {p}"));
             }
         }
+        // Absurd sizes are refused here, before a tensor exists (they otherwise
+        // reach libtorch's allocator after minutes, or overflow its sizes).
+        for (key, value, most) in [
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+            (
+                "vision_config.image_size / patch_size squared",
+                v.grid().saturating_mul(v.grid()),
+                MAX_POSITIONS,
+            ),
+        ] {
+            if value > most {
+                problems.push(format!(
+                    "`{key}` = {value} positions is more than {most}, the most this tool accepts"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            let count = self.parameter_count();
+            if count > MAX_PARAMETERS {
+                problems.push(format!(
+                    "the model would have {count} parameters ({:.1} GB in fp32), more than the {} billion this tool accepts: check the dimensions (`text_config.*`, `vision_config.*`, `projection_dim`)",
+                    count as f64 * 4e-9,
+                    MAX_PARAMETERS / 1_000_000_000
+                ));
+            }
+        }
         if !self.logit_scale_init_value.is_finite() {
             problems.push("`logit_scale_init_value` must be finite".to_string());
         }
@@ -386,6 +446,37 @@ mod tests {
         assert!(err.contains("vision_config.image_size"), "{err}");
         assert!(err.contains("text_config.num_hidden_layers"), "{err}");
         assert!(err.contains("3 problem(s)"), "{err}");
+    }
+
+    /// The estimate the bound uses is the parameter count of the model built.
+    #[test]
+    fn parameter_count_is_the_built_models_and_absurd_sizes_are_refused() {
+        for cfg in [ClipConfig::tiny(), {
+            let mut c = ClipConfig::tiny();
+            c.vision_config.num_channels = 1;
+            c.text_config.intermediate_size = 48;
+            c
+        }] {
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            crate::ClipModel::new(&vs.root(), &cfg).unwrap();
+            let built: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
+            assert_eq!(cfg.parameter_count(), built as u128);
+        }
+        assert_eq!(ClipConfig::vit_b_32().parameter_count(), 151_277_313);
+        let mut cfg = ClipConfig::tiny();
+        cfg.text_config.hidden_size = 4_000_000;
+        cfg.text_config.num_attention_heads = 1;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("billion this tool accepts"), "{err}");
+        let mut cfg = ClipConfig::tiny();
+        cfg.vision_config.image_size = 8 * 1000;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`vision_config.image_size / patch_size squared` = 1000000"),
+            "{err}"
+        );
+        cfg.vision_config.image_size = i64::MAX / 8 * 8;
+        assert!(cfg.validate().is_err());
     }
 
     #[test]

@@ -194,12 +194,12 @@ pub struct PreviewAugmentArgs {
     /// The PNG to write.
     #[arg(long)]
     pub output: PathBuf,
-    /// Training images in the grid (one per row, the original on the left).
-    #[arg(long, default_value_t = 6)]
-    pub images: usize,
-    /// Augmented views per image.
-    #[arg(long, default_value_t = 7)]
-    pub views: usize,
+    /// Training images in the grid (one per row, the original on the left; 1 to 256).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub images: u64,
+    /// Augmented views per image (0 to 64).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub views: u64,
     /// Override a config value, e.g. `--set data.train_transforms=[...]` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub overrides: Vec<String>,

@@ -508,7 +508,14 @@ pub fn preview(a: PreviewAugmentArgs) -> anyhow::Result<ExitCode> {
     let size = clip_train::augmentation_size(&cfg)?;
     let (pipe, _) = clip_train::pipelines(&cfg, size)?;
     let mix = &cfg.data.loader.mix;
-    let preview = clip_data::preview(&train, &pipe, Some(mix), a.images, a.views, cfg.run.seed)?;
+    let preview = clip_data::preview(
+        &train,
+        &pipe,
+        Some(mix),
+        a.images as usize,
+        a.views as usize,
+        cfg.run.seed,
+    )?;
     clip_train::write_preview(&a.output, &preview).map_err(anyhow::Error::msg)?;
     say!(
         "wrote {} ({} images x {} augmented views, originals on the left)",

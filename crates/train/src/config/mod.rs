@@ -175,6 +175,15 @@ fn remove_key(table: &mut toml::Table, key: &str) -> bool {
     t.remove(last).is_some()
 }
 
+/// The longest `run.dist_timeout_s`: a week (a collective that waits longer is hung).
+pub const MAX_DIST_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
+/// The largest `run.ddp_bucket_mb` (PyTorch's default is 25).
+pub const MAX_DDP_BUCKET_MB: f64 = 65_536.0;
+/// The largest batch (`data.loader.batch_size`, `data.eval_batch_size`): 2^20 images.
+pub const MAX_BATCH: usize = 1 << 20;
+/// The most batches prepared ahead (`data.loader.prefetch`); each holds a whole batch.
+pub const MAX_PREFETCH: usize = 64;
+
 impl RunConfig {
     /// Parses TOML text (`origin` names it in errors), applies overrides, rejects
     /// unknown keys and validates.
@@ -205,6 +214,12 @@ impl RunConfig {
                 Err(e) => {
                     let (key, message) = failing_key(&e.to_string());
                     problems.push(message);
+                    // A tagged table with a bad `kind` goes whole: without its
+                    // tag the retry would report a spurious "missing field `kind`".
+                    let key = key.map(|k| match k.strip_suffix(".kind") {
+                        Some(table) => table.to_string(),
+                        None => k,
+                    });
                     let removed = key.is_some_and(|k| remove_key(&mut table, &k));
                     if !removed || problems.len() > 100 {
                         return Err(TrainError::Invalid {
@@ -482,12 +497,43 @@ impl RunConfig {
                 ));
             }
         }
-        for (key, v) in [
-            ("run.dist_timeout_s", self.run.dist_timeout_s),
-            ("run.ddp_bucket_mb", self.run.ddp_bucket_mb),
+        for (key, v, most) in [
+            (
+                "run.dist_timeout_s",
+                self.run.dist_timeout_s,
+                MAX_DIST_TIMEOUT_S,
+            ),
+            (
+                "run.ddp_bucket_mb",
+                self.run.ddp_bucket_mb,
+                MAX_DDP_BUCKET_MB,
+            ),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 p.push(format!("`{key}` must be a positive number, got {v}"));
+            } else if v > most {
+                p.push(format!(
+                    "`{key}` = {v} is more than {most}, the most it may be"
+                ));
+            }
+        }
+        for (key, v, most) in [
+            (
+                "data.loader.batch_size",
+                Some(d.loader.batch_size),
+                MAX_BATCH,
+            ),
+            ("data.eval_batch_size", d.eval_batch_size, MAX_BATCH),
+            (
+                "data.loader.prefetch",
+                Some(d.loader.prefetch),
+                MAX_PREFETCH,
+            ),
+        ] {
+            if let Some(v) = v.filter(|v| *v > most) {
+                p.push(format!(
+                    "`{key}` = {v} is more than {most}, the most it may be"
+                ));
             }
         }
         if p.is_empty() { Ok(()) } else { Err(p) }
@@ -507,6 +553,23 @@ preset = "tiny"
 train = { kind = "image_folder", path = "data/train" }
 "#;
 
+    /// A tagged table whose `kind` is unknown is one problem, naming the kinds,
+    /// not also a "missing field `kind`" of the retry without it.
+    #[test]
+    fn an_unknown_kind_is_one_problem() {
+        for set in [
+            r#"train.unfreeze={kind="lp_fft"}"#,
+            r#"data.train={kind="imagefolder", path="x"}"#,
+        ] {
+            let err = RunConfig::from_toml(MINIMAL, "t.toml", &[set.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("1 problem(s)"), "{set}: {err}");
+            assert!(err.contains("unknown variant"), "{set}: {err}");
+            assert!(!err.contains("missing field"), "{set}: {err}");
+        }
+    }
+
     /// Run names that leave `output_dir` (`.`, `..`), thread counts far beyond the
     /// machine and non-positive distributed settings are config errors (before any
     /// folder, thread or process group exists).
@@ -520,6 +583,19 @@ train = { kind = "image_folder", path = "data/train" }
                 "data.loader.threads=100000".into(),
                 "run.dist_timeout_s=0".into(),
                 "run.ddp_bucket_mb=-1".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        let too_large = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &[
+                "run.dist_timeout_s=1e300".into(),
+                "run.ddp_bucket_mb=1e9".into(),
+                "data.loader.batch_size=100000000".into(),
+                "data.eval_batch_size=100000000".into(),
+                "data.loader.prefetch=1000000".into(),
             ],
         )
         .unwrap_err()
@@ -540,6 +616,19 @@ train = { kind = "image_folder", path = "data/train" }
             "run.ddp_bucket_mb",
         ] {
             assert!(err.contains(&format!("`{key}`")), "{key} missing:\n{err}");
+        }
+        assert!(too_large.contains("5 problem(s)"), "{too_large}");
+        for key in [
+            "run.dist_timeout_s",
+            "run.ddp_bucket_mb",
+            "data.loader.batch_size",
+            "data.eval_batch_size",
+            "data.loader.prefetch",
+        ] {
+            assert!(
+                too_large.contains(&format!("`{key}` = ")),
+                "{key} missing:\n{too_large}"
+            );
         }
         let ok = RunConfig::from_toml(
             MINIMAL,
