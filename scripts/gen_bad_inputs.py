@@ -20,9 +20,19 @@ tests/fixtures/bad_inputs/
   data/links/                          a loop (cat/loop -> .), a link to the parent
                                        (dog/up -> ..), a link into another class
                                        (fox/from_cat.png -> ../cat/0.png), a broken link
+  data/shards/*.tar                     good.tar (12 samples); a key repeated in its shard
+                                       with another label / the same label; a .cls
+                                       outside the class names; a .cls and .txt that
+                                       disagree; good.tar.gz (compressed)
+  data/gz_only/                        a folder of compressed shards only
+  data/parquet/float_labels.parquet    labels of a float type
+  data/val_copies/                     copies (other files, same bytes) of data/good images
+  data/hidden/                         classes beside .thumbnails/ and __MACOSX/
+  data/bomb/                           good, plus a PNG header claiming 20000 x 20000
   csv/*.csv                            extra column, empty label, missing file, wrong
                                        header, header only, not UTF-8; image-caption
-                                       pairs (captions.csv) and an empty caption
+                                       pairs (captions.csv) and an empty caption; a row
+                                       repeated, a row repeated with another label
   idx/*                                IDX files: huge dimensions, truncated data,
                                        0 rows, label count mismatch, labels skipping
                                        numbers (255 without class names)
@@ -33,13 +43,15 @@ tests/fixtures/bad_inputs/
   models/*                             tiny-a (tests/fixtures/model) damaged: weights
                                        truncated, garbage header, a tensor missing, a
                                        tensor of the wrong shape, config.json not JSON,
-                                       no config.json
+                                       no config.json; huge_dims (a config.json whose
+                                       dimensions make 10^14 parameters)
   runs/damaged/                        a run whose only checkpoint is damaged
 
 Cases git cannot hold portably (a class folder whose name is not UTF-8) are made by
 the test on its copy. Run with the setup venv:
     .venv/bin/python scripts/gen_bad_inputs.py
 """
+import json
 import os
 import random
 import shutil
@@ -132,6 +144,7 @@ def data():
     os.symlink("../cat/0.png", os.path.join(links, "fox", "from_cat.png"))
     os.symlink("missing.png", os.path.join(links, "fox", "broken.png"))
     scale_formats(d)
+    round_three(d)
 
 
 def scale_formats(d):
@@ -173,6 +186,73 @@ def scale_formats(d):
     write(os.path.join(pq_dir, "no_label.parquet"), sink.getvalue().to_pybytes())
 
 
+def tar_of(members):
+    """A tar file (bytes) of `(name, data)` members, in order."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def round_three(d):
+    """Reliability round three (#32): repeated samples, overlaps, sizes, formats."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = os.path.join(d, "shards")
+    samples = [(f"{c}{i}", c) for c in COLOURS for i in range(4)]
+    good = [m for k, c in samples for m in ((f"{k}.png", png_bytes(c, int(k[-1]))), (f"{k}.txt", c.encode()))]
+    write(os.path.join(shards, "good.tar"), tar_of(good))
+    # The key cat0 written twice: with another label, and with the same one.
+    write(os.path.join(shards, "repeated_key.tar"),
+          tar_of(good + [("cat0.png", png_bytes("dog", 9)), ("cat0.txt", b"dog")]))
+    write(os.path.join(shards, "repeated_same.tar"),
+          tar_of(good + [("cat0.png", png_bytes("cat", 0)), ("cat0.txt", b"cat")]))
+    # Index labels: one outside the three class names; one whose .cls and .txt disagree.
+    indexed = [m for n, (k, c) in enumerate(samples)
+               for m in ((f"{k}.png", png_bytes(c, int(k[-1]))), (f"{k}.cls", str(list(COLOURS).index(c)).encode()))]
+    write(os.path.join(shards, "cls_outside.tar"), tar_of(indexed + [("odd.png", png_bytes("cat", 5)), ("odd.cls", b"7")]))
+    write(os.path.join(shards, "cls_txt_disagree.tar"),
+          tar_of(indexed + [("odd.png", png_bytes("cat", 5)), ("odd.cls", b"0"), ("odd.txt", b"dog")]))
+    # Compressed shards: one named, and a folder holding only compressed ones.
+    write(os.path.join(shards, "good.tar.gz"), gzip.compress(tar_of(good), mtime=0))
+    write(os.path.join(d, "gz_only", "train-000000.tar.gz"), gzip.compress(tar_of(good), mtime=0))
+    # Parquet labels of a float type.
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    rows = [(c, i) for c in COLOURS for i in range(4)]
+    table = pa.table({
+        "image": pa.array([{"bytes": png_bytes(c, i), "path": None} for c, i in rows], type=image),
+        "label": pa.array([float(list(COLOURS).index(c)) for c, _ in rows], type=pa.float64()),
+    })
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write(os.path.join(d, "parquet", "float_labels.parquet"), sink.getvalue().to_pybytes())
+    # Validation images that are copies of training images (other files, same bytes).
+    for c in COLOURS:
+        for i in range(2):
+            write(os.path.join(d, "val_copies", c, f"copy{i}.png"), png_bytes(c, i))
+    # Hidden folders and macOS metadata beside the classes: not classes.
+    for c in COLOURS:
+        good_class(os.path.join(d, "hidden"), c)
+    write(os.path.join(d, "hidden", ".thumbnails", "0.png"), png_bytes("cat", 0))
+    write(os.path.join(d, "hidden", "__MACOSX", "cat", "._0.png"), b"\x00\x05\x16\x07")
+    # A decompression bomb: a PNG header claiming 20000 x 20000 pixels in 100 bytes.
+    bomb = os.path.join(d, "bomb")
+    for c in COLOURS:
+        good_class(bomb, c)
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    write(os.path.join(bomb, "cat", "bomb.png"), b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+          + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+
+
 def csv():
     c = os.path.join(OUT, "csv")
     rows = [f"../data/good/{cls}/{i}.png,{cls}" for cls in COLOURS for i in range(4)]
@@ -187,6 +267,9 @@ def csv():
     pairs = "\n".join(f"../data/good/{cls}/{i}.png,\"a {cls}, picture {i}\"" for cls in COLOURS for i in range(4))
     write(os.path.join(c, "captions.csv"), "filepath,title\n" + pairs + "\n")
     write(os.path.join(c, "empty_caption.csv"), "filepath,title\n" + pairs + "\n../data/good/cat/1.png,\n")
+    # A row repeated (the same label), and a row repeated with another label.
+    write(os.path.join(c, "repeated_row.csv"), "path,label\n" + body + rows[0] + "\n" + rows[1] + "\n")
+    write(os.path.join(c, "two_labels.csv"), "path,label\n" + body + "../data/good/cat/0.png,dog\n")
 
 
 def idx_file(dims, payload, code=0x08):
@@ -275,6 +358,12 @@ def models():
     d = model("bad_config_json", weights[:64])
     write(os.path.join(d, "config.json"), "{\"model_type\": \"clip\", \n")
     write(os.path.join(m, "no_config", "model.txt"), "not a model\n")
+    # Dimensions that would allocate terabytes: refused before any tensor exists.
+    d = model("huge_dims", weights[:64])
+    with open(cfg) as f:
+        config = json.load(f)
+    config["text_config"].update(hidden_size=4000000, num_attention_heads=1)
+    write(os.path.join(d, "config.json"), json.dumps(config, indent=2))
 
 
 def runs():

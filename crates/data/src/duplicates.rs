@@ -144,34 +144,34 @@ impl Dataset {
         }
         // Bytes: only images of a size both sides have can be equal.
         let size = |p: &[crate::sources::Place], ds: &Dataset, i: usize| p[ds.view[i]].size;
-        let unknown = (0..self.len()).any(|i| size(&tp, self, i).is_none())
-            || rest.iter().any(|&j| size(&vp, val, j).is_none());
+        let unknown = (0..self.len()).any(|i| size(tp, self, i).is_none())
+            || rest.iter().any(|&j| size(vp, val, j).is_none());
         if unknown {
             out.bytes_unchecked = Some("their sizes are not known without reading them".into());
             return Ok(out);
         }
         let mut val_sizes: HashMap<u64, Vec<usize>> = HashMap::new();
         for &j in &rest {
-            if let Some(s) = size(&vp, val, j) {
+            if let Some(s) = size(vp, val, j) {
                 val_sizes.entry(s).or_default().push(j);
             }
         }
         let train_candidates: Vec<usize> = (0..self.len())
-            .filter(|&i| size(&tp, self, i).is_some_and(|s| val_sizes.contains_key(&s)))
+            .filter(|&i| size(tp, self, i).is_some_and(|s| val_sizes.contains_key(&s)))
             .collect();
         let train_sizes: std::collections::HashSet<u64> = train_candidates
             .iter()
-            .filter_map(|&i| size(&tp, self, i))
+            .filter_map(|&i| size(tp, self, i))
             .collect();
         let val_candidates: Vec<usize> = rest
             .iter()
             .copied()
-            .filter(|&j| size(&vp, val, j).is_some_and(|s| train_sizes.contains(&s)))
+            .filter(|&j| size(vp, val, j).is_some_and(|s| train_sizes.contains(&s)))
             .collect();
         let bytes: u64 = train_candidates
             .iter()
-            .filter_map(|&i| size(&tp, self, i))
-            .chain(val_candidates.iter().filter_map(|&j| size(&vp, val, j)))
+            .filter_map(|&i| size(tp, self, i))
+            .chain(val_candidates.iter().filter_map(|&j| size(vp, val, j)))
             .sum();
         if bytes > budget {
             out.bytes_unchecked = Some(format!(

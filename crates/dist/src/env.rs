@@ -18,6 +18,8 @@ pub struct DistEnv {
     pub rank: usize,
     pub world: usize,
     pub local_rank: usize,
+    /// Processes on this node (`LOCAL_WORLD_SIZE`, `SLURM_NTASKS_PER_NODE`).
+    pub local_world: Option<usize>,
     pub launcher: Launcher,
     /// Where the store is served (`MASTER_ADDR`).
     pub master_addr: String,
@@ -106,6 +108,12 @@ impl DistEnv {
             rank,
             world,
             local_rank: local.unwrap_or(0),
+            local_world: match launcher {
+                Launcher::Torchrun => num("LOCAL_WORLD_SIZE")?,
+                // "4" or "4(x2)".
+                Launcher::Slurm => get("SLURM_NTASKS_PER_NODE")
+                    .and_then(|v| v.split('(').next().and_then(|n| n.trim().parse().ok())),
+            },
             launcher,
             master_addr,
             master_port,
@@ -113,6 +121,34 @@ impl DistEnv {
             restart_count: num("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0) as u32,
             gloo_interface: get("GLOO_SOCKET_IFNAME").filter(|s| !s.is_empty()),
         }))
+    }
+
+    /// The command that continues this job's run in `run_dir`, launched as this
+    /// job was: `torchrun` with this job's process layout, or `srun` with its
+    /// task count (a plain `train-cli --resume` would run one process). `exe` is
+    /// the binary's path.
+    pub fn resume_command(&self, exe: &str, run_dir: &std::path::Path) -> String {
+        let resume = format!("{exe} --resume {}", run_dir.display());
+        match self.launcher {
+            Launcher::Torchrun => {
+                let local = self
+                    .local_world
+                    .filter(|l| *l > 0 && self.world.is_multiple_of(*l))
+                    .unwrap_or(self.world);
+                let nodes = self.world / local;
+                let rdzv = match nodes {
+                    1 => String::new(),
+                    _ => format!(
+                        " --rdzv-backend c10d --rdzv-endpoint {}:{}",
+                        self.master_addr, self.master_port
+                    ),
+                };
+                format!(
+                    "torchrun --nnodes {nodes} --nproc-per-node {local}{rdzv} --no-python {resume}"
+                )
+            }
+            Launcher::Slurm => format!("srun --ntasks {} {resume}", self.world),
+        }
     }
 
     /// Whether the store is on this machine's loopback (single-node tests).
@@ -153,6 +189,46 @@ mod tests {
         assert_eq!((e.master_addr.as_str(), e.master_port), ("10.0.0.5", 29400));
         assert!(e.agent_store && !e.is_loopback());
         assert_eq!(e.restart_count, 2);
+        assert_eq!(e.local_world, None);
+    }
+
+    /// The resume hint relaunches as the job was launched, not as one process.
+    #[test]
+    fn the_resume_command_relaunches_the_job() {
+        let vars = |world: &'static str, local: &'static str| {
+            vec![
+                ("RANK", "0"),
+                ("WORLD_SIZE", world),
+                ("LOCAL_WORLD_SIZE", local),
+                ("MASTER_ADDR", "node0"),
+                ("MASTER_PORT", "29400"),
+            ]
+        };
+        let dir = std::path::Path::new("runs/a");
+        let one_node = env(&vars("4", "4")).unwrap().unwrap();
+        assert_eq!(
+            one_node.resume_command("bin/train-cli", dir),
+            "torchrun --nnodes 1 --nproc-per-node 4 --no-python bin/train-cli --resume runs/a"
+        );
+        let two = env(&vars("16", "8")).unwrap().unwrap();
+        assert_eq!(
+            two.resume_command("train-cli", dir),
+            "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint node0:29400 --no-python train-cli --resume runs/a"
+        );
+        let slurm = env(&[
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_NTASKS_PER_NODE", "4(x2)"),
+            ("MASTER_ADDR", "n1"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(slurm.local_world, Some(4));
+        assert_eq!(
+            slurm.resume_command("train-cli", dir),
+            "srun --ntasks 8 train-cli --resume runs/a"
+        );
     }
 
     #[test]

@@ -248,7 +248,13 @@ impl ClipConfig {
                 path: path.to_path_buf(),
                 source,
             })?;
-        cfg.validate()?;
+        // The file's name, not "config": the user has to find the wrong value.
+        cfg.validate().map_err(|e| match e {
+            ModelError::Config { reason, .. } => {
+                ModelError::config(path.display().to_string(), reason)
+            }
+            other => other,
+        })?;
         Ok(cfg)
     }
 

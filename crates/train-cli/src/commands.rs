@@ -211,9 +211,14 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     );
     if report.interrupted {
         console::keep(&format!(
-            "interrupted at step {}; continue with: train-cli --resume {}",
+            "interrupted at step {}; continue with: {}",
             report.global_step,
-            run_dir.display()
+            clip_train::DataParallel::resume_command(
+                &std::env::args()
+                    .next()
+                    .unwrap_or_else(|| "train-cli".into()),
+                &run_dir
+            )
         ));
         return Ok(interrupted());
     }

@@ -79,13 +79,56 @@ fn usage_error(e: clap::Error) -> ExitCode {
         .windows(2)
         .any(|w| w[0] == "--log-format" && w[1] == "json")
         || args.iter().any(|a| a == "--log-format=json");
-    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         e.exit()
     }
-    console::init(false, LogFormat::Json);
-    let text = e.render().to_string();
-    console::error(&anyhow::anyhow!("{}", text.trim()));
+    let text = format!(
+        "{}{}",
+        e.render().to_string().trim_end(),
+        config_key_hint(&e, &args)
+    );
+    if json {
+        console::init(false, LogFormat::Json);
+        console::error(&anyhow::anyhow!("{}", text.trim()));
+    } else {
+        eprintln!("{text}");
+    }
     ExitCode::from(2)
+}
+
+/// For an unknown flag that names a config key (`--epochs 3`), how to set it:
+/// config values are set with `--set section.key=value`, not flags of their own.
+fn config_key_hint(e: &clap::Error, args: &[String]) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return String::new();
+    }
+    let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg) else {
+        return String::new();
+    };
+    let keys = clip_train::config_keys::keys_for_flag(flag);
+    if keys.is_empty() {
+        return String::new();
+    }
+    // The value: `--epochs=3`, or the argument after `--epochs`.
+    let value = args
+        .iter()
+        .enumerate()
+        .find_map(
+            |(i, a)| match a.strip_prefix(flag.as_str())?.strip_prefix('=') {
+                Some(v) => Some(v.to_string()),
+                None if a == flag => args.get(i + 1).filter(|v| !v.starts_with("--")).cloned(),
+                None => None,
+            },
+        )
+        .unwrap_or_else(|| "VALUE".into());
+    let sets: Vec<String> = keys.iter().map(|k| format!("--set {k}={value}")).collect();
+    format!(
+        "\n\nnote: `{flag}` is not a flag, but {} a config key: give it as {} (`train-cli config --explain {}` says what it does)",
+        if keys.len() == 1 { "names" } else { "may name" },
+        sets.join(" or "),
+        keys[0]
+    )
 }
 
 fn main() -> ExitCode {

@@ -22,6 +22,12 @@ struct Case {
     expect: Vec<String>,
     #[serde(default)]
     non_utf8_class: Option<String>,
+    /// Strings stdout must hold (`--dry-run`'s plan).
+    #[serde(default)]
+    expect_stdout: Vec<String>,
+    /// Strings stderr must not hold (a spurious second message).
+    #[serde(default)]
+    expect_not: Vec<String>,
 }
 
 fn corpus() -> PathBuf {
@@ -118,6 +124,17 @@ fn run_case(case: &Case) -> Option<String> {
             problems.push(format!("stderr does not say `{want}`"));
         }
     }
+    for unwanted in &case.expect_not {
+        if stderr.contains(unwanted.as_str()) {
+            problems.push(format!("stderr says `{unwanted}`"));
+        }
+    }
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    for want in &case.expect_stdout {
+        if !stdout.contains(want.as_str()) {
+            problems.push(format!("stdout does not say `{want}`"));
+        }
+    }
     (!problems.is_empty()).then(|| {
         format!(
             "case {:?} ({}): {}\n--- stderr:\n{stderr}",
@@ -132,7 +149,7 @@ fn run_case(case: &Case) -> Option<String> {
 fn every_bad_input_gets_its_exit_code_and_names_its_key_or_file_without_a_panic() {
     let text = std::fs::read_to_string(corpus().join("cases.toml")).unwrap();
     let cases: Cases = toml::from_str(&text).unwrap();
-    assert!(cases.case.len() >= 40, "{} cases", cases.case.len());
+    assert!(cases.case.len() >= 100, "{} cases", cases.case.len());
     // Two at a time (the machine's cores); each case has its own copy.
     let (left, right) = cases.case.split_at(cases.case.len() / 2);
     let failures: Vec<String> = std::thread::scope(|s| {

@@ -1038,7 +1038,11 @@ fn sigterm_and_sighup_checkpoint_and_exit_with_their_codes_a_second_signal_exits
         .unwrap();
         assert_eq!(summary["interrupted"], true, "{sig}");
         assert!(
-            stderr(&o).contains("continue with: train-cli --resume"),
+            stderr(&o).contains(concat!(
+                "continue with: ",
+                env!("CARGO_BIN_EXE_train-cli"),
+                " --resume"
+            )),
             "{sig}"
         );
     }

@@ -566,7 +566,12 @@ fn a_stop_signal_on_one_rank_stops_every_rank_at_the_same_step() {
         "{}",
         String::from_utf8_lossy(&o1.stderr)
     );
-    assert!(err.contains("continue with: train-cli --resume"), "{err}");
+    // Relaunched as it was launched: two processes, not one.
+    assert!(
+        err.contains("continue with: torchrun --nnodes 1 --nproc-per-node 2 --no-python ")
+            && err.contains("train-cli --resume"),
+        "{err}"
+    );
     let run = out.join("smoke");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();

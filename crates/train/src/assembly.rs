@@ -52,7 +52,10 @@ fn report_repeats(key: &str, ds: &Dataset) -> Result<()> {
         let shown: Vec<String> = r
             .examples
             .iter()
-            .map(|names| format!("  {}", names.join(" = ")))
+            .map(|names| match names.iter().all(|n| *n == names[0]) {
+                true => format!("  {} ({} times)", names[0], names.len()),
+                false => format!("  {}", names.join(" = ")),
+            })
             .collect();
         tracing::warn!(
             "{key}: {} entr{} repeat an image listed before (each copy counts as one more sample):\n{}{}",
@@ -73,7 +76,10 @@ fn report_overlap(train: &Dataset, val: &Dataset, split: bool) -> Result<()> {
         let shown: Vec<String> = o
             .examples
             .iter()
-            .map(|(v, t)| format!("  {v} = {t}"))
+            .map(|(v, t)| match v == t {
+                true => format!("  {v}"),
+                false => format!("  {v} = {t}"),
+            })
             .collect();
         tracing::warn!(
             "{} of the {} validation images are training images ({} the same file, {} the same bytes){}: validation figures will overstate accuracy on unseen images:\n{}{}",

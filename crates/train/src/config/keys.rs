@@ -548,6 +548,25 @@ pub fn explain(key: &str) -> Vec<KeyDoc> {
         .collect()
 }
 
+/// The keys a command-line flag that does not exist may have meant: `--epochs`,
+/// `--batch-size`, `--lr=3e-4` or `--train.epochs` name `train.epochs`,
+/// `data.loader.batch_size`, `optim.lr` and `train.epochs` (the whole key, or
+/// its last part with `-` for `_`).
+pub fn keys_for_flag(flag: &str) -> Vec<&'static str> {
+    let name = flag.trim_start_matches('-');
+    let name = name
+        .split_once('=')
+        .map_or(name, |(n, _)| n)
+        .replace('-', "_");
+    if name.is_empty() {
+        return Vec::new();
+    }
+    KEYS.iter()
+        .map(|d| d.key)
+        .filter(|k| *k == name || k.rsplit('.').next() == Some(name.as_str()))
+        .collect()
+}
+
 /// Every default of [`RunConfig::default`] by dotted key (tables flattened, but
 /// for the documented table keys such as `optim.lr_policy`).
 pub fn defaults() -> BTreeMap<String, toml::Value> {
@@ -628,8 +647,22 @@ pub fn markdown_table() -> String {
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn flags_name_the_config_keys_they_meant() {
+        assert_eq!(super::keys_for_flag("--epochs"), ["train.epochs"]);
+        assert_eq!(
+            super::keys_for_flag("--batch-size=64"),
+            ["data.loader.batch_size"]
+        );
+        assert_eq!(super::keys_for_flag("--train.epochs"), ["train.epochs"]);
+        assert_eq!(super::keys_for_flag("--lr"), ["optim.lr"]);
+        assert!(super::keys_for_flag("--nonsense").is_empty());
+        assert!(super::keys_for_flag("--").is_empty());
+    }
 
     /// The TOML of `--defaults` is a config that loads (with the required keys
     /// added) and gives the defaults back.

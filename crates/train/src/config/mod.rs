@@ -378,6 +378,12 @@ impl RunConfig {
             p.push("`data.eval_batch_size` must be at least 1".into());
         }
         p.extend(d.loader.mix.problems("data.loader.mix"));
+        let share = d.loader.max_corrupt_share;
+        if !(0.0..=1.0).contains(&share) {
+            p.push(format!(
+                "`data.loader.max_corrupt_share` must be in [0, 1] (a share of the images), got {share}"
+            ));
+        }
         for (key, ops) in [
             ("data.train_transforms", &d.train_transforms),
             ("data.eval_transforms", &d.eval_transforms),
@@ -513,7 +519,7 @@ impl RunConfig {
                 p.push(format!("`{key}` must be a positive number, got {v}"));
             } else if v > most {
                 p.push(format!(
-                    "`{key}` = {v} is more than {most}, the most it may be"
+                    "`{key}` = {v:e} is more than {most}, the most it may be"
                 ));
             }
         }

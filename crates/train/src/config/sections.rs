@@ -280,7 +280,13 @@ impl Architecture {
         if let Some(p) = self.projection_dim {
             c.projection_dim = p;
         }
-        c.validate()?;
+        // Named by the config's key, not transformers' file.
+        c.validate().map_err(|e| match e {
+            clip_model::ModelError::Config { reason, .. } => {
+                TrainError::config("model.architecture", reason)
+            }
+            other => other.into(),
+        })?;
         Ok(c)
     }
 }

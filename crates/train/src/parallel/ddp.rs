@@ -88,6 +88,15 @@ impl DataParallel {
         Ok(DistEnv::detect()?.is_some())
     }
 
+    /// The command that continues the run in `run_dir`: relaunched under torchrun
+    /// or srun as this process was, else `train-cli --resume` (`exe`: the binary).
+    pub fn resume_command(exe: &str, run_dir: &std::path::Path) -> String {
+        match DistEnv::detect() {
+            Ok(Some(env)) => env.resume_command(exe, run_dir),
+            _ => format!("{exe} --resume {}", run_dir.display()),
+        }
+    }
+
     /// torchrun's `TORCHELASTIC_RESTART_COUNT` (0 outside torchrun or before any
     /// restart).
     pub fn restart_count() -> u32 {
