@@ -157,6 +157,24 @@ impl Dataset {
         self.storage.encoded(self.view[i])
     }
 
+    /// A hash of what this view lists, to notice data that changed under a run:
+    /// its class names, and each item's name (with `root`, the source's
+    /// location, taken off its front) and label, in order.
+    pub fn listing_hash(&self, root: &str) -> String {
+        use std::hash::Hasher;
+        let mut h = crate::duplicates::Fnv::new();
+        for c in self.classes.iter() {
+            h.write(c.as_bytes());
+            h.write(&[0]);
+        }
+        for i in 0..self.len() {
+            let name = self.name(i);
+            h.write(name.strip_prefix(root).unwrap_or(&name).as_bytes());
+            h.write(&(self.label(i) as u64).to_le_bytes());
+        }
+        format!("{:016x}", h.finish())
+    }
+
     /// Where each storage item lies (by storage index).
     pub(crate) fn places(&self) -> &[Place] {
         self.places.get_or_init(|| self.storage.places())

@@ -11,12 +11,18 @@ use crate::{DataError, Dataset};
 
 /// A stable 64-bit hash of `bytes` (FNV-1a), the same on every machine and run.
 pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h = Fnv(0xcbf29ce484222325);
+    let mut h = Fnv::new();
     h.write(bytes);
     h.finish()
 }
 
-struct Fnv(u64);
+pub(crate) struct Fnv(pub u64);
+
+impl Fnv {
+    pub(crate) fn new() -> Self {
+        Fnv(0xcbf29ce484222325)
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {

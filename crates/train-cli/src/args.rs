@@ -23,6 +23,10 @@ pub struct TrainArgs {
     /// Print the data sizes, steps, global batch, warmup and group LRs, then exit.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --resume: continue although the data changed since the checkpoint
+    /// (images added, removed or relabelled), which is refused otherwise.
+    #[arg(long, requires = "resume")]
+    pub allow_data_change: bool,
 }
 
 /// Where and in which precision a command runs the model.

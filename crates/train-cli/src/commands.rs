@@ -104,8 +104,12 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         say!("dry run: nothing was trained or written");
         return Ok(ExitCode::SUCCESS);
     }
-    let (mut trainer, launched) =
-        Trainer::launch(config.as_deref(), args.resume.as_deref(), &overrides)?;
+    let (mut trainer, launched) = Trainer::launch(
+        config.as_deref(),
+        args.resume.as_deref(),
+        &overrides,
+        args.allow_data_change,
+    )?;
     if let Launched::Resumed {
         dir,
         from,

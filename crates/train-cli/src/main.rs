@@ -68,6 +68,7 @@ fn has_train_args(a: &TrainArgs) -> bool {
         || a.output_dir.is_some()
         || !a.overrides.is_empty()
         || a.dry_run
+        || a.allow_data_change
 }
 
 /// A command line clap refuses: its message as clap prints it, or as one JSON

@@ -2950,3 +2950,54 @@ fn file_names_that_are_not_utf8_are_traced_back_in_json() {
         .collect();
     assert_eq!(rows.iter().filter(|r| traced(r)).count(), 1);
 }
+
+/// A resume on data that changed since the checkpoint (images added; the same
+/// count relabelled) is refused naming what changed, and continues with
+/// `--allow-data-change`, saying that the split was made again; unchanged data
+/// resumes without a word about it.
+#[test]
+fn a_resume_on_changed_data_is_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "train.max_steps=2".into()]);
+    assert!(run(bin().args(&args)).status.success());
+    let resume = |extra: &[&str], steps: usize| {
+        run(bin()
+            .arg("--resume")
+            .arg(tmp.path().join("smoke"))
+            .args(["--quiet", "--set", &format!("train.max_steps={steps}")])
+            .args(extra))
+    };
+    let o = resume(&[], 3);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("data changed"), "{}", stderr(&o));
+    // The same number of images, one of them moved to another class.
+    std::fs::rename(data.join("cat/0.png"), data.join("dog/moved.png")).unwrap();
+    let o = resume(&[], 4);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("the data changed since this checkpoint was written"),
+        "{err}"
+    );
+    assert!(err.contains("are others (or relabelled)"), "{err}");
+    assert!(err.contains("--allow-data-change"), "{err}");
+    // Images added: the counts are named.
+    image_folder::make_folder(&data, &["fox"], 7);
+    let o = resume(&[], 4);
+    assert!(
+        stderr(&o).contains("training images: 9 then,"),
+        "{}",
+        stderr(&o)
+    );
+    let o = resume(&["--allow-data-change"], 4);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("continuing on changed data"), "{err}");
+    assert!(err.contains("splits the new listing again"), "{err}");
+    // The checkpoint now holds the new data: resuming again needs no flag.
+    let o = resume(&[], 5);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

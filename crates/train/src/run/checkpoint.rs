@@ -75,6 +75,68 @@ pub struct TrainState {
     /// next evaluation's `train_loss` covers them across a resume).
     #[serde(default)]
     pub loss_since_eval: (f64, u64),
+    /// What the run trains and validates on (absent in checkpoints written
+    /// before it was kept): a resume on other data is refused unless allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataFingerprint>,
+}
+
+/// The run's data as a resume compares it: a hash of the training and of the
+/// validation listing (names and labels), and their sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFingerprint {
+    pub train: String,
+    pub train_images: usize,
+    pub val: String,
+    pub val_images: usize,
+}
+
+impl DataFingerprint {
+    /// The fingerprint of `train` and `val` as `cfg` reads them.
+    pub fn of(cfg: &RunConfig, train: &clip_data::Dataset, val: &clip_data::Dataset) -> Self {
+        let root = |s: &Option<clip_data::SourceConfig>| {
+            s.as_ref()
+                .map(|s| s.describe().location)
+                .unwrap_or_default()
+        };
+        let train_root = root(&cfg.data.train);
+        let val_root = match cfg.data.val {
+            Some(_) => root(&cfg.data.val),
+            None => train_root.clone(),
+        };
+        Self {
+            train: train.listing_hash(&train_root),
+            train_images: train.len(),
+            val: val.listing_hash(&val_root),
+            val_images: val.len(),
+        }
+    }
+
+    /// How `now` differs from this one, for a message; `None` when it does not.
+    pub fn change(&self, now: &Self) -> Option<String> {
+        let side = |what: &str, before: (&str, usize), after: (&str, usize)| {
+            (before.0 != after.0).then(|| match before.1 == after.1 {
+                true => format!("the {} {what} images are others (or relabelled)", after.1),
+                false => format!("{what} images: {} then, {} now", before.1, after.1),
+            })
+        };
+        let changes: Vec<String> = [
+            side(
+                "training",
+                (&self.train, self.train_images),
+                (&now.train, now.train_images),
+            ),
+            side(
+                "validation",
+                (&self.val, self.val_images),
+                (&now.val, now.val_images),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!changes.is_empty()).then(|| changes.join("; "))
+    }
 }
 
 fn one() -> usize {

@@ -22,7 +22,7 @@ use crate::ema::Ema;
 use crate::error::Result;
 use crate::mixed_precision::MixedPrecision;
 use crate::parallel::{self, SingleProcess, Strategy};
-use crate::run::checkpoint::{Checkpoint, TrainState};
+use crate::run::checkpoint::{Checkpoint, DataFingerprint, TrainState};
 use crate::run::folder::RunFolder;
 
 impl Trainer {
@@ -46,8 +46,18 @@ impl Trainer {
     }
 
     /// Continues the run in `run_dir` from its newest checkpoint, with its resolved
-    /// config and `overrides` applied on top.
+    /// config and `overrides` applied on top; refused when its data changed.
     pub fn resume(run_dir: &Path, overrides: &[String]) -> Result<Self> {
+        Self::resume_with(run_dir, overrides, false)
+    }
+
+    /// [`Trainer::resume`], continuing on changed data (images added, removed or
+    /// relabelled since the checkpoint) with a warning when `allow_data_change`.
+    pub fn resume_with(
+        run_dir: &Path,
+        overrides: &[String],
+        allow_data_change: bool,
+    ) -> Result<Self> {
         let (mut folder, cfg) = RunFolder::open(run_dir, overrides)?;
         let parallel = parallel::join(&cfg.run, cfg.run.device.device()?)?;
         if parallel.is_main() {
@@ -55,13 +65,16 @@ impl Trainer {
             folder.lock().map_err(|e| parallel.explain(e))?;
         }
         let ckpt = crate::run::checkpoint::latest_checkpoint(run_dir)?;
-        Self::build(cfg, folder, Some(Checkpoint::at(&ckpt)), parallel)
+        let resume = (Checkpoint::at(&ckpt), allow_data_change);
+        Self::build(cfg, folder, Some(resume), parallel)
     }
 
+    /// `resume`: the checkpoint to continue from, and whether its data may have
+    /// changed.
     fn build(
         cfg: RunConfig,
         folder: RunFolder,
-        resume: Option<Checkpoint>,
+        resume: Option<(Checkpoint, bool)>,
         parallel: Box<dyn Strategy>,
     ) -> Result<Self> {
         let given = cfg.clone();
@@ -91,17 +104,18 @@ impl Trainer {
     fn assemble(
         mut cfg: RunConfig,
         folder: RunFolder,
-        resume: Option<Checkpoint>,
+        resume: Option<(Checkpoint, bool)>,
         parallel: &dyn Strategy,
     ) -> Result<Self> {
         let device = plan::runtime(&mut cfg, parallel)?;
         let (rank, world) = (parallel.rank(), parallel.world());
         tch::manual_seed(cfg.run.seed as i64);
         let (train_ds, val_ds) = load_datasets(&cfg)?;
+        let fingerprint = DataFingerprint::of(&cfg, &train_ds, &val_ds);
         let classes = run_classes(&train_ds, &val_ds);
         let vs = nn::VarStore::new(device);
         let model = match &resume {
-            Some(ckpt) => restore::model(ckpt, &vs, &cfg, &classes)?,
+            Some((ckpt, _)) => restore::model(ckpt, &vs, &cfg, &classes)?,
             None => build_model(&cfg, &vs, classes)?,
         };
         // Every rank starts from rank 0's weights, as DDP's construction does.
@@ -136,7 +150,7 @@ impl Trainer {
             .ema
             .map(|e| Ema::new(e.decay, &model, &trained_towers));
         let state = match &resume {
-            Some(ckpt) => restore::progress(
+            Some((ckpt, allow_data_change)) => restore::progress(
                 ckpt,
                 &cfg,
                 world,
@@ -144,10 +158,12 @@ impl Trainer {
                 &folder.checkpoints(),
                 steps.total,
                 train.batches_per_epoch(),
+                (fingerprint, *allow_data_change),
             )?,
             None => TrainState {
                 config_hash: cfg.hash(),
                 world_size: world,
+                data: Some(fingerprint),
                 ..TrainState::default()
             },
         };
@@ -184,7 +200,7 @@ impl Trainer {
             trained_towers,
             steps,
             stop: Arc::new(AtomicBool::new(false)),
-            resumed_from: resume.map(|c| c.dir().to_path_buf()),
+            resumed_from: resume.map(|(c, _)| c.dir().to_path_buf()),
             // `build` puts the run's strategy in once everything is built.
             parallel: Box::new(SingleProcess),
             objective,

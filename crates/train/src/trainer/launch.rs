@@ -32,10 +32,13 @@ impl Trainer {
     /// newest checkpoint when it has one (instead of starting over, or refusing
     /// its folder). Giving both, or neither, is an error. The run's test set
     /// (`data.test`) is read before anything trains, so a wrong path fails early.
+    /// `allow_data_change` lets a resumed run continue on data that changed
+    /// since its checkpoint.
     pub fn launch(
         config: Option<&Path>,
         resume: Option<&Path>,
         overrides: &[String],
+        allow_data_change: bool,
     ) -> Result<(Self, Launched)> {
         let restart = DataParallel::restart_count();
         let no_config = || {
@@ -65,7 +68,7 @@ impl Trainer {
         };
         let (trainer, launched) = match dir {
             Some(dir) => {
-                let t = Trainer::resume(&dir, overrides)?;
+                let t = Trainer::resume_with(&dir, overrides, allow_data_change)?;
                 let launched = Launched::Resumed {
                     from: t.resumed_from().map(Path::to_path_buf).unwrap_or_default(),
                     step: t.state().global_step,

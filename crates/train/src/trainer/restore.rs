@@ -11,7 +11,7 @@ use crate::config::RunConfig;
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::mixed_precision::MixedPrecision;
-use crate::run::checkpoint::{Checkpoint, Checkpoints, TrainState};
+use crate::run::checkpoint::{Checkpoint, Checkpoints, DataFingerprint, TrainState};
 
 /// The checkpoint's model, on `vs`, with the config's regularization and
 /// gradient checkpointing; its classes must be the data's.
@@ -45,6 +45,7 @@ pub(super) fn model(
 /// number of new global batches), which is a continuation, not an exact resume.
 /// Checkpoints the saved progress lists that are gone from `checkpoints` are
 /// forgotten.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn progress(
     ckpt: &Checkpoint,
     cfg: &RunConfig,
@@ -53,8 +54,11 @@ pub(super) fn progress(
     checkpoints: &Checkpoints,
     total_steps: u64,
     batches_per_epoch: usize,
+    data: (DataFingerprint, bool),
 ) -> Result<TrainState> {
     let saved = ckpt.state()?;
+    let (data, allow_data_change) = data;
+    check_data(ckpt, cfg, saved.data.as_ref(), &data, allow_data_change)?;
     let config_hash = cfg.hash();
     let differences = match ckpt.config_text() {
         Some(earlier) => cfg.differences(&earlier),
@@ -106,6 +110,7 @@ pub(super) fn progress(
     let mut state = TrainState {
         config_hash,
         world_size: world,
+        data: Some(data),
         ..saved
     };
     if saved_world != world {
@@ -139,6 +144,38 @@ pub(super) fn progress(
     state.checkpoints.retain(|c| checkpoints.has(&c.name));
     extend_if_asked(&mut state, &differences, total_steps);
     Ok(state)
+}
+
+/// A resume on data other than the checkpoint's (images added, removed or
+/// relabelled) is refused, naming what changed, unless `allow`ed; then it is
+/// warned about, saying that a `data.val_fraction` split was made again.
+fn check_data(
+    ckpt: &Checkpoint,
+    cfg: &RunConfig,
+    saved: Option<&DataFingerprint>,
+    now: &DataFingerprint,
+    allow: bool,
+) -> Result<()> {
+    let Some(change) = saved.and_then(|s| s.change(now)) else {
+        return Ok(());
+    };
+    let split = match cfg.data.val {
+        None => format!(
+            " (data.val_fraction = {} splits the new listing again: images the run trained on may now be validation images, and the other way round)",
+            cfg.data.val_fraction
+        ),
+        Some(_) => String::new(),
+    };
+    if !allow {
+        return Err(TrainError::Resume {
+            path: ckpt.dir().to_path_buf(),
+            reason: format!(
+                "the data changed since this checkpoint was written: {change}{split}. A resumed run continues on the data it started with; resume with --allow-data-change to continue on the new data anyway, or start a new run"
+            ),
+        });
+    }
+    tracing::warn!("continuing on changed data (--allow-data-change): {change}{split}");
+    Ok(())
 }
 
 /// A run that had ended (its steps done, or stopped early) and is resumed with a
