@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use clip_sys::{
     C_tensor, ERR_LEN, clip_pg_all_gather, clip_pg_all_reduce_sum, clip_pg_barrier,
-    clip_pg_broadcast, clip_pg_free, clip_pg_new, clip_reducer_free, clip_reducer_new,
-    clip_reducer_prepare, clip_store_get, clip_store_set,
+    clip_pg_broadcast, clip_pg_free, clip_pg_new, clip_quiet_cpp_warnings, clip_reducer_free,
+    clip_reducer_new, clip_reducer_prepare, clip_store_get, clip_store_set,
 };
 use tch::{Kind, Tensor};
 
@@ -51,6 +51,10 @@ pub struct ProcessGroup {
     backend: Backend,
     timeout: Duration,
 }
+
+/// The longest piece of a text in the store (its values read back up to
+/// `ERR_LEN` bytes).
+const STORE_PIECE: usize = 1500;
 
 impl std::fmt::Debug for ProcessGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -266,12 +270,72 @@ impl ProcessGroup {
         Ok(Some(clip_sys::c_string(&out)))
     }
 
+    /// `key`'s value once some rank set it, polling the store until `timeout`;
+    /// `None` when nobody set it in time.
+    pub fn store_wait(&self, key: &str, timeout: Duration) -> Result<Option<String>> {
+        let deadline = Instant::now() + timeout;
+        let short = Duration::from_millis(200);
+        loop {
+            if let Some(v) = self.store_get(key, short)? {
+                return Ok(Some(v));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sets `key` to a text of any length (a store value reads back at most
+    /// ~2 KB): its pieces under `key/0`, `key/1`, ... and their count under `key`.
+    pub fn store_set_text(&self, key: &str, text: &str) -> Result<()> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(STORE_PIECE);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            pieces.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        // Each piece in <...>: a value read back is trimmed of white space, which
+        // a piece may begin or end with.
+        for (i, piece) in pieces.iter().enumerate() {
+            self.store_set(&format!("{key}/{i}"), &format!("<{piece}>"))?;
+        }
+        // The count last: a reader that sees it finds every piece.
+        self.store_set(key, &pieces.len().to_string())
+    }
+
+    /// A text [`ProcessGroup::store_set_text`] set, waiting up to `timeout` for it.
+    pub fn store_wait_text(&self, key: &str, timeout: Duration) -> Result<Option<String>> {
+        let Some(count) = self.store_wait(key, timeout)? else {
+            return Ok(None);
+        };
+        let count: usize = count.parse().unwrap_or(0);
+        let mut text = String::new();
+        for i in 0..count {
+            let piece = self.store_get(&format!("{key}/{i}"), Duration::from_secs(1))?;
+            let piece = piece.unwrap_or_default();
+            let inner = piece.strip_prefix('<').and_then(|p| p.strip_suffix('>'));
+            text.push_str(inner.unwrap_or(&piece));
+        }
+        Ok(Some(text))
+    }
+
     /// After this rank failed with `message` (its own error, or a collective that
     /// failed because a peer did): publishes the message, checks in, and waits up
     /// to `wait` for the other ranks to do the same. Returns what is known about the
     /// peers: their own errors, and which ranks did not answer (dead, or hung).
     pub fn diagnose(&self, message: &str, wait: Duration) -> String {
         let me = self.env.rank;
+        // The failure is reported in one line: peers that are gone make c10d warn
+        // with pages of C++ frames, shown only with RUST_BACKTRACE.
+        if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
+            // SAFETY: sets an int flag of libtorch's logging.
+            unsafe { clip_quiet_cpp_warnings(1) };
+        }
         let publish = self
             .store_set(&format!("clip/error/{me}"), message)
             .and_then(|()| self.store_set(&format!("clip/alive/{me}"), "1"));
@@ -310,6 +374,27 @@ impl ProcessGroup {
                 Some(format!("rank {r} failed: {e}"))
             })
             .collect();
+        // The process serving the store stays until the others have read it: its
+        // exit would make them report it silent (and c10d warn of broken pipes).
+        let _ = self.store_set(&format!("clip/read/{me}"), "1");
+        if me == 0 && !self.env.agent_store {
+            let readers: Vec<usize> = others
+                .iter()
+                .copied()
+                .filter(|r| !silent.contains(r))
+                .collect();
+            let deadline = Instant::now() + wait;
+            while Instant::now() < deadline
+                && !readers.iter().all(|r| {
+                    matches!(
+                        self.store_get(&format!("clip/read/{r}"), short),
+                        Ok(Some(_))
+                    )
+                })
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         if !silent.is_empty() {
             let ranks: Vec<String> = silent.iter().map(usize::to_string).collect();
             lines.push(format!(
@@ -426,5 +511,49 @@ impl Drop for Reducer {
         if let Err(e) = call(|e, l| unsafe { clip_reducer_free(self.raw.as_ptr(), e, l) }) {
             tracing::warn!("freeing the gradient reducer: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::env::Launcher;
+
+    /// A text of any length, whose pieces begin and end with white space (a
+    /// value read back is trimmed), comes back as it was set; a key nobody sets
+    /// is `None` after the wait.
+    #[test]
+    fn long_texts_round_trip_through_the_store() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env = DistEnv {
+            rank: 0,
+            world: 1,
+            local_rank: 0,
+            local_world: Some(1),
+            launcher: Launcher::Torchrun,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            agent_store: false,
+            restart_count: 0,
+            gloo_interface: None,
+        };
+        let pg = ProcessGroup::new(env, Backend::Gloo, Duration::from_secs(30)).unwrap();
+        let text = " a = 1\n\n".repeat(1000) + "é\n";
+        pg.store_set_text("t", &text).unwrap();
+        assert_eq!(
+            pg.store_wait_text("t", Duration::from_secs(1))
+                .unwrap()
+                .unwrap(),
+            text
+        );
+        assert_eq!(
+            pg.store_wait("absent", Duration::from_millis(100)).unwrap(),
+            None
+        );
     }
 }

@@ -176,6 +176,7 @@ unsafe extern "C" {
         err_len: c_int,
     ) -> c_int;
     pub fn clip_pg_barrier(pg: *mut c_void, err: *mut c_char, err_len: c_int) -> c_int;
+    pub fn clip_quiet_cpp_warnings(quiet: c_int);
     pub fn clip_store_set(
         pg: *mut c_void,
         key: *const c_char,

@@ -685,3 +685,62 @@ fn torchrun_restarts_a_failed_group_from_the_latest_checkpoint() {
             .unwrap();
     assert_eq!(summary["global_step"], 60);
 }
+
+/// Ranks launched with different configs (or on different data) stop before
+/// anything trains, each with one clear error: the rank that differs names the
+/// keys, the others name that rank; none aborts in a collective.
+#[test]
+fn ranks_launched_with_different_configs_stop_naming_the_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    let out = tmp.path().join("run");
+    let port = free_port().to_string();
+    let spawn = |rank: &str, sets: &[&str]| {
+        Command::new(bin())
+            .args(args(&out, &data, 4, sets))
+            .env("RANK", rank)
+            .env("WORLD_SIZE", "2")
+            .env("LOCAL_RANK", rank)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Templates that make the config span several store values.
+    let templates: Vec<String> = (0..60)
+        .map(|i| format!("\"a photo number {i} of a {{}}.\""))
+        .collect();
+    let long = format!("compare.templates=[{}]", templates.join(", "));
+    let rank0 = spawn("0", &[&long]);
+    let rank1 = spawn("1", &[&long, "train.epochs=5", "optim.lr=0.01"]);
+    let (o0, o1) = (
+        rank0.wait_with_output().unwrap(),
+        rank1.wait_with_output().unwrap(),
+    );
+    let (e0, e1) = (
+        String::from_utf8_lossy(&o0.stderr),
+        String::from_utf8_lossy(&o1.stderr),
+    );
+    assert_eq!(o0.status.code(), Some(1), "{e0}");
+    assert_eq!(o1.status.code(), Some(1), "{e1}");
+    assert!(
+        e1.contains("rank 1 was launched with another config or data than rank 0")
+            && e1.contains("train.epochs: 3 -> 5")
+            && e1.contains("optim.lr: 0.003 -> 0.01")
+            && !e1.contains("compare.templates"),
+        "{e1}"
+    );
+    assert!(
+        e0.contains("rank(s) 1 were launched with another config or data than rank 0"),
+        "{e0}"
+    );
+    assert!(!out.join("smoke/metrics.jsonl").exists(), "nothing trains");
+    // One line each, not pages of libtorch's C++ frames.
+    for e in [&e0, &e1] {
+        assert!(!e.contains("frame #"), "{e}");
+        assert!(!e.contains("peers: no answer"), "{e}");
+    }
+}

@@ -18,7 +18,7 @@ use clip_dist::{Backend, DistEnv, ProcessGroup, Reducer};
 use clip_optim::AdamW;
 
 use super::Strategy;
-use crate::config::{DistBackend, GradSync, RunSection};
+use crate::config::{DistBackend, GradSync, RunConfig, RunSection};
 use crate::error::{Result, TrainError};
 
 /// How long a failing rank waits for the others to check in before it names the
@@ -285,6 +285,77 @@ impl Strategy for DataParallel {
 
     /// Wraps this rank's error with what the other ranks reported (see
     /// [`ProcessGroup::diagnose`]); publishes it for them first.
+    fn agree(&self, cfg: &RunConfig, data: &str) -> Result<()> {
+        let (me, world) = (self.rank(), self.world());
+        let wait = self.pg.timeout();
+        let unanswered = |what: &str| {
+            TrainError::Usage(format!(
+                "rank {me}: no {what} within run.dist_timeout_s = {:.0} s while the ranks compared their configs",
+                wait.as_secs_f64()
+            ))
+        };
+        // Rank 0's config and data are the reference.
+        if me == 0 {
+            self.pg
+                .store_set_text("clip/agree/config", &cfg.to_toml())?;
+            self.pg.store_set("clip/agree/data", data)?;
+        }
+        let reference = self
+            .pg
+            .store_wait_text("clip/agree/config", wait)?
+            .ok_or_else(|| unanswered("config from rank 0"))?;
+        let reference_data = self
+            .pg
+            .store_wait("clip/agree/data", wait)?
+            .ok_or_else(|| unanswered("data fingerprint from rank 0"))?;
+        let mut differ = cfg.differences(&reference);
+        if reference_data != data {
+            differ.push(format!("the data: {reference_data} -> {data}"));
+        }
+        let mine = match differ.len() {
+            0 => String::new(),
+            n => {
+                let shown: Vec<&str> = differ.iter().take(5).map(String::as_str).collect();
+                format!(
+                    "{}{}",
+                    shown.join("; "),
+                    if n > 5 {
+                        format!("; and {} more", n - 5)
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+        };
+        self.pg
+            .store_set(&format!("clip/agree/rank/{me}"), &format!("{world} {mine}"))?;
+        let mut others = Vec::new();
+        for r in (0..world).filter(|&r| r != me) {
+            let v = self
+                .pg
+                .store_wait(&format!("clip/agree/rank/{r}"), wait)?
+                .ok_or_else(|| unanswered(&format!("answer from rank {r}")))?;
+            let (their_world, what) = v.split_once(' ').unwrap_or((v.as_str(), ""));
+            if !what.is_empty() {
+                others.push(r.to_string());
+            } else if their_world != world.to_string() {
+                others.push(format!("{r} (world size {their_world})"));
+            }
+        }
+        if !mine.is_empty() {
+            return Err(TrainError::Usage(format!(
+                "rank {me} was launched with another config or data than rank 0 ({mine} on this rank): every rank must run the same config on the same data"
+            )));
+        }
+        if !others.is_empty() {
+            return Err(TrainError::Usage(format!(
+                "rank(s) {} were launched with another config or data than rank 0 (their errors name the keys): every rank must run the same config on the same data",
+                others.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     fn explain(&self, e: TrainError) -> TrainError {
         if matches!(e, TrainError::Rank { .. }) {
             return e;

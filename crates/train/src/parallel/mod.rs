@@ -13,7 +13,7 @@ use tch::{Device, Tensor, nn};
 
 use clip_optim::AdamW;
 
-use crate::config::RunSection;
+use crate::config::{RunConfig, RunSection};
 use crate::error::{Result, TrainError};
 
 pub use ddp::DataParallel;
@@ -53,6 +53,14 @@ pub trait Strategy {
     fn finish_gradients(&mut self) -> Result<()>;
     /// This process's error, with what the others reported.
     fn explain(&self, e: TrainError) -> TrainError;
+    /// Checks, before anything trains, that every process runs the same config
+    /// (`cfg` as given, before a rank picks its device) on the same data (`data`,
+    /// its fingerprint): ranks launched otherwise would deadlock or abort in a
+    /// collective. Every rank stops with an error; those that differ name the
+    /// keys that differ from rank 0's.
+    fn agree(&self, _cfg: &RunConfig, _data: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One process: every collective is the identity.

@@ -91,6 +91,16 @@ pub struct DataFingerprint {
     pub val_images: usize,
 }
 
+impl std::fmt::Display for DataFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} training images ({}), {} validation images ({})",
+            self.train_images, self.train, self.val_images, self.val
+        )
+    }
+}
+
 impl DataFingerprint {
     /// The fingerprint of `train` and `val` as `cfg` reads them.
     pub fn of(cfg: &RunConfig, train: &clip_data::Dataset, val: &clip_data::Dataset) -> Self {

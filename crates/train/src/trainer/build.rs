@@ -107,11 +107,14 @@ impl Trainer {
         resume: Option<(Checkpoint, bool)>,
         parallel: &dyn Strategy,
     ) -> Result<Self> {
+        // The config as every rank was given it, before a rank picks its device.
+        let as_given = cfg.clone();
         let device = plan::runtime(&mut cfg, parallel)?;
         let (rank, world) = (parallel.rank(), parallel.world());
         tch::manual_seed(cfg.run.seed as i64);
         let (train_ds, val_ds) = load_datasets(&cfg)?;
         let fingerprint = DataFingerprint::of(&cfg, &train_ds, &val_ds);
+        parallel.agree(&as_given, &fingerprint.to_string())?;
         let classes = run_classes(&train_ds, &val_ds);
         let vs = nn::VarStore::new(device);
         let model = match &resume {
