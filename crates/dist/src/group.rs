@@ -50,7 +50,30 @@ pub struct ProcessGroup {
     env: DistEnv,
     backend: Backend,
     timeout: Duration,
+    /// Set when a store request got no answer in time (its server hung): the
+    /// request's thread is still blocked inside c10d, so the store is not used
+    /// again, nor freed.
+    store_hung: std::sync::atomic::AtomicBool,
 }
+
+/// libtorch's own warnings off (`quiet`) or back on, unless RUST_BACKTRACE asks
+/// for everything: while a group forms (c10d retries a connect with a warning
+/// and a C++ stack trace each time) and once a rank fails.
+fn quiet_cpp_warnings(quiet: bool) {
+    if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
+        // SAFETY: sets an int flag of libtorch's logging.
+        unsafe { clip_quiet_cpp_warnings(c_int::from(quiet)) };
+    }
+}
+
+/// A raw pointer handed to the thread that makes one store request.
+struct SendPtr(*mut c_void);
+// SAFETY: the group is used by one request at a time: its creator waits for the
+// request's thread (or abandons the store for good when it does not return).
+unsafe impl Send for SendPtr {}
+
+/// How often (at most) a rank that waits for the group to form says so.
+const WAITING_NOTE: Duration = Duration::from_secs(30);
 
 /// The longest piece of a text in the store (its values read back up to
 /// `ERR_LEN` bytes).
@@ -85,46 +108,94 @@ impl ProcessGroup {
             cstring(&iface),
             cstring(gloo_host),
         );
-        let mut raw = std::ptr::null_mut();
         let ms = timeout.as_millis().min(c_long::MAX as u128) as c_long;
-        // SAFETY: NUL-terminated strings and an out-pointer that outlive the call;
-        // the buffer is `call`'s.
-        call(|err, len| unsafe {
-            clip_pg_new(
-                host.as_ptr(),
-                c_int::from(env.master_port),
-                c_int::from(server),
-                prefix.as_ptr(),
-                env.rank as c_int,
-                env.world as c_int,
-                c_int::from(backend == Backend::Nccl),
-                ms,
-                iface.as_ptr(),
-                gloo_host.as_ptr(),
-                &mut raw,
-                err,
-                len,
-            )
-        })
-        .map_err(|message| DistError::Init {
+        let init = |message: String| DistError::Init {
             rank: env.rank,
             world: env.world,
             backend: backend.name().into(),
             addr: format!("{}:{}", env.master_addr, env.master_port),
             message,
-        })?;
-        let raw = NonNull::new(raw).ok_or_else(|| DistError::Init {
-            rank: env.rank,
-            world: env.world,
-            backend: backend.name().into(),
-            addr: format!("{}:{}", env.master_addr, env.master_port),
-            message: "the shim returned no process group".into(),
-        })?;
+        };
+        let port = c_int::from(env.master_port);
+        let (rank, world, nccl) = (
+            env.rank as c_int,
+            env.world as c_int,
+            c_int::from(backend == Backend::Nccl),
+        );
+        // Joined on a thread of its own: c10d's connect and handshake wait
+        // without a bound on a store server that hangs, or on another program
+        // listening on MASTER_PORT. This thread gives up after the timeout (and
+        // says every WAITING_NOTE whom it waits for).
+        let (tx, rx) = std::sync::mpsc::channel();
+        quiet_cpp_warnings(true);
+        std::thread::Builder::new()
+            .name("clip-dist-join".into())
+            .spawn(move || {
+                let mut raw = std::ptr::null_mut();
+                // SAFETY: NUL-terminated strings and an out-pointer that outlive
+                // the call; the buffer is `call`'s.
+                let r = call(|err, len| unsafe {
+                    clip_pg_new(
+                        host.as_ptr(),
+                        port,
+                        c_int::from(server),
+                        prefix.as_ptr(),
+                        rank,
+                        world,
+                        nccl,
+                        ms,
+                        iface.as_ptr(),
+                        gloo_host.as_ptr(),
+                        &mut raw,
+                        err,
+                        len,
+                    )
+                });
+                let _ = tx.send(r.map(|()| SendPtr(raw)));
+            })
+            .map_err(|e| init(format!("cannot start a thread: {e}")))?;
+        let started = Instant::now();
+        let limit = timeout + Duration::from_secs(5);
+        let note = (timeout / 4).clamp(Duration::from_secs(1), WAITING_NOTE);
+        let raw: *mut c_void = loop {
+            match rx.recv_timeout(note) {
+                Ok(r) => {
+                    quiet_cpp_warnings(false);
+                    break r.map_err(init)?.0;
+                }
+                Err(_) if started.elapsed() < limit => {
+                    tracing::warn!(
+                        "rank {} of {}: waiting {:.0} s so far for the group at {}:{} to form ({}; the other ranks must start too); giving up after run.dist_timeout_s = {:.0} s",
+                        env.rank,
+                        env.world,
+                        started.elapsed().as_secs_f64(),
+                        env.master_addr,
+                        env.master_port,
+                        match (server, env.agent_store) {
+                            (true, _) => "this rank serves the store",
+                            (false, true) => "torchrun's agent serves the store",
+                            (false, false) => "rank 0 serves the store",
+                        },
+                        timeout.as_secs_f64()
+                    );
+                }
+                Err(_) => {
+                    return Err(init(format!(
+                        "no answer within run.dist_timeout_s = {:.0} s: the ranks did not all start, the process serving the store hung, or another program listens on MASTER_PORT {}",
+                        timeout.as_secs_f64(),
+                        env.master_port
+                    )));
+                }
+            }
+        };
+        let raw =
+            NonNull::new(raw).ok_or_else(|| init("the shim returned no process group".into()))?;
         Ok(Self {
             raw,
             env,
             backend,
             timeout,
+            store_hung: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -235,39 +306,97 @@ impl ProcessGroup {
         })
     }
 
-    /// Sets `key` in the job's store (this restart attempt's keys).
+    /// Sets `key` in the job's store (this restart attempt's keys); an error when
+    /// the store does not answer within the group's timeout.
     pub fn store_set(&self, key: &str, value: &str) -> Result<()> {
+        self.store_set_within(key, value, self.timeout)
+    }
+
+    fn store_set_within(&self, key: &str, value: &str, limit: Duration) -> Result<()> {
         let (k, v) = (cstring(key), cstring(value));
-        // SAFETY: a live group and NUL-terminated strings that outlive the call.
-        self.collective("store set", |e, l| unsafe {
-            clip_store_set(self.raw.as_ptr(), k.as_ptr(), v.as_ptr(), e, l)
+        self.store_request("store set", limit, move |p| {
+            // SAFETY: a live group and NUL-terminated strings that outlive the call.
+            call(|e, l| unsafe { clip_store_set(p, k.as_ptr(), v.as_ptr(), e, l) })
         })
     }
 
-    /// `key`'s value in the store, `None` when it is not set.
+    /// `key`'s value in the store, `None` when it is not set; an error when the
+    /// store does not answer within `timeout` (plus a second).
     pub fn store_get(&self, key: &str, timeout: Duration) -> Result<Option<String>> {
         let k = cstring(key);
-        let mut found: c_int = 0;
-        let mut out = vec![0 as c_char; ERR_LEN];
         let ms = timeout.as_millis().min(c_long::MAX as u128) as c_long;
-        // SAFETY: a live group; `found` and `out` (ERR_LEN bytes, the length
-        // passed) outlive the call.
-        self.collective("store get", |e, l| unsafe {
-            clip_store_get(
-                self.raw.as_ptr(),
-                k.as_ptr(),
-                ms,
-                &mut found,
-                out.as_mut_ptr(),
-                ERR_LEN as c_int,
-                e,
-                l,
-            )
-        })?;
-        if found == 0 {
-            return Ok(None);
+        self.store_request("store get", timeout + Duration::from_secs(1), move |p| {
+            let mut found: c_int = 0;
+            let mut out = vec![0 as c_char; ERR_LEN];
+            // SAFETY: a live group; `found` and `out` (ERR_LEN bytes, the
+            // length passed) outlive the call.
+            call(|e, l| unsafe {
+                clip_store_get(
+                    p,
+                    k.as_ptr(),
+                    ms,
+                    &mut found,
+                    out.as_mut_ptr(),
+                    ERR_LEN as c_int,
+                    e,
+                    l,
+                )
+            })?;
+            Ok((found != 0).then(|| clip_sys::c_string(&out)))
+        })
+    }
+
+    /// Runs one store request `f` on a thread of its own and waits at most
+    /// `limit` for it: c10d's store client waits for its server's answer without
+    /// a bound (a rank 0 that hangs hangs every other rank's request). A request
+    /// left unanswered marks the store as hung: later ones fail at once.
+    fn store_request<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        f: impl FnOnce(*mut c_void) -> std::result::Result<T, String> + Send + 'static,
+    ) -> Result<T> {
+        use std::sync::atomic::Ordering;
+        let failed = |message: String| DistError::Collective {
+            rank: self.env.rank,
+            world: self.env.world,
+            op,
+            message,
+        };
+        let server = format!(
+            "the store at {}:{} ({})",
+            self.env.master_addr,
+            self.env.master_port,
+            if self.env.agent_store {
+                "torchrun's agent serves it"
+            } else {
+                "rank 0 serves it"
+            }
+        );
+        if self.store_hung.load(Ordering::SeqCst) {
+            return Err(failed(format!(
+                "{server} did not answer an earlier request"
+            )));
         }
-        Ok(Some(clip_sys::c_string(&out)))
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = SendPtr(self.raw.as_ptr());
+        std::thread::Builder::new()
+            .name("clip-dist-store".into())
+            .spawn(move || {
+                let p = p;
+                let _ = tx.send(f(p.0));
+            })
+            .map_err(|e| failed(format!("cannot start a thread: {e}")))?;
+        match rx.recv_timeout(limit) {
+            Ok(r) => r.map_err(failed),
+            Err(_) => {
+                self.store_hung.store(true, Ordering::SeqCst);
+                Err(failed(format!(
+                    "{server} did not answer within {:.0} s: the process serving it hung",
+                    limit.as_secs_f64()
+                )))
+            }
+        }
     }
 
     /// `key`'s value once some rank set it, polling the store until `timeout`;
@@ -331,17 +460,14 @@ impl ProcessGroup {
     pub fn diagnose(&self, message: &str, wait: Duration) -> String {
         let me = self.env.rank;
         // The failure is reported in one line: peers that are gone make c10d warn
-        // with pages of C++ frames, shown only with RUST_BACKTRACE.
-        if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
-            // SAFETY: sets an int flag of libtorch's logging.
-            unsafe { clip_quiet_cpp_warnings(1) };
-        }
+        // with pages of C++ frames.
+        quiet_cpp_warnings(true);
         let publish = self
-            .store_set(&format!("clip/error/{me}"), message)
-            .and_then(|()| self.store_set(&format!("clip/alive/{me}"), "1"));
+            .store_set_within(&format!("clip/error/{me}"), message, wait)
+            .and_then(|()| self.store_set_within(&format!("clip/alive/{me}"), "1", wait));
         if publish.is_err() {
             return format!(
-                "the job's store at {}:{} is unreachable: the process serving it ({}) is gone",
+                "the job's store at {}:{} is unreachable: the process serving it ({}) is gone or hung",
                 self.env.master_addr,
                 self.env.master_port,
                 if self.env.agent_store {
@@ -376,7 +502,7 @@ impl ProcessGroup {
             .collect();
         // The process serving the store stays until the others have read it: its
         // exit would make them report it silent (and c10d warn of broken pipes).
-        let _ = self.store_set(&format!("clip/read/{me}"), "1");
+        let _ = self.store_set_within(&format!("clip/read/{me}"), "1", wait);
         if me == 0 && !self.env.agent_store {
             let readers: Vec<usize> = others
                 .iter()
@@ -414,6 +540,11 @@ impl ProcessGroup {
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
+        // A store request still blocked inside c10d uses the group: it is left
+        // to the process's exit.
+        if self.store_hung.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         // SAFETY: created by clip_pg_new, freed once.
         if let Err(e) = call(|e, l| unsafe { clip_pg_free(self.raw.as_ptr(), e, l) }) {
             tracing::warn!("closing the process group: {e}");

@@ -5,9 +5,11 @@
 // - no exception crosses the C boundary (a throw through `extern "C"` aborts the
 //   process): the body runs inside CLIP_GUARD, which catches everything and
 //   copies the message into the caller's buffer `err` of `err_len` bytes
-//   (NUL-terminated, cut to fit).
+//   (NUL-terminated, cut to fit; libtorch's errors without their C++ stack
+//   trace unless RUST_BACKTRACE is set).
 #pragma once
 
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <vector>
@@ -31,11 +33,21 @@ static inline int clip_fail(const char *what, char *err, int err_len) {
   return CLIP_ERR;
 }
 
+// A libtorch error's message: without its C++ stack trace ("Exception raised
+// from ... frame #0 ...") unless RUST_BACKTRACE asks for it.
+static inline const char *clip_error_text(const c10::Error &e) {
+  const char *bt = std::getenv("RUST_BACKTRACE");
+  bool frames = bt != nullptr && std::strcmp(bt, "0") != 0;
+  return frames ? e.what() : e.what_without_backtrace();
+}
+
 // The body of an entry point whose parameters end with `char *err, int err_len`.
 #define CLIP_GUARD(...)                                                        \
   try {                                                                        \
     __VA_ARGS__;                                                               \
     return CLIP_OK;                                                            \
+  } catch (const c10::Error &e) {                                              \
+    return clip_fail(clip_error_text(e), err, err_len);                        \
   } catch (const std::exception &e) {                                          \
     return clip_fail(e.what(), err, err_len);                                  \
   } catch (...) {                                                              \

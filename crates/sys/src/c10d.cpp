@@ -127,12 +127,12 @@ struct StoreTimeout {
   }
 };
 
-// libtorch's own warnings (c10d's "sendBytes failed ... frame #0 ..." with a C++
+// libtorch's own warnings and errors (c10d's "sendBytes failed ... frame #0 ..." with a C++
 // stack trace) off (`quiet` != 0) or back on: a rank explaining a failure it
 // already reports in one line does not print pages of C++ frames as well.
 void clip_quiet_cpp_warnings(int quiet) {
   static int before = FLAGS_caffe2_log_level;
-  FLAGS_caffe2_log_level = quiet != 0 ? 2 : before;
+  FLAGS_caffe2_log_level = quiet != 0 ? 3 : before;
 }
 
 // `found` = 0 when the key is not (yet) set; otherwise its value (truncated to out_len).

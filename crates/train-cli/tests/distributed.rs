@@ -482,6 +482,8 @@ fn two_processes(
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", &port)
             .env("RUST_LOG", "warn")
+            // C++ frames are shown only with RUST_BACKTRACE.
+            .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -587,33 +589,41 @@ fn a_stop_signal_on_one_rank_stops_every_rank_at_the_same_step() {
 
 #[test]
 fn a_hung_rank_ends_the_other_after_the_timeout_naming_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = data(tmp.path());
-    let out = tmp.path().join("run");
-    let sets = ["train.epochs=100000", "run.dist_timeout_s=4"];
-    let (rank0, mut rank1) = two_processes(&out, &data, &sets);
-    // Rank 1 stops responding (as a process stuck in I/O or a deadlock would).
-    let pid = rank1.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let hung = Instant::now();
-    let o = rank0.wait_with_output().unwrap();
-    let waited = hung.elapsed();
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
-    let _ = rank1.kill();
-    let _ = rank1.wait();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{err}");
-    assert!(
-        waited >= Duration::from_secs(3) && waited < Duration::from_secs(20),
-        "rank 0 ended {waited:?} after rank 1 hung (timeout 4 s)"
-    );
-    assert!(err.contains("no answer from rank 1"), "{err}");
+    // Either rank: rank 0 also serves the store, whose requests then hang too.
+    for hung in [1, 0] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = data(tmp.path());
+        let out = tmp.path().join("run");
+        let sets = ["train.epochs=100000", "run.dist_timeout_s=4"];
+        let (rank0, rank1) = two_processes(&out, &data, &sets);
+        let (mut stopped, other) = match hung {
+            0 => (rank0, rank1),
+            _ => (rank1, rank0),
+        };
+        // The rank stops responding (as a process stuck in I/O or a deadlock would).
+        let pid = stopped.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let t0 = Instant::now();
+        let o = other.wait_with_output().unwrap();
+        let waited = t0.elapsed();
+        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        let _ = stopped.kill();
+        let _ = stopped.wait();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{err}");
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(30),
+            "the other rank ended {waited:?} after rank {hung} hung (timeout 4 s): {err}"
+        );
+        assert!(err.contains(&format!("rank {hung}")), "{err}");
+        assert!(!err.contains("frame #"), "{err}");
+    }
 }
 
 /// The worker processes torchrun `parent` started (train-cli children).
@@ -704,6 +714,7 @@ fn ranks_launched_with_different_configs_stop_naming_the_keys() {
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", &port)
             .env("RUST_LOG", "warn")
+            .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -742,5 +753,59 @@ fn ranks_launched_with_different_configs_stop_naming_the_keys() {
     for e in [&e0, &e1] {
         assert!(!e.contains("frame #"), "{e}");
         assert!(!e.contains("peers: no answer"), "{e}");
+    }
+}
+
+/// A rank alone, and a rank whose MASTER_PORT is held by a program that never
+/// answers, say whom they wait for, then stop after run.dist_timeout_s with an
+/// error naming the address, instead of hanging.
+#[test]
+fn a_rank_whose_store_never_answers_stops_after_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path());
+    // A program that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming() {
+            held.push(c);
+        }
+    });
+    for (port, what) in [(silent_port, "silent program"), (free_port(), "nobody")] {
+        let t0 = Instant::now();
+        let o = Command::new(bin())
+            .args(args(
+                &tmp.path().join("run"),
+                &data,
+                4,
+                &["run.dist_timeout_s=3"],
+            ))
+            .env("RANK", "1")
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let waited = t0.elapsed();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            waited < Duration::from_secs(30),
+            "{what}: {waited:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "could not join the process group (gloo via the store at 127.0.0.1:{port})"
+            )),
+            "{what}: {err}"
+        );
+        assert!(
+            err.contains("waiting") && err.contains("rank 0 serves the store"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("frame #"), "{what}: {err}");
     }
 }
