@@ -3001,3 +3001,56 @@ fn a_resume_on_changed_data_is_refused_unless_allowed() {
     let o = resume(&[], 5);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A run whose folder is deleted (or moved away) while it trains stops at its
+/// next checkpoint with an error naming the folder, instead of recreating a
+/// folder without its run and ending with exit 0; a moved folder keeps its
+/// checkpoints and resumes from where it went.
+#[test]
+fn a_run_whose_folder_is_deleted_or_moved_stops_with_an_error() {
+    for moved in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let child = running(tmp.path());
+        let run = tmp.path().join("smoke");
+        let away = tmp.path().join("moved");
+        std::fs::rename(&run, &away).unwrap();
+        if !moved {
+            // Deleted (again while the run may still write into it).
+            while std::fs::remove_dir_all(&away).is_err() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let (t0, mut child) = (Instant::now(), child);
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("the run went on in its deleted folder");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("the run folder was deleted, moved or replaced during the run")
+                && err.contains(&run.display().to_string()),
+            "{err}"
+        );
+        assert!(
+            clip_train::latest_checkpoint(&run).is_err(),
+            "a checkpoint was written into a recreated folder"
+        );
+        if moved {
+            let o = run_cmd_resume(&away);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+    }
+}
+
+/// `train-cli --resume DIR`, ending at the next epoch.
+fn run_cmd_resume(dir: &Path) -> Output {
+    run(bin()
+        .arg("--resume")
+        .arg(dir)
+        .args(["--quiet", "--set", "train.epochs=1"]))
+}

@@ -60,6 +60,15 @@ pub(crate) struct RunFolder {
     /// The exclusive lock of the process that trains in it (rank 0 of a
     /// data-parallel run); the OS releases it when the process ends, crash or not.
     lock: Option<Arc<File>>,
+    /// The folder's device and inode when the lock was taken: a folder deleted
+    /// or replaced under a running run is noticed before anything else is saved.
+    identity: Option<(u64, u64)>,
+}
+
+/// The device and inode of `dir`, `None` when it is not there.
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl RunFolder {
@@ -83,6 +92,7 @@ impl RunFolder {
             ));
         }
         Ok(Self {
+            identity: identity(&dir),
             dir,
             lock: Some(Arc::new(lock)),
         })
@@ -119,7 +129,25 @@ impl RunFolder {
     /// Takes the run folder's exclusive lock (resuming: rank 0 only).
     pub(crate) fn lock(&mut self) -> Result<()> {
         self.lock = Some(Arc::new(lock(&self.dir)?));
+        self.identity = identity(&self.dir);
         Ok(())
+    }
+
+    /// An error when the folder this process locked was deleted, moved or
+    /// replaced since: what would be saved now (a checkpoint, the summary) would
+    /// land in a folder nobody finds, or recreate a run folder without its run.
+    pub(crate) fn check_present(&self) -> Result<()> {
+        match self.identity {
+            Some(id) if identity(&self.dir) != Some(id) => Err(TrainError::Io {
+                action: "the run folder was deleted, moved or replaced during the run, stopping:",
+                path: self.dir.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "nothing more can be saved there; the last checkpoint is wherever the folder went (resume it from there)",
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// An existing run and its resolved config with `overrides` applied; the run
@@ -143,6 +171,7 @@ impl RunFolder {
             Self {
                 dir: dir.to_path_buf(),
                 lock: None,
+                identity: None,
             },
             cfg,
         ))
@@ -150,7 +179,11 @@ impl RunFolder {
 
     /// The folder of a run that another process (data-parallel rank 0) created.
     pub(crate) fn at(dir: PathBuf) -> Self {
-        Self { dir, lock: None }
+        Self {
+            dir,
+            lock: None,
+            identity: None,
+        }
     }
 
     pub(crate) fn dir(&self) -> &Path {

@@ -210,6 +210,7 @@ impl Trainer {
         let main = self.is_main();
         let checkpoints = self.folder.checkpoints();
         let dir = if main {
+            self.folder.check_present()?;
             checkpoints.write(
                 &name,
                 &Contents {
@@ -390,6 +391,7 @@ impl Trainer {
         self.state.wall_s = wall_before + started.elapsed().as_secs_f64();
         let report = self.report(interrupted);
         if self.is_main() {
+            self.folder.check_present()?;
             write_json(&self.folder.dir().join(SUMMARY_FILE), &report)?;
         }
         Self::emit(observers, Event::Finish(&report))?;
