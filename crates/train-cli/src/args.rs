@@ -244,6 +244,31 @@ pub struct WiseFtArgs {
     pub overwrite: bool,
 }
 
+/// `train-cli soup`.
+#[derive(Debug, Args)]
+pub struct SoupArgs {
+    /// The ingredients: exports, checkpoints or run folders of one architecture,
+    /// one class list and one head kind (two or more).
+    #[arg(long, num_args = 2.., required = true)]
+    pub models: Vec<String>,
+    /// Held-out labelled data (as for `eval --data`) that measures each
+    /// ingredient and soup and chooses the greedy soup's ingredients.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write the uniform and the greedy soup (full exports in
+    /// `uniform/` and `greedy/`) and `soup.json`.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+    /// Replace an earlier output of this command in the output folder (whole).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
 /// `train-cli compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {

@@ -16,7 +16,7 @@ use clip_train::{Launched, Placement, RunConfig, Trainer};
 
 use crate::args::{
     BenchArgs, CompareArgs, ConfigArgs, ConvertArgs, EvalArgs, ExportArgs, InferenceArgs,
-    InspectArgs, PlacementArgs, PredictArgs, PreviewAugmentArgs, TrainArgs, WiseFtArgs,
+    InspectArgs, PlacementArgs, PredictArgs, PreviewAugmentArgs, SoupArgs, TrainArgs, WiseFtArgs,
     ZeroShotArgs,
 };
 
@@ -601,6 +601,43 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn soup(a: SoupArgs) -> anyhow::Result<ExitCode> {
+    let place = a.placement.resolve(&a.models[0])?;
+    announce(place);
+    let mut soups = clip_train::soup(&a.models, &a.data, a.batch_size, place)?;
+    let r = &soups.report;
+    for i in &r.ingredients {
+        say!(
+            "{:6.2}%  {}{}",
+            i.accuracy * 100.0,
+            i.model,
+            if i.in_greedy {
+                "  (in the greedy soup)"
+            } else {
+                ""
+            }
+        );
+    }
+    say!(
+        "uniform soup of {}: {:.2}%; greedy soup of {}: {:.2}% ({} held-out images)",
+        r.uniform.ingredients.len(),
+        r.uniform.accuracy * 100.0,
+        r.greedy.ingredients.len(),
+        r.greedy.accuracy * 100.0,
+        r.images
+    );
+    if let Some(dir) = &a.output {
+        let files = soups.save(dir, a.overwrite)?;
+        say!(
+            "saved both soups as exports to {}: {}",
+            dir.display(),
+            files.join(", ")
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&soups.report)?);
     Ok(ExitCode::SUCCESS)
 }
 

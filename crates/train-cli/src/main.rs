@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use args::{
     BenchArgs, CompareArgs, ConfigArgs, ConvertArgs, EvalArgs, ExportArgs, InspectArgs,
-    PredictArgs, PreviewAugmentArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
+    PredictArgs, PreviewAugmentArgs, SoupArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
 };
 use console::LogFormat;
 
@@ -53,6 +53,8 @@ enum Command {
     PreviewAugment(PreviewAugmentArgs),
     /// WiSE-FT: interpolate a zero-shot and a fine-tuned model, evaluate each mix.
     WiseFt(WiseFtArgs),
+    /// Model soups: the uniform and the greedy average of several fine-tuned models.
+    Soup(SoupArgs),
     /// Zero-shot, linear probe, LoRA r=8/16, full fine-tuning and WiSE-FT side by side.
     Compare(CompareArgs),
     /// Steady-state training throughput, loader throughput and memory as JSON.
@@ -167,6 +169,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(a)) => commands::inspect(a),
         Some(Command::PreviewAugment(a)) => commands::preview(a),
         Some(Command::WiseFt(a)) => commands::wise(a),
+        Some(Command::Soup(a)) => commands::soup(a),
         Some(Command::Compare(a)) => commands::compare(a),
         Some(Command::Bench(a)) => commands::bench(a),
         Some(Command::Config(a)) => commands::config(a),

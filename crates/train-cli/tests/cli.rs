@@ -3054,3 +3054,123 @@ fn run_cmd_resume(dir: &Path) -> Output {
         .arg(dir)
         .args(["--quiet", "--set", "train.epochs=1"]))
 }
+
+/// Model soups: two runs of different seeds give a uniform soup whose every
+/// weight is the mean of theirs, and a greedy soup whose ingredients include
+/// the best one; both are exports `eval` measures as soup.json says; models of
+/// other classes are refused, naming the difference.
+#[test]
+fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let step = |seed: u64| {
+        let out = tmp.path().join(format!("seed{seed}"));
+        let mut args = train_args(&out, &data);
+        args.extend(["--set".into(), format!("run.seed={seed}")]);
+        assert!(run(bin().args(&args)).status.success());
+        out.join("smoke/checkpoints/step-00000006")
+    };
+    let (a, b) = (step(1), step(2));
+    let out = tmp.path().join("soup");
+    let o = run(bin()
+        .args(["soup", "--quiet", "--models"])
+        .arg(&a)
+        .arg(&b)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("soup.json")).unwrap()).unwrap();
+    let ingredients = report["ingredients"].as_array().unwrap();
+    assert_eq!(ingredients.len(), 2);
+    assert_eq!(
+        report["uniform"]["ingredients"].as_array().unwrap().len(),
+        2
+    );
+    // The best: the highest accuracy, ties to the lower loss.
+    let key = |x: &serde_json::Value| {
+        (
+            x["accuracy"].as_f64().unwrap(),
+            -x["loss"].as_f64().unwrap(),
+        )
+    };
+    let best = ingredients
+        .iter()
+        .max_by(|x, y| key(x).partial_cmp(&key(y)).unwrap())
+        .unwrap();
+    assert_eq!(
+        report["greedy"]["ingredients"][0], best["model"],
+        "{report}"
+    );
+    assert_eq!(best["in_greedy"], true, "{report}");
+    assert!(
+        report["greedy"]["accuracy"].as_f64().unwrap() >= best["accuracy"].as_f64().unwrap(),
+        "{report}"
+    );
+    // The uniform soup's weights are the mean of the ingredients'.
+    let read = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
+    let (wa, wb, wu) = (
+        read(&a.join("model")),
+        read(&b.join("model")),
+        read(&out.join("uniform")),
+    );
+    let (ta, tb, tu) = (
+        safetensors::SafeTensors::deserialize(&wa).unwrap(),
+        safetensors::SafeTensors::deserialize(&wb).unwrap(),
+        safetensors::SafeTensors::deserialize(&wu).unwrap(),
+    );
+    let floats = |t: &safetensors::tensor::TensorView| -> Vec<f32> {
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut compared = 0;
+    for (name, u) in tu.tensors() {
+        let (Ok(x), Ok(y)) = (ta.tensor(&name), tb.tensor(&name)) else {
+            continue;
+        };
+        if u.dtype() != safetensors::Dtype::F32 {
+            continue;
+        }
+        for ((u, x), y) in floats(&u).iter().zip(floats(&x)).zip(floats(&y)) {
+            assert!(
+                (u - (x + y) / 2.0).abs() <= 1e-6 * (1.0 + u.abs()),
+                "{name}"
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared > 20, "{compared} tensors compared");
+    // Each soup is an export that `eval` measures as soup.json says.
+    for soup in ["uniform", "greedy"] {
+        let o = run(bin()
+            .args(["eval", "--model"])
+            .arg(out.join(soup))
+            .arg("--data")
+            .arg(&data));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(m["accuracy"], report[soup]["accuracy"], "{soup}");
+    }
+    // Another class list cannot go into the soup.
+    let other = tmp.path().join("other");
+    image_folder::make_folder(&other, &["ant", "bee", "cow"], 4);
+    let o = run(bin().args(train_args(&tmp.path().join("o"), &other)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(bin()
+        .args(["soup", "--models"])
+        .arg(&a)
+        .arg(tmp.path().join("o/smoke"))
+        .arg("--data")
+        .arg(&data));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot go into a soup") && stderr(&o).contains("classes"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,6 +1,7 @@
 //! Experiments built from runs: `train-cli compare` (zero-shot, linear probe,
-//! LoRA, full fine-tuning, WiSE-FT and FLYP side by side) and WiSE-FT's weight
-//! interpolation.
+//! LoRA, full fine-tuning, WiSE-FT and FLYP side by side), WiSE-FT's weight
+//! interpolation and model soups.
 
 pub(crate) mod compare;
+pub(crate) mod soup;
 pub(crate) mod wise_ft;

@@ -69,16 +69,7 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool, overwrite: bool) -> R
     // came from (for the tokenizer) and how images were normalised.
     let run_cfg = run_config_of(&model_dir).ok().flatten();
     let provenance = checkpoint_provenance(&model_dir, run_cfg.as_ref(), ema);
-    let tokenizer = run_cfg
-        .as_ref()
-        .and_then(|c| c.model.pretrained.as_ref())
-        .and_then(|spec| match ModelFiles::resolve(spec) {
-            Ok(files) => Some(files.dir),
-            Err(e) => {
-                tracing::warn!("tokenizer not exported: {e}");
-                None
-            }
-        });
+    let tokenizer = tokenizer_for(&model_dir, run_cfg.as_ref());
     let mut inputs = vec![checkpoint, model_dir.as_path()];
     inputs.extend(tokenizer.as_deref());
     let out = OutputDir::prepare(output, "export", &inputs, overwrite)?;
@@ -91,6 +82,23 @@ pub fn export(checkpoint: &Path, output: &Path, ema: bool, overwrite: bool) -> R
         true,
     );
     finish(out, written)
+}
+
+/// Where the tokenizer of the model in `model_dir` is: that folder when it holds
+/// one (an export), else the pretrained model the run (`run_cfg`) started from;
+/// `None`, with a warning, when neither can be found.
+pub(crate) fn tokenizer_for(model_dir: &Path, run_cfg: Option<&RunConfig>) -> Option<PathBuf> {
+    if model_dir.join("tokenizer.json").is_file() {
+        return Some(model_dir.to_path_buf());
+    }
+    let spec = run_cfg.and_then(|c| c.model.pretrained.as_ref())?;
+    match ModelFiles::resolve(spec) {
+        Ok(files) => Some(files.dir),
+        Err(e) => {
+            tracing::warn!("tokenizer not exported: {e}");
+            None
+        }
+    }
 }
 
 /// Commits `out` when `written` succeeded, else drops it; `written` either way.
