@@ -269,6 +269,31 @@ pub struct SoupArgs {
     pub overwrite: bool,
 }
 
+/// `train-cli sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The run config every point starts from.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// A key and its values, `KEY=V1,V2,...` (repeatable: the points are the
+    /// Cartesian product), e.g. `--grid optim.lr=1e-5,3e-5 --grid train.epochs=3,5`.
+    #[arg(long = "grid", value_name = "KEY=V1,V2", required = true)]
+    pub grid: Vec<String>,
+    /// The sweep folder: one run folder per point, sweep.md, sweep.json, sweep.png.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Override a config value for every point (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Train again the points whose run folder holds a run of another config
+    /// (refused otherwise).
+    #[arg(long)]
+    pub rerun: bool,
+    /// Held-out data: soup the sweep's runs at the end (`soup/` in the sweep folder).
+    #[arg(long, value_name = "DATA")]
+    pub soup: Option<PathBuf>,
+}
+
 /// `train-cli compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {

@@ -16,8 +16,8 @@ use clip_train::{Launched, Placement, RunConfig, Trainer};
 
 use crate::args::{
     BenchArgs, CompareArgs, ConfigArgs, ConvertArgs, EvalArgs, ExportArgs, InferenceArgs,
-    InspectArgs, PlacementArgs, PredictArgs, PreviewAugmentArgs, SoupArgs, TrainArgs, WiseFtArgs,
-    ZeroShotArgs,
+    InspectArgs, PlacementArgs, PredictArgs, PreviewAugmentArgs, SoupArgs, SweepArgs, TrainArgs,
+    WiseFtArgs, ZeroShotArgs,
 };
 
 /// Exit code of a run stopped by Ctrl-C (128 + SIGINT), or by a data-parallel peer.
@@ -649,55 +649,114 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let config = clip_train::find_config(&a.config)?;
-    // Each method's training runs as this program's `train` in a child process.
-    let exe = std::env::current_exe().context("cannot find the train-cli executable")?;
-    let mut run_job = |job: &clip_train::TrainJob| -> clip_train::Result<()> {
-        let mut cmd = std::process::Command::new(&exe);
-        if job.resume {
-            cmd.arg("--resume").arg(&job.run_dir);
-        } else {
-            cmd.arg("--config").arg(&job.config);
-        }
-        // A resumed run stays in its folder whatever run.output_dir / run.name say.
-        for o in &job.overrides {
-            cmd.arg("--set").arg(o);
-        }
-        match console::mode() {
-            clip_train::Console::Quiet => {
-                cmd.arg("--quiet");
-            }
-            clip_train::Console::Json => {
-                cmd.args(["--log-format", "json"]);
-            }
-            clip_train::Console::Human => {}
-        }
-        console::keep(&format!(
-            "compare: {} {}",
-            if job.resume { "resuming" } else { "training" },
-            job.run_dir.display()
-        ));
-        let status = cmd.status().map_err(|e| clip_train::TrainError::Io {
-            action: "cannot start",
-            path: exe.clone(),
-            source: e,
-        })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(clip_train::TrainError::Resume {
-                path: job.run_dir.clone(),
-                reason: format!(
-                    "the training job exited with {status}; rerun compare to resume it"
-                ),
-            })
-        }
-    };
+    let mut run_job = job_runner("compare", "compare")?;
     let report = clip_train::compare(&config, &a.overrides, &a.output, a.rerun, &mut run_job)?;
     println!("{}", clip_train::markdown(&report));
     say!(
         "report: {0}/report.md, {0}/report.json, {0}/accuracy.png",
         a.output.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a training job of `compare` or `sweep` (`who`) as this program's own
+/// `train` in a child process, with this process's console flags; a failure
+/// says to rerun `again` to resume it.
+fn job_runner(
+    who: &'static str,
+    again: &'static str,
+) -> anyhow::Result<impl FnMut(&clip_train::TrainJob) -> clip_train::Result<()>> {
+    let exe = std::env::current_exe().context("cannot find the train-cli executable")?;
+    Ok(
+        move |job: &clip_train::TrainJob| -> clip_train::Result<()> {
+            let mut cmd = std::process::Command::new(&exe);
+            if job.resume {
+                cmd.arg("--resume").arg(&job.run_dir);
+            } else {
+                cmd.arg("--config").arg(&job.config);
+            }
+            // A resumed run stays in its folder whatever run.output_dir / run.name say.
+            for o in &job.overrides {
+                cmd.arg("--set").arg(o);
+            }
+            match console::mode() {
+                clip_train::Console::Quiet => {
+                    cmd.arg("--quiet");
+                }
+                clip_train::Console::Json => {
+                    cmd.args(["--log-format", "json"]);
+                }
+                clip_train::Console::Human => {}
+            }
+            console::keep(&format!(
+                "{who}: {} {}",
+                if job.resume { "resuming" } else { "training" },
+                job.run_dir.display()
+            ));
+            let status = cmd.status().map_err(|e| clip_train::TrainError::Io {
+                action: "cannot start",
+                path: exe.clone(),
+                source: e,
+            })?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(clip_train::TrainError::Resume {
+                    path: job.run_dir.clone(),
+                    reason: format!(
+                        "the training job exited with {status}; rerun {again} to resume it"
+                    ),
+                })
+            }
+        },
+    )
+}
+
+pub fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
+    if clip_train::DataParallel::launched()? {
+        bail!(
+            "sweep runs its points one after another in one process: start it without torchrun/srun"
+        );
+    }
+    let config = clip_train::find_config(&a.config)?;
+    let grid = a
+        .grid
+        .iter()
+        .map(|g| clip_train::GridAxis::parse(g))
+        .collect::<clip_train::Result<Vec<_>>>()?;
+    let mut run_job = job_runner("sweep", "sweep")?;
+    let report = clip_train::sweep(
+        &config,
+        &a.overrides,
+        &grid,
+        &a.output,
+        a.rerun,
+        &mut run_job,
+    )?;
+    println!("{}", clip_train::sweep_markdown(&report));
+    say!(
+        "report: {0}/sweep.md, {0}/sweep.json, {0}/sweep.png",
+        a.output.display()
+    );
+    if let Some(data) = &a.soup {
+        let models: Vec<String> = report
+            .points
+            .iter()
+            .map(|p| p.run_dir.display().to_string())
+            .collect();
+        let place = Placement::for_model(&models[0], None, None)?;
+        let mut soups = clip_train::soup(&models, data, 64, place)?;
+        let dir = a.output.join("soup");
+        soups.save(&dir, true)?;
+        say!(
+            "soups of the {} points: uniform {:.2}%, greedy {:.2}% ({} kept): {}",
+            models.len(),
+            soups.report.uniform.accuracy * 100.0,
+            soups.report.greedy.accuracy * 100.0,
+            soups.report.greedy.ingredients.len(),
+            dir.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use args::{
     BenchArgs, CompareArgs, ConfigArgs, ConvertArgs, EvalArgs, ExportArgs, InspectArgs,
-    PredictArgs, PreviewAugmentArgs, SoupArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
+    PredictArgs, PreviewAugmentArgs, SoupArgs, SweepArgs, TrainArgs, WiseFtArgs, ZeroShotArgs,
 };
 use console::LogFormat;
 
@@ -55,6 +55,8 @@ enum Command {
     WiseFt(WiseFtArgs),
     /// Model soups: the uniform and the greedy average of several fine-tuned models.
     Soup(SoupArgs),
+    /// A grid of config values, one run per point, resumable, with a table and a plot.
+    Sweep(SweepArgs),
     /// Zero-shot, linear probe, LoRA r=8/16, full fine-tuning and WiSE-FT side by side.
     Compare(CompareArgs),
     /// Steady-state training throughput, loader throughput and memory as JSON.
@@ -170,6 +172,7 @@ fn main() -> ExitCode {
         Some(Command::PreviewAugment(a)) => commands::preview(a),
         Some(Command::WiseFt(a)) => commands::wise(a),
         Some(Command::Soup(a)) => commands::soup(a),
+        Some(Command::Sweep(a)) => commands::sweep(a),
         Some(Command::Compare(a)) => commands::compare(a),
         Some(Command::Bench(a)) => commands::bench(a),
         Some(Command::Config(a)) => commands::config(a),

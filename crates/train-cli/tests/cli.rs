@@ -3174,3 +3174,72 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
         stderr(&o)
     );
 }
+
+/// A sweep trains every point of its grid in a folder of its own and tables
+/// them; run again, it reuses finished points and resumes a killed one (no
+/// summary, a checkpoint); `--soup` soups the points; a changed config is
+/// refused naming the keys unless `--rerun`.
+#[test]
+fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let out = tmp.path().join("sweep");
+    let sweep = |extra: &[&str]| {
+        run(bin()
+            .args(["sweep", "--quiet", "--config"])
+            .arg(smoke())
+            .args(["--set", &train_source(&data), "--grid", "train.epochs=1,2"])
+            .arg("--output")
+            .arg(&out)
+            .args(extra))
+    };
+    let o = sweep(&["--soup", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let points = report["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0]["name"], "000-epochs=1");
+    assert_eq!(points[1]["global_step"], 4, "{report}");
+    for p in points {
+        assert!(p["val_accuracy"].as_f64().is_some(), "{report}");
+    }
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert!(
+        md.contains("| 001-epochs=2") && md.contains("train.epochs"),
+        "{md}"
+    );
+    let soup: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("soup/soup.json")).unwrap())
+            .unwrap();
+    assert_eq!(soup["ingredients"].as_array().unwrap().len(), 2);
+    // Again: the finished points are reused; a point killed after its checkpoint
+    // (no summary) resumes.
+    std::fs::remove_file(out.join("001-epochs=2/summary.json")).unwrap();
+    let o = sweep(&[]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains("000-epochs=1"),
+        "a finished point trained again: {err}"
+    );
+    assert!(
+        err.contains("sweep: resuming") && err.contains("001-epochs=2"),
+        "{err}"
+    );
+    assert!(out.join("001-epochs=2/summary.json").is_file());
+    // Another config for the same folder: refused, naming the key.
+    let o = run(bin()
+        .args(["sweep", "--quiet", "--config"])
+        .arg(smoke())
+        .args(["--set", &train_source(&data), "--set", "optim.lr=0.01"])
+        .args(["--grid", "train.epochs=1,2", "--output"])
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("optim.lr: 0.003 -> 0.01") && stderr(&o).contains("--rerun"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -428,6 +428,63 @@ fn changed_keys(run_dir: &Path, want: &RunConfig) -> Vec<String> {
     }
 }
 
+/// Trains the run `config_path` with `overrides` describes into `run_dir` (its
+/// `run.output_dir` / `run.name` set here), resumes it when it was interrupted,
+/// or reuses it when it finished with the same config; an earlier run there with
+/// another config is refused naming the keys (`what` says which), or trained
+/// again with `rerun`. The finished run's summary.
+pub(crate) fn run_or_reuse(
+    config_path: &Path,
+    mut o: Vec<String>,
+    run_dir: &Path,
+    rerun: bool,
+    what: &str,
+    train: &mut dyn FnMut(&TrainJob) -> Result<()>,
+) -> Result<FitReport> {
+    let (parent, name) = match (run_dir.parent(), run_dir.file_name()) {
+        (Some(p), Some(n)) => (p, n.to_string_lossy().to_string()),
+        _ => {
+            return Err(TrainError::Usage(format!(
+                "{} is not a run folder path",
+                run_dir.display()
+            )));
+        }
+    };
+    o.push(format!("run.output_dir={:?}", parent.display().to_string()));
+    o.push(format!("run.name={name:?}"));
+    let changed = changed_keys(run_dir, &RunConfig::load(config_path, &o)?);
+    if !changed.is_empty() && !rerun {
+        return Err(TrainError::Usage(format!(
+            "{what} in {} was trained with another config ({}); rerun with `--rerun` to train \
+             it again, or give another `--output`",
+            run_dir.display(),
+            changed.join("; ")
+        )));
+    }
+    if !changed.is_empty() || finished(run_dir).is_none() {
+        let resume = changed.is_empty() && latest_checkpoint(run_dir).is_ok();
+        if !changed.is_empty() {
+            tracing::warn!(
+                "{what}: training again (its config changed: {})",
+                changed.join("; ")
+            );
+        }
+        if !resume {
+            o.push("run.overwrite=true".into());
+        }
+        train(&TrainJob {
+            config: config_path.to_path_buf(),
+            overrides: o,
+            run_dir: run_dir.to_path_buf(),
+            resume,
+        })?;
+    }
+    finished(run_dir).ok_or_else(|| TrainError::Resume {
+        path: run_dir.to_path_buf(),
+        reason: "the job ended without a finished summary.json".into(),
+    })
+}
+
 /// A training row: its job runs (or resumes, or is reused when finished) in
 /// `out_dir/<method>`; an earlier run there with another config is refused, or
 /// retrained with `rerun`.
@@ -439,44 +496,8 @@ fn training_row(
     let run_dir = b.out_dir.join(method.name());
     let mut o = b.overrides.to_vec();
     o.extend(method_overrides(&b.cfg, method));
-    o.push(format!(
-        "run.output_dir={:?}",
-        b.out_dir.display().to_string()
-    ));
-    o.push(format!("run.name={}", method.name()));
-    let changed = changed_keys(&run_dir, &RunConfig::load(b.config_path, &o)?);
-    if !changed.is_empty() && !b.rerun {
-        return Err(TrainError::Usage(format!(
-            "compare: the `{}` row in {} was trained with another config ({}); rerun compare with \
-             `--rerun` to train it again, or give another `--output`",
-            method.name(),
-            run_dir.display(),
-            changed.join("; ")
-        )));
-    }
-    if !changed.is_empty() || finished(&run_dir).is_none() {
-        let resume = changed.is_empty() && latest_checkpoint(&run_dir).is_ok();
-        if !changed.is_empty() {
-            tracing::warn!(
-                "compare: retraining `{}` (its config changed: {})",
-                method.name(),
-                changed.join("; ")
-            );
-        }
-        if !resume {
-            o.push("run.overwrite=true".into());
-        }
-        train(&TrainJob {
-            config: b.config_path.to_path_buf(),
-            overrides: o,
-            run_dir: run_dir.clone(),
-            resume,
-        })?;
-    }
-    let r = finished(&run_dir).ok_or_else(|| TrainError::Resume {
-        path: run_dir.clone(),
-        reason: "the job ended without a finished summary.json".into(),
-    })?;
+    let what = format!("compare: the `{}` row", method.name());
+    let r = run_or_reuse(b.config_path, o, &run_dir, b.rerun, &what, train)?;
     let evals: Vec<f64> = read_metrics(&run_dir.join("metrics.jsonl"))?
         .into_iter()
         .filter_map(|l| match l {

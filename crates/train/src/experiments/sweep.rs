@@ -1,0 +1,286 @@
+//! `train-cli sweep`: the Cartesian product of a grid of config values, each
+//! point trained in a run folder of its own under one sweep folder, one after
+//! another; a finished point is reused (when its config is the same), an
+//! interrupted one resumes. Then a table (`sweep.md`, `sweep.json`) and a plot
+//! of each point's selected validation accuracy (`sweep.png`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use clip_model::write_atomic;
+
+use crate::config::RunConfig;
+use crate::device::MemoryKind;
+use crate::error::{Result, TrainError};
+use crate::experiments::compare::{TrainJob, run_or_reuse};
+use crate::observe::plots::{bar_chart, font};
+
+/// One key of the grid and its values (each as `--set` takes it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridAxis {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+impl GridAxis {
+    /// `KEY=V1,V2,...`: values split at commas outside brackets, braces and
+    /// quotes (`data.loader.mix={mixup_alpha=0.2, cutmix_alpha=1.0},{}` is two).
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |why: &str| TrainError::Usage(format!("--grid {text:?}: {why}"));
+        let (key, values) = text
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=V1,V2,..."))?;
+        let key = key.trim().to_string();
+        if key.is_empty() {
+            return Err(bad("the key is empty"));
+        }
+        let mut out = Vec::new();
+        let (mut depth, mut quoted, mut current) = (0i32, false, String::new());
+        for c in values.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                '[' | '{' if !quoted => depth += 1,
+                ']' | '}' if !quoted => depth -= 1,
+                ',' if !quoted && depth == 0 => {
+                    out.push(std::mem::take(&mut current).trim().to_string());
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        out.push(current.trim().to_string());
+        if out.iter().any(String::is_empty) {
+            return Err(bad("a value is empty"));
+        }
+        Ok(Self { key, values: out })
+    }
+}
+
+/// One trained point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// Its run folder's name.
+    pub name: String,
+    /// `(key, value)` of each axis.
+    pub values: Vec<(String, String)>,
+    pub run_dir: PathBuf,
+    /// The selected checkpoint's validation accuracy (summary.json's `best_eval`).
+    pub val_accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub global_step: u64,
+    pub wall_s: f64,
+    pub peak_memory_mib: f64,
+    pub memory_kind: MemoryKind,
+}
+
+/// `sweep.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    pub config: PathBuf,
+    pub grid: Vec<GridAxis>,
+    pub points: Vec<SweepPoint>,
+    /// The point with the best validation accuracy.
+    pub best: Option<String>,
+}
+
+/// A run folder name for a point: its number and values, in the characters a
+/// folder name keeps everywhere.
+fn point_name(i: usize, values: &[(String, String)]) -> String {
+    let text: String = values
+        .iter()
+        .map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let clean: String = text
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '=' | ',' | '-' | '+' => c,
+            _ => '_',
+        })
+        .take(80)
+        .collect();
+    format!("{i:03}-{clean}")
+}
+
+/// Every point of the grid, in order (the last axis varies fastest).
+fn points(grid: &[GridAxis]) -> Vec<Vec<(String, String)>> {
+    grid.iter().fold(vec![Vec::new()], |acc, axis| {
+        acc.iter()
+            .flat_map(|p| {
+                axis.values.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push((axis.key.clone(), v.clone()));
+                    q
+                })
+            })
+            .collect()
+    })
+}
+
+/// The most points a sweep may have.
+pub const MAX_POINTS: usize = 1000;
+
+/// Runs the sweep of `grid` over `config_path` (with `overrides`) into
+/// `out_dir`; `train` runs one training job (as `compare`'s).
+pub fn sweep(
+    config_path: &Path,
+    overrides: &[String],
+    grid: &[GridAxis],
+    out_dir: &Path,
+    rerun: bool,
+    train: &mut dyn FnMut(&TrainJob) -> Result<()>,
+) -> Result<SweepReport> {
+    if grid.is_empty() {
+        return Err(TrainError::Usage(
+            "sweep: give at least one --grid KEY=V1,V2".into(),
+        ));
+    }
+    let all = points(grid);
+    if all.len() > MAX_POINTS {
+        return Err(TrainError::Usage(format!(
+            "sweep: the grid has {} points, more than {MAX_POINTS}",
+            all.len()
+        )));
+    }
+    // Every point's config must load before the first one trains.
+    for values in &all {
+        let mut o = overrides.to_vec();
+        o.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
+        RunConfig::load(config_path, &o)?;
+    }
+    std::fs::create_dir_all(out_dir).map_err(TrainError::io("cannot create", out_dir))?;
+    let mut report = SweepReport {
+        config: config_path.to_path_buf(),
+        grid: grid.to_vec(),
+        points: Vec::new(),
+        best: None,
+    };
+    for (i, values) in all.into_iter().enumerate() {
+        let name = point_name(i, &values);
+        let run_dir = out_dir.join(&name);
+        let mut o = overrides.to_vec();
+        o.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
+        let what = format!("sweep: point {name}");
+        let r = run_or_reuse(config_path, o, &run_dir, rerun, &what, train)?;
+        report.points.push(SweepPoint {
+            name,
+            values,
+            run_dir,
+            val_accuracy: r.best_eval.as_ref().map(|e| e.val.accuracy),
+            val_loss: r.best_eval.as_ref().map(|e| e.val.loss),
+            global_step: r.global_step,
+            wall_s: r.wall_s,
+            peak_memory_mib: r.peak_memory_mib,
+            memory_kind: r.memory_kind,
+        });
+        report.best = report
+            .points
+            .iter()
+            .filter(|p| p.val_accuracy.is_some())
+            .max_by(|a, b| {
+                a.val_accuracy
+                    .partial_cmp(&b.val_accuracy)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .map(|p| p.name.clone());
+        write_outputs(out_dir, &report)?;
+    }
+    Ok(report)
+}
+
+/// The report as a Markdown table.
+pub fn sweep_markdown(report: &SweepReport) -> String {
+    let keys: Vec<&str> = report.grid.iter().map(|a| a.key.as_str()).collect();
+    let mut s = format!(
+        "# Sweep\n\nConfig `{}`, {} point(s); the best validation accuracy: {}.\n\n| point | {} | val accuracy | val loss | steps | time | peak memory |\n|---|{}---|---|---|---|---|\n",
+        report.config.display(),
+        report.points.len(),
+        report.best.as_deref().unwrap_or("n/a"),
+        keys.join(" | "),
+        "---|".repeat(keys.len())
+    );
+    for p in &report.points {
+        let values: Vec<&str> = p.values.iter().map(|(_, v)| v.as_str()).collect();
+        s.push_str(&format!(
+            "| {}{} | {} | {} | {} | {} | {:.0} s | {:.0} MiB {} |\n",
+            p.name,
+            if report.best.as_deref() == Some(p.name.as_str()) {
+                " (best)"
+            } else {
+                ""
+            },
+            values.join(" | "),
+            p.val_accuracy
+                .map_or("n/a".into(), |a| format!("{:.2}%", a * 100.0)),
+            p.val_loss.map_or("n/a".into(), |l| format!("{l:.4}")),
+            p.global_step,
+            p.wall_s,
+            p.peak_memory_mib,
+            p.memory_kind.label()
+        ));
+    }
+    s
+}
+
+/// `sweep.json`, `sweep.md` and `sweep.png` into `dir`.
+fn write_outputs(dir: &Path, report: &SweepReport) -> Result<()> {
+    let path = dir.join("sweep.json");
+    let text = serde_json::to_string_pretty(report).map_err(|e| TrainError::Io {
+        action: "cannot serialise",
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(&path, text.as_bytes())?;
+    write_atomic(&dir.join("sweep.md"), sweep_markdown(report).as_bytes())?;
+    let bars: Vec<(String, f64)> = report
+        .points
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), p.val_accuracy? * 100.0)))
+        .collect();
+    if let Err(e) = font().and_then(|()| {
+        bar_chart(
+            &dir.join("sweep.png"),
+            "Sweep: validation accuracy of each point's selected checkpoint",
+            "accuracy %",
+            &bars,
+        )
+    }) {
+        tracing::warn!("sweep.png not drawn: {e}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_split_values_outside_brackets_and_make_every_point() {
+        let a = GridAxis::parse("optim.lr=1e-4, 3e-4").unwrap();
+        assert_eq!(a.values, ["1e-4", "3e-4"]);
+        let b = GridAxis::parse(r#"data.loader.mix={mixup_alpha=0.2, cutmix_alpha=1.0},{},"a,b""#)
+            .unwrap();
+        assert_eq!(
+            b.values,
+            ["{mixup_alpha=0.2, cutmix_alpha=1.0}", "{}", "\"a,b\""]
+        );
+        assert!(GridAxis::parse("optim.lr").is_err());
+        assert!(GridAxis::parse("optim.lr=1,,2").is_err());
+        let p = points(&[a, GridAxis::parse("train.epochs=1,2,3").unwrap()]);
+        assert_eq!(p.len(), 6);
+        assert_eq!(
+            p[1],
+            [
+                ("optim.lr".to_string(), "1e-4".to_string()),
+                ("train.epochs".to_string(), "2".to_string())
+            ]
+        );
+        assert_eq!(point_name(1, &p[1]), "001-lr=1e-4,epochs=2");
+        assert_eq!(
+            point_name(7, &[("a".into(), "{x=\"/y\"}".into())]),
+            "007-a=_x=__y__"
+        );
+    }
+}
