@@ -3243,3 +3243,74 @@ fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
         stderr(&o)
     );
 }
+
+/// `data.eval_sets`: every evaluation measures each set beside `val` (its
+/// classes a subset, matched by name), in metrics.jsonl, summary.json, on the
+/// console and in the export's card, with the figures `eval` gives for the same
+/// checkpoint on that set.
+#[test]
+fn eval_sets_are_measured_at_every_evaluation_as_eval_measures_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    // Another draw of two of the classes.
+    let shifted = tmp.path().join("shifted");
+    image_folder::make_folder(&shifted, &["cat", "dog"], 7);
+    let mut args = train_args(tmp.path(), &data);
+    args.retain(|a| a != "--quiet");
+    args.extend([
+        "--set".into(),
+        format!(
+            "data.eval_sets={{ shifted = {{ kind = \"image_folder\", path = {:?} }} }}",
+            shifted.display().to_string()
+        ),
+    ]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("| shifted acc "), "{}", stderr(&o));
+    let run_dir = tmp.path().join("smoke");
+    let evals = eval_records(&run_dir);
+    assert_eq!(evals.len(), 3);
+    let last = &evals[2];
+    let set = &last["val"]["eval_sets"]["shifted"];
+    assert_eq!(set["images"], 14, "{last}");
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(run_dir.join(format!(
+            "checkpoints/step-{:08}",
+            last["step"].as_u64().unwrap()
+        )))
+        .arg("--data")
+        .arg(&shifted));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["accuracy"], set["accuracy"]);
+    let (a, b) = (m["loss"].as_f64().unwrap(), set["loss"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-6, "eval {a} vs the run's {b}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["best_eval"]["val"]["eval_sets"]["shifted"]["accuracy"].is_number());
+    let export = tmp.path().join("export");
+    export_run(&run_dir, &export);
+    let card = std::fs::read_to_string(export.join("README.md")).unwrap();
+    assert!(card.contains("| eval set `shifted` |"), "{card}");
+    // A set of classes the model does not know is refused, naming it.
+    let other = tmp.path().join("other");
+    image_folder::make_folder(&other, &["ant"], 2);
+    let mut args = train_args(&tmp.path().join("o"), &data);
+    args.extend([
+        "--set".into(),
+        format!(
+            "data.eval_sets={{ ants = {{ kind = \"image_folder\", path = {:?} }} }}",
+            other.display().to_string()
+        ),
+    ]);
+    let o = run(bin().args(&args));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("data.eval_sets.ants") && stderr(&o).contains("\"ant\""),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -216,6 +216,24 @@ pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
 }
 
 /// The image-caption pairs retrieval is measured on (`data.retrieval`), if any.
+/// `data.eval_sets`, each labelled with `classes` (matched by name, a subset is
+/// fine), by name.
+pub fn load_eval_sets(cfg: &RunConfig, classes: &[String]) -> Result<Vec<(String, Dataset)>> {
+    let mut sets = Vec::new();
+    for (name, src) in &cfg.data.eval_sets {
+        let key = format!("data.eval_sets.{name}");
+        src.check_exists(&key)?;
+        let ds = Dataset::load(src, &key)?;
+        report_skipped(&key, &ds);
+        let ds = ds.with_classes(classes, &key)?;
+        if ds.is_empty() {
+            return Err(TrainError::config(key, "holds no image"));
+        }
+        sets.push((name.clone(), ds));
+    }
+    Ok(sets)
+}
+
 pub fn load_retrieval(cfg: &RunConfig) -> Result<Option<Dataset>> {
     let Some(src) = &cfg.data.retrieval else {
         return Ok(None);

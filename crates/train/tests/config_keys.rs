@@ -62,6 +62,7 @@ fn samples() -> Vec<Vec<&'static str>> {
             "data.val={kind=\"csv\", path=\"v.csv\"}",
             "data.test={kind=\"csv\", path=\"t.csv\"}",
             "data.retrieval={kind=\"csv\", path=\"r.csv\", caption_column=\"caption\"}",
+            "data.eval_sets={shift={kind=\"csv\", path=\"s.csv\"}}",
             "model.head={kind=\"hf\"}",
         ],
         vec![
@@ -331,6 +332,8 @@ fn every_schema_key_is_documented_and_the_readme_table_is_generated() {
         "data.val.",
         "data.test.",
         "data.retrieval.",
+        // The names of the evaluation sets are the user's; each holds a source.
+        "data.eval_sets.",
         "data.train_transforms.",
         "data.eval_transforms.",
         "model.architecture.vision.",

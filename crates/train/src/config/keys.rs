@@ -206,6 +206,11 @@ pub const KEYS: &[KeyDoc] = &[
         "Image-caption pairs on which every evaluation also measures image <-> text retrieval.",
     ),
     k(
+        "data.eval_sets",
+        "table of sources",
+        "Named evaluation sets (e.g. `{ sketch = { kind = \"image_folder\", path = \"...\" } }`) evaluated at every evaluation beside `data.val`, classes matched by name; reported per set, never used for selection.",
+    ),
+    k(
         "data.val_fraction",
         "float in [0, 1)",
         "Share of the training data split off (stratified, by `run.seed`) for validation when `data.val` is not given.",

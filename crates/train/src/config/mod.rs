@@ -366,6 +366,17 @@ impl RunConfig {
                 d.val_fraction
             ));
         }
+        for name in d.eval_sets.keys() {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                p.push(format!(
+                    "`data.eval_sets`: the set name {name:?} must be letters, digits, `_` or `-` (it names metrics and files)"
+                ));
+            }
+        }
         for (key, v) in [("train_limit", d.train_limit), ("val_limit", d.val_limit)] {
             if v == Some(0) {
                 p.push(format!("`data.{key}` must be at least 1"));

@@ -324,6 +324,12 @@ pub struct DataSection {
     /// `--val-data` beside a labelled zero-shot set. Without it, `val` is used
     /// when it has captions.
     pub retrieval: Option<SourceConfig>,
+    /// Named evaluation sets (distribution shifts: sketches, a v2 test set...),
+    /// each evaluated at every evaluation beside `val` (its classes matched to
+    /// the training classes by name, a subset is fine); never used for
+    /// selection.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub eval_sets: std::collections::BTreeMap<String, SourceConfig>,
     pub val_fraction: f64,
     /// Use only the first N training / validation images (quick runs).
     pub train_limit: Option<usize>,
@@ -344,6 +350,7 @@ impl Default for DataSection {
             val: None,
             test: None,
             retrieval: None,
+            eval_sets: Default::default(),
             val_fraction: 0.1,
             train_limit: None,
             val_limit: None,

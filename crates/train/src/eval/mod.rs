@@ -49,6 +49,9 @@ pub struct EvalReport {
     /// Image <-> text retrieval over the images' captions (image-caption data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<Retrieval>,
+    /// The same model on each of `data.eval_sets`, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub eval_sets: std::collections::BTreeMap<String, EvalReport>,
 }
 
 impl EvalReport {
@@ -269,6 +272,7 @@ impl EvalCounts {
                 .as_ref()
                 .map(Embeddings::retrieval)
                 .transpose()?,
+            eval_sets: Default::default(),
         })
     }
 }

@@ -229,6 +229,9 @@ fn eval_line(r: &EvalRecord) -> String {
             t.text_to_image.r10 * 100.0
         ));
     }
+    for (name, set) in &r.val.eval_sets {
+        s.push_str(&format!(" | {name} acc {:.2}%", set.accuracy * 100.0));
+    }
     if let Some(e) = &r.ema {
         s.push_str(&format!(" | ema acc {:.2}%", e.accuracy * 100.0));
     }

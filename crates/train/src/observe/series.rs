@@ -28,6 +28,11 @@ fn eval_scalars(prefix: &str, r: &EvalReport) -> Vec<(String, f64)> {
         }
         v.push((format!("{prefix}/mean_recall"), t.mean_recall));
     }
+    // `eval_sets/NAME/accuracy` (the EMA's: `eval_sets_ema/NAME/...`).
+    let sets = prefix.replacen("val", "eval_sets", 1);
+    for (name, set) in &r.eval_sets {
+        v.extend(eval_scalars(&format!("{sets}/{name}"), set));
+    }
     v
 }
 

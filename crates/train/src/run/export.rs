@@ -322,14 +322,26 @@ fn model_card(model: &ClipClassifier, run_cfg: Option<&RunConfig>, p: &Provenanc
     for (i, c) in model.class_names().iter().enumerate() {
         s.push_str(&format!("{i}. {c}\n"));
     }
+    // One row for the data, one per evaluation set (distribution shifts).
     let table = |title: &str, r: &EvalReport| {
-        format!(
-            "\n## {title}\n\n| accuracy | top-5 | macro F1 | loss |\n|---:|---:|---:|---:|\n| {:.2}% | {:.2}% | {:.2}% | {:.4} |\n",
-            r.accuracy * 100.0,
-            r.top5 * 100.0,
-            r.macro_f1 * 100.0,
-            r.loss
-        )
+        let row = |name: &str, r: &EvalReport| {
+            format!(
+                "| {name} | {:.2}% | {:.2}% | {:.2}% | {:.4} | {} |\n",
+                r.accuracy * 100.0,
+                r.top5 * 100.0,
+                r.macro_f1 * 100.0,
+                r.loss,
+                r.images
+            )
+        };
+        let mut t = format!(
+            "\n## {title}\n\n| data | accuracy | top-5 | macro F1 | loss | images |\n|---|---:|---:|---:|---:|---:|\n"
+        );
+        t.push_str(&row("this data", r));
+        for (name, set) in &r.eval_sets {
+            t.push_str(&row(&format!("eval set `{name}`"), set));
+        }
+        t
     };
     if let Some((title, v)) = &p.validation {
         s.push_str(&table(title, v));

@@ -13,8 +13,8 @@ use clip_optim::AdamW;
 
 use super::{Steps, Trainer, plan, restore};
 use crate::assembly::{
-    build_model, eval_loader, load_datasets, load_retrieval, param_groups, pipelines, run_classes,
-    run_tokenizer,
+    build_model, eval_loader, load_datasets, load_eval_sets, load_retrieval, param_groups,
+    pipelines, run_classes, run_tokenizer,
 };
 use crate::config::RunConfig;
 use crate::corrupt::CorruptImages;
@@ -116,6 +116,7 @@ impl Trainer {
         let fingerprint = DataFingerprint::of(&cfg, &train_ds, &val_ds);
         parallel.agree(&as_given, &fingerprint.to_string())?;
         let classes = run_classes(&train_ds, &val_ds);
+        let eval_sets = load_eval_sets(&cfg, &classes)?;
         let vs = nn::VarStore::new(device);
         let model = match &resume {
             Some((ckpt, _)) => restore::model(ckpt, &vs, &cfg, &classes)?,
@@ -131,6 +132,15 @@ impl Trainer {
             Some(ds) => Some(eval_loader(&cfg, ds, eval_pipe.clone())?.sharded(rank, world)?),
             None => None,
         };
+        let eval_sets = eval_sets
+            .into_iter()
+            .map(|(name, ds)| {
+                Ok((
+                    name,
+                    eval_loader(&cfg, ds, eval_pipe.clone())?.sharded(rank, world)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let val = eval_loader(&cfg, val_ds, eval_pipe)?.sharded(rank, world)?;
 
         let (groups, trained_towers) = param_groups(&cfg, &model)?;
@@ -210,6 +220,7 @@ impl Trainer {
             corrupt,
             tokenizer: tokenizer.filter(|_| measures_retrieval),
             retrieval,
+            eval_sets,
         };
         me.apply_unfreeze(me.state.epoch);
         Ok(me)

@@ -76,6 +76,8 @@ pub struct Trainer {
     /// `data.retrieval`: the image-caption pairs retrieval is measured on (else
     /// the validation data's captions, if any).
     retrieval: Option<Loader>,
+    /// `data.eval_sets`, by name.
+    eval_sets: Vec<(String, Loader)>,
 }
 
 impl Trainer {
@@ -162,6 +164,14 @@ impl Trainer {
             let mut e = Embeddings::collect(&self.model, pairs, prec, self.device, tok)?;
             e.sum_over(|v| self.parallel.sum(v))?;
             report.retrieval = Some(e.retrieval()?);
+        }
+        for (name, loader) in &self.eval_sets {
+            let mut counts =
+                EvalCounts::collect(&self.model, loader, prec, self.device, None, |_, _| Ok(()))?;
+            counts.sum_over(|v| self.parallel.sum(v))?;
+            report
+                .eval_sets
+                .insert(name.clone(), counts.report(self.model.class_names())?);
         }
         Ok(report)
     }
