@@ -3185,11 +3185,18 @@ fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
     let data = tmp.path().join("data");
     make_folder(&data, 4);
     let out = tmp.path().join("sweep");
+    let shifted = tmp.path().join("shifted");
+    image_folder::make_folder(&shifted, &["cat", "dog"], 5);
+    let sets = format!(
+        "data.eval_sets={{ shifted = {{ kind = \"image_folder\", path = {:?} }} }}",
+        shifted.display().to_string()
+    );
     let sweep = |extra: &[&str]| {
         run(bin()
             .args(["sweep", "--quiet", "--config"])
             .arg(smoke())
-            .args(["--set", &train_source(&data), "--grid", "train.epochs=1,2"])
+            .args(["--set", &train_source(&data), "--set", &sets])
+            .args(["--grid", "train.epochs=1,2"])
             .arg("--output")
             .arg(&out)
             .args(extra))
@@ -3204,10 +3211,13 @@ fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
     assert_eq!(points[1]["global_step"], 4, "{report}");
     for p in points {
         assert!(p["val_accuracy"].as_f64().is_some(), "{report}");
+        assert!(p["eval_sets"]["shifted"].as_f64().is_some(), "{report}");
     }
     let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
     assert!(
-        md.contains("| 001-epochs=2") && md.contains("train.epochs"),
+        md.contains("| 001-epochs=2")
+            && md.contains("train.epochs")
+            && md.contains("shifted accuracy"),
         "{md}"
     );
     let soup: serde_json::Value =
@@ -3233,7 +3243,14 @@ fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
     let o = run(bin()
         .args(["sweep", "--quiet", "--config"])
         .arg(smoke())
-        .args(["--set", &train_source(&data), "--set", "optim.lr=0.01"])
+        .args([
+            "--set",
+            &train_source(&data),
+            "--set",
+            &sets,
+            "--set",
+            "optim.lr=0.01",
+        ])
         .args(["--grid", "train.epochs=1,2", "--output"])
         .arg(&out));
     assert_eq!(o.status.code(), Some(1));

@@ -69,6 +69,9 @@ pub struct SweepPoint {
     /// The selected checkpoint's validation accuracy (summary.json's `best_eval`).
     pub val_accuracy: Option<f64>,
     pub val_loss: Option<f64>,
+    /// The selected checkpoint's accuracy on each of `data.eval_sets`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub eval_sets: std::collections::BTreeMap<String, f64>,
     pub global_step: u64,
     pub wall_s: f64,
     pub peak_memory_mib: f64,
@@ -170,6 +173,12 @@ pub fn sweep(
             run_dir,
             val_accuracy: r.best_eval.as_ref().map(|e| e.val.accuracy),
             val_loss: r.best_eval.as_ref().map(|e| e.val.loss),
+            eval_sets: r
+                .best_eval
+                .iter()
+                .flat_map(|e| e.val.eval_sets.iter())
+                .map(|(k, v)| (k.clone(), v.accuracy))
+                .collect(),
             global_step: r.global_step,
             wall_s: r.wall_s,
             peak_memory_mib: r.peak_memory_mib,
@@ -193,18 +202,30 @@ pub fn sweep(
 /// The report as a Markdown table.
 pub fn sweep_markdown(report: &SweepReport) -> String {
     let keys: Vec<&str> = report.grid.iter().map(|a| a.key.as_str()).collect();
+    let sets: std::collections::BTreeSet<&String> = report
+        .points
+        .iter()
+        .flat_map(|p| p.eval_sets.keys())
+        .collect();
+    let set_columns: String = sets.iter().map(|s| format!(" {s} accuracy |")).collect();
     let mut s = format!(
-        "# Sweep\n\nConfig `{}`, {} point(s); the best validation accuracy: {}.\n\n| point | {} | val accuracy | val loss | steps | time | peak memory |\n|---|{}---|---|---|---|---|\n",
+        "# Sweep\n\nConfig `{}`, {} point(s); the best validation accuracy: {}.\n\n| point | {} | val accuracy |{set_columns} val loss | steps | time | peak memory |\n|---|{}---|{}---|---|---|---|\n",
         report.config.display(),
         report.points.len(),
         report.best.as_deref().unwrap_or("n/a"),
         keys.join(" | "),
-        "---|".repeat(keys.len())
+        "---|".repeat(keys.len()),
+        "---|".repeat(sets.len())
     );
+    let pct = |a: Option<f64>| a.map_or("n/a".into(), |a| format!("{:.2}%", a * 100.0));
     for p in &report.points {
         let values: Vec<&str> = p.values.iter().map(|(_, v)| v.as_str()).collect();
+        let set_values: String = sets
+            .iter()
+            .map(|k| format!(" {} |", pct(p.eval_sets.get(*k).copied())))
+            .collect();
         s.push_str(&format!(
-            "| {}{} | {} | {} | {} | {} | {:.0} s | {:.0} MiB {} |\n",
+            "| {}{} | {} | {} |{set_values} {} | {} | {:.0} s | {:.0} MiB {} |\n",
             p.name,
             if report.best.as_deref() == Some(p.name.as_str()) {
                 " (best)"
@@ -212,8 +233,7 @@ pub fn sweep_markdown(report: &SweepReport) -> String {
                 ""
             },
             values.join(" | "),
-            p.val_accuracy
-                .map_or("n/a".into(), |a| format!("{:.2}%", a * 100.0)),
+            pct(p.val_accuracy),
             p.val_loss.map_or("n/a".into(), |l| format!("{l:.4}")),
             p.global_step,
             p.wall_s,
