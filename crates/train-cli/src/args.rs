@@ -228,6 +228,11 @@ pub struct WiseFtArgs {
     /// Where to export the best mix (as `export` does) with its curve (wise_ft.json, wise_ft.png).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// An evaluation set (a distribution shift) as `NAME=DATA`, measured at every
+    /// alpha beside `--data` (repeatable); with `--output`, the paper's picture of
+    /// accuracy on the data against the mean over the sets (wise_ft_robustness.png).
+    #[arg(long = "eval-set", value_name = "NAME=DATA")]
+    pub eval_sets: Vec<String>,
     /// The prompt template of the zero-shot head; `{}` stands for the class name.
     #[arg(long, default_value = "a photo of a {}.")]
     pub template: String,

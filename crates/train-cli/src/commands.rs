@@ -576,10 +576,31 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
     announce(place);
     let ds = clip_train::data_for(&a.data, ft.class_names())
         .with_context(|| format!("loading {}", a.data.display()))?;
-    let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, a.batch_size, place)?;
+    let sets = a
+        .eval_sets
+        .iter()
+        .map(|s| {
+            let (name, path) = s
+                .split_once('=')
+                .with_context(|| format!("--eval-set {s:?}: expected NAME=DATA"))?;
+            let ds = clip_train::data_for(Path::new(path), ft.class_names())
+                .with_context(|| format!("--eval-set {name}: loading {path}"))?;
+            Ok((name.to_string(), ds))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, &sets, a.batch_size, place)?;
     for p in &report.points {
         let bar = "#".repeat((p.accuracy * 40.0).round() as usize);
-        say!("alpha {:.2}: {:6.2}% {bar}", p.alpha, p.accuracy * 100.0);
+        let shifted: String = p
+            .eval_sets
+            .iter()
+            .map(|(n, acc)| format!(" | {n} {:.2}%", acc * 100.0))
+            .collect();
+        say!(
+            "alpha {:.2}: {:6.2}% {bar}{shifted}",
+            p.alpha,
+            p.accuracy * 100.0
+        );
     }
     say!(
         "best alpha {:.2}: {:.2}%",

@@ -2359,6 +2359,10 @@ fn wise_ft_output_is_an_export_transformers_loads() {
     let o = run(bin().arg("--config").arg(&cfg).arg("--quiet"));
     assert!(o.status.success());
     let mix = tmp.path().join("mix");
+    // An evaluation set (two of the classes, other images): every alpha is
+    // measured on it too, and the paper's picture is drawn.
+    let shifted = tmp.path().join("shifted");
+    image_folder::make_folder(&shifted, &["cat", "dog"], 5);
     let o = run(bin()
         .args(["wise-ft", "--alphas", "0,0.5,1", "--zero-shot"])
         .arg(&tiny)
@@ -2366,9 +2370,11 @@ fn wise_ft_output_is_an_export_transformers_loads() {
         .arg(tmp.path().join("ft"))
         .arg("--data")
         .arg(&data)
+        .arg("--eval-set")
+        .arg(format!("shifted={}", shifted.display()))
         .arg("--output")
         .arg(&mix));
-    assert!(o.status.success());
+    assert!(o.status.success(), "{}", stderr(&o));
     let sweep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for f in [
         "config.json",
@@ -2378,8 +2384,13 @@ fn wise_ft_output_is_an_export_transformers_loads() {
         "README.md",
         "wise_ft.json",
         "wise_ft.png",
+        "wise_ft_robustness.png",
     ] {
         assert!(mix.join(f).is_file(), "{f} missing from the mix");
+    }
+    for p in sweep["points"].as_array().unwrap() {
+        let a = p["eval_sets"]["shifted"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{sweep}");
     }
     let card = std::fs::read_to_string(mix.join("README.md")).unwrap();
     let alpha = sweep["best_alpha"].as_f64().unwrap();

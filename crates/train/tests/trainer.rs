@@ -845,6 +845,7 @@ fn wise_ft_endpoints_reproduce_the_zero_shot_and_fine_tuned_accuracies() {
         &mut ft,
         &[0.0, 0.5, 1.0],
         ds,
+        &[],
         7,
         clip_train::Placement {
             device: tch::Device::Cpu,

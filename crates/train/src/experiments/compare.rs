@@ -390,6 +390,7 @@ fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
         &mut ft,
         &b.cfg.compare.wise_alphas,
         b.val.clone(),
+        &[],
         batch,
         place,
     )?;

@@ -33,6 +33,17 @@ pub struct WisePoint {
     pub accuracy: f64,
     pub top5: f64,
     pub loss: f64,
+    /// The accuracy on each evaluation set (distribution shifts), by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub eval_sets: std::collections::BTreeMap<String, f64>,
+}
+
+impl WisePoint {
+    /// The mean accuracy over the evaluation sets (`None` without sets).
+    pub fn shifted_accuracy(&self) -> Option<f64> {
+        (!self.eval_sets.is_empty())
+            .then(|| self.eval_sets.values().sum::<f64>() / self.eval_sets.len() as f64)
+    }
 }
 
 /// The sweep's result.
@@ -66,13 +77,16 @@ pub fn zero_shot_like(
     )
 }
 
-/// Sweeps `alphas` on `data`; leaves `fine_tuned` at the best alpha's weights
-/// (merged, without adapters) and returns the curve.
+/// Sweeps `alphas` on `data` (the best alpha is chosen there) and on each of
+/// `sets` (evaluation sets: distribution shifts, as the WiSE-FT paper reports);
+/// leaves `fine_tuned` at the best alpha's weights (merged, without adapters)
+/// and returns the curve.
 pub fn wise_ft(
     zero_shot: &ClipClassifier,
     fine_tuned: &mut ClipClassifier,
     alphas: &[f64],
     data: Dataset,
+    sets: &[(String, Dataset)],
     batch_size: usize,
     placement: Placement,
 ) -> Result<WiseReport> {
@@ -118,13 +132,20 @@ pub fn wise_ft(
     }
     let (s0, s1) = (zero_shot.scale(), fine_tuned.scale());
     let size = fine_tuned.clip.config().vision_config.image_size as usize;
-    let loader = ordered_loader(
-        &LoaderConfig::default(),
-        data,
-        Pipeline::clip_eval(size),
-        batch_size,
-        0,
-    )?;
+    let loader_of = |data: Dataset| {
+        ordered_loader(
+            &LoaderConfig::default(),
+            data,
+            Pipeline::clip_eval(size),
+            batch_size,
+            0,
+        )
+    };
+    let loader = loader_of(data)?;
+    let set_loaders = sets
+        .iter()
+        .map(|(name, ds)| Ok((name.clone(), loader_of(ds.clone())?)))
+        .collect::<Result<Vec<_>>>()?;
     let set = |model: &mut ClipClassifier, alpha: f64| {
         tch::no_grad(|| {
             for (name, p, b) in &ft {
@@ -145,11 +166,23 @@ pub fn wise_ft(
             placement.device,
             |_, _| Ok(()),
         )?;
+        let mut eval_sets = std::collections::BTreeMap::new();
+        for (name, l) in &set_loaders {
+            let s = evaluate(
+                fine_tuned,
+                l,
+                placement.precision,
+                placement.device,
+                |_, _| Ok(()),
+            )?;
+            eval_sets.insert(name.clone(), s.accuracy);
+        }
         points.push(WisePoint {
             alpha,
             accuracy: r.accuracy,
             top5: r.top5,
             loss: r.loss,
+            eval_sets,
         });
         reports.push(r);
     }
@@ -282,6 +315,46 @@ fn write_curve(dir: &Path, report: &WiseReport) -> Result<Vec<String>> {
     match drawn {
         Ok(()) => written.push("wise_ft.png".into()),
         Err(e) => tracing::warn!("wise_ft.png not drawn: {e}"),
+    }
+    // The WiSE-FT paper's picture: in-distribution against shifted accuracy,
+    // one point per alpha, the zero-shot and fine-tuned ends labelled.
+    let robust: Vec<(f64, f64, f64)> = report
+        .points
+        .iter()
+        .filter_map(|p| Some((p.alpha, p.accuracy * 100.0, p.shifted_accuracy()? * 100.0)))
+        .collect();
+    if !robust.is_empty() {
+        let curve: Series = robust.iter().map(|&(_, x, y)| (x, y)).collect();
+        let ends: Vec<Mark> = robust
+            .iter()
+            .filter(|(a, _, _)| *a == 0.0 || *a == 1.0)
+            .map(|&(a, x, y)| match a == 0.0 {
+                true => Mark {
+                    label: "zero-shot (alpha 0)".into(),
+                    at: (x, y),
+                    color: plotters::style::RED,
+                },
+                false => Mark {
+                    label: "fine-tuned (alpha 1)".into(),
+                    at: (x, y),
+                    color: plotters::style::GREEN,
+                },
+            })
+            .collect();
+        let drawn = font().and_then(|()| {
+            line_chart(
+                &dir.join("wise_ft_robustness.png"),
+                "WiSE-FT: in-distribution vs shifted accuracy, one point per alpha",
+                "accuracy on the data %",
+                "mean accuracy on the evaluation sets %",
+                &[("alpha 0 .. 1", curve, plotters::style::BLUE)],
+                &ends,
+            )
+        });
+        match drawn {
+            Ok(()) => written.push("wise_ft_robustness.png".into()),
+            Err(e) => tracing::warn!("wise_ft_robustness.png not drawn: {e}"),
+        }
     }
     Ok(written)
 }
