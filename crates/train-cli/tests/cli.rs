@@ -3075,10 +3075,19 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     make_folder(&data, 4);
+    let shifted = tmp.path().join("shifted");
+    image_folder::make_folder(&shifted, &["cat", "dog"], 5);
     let step = |seed: u64| {
         let out = tmp.path().join(format!("seed{seed}"));
         let mut args = train_args(&out, &data);
         args.extend(["--set".into(), format!("run.seed={seed}")]);
+        args.extend([
+            "--set".into(),
+            format!(
+                "data.eval_sets={{ shifted = {{ kind = \"image_folder\", path = {:?} }} }}",
+                shifted.display().to_string()
+            ),
+        ]);
         assert!(run(bin().args(&args)).status.success());
         out.join("smoke/checkpoints/step-00000006")
     };
@@ -3097,6 +3106,13 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
         serde_json::from_str(&std::fs::read_to_string(out.join("soup.json")).unwrap()).unwrap();
     let ingredients = report["ingredients"].as_array().unwrap();
     assert_eq!(ingredients.len(), 2);
+    // The runs' evaluation sets, for every ingredient and soup.
+    for figures in ingredients
+        .iter()
+        .chain([&report["uniform"], &report["greedy"]])
+    {
+        assert!(figures["eval_sets"]["shifted"].is_number(), "{report}");
+    }
     assert_eq!(
         report["uniform"]["ingredients"].as_array().unwrap().len(),
         2

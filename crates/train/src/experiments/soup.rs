@@ -7,7 +7,7 @@
 //! list and one head kind; LoRA adapters are merged first; the logit scale is
 //! averaged with the weights.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,10 @@ pub struct Ingredient {
     pub loss: f64,
     /// Whether the greedy soup kept it.
     pub in_greedy: bool,
+    /// The accuracy on each evaluation set of the first ingredient's run
+    /// (`data.eval_sets`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub eval_sets: BTreeMap<String, f64>,
 }
 
 /// A soup's held-out figures.
@@ -42,6 +46,9 @@ pub struct SoupFigures {
     pub loss: f64,
     /// The ingredients averaged (as given).
     pub ingredients: Vec<String>,
+    /// The accuracy on each evaluation set, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub eval_sets: BTreeMap<String, f64>,
 }
 
 /// `soup.json`.
@@ -203,9 +210,31 @@ pub fn soup(
     let size = model.clip.config().vision_config.image_size as usize;
     let pipeline = eval_pipeline_for(&dirs[0], size)?;
     let ds = crate::eval::data_for(data, model.class_names())?;
+    // The evaluation sets (distribution shifts) of the first ingredient's run.
+    let sets = match run_config_of(&dirs[0]).ok().flatten() {
+        Some(cfg) => {
+            crate::assembly::load_eval_sets(&cfg, model.class_names()).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "the evaluation sets of {}'s run are not measured: {e}",
+                    models[0]
+                );
+                Vec::new()
+            })
+        }
+        None => Vec::new(),
+    };
     let measure = |model: &mut ClipClassifier, w: &Weights| -> Result<EvalReport> {
         w.set(model);
         measure_on(model, &pipeline, &ds, batch_size, placement)
+    };
+    // On the evaluation sets, with the weights `measure` set last.
+    let on_sets = |model: &ClipClassifier| -> Result<BTreeMap<String, f64>> {
+        sets.iter()
+            .map(|(name, set)| {
+                let r = measure_on(model, &pipeline, set, batch_size, placement)?;
+                Ok((name.clone(), r.accuracy))
+            })
+            .collect()
     };
     let mut ingredients = Vec::new();
     for (spec, w) in models.iter().zip(&weights) {
@@ -215,11 +244,13 @@ pub fn soup(
             accuracy: r.accuracy,
             loss: r.loss,
             in_greedy: false,
+            eval_sets: on_sets(&model)?,
         });
     }
     let all: Vec<&Weights> = weights.iter().collect();
     let uniform = Weights::mean(&all);
     let uniform_eval = measure(&mut model, &uniform)?;
+    let uniform_sets = on_sets(&model)?;
     // Greedy (Algorithm 1): best first, each kept if the soup does not get worse.
     let mut order: Vec<usize> = (0..models.len()).collect();
     // Ties on accuracy go to the lower loss.
@@ -245,19 +276,23 @@ pub fn soup(
     for &k in &kept {
         ingredients[k].in_greedy = true;
     }
-    let figures = |r: &EvalReport, of: Vec<String>| SoupFigures {
+    greedy.set(&mut model);
+    let greedy_sets = on_sets(&model)?;
+    let figures = |r: &EvalReport, of: Vec<String>, eval_sets| SoupFigures {
         accuracy: r.accuracy,
         top5: r.top5,
         loss: r.loss,
         ingredients: of,
+        eval_sets,
     };
     let report = SoupReport {
         data: data.to_path_buf(),
         images: ds.len(),
-        uniform: figures(&uniform_eval, models.to_vec()),
+        uniform: figures(&uniform_eval, models.to_vec(), uniform_sets),
         greedy: figures(
             &greedy_eval,
             kept.iter().map(|&k| models[k].clone()).collect(),
+            greedy_sets,
         ),
         ingredients,
     };
