@@ -162,7 +162,7 @@ impl Dataset {
     /// location, taken off its front) and label, in order.
     pub fn listing_hash(&self, root: &str) -> String {
         use std::hash::Hasher;
-        let mut h = crate::duplicates::Fnv::new();
+        let mut h = crate::hash::Fnv::new();
         for c in self.classes.iter() {
             h.write(c.as_bytes());
             h.write(&[0]);

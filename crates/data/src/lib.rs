@@ -25,6 +25,7 @@ mod dataset;
 mod duplicates;
 mod error;
 mod geometry;
+mod hash;
 mod image;
 mod jpeg;
 mod loader;

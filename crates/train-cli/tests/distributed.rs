@@ -473,26 +473,28 @@ fn two_processes(
 ) -> (std::process::Child, std::process::Child) {
     let port = free_port().to_string();
     let a = args(out, data, 4, sets);
-    let spawn = |rank: &str| {
-        Command::new(bin())
-            .args(&a)
-            .env("RANK", rank)
-            .env("WORLD_SIZE", "2")
-            .env("LOCAL_RANK", rank)
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", &port)
-            .env("RUST_LOG", "warn")
-            // C++ frames are shown only with RUST_BACKTRACE.
-            .env_remove("RUST_BACKTRACE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let rank0 = spawn("0");
-    let rank1 = spawn("1");
+    let rank0 = spawn_rank(&a, "0", &port);
+    let rank1 = spawn_rank(&a, "1", &port);
     wait_for_steps(&out.join("smoke/metrics.jsonl"), 3);
     (rank0, rank1)
+}
+
+/// Rank `rank` of a world of two with `args`, its store at 127.0.0.1:`port`.
+fn spawn_rank(args: &[String], rank: &str, port: &str) -> std::process::Child {
+    Command::new(bin())
+        .args(args)
+        .env("RANK", rank)
+        .env("WORLD_SIZE", "2")
+        .env("LOCAL_RANK", rank)
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port)
+        .env("RUST_LOG", "warn")
+        // C++ frames are shown only with RUST_BACKTRACE.
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Waits until rank 0 has logged `n` lines.
@@ -705,21 +707,7 @@ fn ranks_launched_with_different_configs_stop_naming_the_keys() {
     let data = data(tmp.path());
     let out = tmp.path().join("run");
     let port = free_port().to_string();
-    let spawn = |rank: &str, sets: &[&str]| {
-        Command::new(bin())
-            .args(args(&out, &data, 4, sets))
-            .env("RANK", rank)
-            .env("WORLD_SIZE", "2")
-            .env("LOCAL_RANK", rank)
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", &port)
-            .env("RUST_LOG", "warn")
-            .env_remove("RUST_BACKTRACE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = |rank: &str, sets: &[&str]| spawn_rank(&args(&out, &data, 4, sets), rank, &port);
     // Templates that make the config span several store values.
     let templates: Vec<String> = (0..60)
         .map(|i| format!("\"a photo number {i} of a {{}}.\""))

@@ -55,9 +55,7 @@ impl Storage for Idx {
     /// The hash of the grey pixels (the images are in memory).
     fn content_hash(&self, k: usize) -> Result<u64, DataError> {
         let n = self.rows * self.cols;
-        Ok(crate::duplicates::hash_bytes(
-            &self.pixels[k * n..(k + 1) * n],
-        ))
+        Ok(crate::hash::hash_bytes(&self.pixels[k * n..(k + 1) * n]))
     }
 
     /// The grey image (IDX files carry no orientation or JPEG to draft).

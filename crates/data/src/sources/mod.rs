@@ -75,7 +75,7 @@ pub(crate) trait Storage: std::fmt::Debug + Send + Sync {
     /// A hash of item `k`'s content (its stored bytes), for finding the same
     /// image under two names.
     fn content_hash(&self, k: usize) -> Result<u64, DataError> {
-        Ok(crate::duplicates::hash_bytes(&self.encoded(k)?.0))
+        Ok(crate::hash::hash_bytes(&self.encoded(k)?.0))
     }
 }
 

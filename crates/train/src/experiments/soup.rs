@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 use clip_data::{Dataset, ExifOrientation, Pipeline};
-use clip_model::{ClipClassifier, Module, write_atomic};
+use clip_model::{ClipClassifier, Module};
 
 use crate::device::Placement;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalReport, evaluate_data};
+use crate::report::write_json;
 use crate::run::export::{Provenance, finish, tokenizer_for, write_export};
 use crate::run::locate::{classifier_dir, eval_pipeline_for, load_classifier_from, run_config_of};
 use crate::run::output::OutputDir;
@@ -377,13 +378,7 @@ impl Soups {
                 )?;
                 written.extend(files.into_iter().map(|f| format!("{name}/{f}")));
             }
-            let path = out.path().join("soup.json");
-            let text = serde_json::to_string_pretty(&self.report).map_err(|e| TrainError::Io {
-                action: "cannot serialise",
-                path: path.clone(),
-                source: std::io::Error::other(e),
-            })?;
-            write_atomic(&path, text.as_bytes())?;
+            write_json(&out.path().join("soup.json"), &self.report)?;
             written.push("soup.json".into());
             Ok(())
         })();

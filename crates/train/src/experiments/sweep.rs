@@ -15,6 +15,7 @@ use crate::device::MemoryKind;
 use crate::error::{Result, TrainError};
 use crate::experiments::compare::{TrainJob, run_or_reuse};
 use crate::observe::plots::{bar_chart, font};
+use crate::report::write_json;
 
 /// One key of the grid and its values (each as `--set` takes it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,13 +247,7 @@ pub fn sweep_markdown(report: &SweepReport) -> String {
 
 /// `sweep.json`, `sweep.md` and `sweep.png` into `dir`.
 fn write_outputs(dir: &Path, report: &SweepReport) -> Result<()> {
-    let path = dir.join("sweep.json");
-    let text = serde_json::to_string_pretty(report).map_err(|e| TrainError::Io {
-        action: "cannot serialise",
-        path: path.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    write_atomic(&path, text.as_bytes())?;
+    write_json(&dir.join("sweep.json"), report)?;
     write_atomic(&dir.join("sweep.md"), sweep_markdown(report).as_bytes())?;
     let bars: Vec<(String, f64)> = report
         .points
