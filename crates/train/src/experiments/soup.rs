@@ -85,11 +85,18 @@ struct Weights {
 }
 
 impl Weights {
+    /// A copy of `model`'s weights (in fp32): setting other weights into the
+    /// model later leaves these as they were.
     fn of(model: &ClipClassifier) -> Self {
         let tensors = model
             .params()
             .select(|t| t.module != Module::Adapter)
-            .map(|p| (p.name.clone(), p.tensor.detach().to_kind(Kind::Float)))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.tensor.detach().to_kind(Kind::Float).copy(),
+                )
+            })
             .collect();
         Self {
             tensors,
@@ -169,17 +176,17 @@ pub fn soup(
             "a soup needs at least two models",
         ));
     }
-    let vs = nn::VarStore::new(placement.device);
     let mut dirs = Vec::new();
     let mut weights = Vec::new();
-    let mut first: Option<ClipClassifier> = None;
+    // The first ingredient, kept whole: the model every soup is measured and
+    // saved as (its weights set to each in turn).
+    let mut first: Option<(nn::VarStore, ClipClassifier)> = None;
     for spec in models {
         let dir = classifier_dir(Path::new(spec))?;
-        // Each ingredient is read into a store of its own, its weights kept.
-        let tmp = nn::VarStore::new(placement.device);
-        let mut m = load_classifier_from(&tmp, &dir, false)?;
+        let vs = nn::VarStore::new(placement.device);
+        let mut m = load_classifier_from(&vs, &dir, false)?;
         m.clip.merge_lora();
-        if let Some(f) = &first
+        if let Some((_, f)) = &first
             && let Some(d) = difference(f, &m)
         {
             return Err(TrainError::config(
@@ -189,13 +196,11 @@ pub fn soup(
         }
         weights.push(Weights::of(&m));
         if first.is_none() {
-            let mut own = load_classifier_from(&vs, &dir, false)?;
-            own.clip.merge_lora();
-            first = Some(own);
+            first = Some((vs, m));
         }
         dirs.push(dir);
     }
-    let mut model = first.ok_or_else(|| TrainError::config("--models", "is empty"))?;
+    let (vs, mut model) = first.ok_or_else(|| TrainError::config("--models", "is empty"))?;
     let names: Vec<&String> = weights[0].tensors.keys().collect();
     for (spec, w) in models.iter().zip(&weights).skip(1) {
         if let Some(k) = names.iter().find(|k| !w.tensors.contains_key(k.as_str())) {
