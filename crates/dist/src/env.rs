@@ -151,6 +151,14 @@ impl DistEnv {
         }
     }
 
+    /// The process that serves the job's store: "torchrun's agent" or "rank 0".
+    pub fn store_server(&self) -> &'static str {
+        match self.agent_store {
+            true => "torchrun's agent",
+            false => "rank 0",
+        }
+    }
+
     /// Whether the store is on this machine's loopback (single-node tests).
     pub fn is_loopback(&self) -> bool {
         matches!(self.master_addr.as_str(), "localhost" | "::1")

@@ -165,16 +165,16 @@ impl ProcessGroup {
                 }
                 Err(_) if started.elapsed() < limit => {
                     tracing::warn!(
-                        "rank {} of {}: waiting {:.0} s so far for the group at {}:{} to form ({}; the other ranks must start too); giving up after run.dist_timeout_s = {:.0} s",
+                        "rank {} of {}: waiting {:.0} s so far for the group at {}:{} to form ({} serves the store; the other ranks must start too); giving up after run.dist_timeout_s = {:.0} s",
                         env.rank,
                         env.world,
                         started.elapsed().as_secs_f64(),
                         env.master_addr,
                         env.master_port,
-                        match (server, env.agent_store) {
-                            (true, _) => "this rank serves the store",
-                            (false, true) => "torchrun's agent serves the store",
-                            (false, false) => "rank 0 serves the store",
+                        if server {
+                            "this rank"
+                        } else {
+                            env.store_server()
                         },
                         timeout.as_secs_f64()
                     );
@@ -364,14 +364,10 @@ impl ProcessGroup {
             message,
         };
         let server = format!(
-            "the store at {}:{} ({})",
+            "the store at {}:{} ({} serves it)",
             self.env.master_addr,
             self.env.master_port,
-            if self.env.agent_store {
-                "torchrun's agent serves it"
-            } else {
-                "rank 0 serves it"
-            }
+            self.env.store_server()
         );
         if self.store_hung.load(Ordering::SeqCst) {
             return Err(failed(format!(
@@ -470,11 +466,7 @@ impl ProcessGroup {
                 "the job's store at {}:{} is unreachable: the process serving it ({}) is gone or hung",
                 self.env.master_addr,
                 self.env.master_port,
-                if self.env.agent_store {
-                    "torchrun's agent"
-                } else {
-                    "rank 0"
-                }
+                self.env.store_server()
             );
         }
         let others: Vec<usize> = (0..self.env.world).filter(|&r| r != me).collect();
