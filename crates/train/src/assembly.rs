@@ -17,7 +17,6 @@ use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::policies::apply_unfreeze;
 
-/// The datasets of a config: `(train, val)`.
 /// Warns about the files a source left out (not images, link loops, links counted
 /// elsewhere, broken links), naming the first ones with the reason.
 fn report_skipped(key: &str, ds: &Dataset) {
@@ -44,8 +43,8 @@ fn report_skipped(key: &str, ds: &Dataset) {
     );
 }
 
-/// Errors for one image listed with two labels (or captions) in `ds`; a warning
-/// with the count for entries listed more than once with the same label.
+/// Errors for one image listed with two labels in `ds`; a warning with the count
+/// for entries listed more than once with the same label (and caption).
 fn report_repeats(key: &str, ds: &Dataset) -> Result<()> {
     let r = ds.repeats(key)?;
     if r.extra > 0 {
@@ -144,6 +143,7 @@ fn check_classes(key: &str, ds: &Dataset) -> Result<()> {
     Ok(())
 }
 
+/// The datasets of a config: `(train, val)`.
 pub fn load_datasets(cfg: &RunConfig) -> Result<(Dataset, Dataset)> {
     let d = &cfg.data;
     let train_src = d
