@@ -283,8 +283,9 @@ impl Strategy for DataParallel {
         Ok(())
     }
 
-    /// Wraps this rank's error with what the other ranks reported (see
-    /// [`ProcessGroup::diagnose`]); publishes it for them first.
+    /// Rank 0's config (as given) and data fingerprint are the reference: each
+    /// rank compares its own with them and publishes what differs; then every
+    /// rank reads every answer, so all stop together.
     fn agree(&self, cfg: &RunConfig, data: &str) -> Result<()> {
         let (me, world) = (self.rank(), self.world());
         let wait = self.pg.timeout();
@@ -356,6 +357,8 @@ impl Strategy for DataParallel {
         Ok(())
     }
 
+    /// Wraps this rank's error with what the other ranks reported (see
+    /// [`ProcessGroup::diagnose`]); publishes it for them first.
     fn explain(&self, e: TrainError) -> TrainError {
         if matches!(e, TrainError::Rank { .. }) {
             return e;
