@@ -670,7 +670,7 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let config = clip_train::find_config(&a.config)?;
-    let mut run_job = job_runner("compare", "compare")?;
+    let mut run_job = job_runner("compare")?;
     let report = clip_train::compare(&config, &a.overrides, &a.output, a.rerun, &mut run_job)?;
     println!("{}", clip_train::markdown(&report));
     say!(
@@ -682,10 +682,9 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs a training job of `compare` or `sweep` (`who`) as this program's own
 /// `train` in a child process, with this process's console flags; a failure
-/// says to rerun `again` to resume it.
+/// says to rerun `who` to resume it.
 fn job_runner(
     who: &'static str,
-    again: &'static str,
 ) -> anyhow::Result<impl FnMut(&clip_train::TrainJob) -> clip_train::Result<()>> {
     let exe = std::env::current_exe().context("cannot find the train-cli executable")?;
     Ok(
@@ -725,7 +724,7 @@ fn job_runner(
                 Err(clip_train::TrainError::Resume {
                     path: job.run_dir.clone(),
                     reason: format!(
-                        "the training job exited with {status}; rerun {again} to resume it"
+                        "the training job exited with {status}; rerun {who} to resume it"
                     ),
                 })
             }
@@ -745,7 +744,7 @@ pub fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|g| clip_train::GridAxis::parse(g))
         .collect::<clip_train::Result<Vec<_>>>()?;
-    let mut run_job = job_runner("sweep", "sweep")?;
+    let mut run_job = job_runner("sweep")?;
     let report = clip_train::sweep(
         &config,
         &a.overrides,
