@@ -66,10 +66,13 @@ pub struct EvalArgs {
     /// An image folder, a CSV manifest, an IDX images file, WebDataset shards
     /// (`.tar`, a brace range or a glob), or a source table as in a config
     /// (`{ kind = "idx", ..., class_names = [...] }`). Its classes are matched
-    /// to the model's by name (any order, a subset).
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Per-image predictions with logits (JSONL).
+    /// to the model's by name (any order, a subset). Repeat it as `NAME=SOURCE`
+    /// to evaluate several sets (e.g. in-distribution and shifted copies) in one
+    /// run: the report is then one object keyed by NAME.
+    #[arg(long, required = true, value_name = "[NAME=]SOURCE")]
+    pub data: Vec<String>,
+    /// Per-image predictions with logits (JSONL; with several `--data`, each row
+    /// names its set in `set`).
     #[arg(long)]
     pub output: Option<PathBuf>,
     #[command(flatten)]

@@ -2,7 +2,7 @@
 
 use crate::console::{self, say};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -257,23 +257,71 @@ fn dataset_from(path: &Path) -> anyhow::Result<(SourceConfig, Dataset)> {
     Ok((src, ds))
 }
 
-/// Evaluates `model` (which `spec` names) on `data` and prints the report;
-/// `output` gets every image's prediction (JSONL).
+/// `[NAME=]SOURCE` of `eval --data` and `wise-ft --eval-set`: a name of letters,
+/// digits, `_` and `-` before the first `=`, unless the whole text is a path
+/// that exists (a folder may be called `a=b`) or a source table (`{ kind = ... }`).
+fn named_source(text: &str) -> (Option<String>, PathBuf) {
+    if !Path::new(text).exists() {
+        if let Some((name, source)) = text.split_once('=') {
+            let name = name.trim();
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return (Some(name.to_string()), PathBuf::from(source.trim()));
+            }
+        }
+    }
+    (None, PathBuf::from(text))
+}
+
+/// The sets of `eval --data`: one unnamed source, or named ones (unique names).
+fn eval_sets(data: &[String]) -> anyhow::Result<Vec<(Option<String>, PathBuf)>> {
+    let sets: Vec<_> = data.iter().map(|d| named_source(d)).collect();
+    if sets.len() > 1 {
+        if let Some(d) = data.iter().zip(&sets).find(|(_, s)| s.0.is_none()) {
+            bail!(
+                "--data {:?}: with several --data each needs a name, as NAME=SOURCE \
+                 (e.g. --data id=val/ --data shifted=sketch/)",
+                d.0
+            );
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for name in sets.iter().filter_map(|s| s.0.as_deref()) {
+        if !seen.insert(name) {
+            bail!("--data: the name {name:?} is given twice");
+        }
+    }
+    Ok(sets)
+}
+
+/// Evaluates `model` (which `spec` names) on each set and prints the report (one
+/// unnamed set: its report; named sets: an object of reports by name); `output`
+/// gets every image's prediction (JSONL, with its set's name when it has one).
 fn run_eval(
     spec: &str,
     model: &ClipClassifier,
     pipeline: clip_data::Pipeline,
-    data: &Path,
+    sets: &[(Option<String>, PathBuf)],
     output: Option<&Path>,
     inference: InferenceArgs,
     place: Placement,
 ) -> anyhow::Result<ExitCode> {
     let exif = clip_train::exif_orientation_for(spec, inference.exif_orientation)?;
-    let ds = clip_train::data_for(data, model.class_names())
-        .with_context(|| format!("loading {}", data.display()))?;
-    let tokenizer = clip_train::eval_tokenizer(spec, model, &ds)?;
+    let loaded = sets
+        .iter()
+        .map(|(name, data)| {
+            let ds =
+                clip_train::data_for(data, model.class_names()).with_context(|| match name {
+                    Some(n) => format!("--data {n}: loading {}", data.display()),
+                    None => format!("loading {}", data.display()),
+                })?;
+            Ok((name.clone(), ds))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     announce(place);
-    let mut progress = clip_train::BatchProgress::new("evaluating", ds.len(), human());
     let mut out = match output {
         Some(p) => Some((
             p.to_path_buf(),
@@ -284,41 +332,65 @@ fn run_eval(
         )),
         None => None,
     };
-    let report = clip_train::evaluate_data(
-        model,
-        pipeline,
-        ds,
-        tokenizer.as_ref(),
-        inference.batch_size,
-        exif,
-        place.precision,
-        place.device,
-        |loader, b, logits| {
-            progress.advance(b.labels.len());
-            let Some((path, o)) = out.as_mut() else {
-                return Ok(());
-            };
-            for row in clip_train::predictions(loader, b, logits)? {
-                let line = serde_json::to_string(&row).unwrap_or_default();
-                writeln!(o, "{line}").map_err(|e| clip_train::TrainError::Io {
-                    action: "cannot write predictions",
-                    path: path.clone(),
-                    source: e,
-                })?;
+    let mut reports = serde_json::Map::new();
+    let mut single = None;
+    for (name, ds) in loaded {
+        let tokenizer = clip_train::eval_tokenizer(spec, model, &ds)?;
+        let title = match &name {
+            Some(n) => format!("evaluating {n}"),
+            None => "evaluating".to_string(),
+        };
+        let mut progress = clip_train::BatchProgress::new(&title, ds.len(), human());
+        let report = clip_train::evaluate_data(
+            model,
+            pipeline.clone(),
+            ds,
+            tokenizer.as_ref(),
+            inference.batch_size,
+            exif,
+            place.precision,
+            place.device,
+            |loader, b, logits| {
+                progress.advance(b.labels.len());
+                let Some((path, o)) = out.as_mut() else {
+                    return Ok(());
+                };
+                for row in clip_train::predictions(loader, b, logits)? {
+                    let mut row = serde_json::to_value(&row).unwrap_or_default();
+                    if let (Some(n), Some(fields)) = (&name, row.as_object_mut()) {
+                        fields.insert("set".into(), n.clone().into());
+                    }
+                    writeln!(o, "{row}").map_err(|e| clip_train::TrainError::Io {
+                        action: "cannot write predictions",
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                }
+                Ok(())
+            },
+        )?;
+        progress.finish();
+        match name {
+            Some(n) => {
+                reports.insert(n, serde_json::to_value(&report)?);
             }
-            Ok(())
-        },
-    )?;
-    progress.finish();
+            None => single = Some(report),
+        }
+    }
     if let Some((path, mut o)) = out {
         o.flush()
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let printed = match single {
+        Some(report) => serde_json::to_string_pretty(&report)?,
+        None => serde_json::to_string_pretty(&reports)?,
+    };
+    println!("{printed}");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
+    let sets = eval_sets(&a.data)?;
     let place = a.inference.placement.resolve(&a.model)?;
     let vs = nn::VarStore::new(place.device);
     let (clf, pipeline) = clip_train::load_for_eval(&vs, &a.model, a.ema)?;
@@ -326,7 +398,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
         &a.model,
         &clf,
         pipeline,
-        &a.data,
+        &sets,
         a.output.as_deref(),
         a.inference,
         place,
@@ -361,7 +433,7 @@ pub fn zero_shot(a: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         &a.model,
         &clf,
         clip_data::Pipeline::clip_eval(size),
-        &a.data,
+        &[(None, a.data)],
         a.output.as_deref(),
         a.inference,
         place,
@@ -580,12 +652,12 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
         .eval_sets
         .iter()
         .map(|s| {
-            let (name, path) = s
-                .split_once('=')
-                .with_context(|| format!("--eval-set {s:?}: expected NAME=DATA"))?;
-            let ds = clip_train::data_for(Path::new(path), ft.class_names())
-                .with_context(|| format!("--eval-set {name}: loading {path}"))?;
-            Ok((name.to_string(), ds))
+            let (Some(name), path) = named_source(s) else {
+                bail!("--eval-set {s:?}: expected NAME=DATA");
+            };
+            let ds = clip_train::data_for(&path, ft.class_names())
+                .with_context(|| format!("--eval-set {name}: loading {}", path.display()))?;
+            Ok((name, ds))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let report = clip_train::wise_ft(&zs, &mut ft, &alphas, ds, &sets, a.batch_size, place)?;

@@ -3331,6 +3331,44 @@ fn eval_sets_are_measured_at_every_evaluation_as_eval_measures_them() {
     assert_eq!(m["accuracy"], set["accuracy"]);
     let (a, b) = (m["loss"].as_f64().unwrap(), set["loss"].as_f64().unwrap());
     assert!((a - b).abs() < 1e-6, "eval {a} vs the run's {b}");
+    // Several named sets in one `eval`: one report per name, the same figures,
+    // and each prediction row names its set.
+    let checkpoint = run_dir.join(format!(
+        "checkpoints/step-{:08}",
+        last["step"].as_u64().unwrap()
+    ));
+    let predictions = tmp.path().join("predictions.jsonl");
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(&checkpoint)
+        .arg("--data")
+        .arg(format!("id={}", data.display()))
+        .arg("--data")
+        .arg(format!("shifted={}", shifted.display()))
+        .arg("--output")
+        .arg(&predictions));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let both: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(both["shifted"]["accuracy"], set["accuracy"], "{both}");
+    assert_eq!(both["shifted"]["images"], 14, "{both}");
+    assert_eq!(both["id"]["images"], 12, "{both}");
+    let rows = std::fs::read_to_string(&predictions).unwrap();
+    let sets: Vec<String> = rows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["set"].to_string())
+        .collect();
+    assert_eq!(sets.iter().filter(|s| *s == "\"id\"").count(), 12);
+    assert_eq!(sets.iter().filter(|s| *s == "\"shifted\"").count(), 14);
+    // Several sets need names.
+    let o = run(bin()
+        .args(["eval", "--model"])
+        .arg(&checkpoint)
+        .arg("--data")
+        .arg(&data)
+        .arg("--data")
+        .arg(format!("shifted={}", shifted.display())));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("each needs a name"), "{}", stderr(&o));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();

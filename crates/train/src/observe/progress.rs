@@ -242,7 +242,7 @@ fn eval_line(r: &EvalRecord) -> String {
 /// `predict`): a bar on a terminal; in a file, a plain line every
 /// [`BatchProgress::EVERY`] batches and at the end; nothing when off.
 pub struct BatchProgress {
-    label: &'static str,
+    label: String,
     bar: Option<ProgressBar>,
     on: bool,
     total: usize,
@@ -257,8 +257,9 @@ impl BatchProgress {
 
     /// Progress of `label` over `total` images, shown when `on` (bars when
     /// stderr is a terminal).
-    pub fn new(label: &'static str, total: usize, on: bool) -> Self {
+    pub fn new(label: impl Into<String>, total: usize, on: bool) -> Self {
         use std::io::IsTerminal;
+        let label = label.into();
         let bar = (on && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(total as u64);
             bar.set_style(
@@ -268,7 +269,7 @@ impl BatchProgress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
-            bar.set_prefix(label);
+            bar.set_prefix(label.clone());
             bar
         });
         Self {
