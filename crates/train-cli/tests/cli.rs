@@ -3288,6 +3288,86 @@ fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
     );
 }
 
+/// `train.checkpoints.metric = "eval_sets.NAME.accuracy"` selects the checkpoint
+/// with the best accuracy on that set (here a set whose cat and dog images carry
+/// each other's labels, so the set and `val` disagree); a set that is not in
+/// `data.eval_sets` is refused naming the key and the sets there are.
+#[test]
+fn checkpoints_can_be_selected_by_an_eval_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    let swapped = tmp.path().join("swapped");
+    image_folder::make_folder(&swapped, &["dog", "cat", "fox"], 4);
+    let set = format!(
+        "data.eval_sets={{ swapped = {{ kind = \"image_folder\", path = {:?} }} }}",
+        swapped.display().to_string()
+    );
+    let mut args = train_args(tmp.path(), &data);
+    args.extend([
+        "--set".into(),
+        set.clone(),
+        "--set".into(),
+        "train.checkpoints={metric=\"eval_sets.swapped.accuracy\", keep_last=1, keep_best=1}"
+            .into(),
+        "--set".into(),
+        "train.epochs=4".into(),
+    ]);
+    let o = run(bin().args(&args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_dir = tmp.path().join("smoke");
+    let evals = eval_records(&run_dir);
+    assert!(evals.len() >= 4, "{evals:?}");
+    let on_set = |e: &serde_json::Value| {
+        e["val"]["eval_sets"]["swapped"]["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    // The first evaluation with the best accuracy on the set.
+    let best = evals
+        .iter()
+        .fold(&evals[0], |b, e| if on_set(e) > on_set(b) { e } else { b });
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["best"]["metric"], "eval_sets.swapped.accuracy",
+        "{summary}"
+    );
+    assert_eq!(summary["best"]["step"], best["step"], "{summary}");
+    assert_eq!(
+        summary["best"]["value"].as_f64(),
+        Some(on_set(best)),
+        "{summary}"
+    );
+    // The set disagrees with val: selecting on val would pick another evaluation.
+    let by_val = evals.iter().fold(&evals[0], |b, e| {
+        if e["val"]["accuracy"].as_f64() > b["val"]["accuracy"].as_f64() {
+            e
+        } else {
+            b
+        }
+    });
+    assert_ne!(by_val["step"], best["step"], "{evals:?}");
+    // A set the config does not have.
+    let mut args = train_args(&tmp.path().join("o"), &data);
+    args.extend([
+        "--set".into(),
+        set,
+        "--set".into(),
+        "train.early_stopping={metric=\"eval_sets.sketch.loss\"}".into(),
+    ]);
+    let o = run(bin().args(&args));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("train.early_stopping.metric")
+            && stderr(&o)
+                .contains("\"sketch\", which data.eval_sets does not have (it has swapped)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// `data.eval_sets`: every evaluation measures each set beside `val` (its
 /// classes a subset, matched by name), in metrics.jsonl, summary.json, on the
 /// console and in the export's card, with the figures `eval` gives for the same

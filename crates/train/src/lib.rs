@@ -54,8 +54,8 @@ pub use assembly::{
 pub use config::keys as config_keys;
 pub use config::{
     Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection, DeviceChoice,
-    DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection, ReportTo,
-    RunConfig, RunSection, TrainSection, Unfreeze, find_config,
+    DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, MetricChoice, ModelSection,
+    ReportTo, RunConfig, RunSection, TrainSection, Unfreeze, find_config,
 };
 pub use device::{
     MemoryKind, PeakMemory, Placement, peak_memory, peak_memory_mib, reset_peak_memory,

@@ -32,7 +32,7 @@ pub struct EarlyStopping {
 impl EarlyStopping {
     pub fn observe(&mut self, cfg: &EarlyStoppingConfig, value: f64) -> Decision {
         match self.best {
-            Some(b) if !improves(cfg.metric, value, b, cfg.min_delta) => {
+            Some(b) if !improves(cfg.metric.kind, value, b, cfg.min_delta) => {
                 self.bad_evals += 1;
                 if self.bad_evals >= cfg.patience {
                     return Decision::Stop;
@@ -213,6 +213,7 @@ pub fn after_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MetricChoice;
 
     fn entry(name: &str, step: u64, metric: Option<f64>) -> CheckpointEntry {
         CheckpointEntry {
@@ -225,7 +226,7 @@ mod tests {
     #[test]
     fn early_stopping_waits_for_patience_and_resets_on_improvement() {
         let cfg = EarlyStoppingConfig {
-            metric: Metric::Accuracy,
+            metric: MetricChoice::val(Metric::Accuracy),
             patience: 2,
             min_delta: 0.01,
         };
@@ -236,7 +237,7 @@ mod tests {
         assert_eq!(es.observe(&cfg, 0.6), Decision::Continue);
         assert_eq!(es.observe(&cfg, 0.59), Decision::Stop);
         let loss = EarlyStoppingConfig {
-            metric: Metric::Loss,
+            metric: MetricChoice::val(Metric::Loss),
             patience: 1,
             min_delta: 0.0,
         };
@@ -251,7 +252,7 @@ mod tests {
         let cfg = CheckpointConfig {
             keep_last: 2,
             keep_best: 1,
-            metric: Metric::Accuracy,
+            metric: MetricChoice::val(Metric::Accuracy),
             every_steps: None,
             at_every_evaluation: true,
         };
@@ -272,7 +273,7 @@ mod tests {
             Some("a")
         );
         let min = CheckpointConfig {
-            metric: Metric::Loss,
+            metric: MetricChoice::val(Metric::Loss),
             keep_best: 2,
             ..cfg
         };

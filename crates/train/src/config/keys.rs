@@ -208,7 +208,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(
         "data.eval_sets",
         "table of sources",
-        "Named evaluation sets (e.g. `{ sketch = { kind = \"image_folder\", path = \"...\" } }`) evaluated at every evaluation beside `data.val`, classes matched by name; reported per set, never used for selection.",
+        "Named evaluation sets (e.g. `{ sketch = { kind = \"image_folder\", path = \"...\" } }`) evaluated at every evaluation beside `data.val`, classes matched by name; reported per set; selection uses one only when `train.checkpoints.metric` names it.",
     ),
     k(
         "data.val_fraction",
@@ -463,8 +463,8 @@ pub const KEYS: &[KeyDoc] = &[
     ),
     k(
         "train.early_stopping.metric",
-        "\"accuracy\" | \"top5\" | \"loss\" | \"mean_recall\"",
-        "What early stopping watches.",
+        "\"accuracy\" | \"top5\" | \"loss\" | \"mean_recall\" | \"eval_sets.NAME.accuracy\"",
+        "What early stopping watches: a figure on `data.val`, or on one of `data.eval_sets` (`eval_sets.NAME.` + `accuracy`, `top5` or `loss`).",
     ),
     k(
         "train.early_stopping.patience",
@@ -488,8 +488,8 @@ pub const KEYS: &[KeyDoc] = &[
     ),
     k(
         "train.checkpoints.metric",
-        "\"accuracy\" | \"top5\" | \"loss\" | \"mean_recall\"",
-        "What selects the best checkpoint (the one exports, `eval` and the test set use).",
+        "\"accuracy\" | \"top5\" | \"loss\" | \"mean_recall\" | \"eval_sets.NAME.accuracy\"",
+        "What selects the best checkpoint (the one exports, `eval` and the test set use): a figure on `data.val`, or on one of `data.eval_sets` (`eval_sets.NAME.` + `accuracy`, `top5` or `loss`), e.g. to select for a target distribution.",
     ),
     k(
         "train.checkpoints.at_every_evaluation",

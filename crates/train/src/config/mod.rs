@@ -20,8 +20,8 @@ pub use find::find_config;
 
 pub use sections::{
     Advice, Architecture, CheckpointConfig, CompareMethod, CompareSection, DataSection,
-    DeviceChoice, DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, ModelSection,
-    Objective, ReportTo, RunSection, TrainSection, Unfreeze,
+    DeviceChoice, DistBackend, EarlyStoppingConfig, EmaConfig, GradSync, Metric, MetricChoice,
+    ModelSection, Objective, ReportTo, RunSection, TrainSection, Unfreeze,
 };
 
 /// The whole run.
@@ -433,7 +433,7 @@ impl RunConfig {
                 e.decay
             ));
         }
-        if let Some(es) = t.early_stopping {
+        if let Some(es) = &t.early_stopping {
             if es.patience == 0 {
                 p.push("`train.early_stopping.patience` must be at least 1".into());
             }
@@ -694,6 +694,54 @@ train = { kind = "image_folder", path = "data/train" }
             err.contains("`train.checkpoints.keep_best` must be at least 1"),
             "{err}"
         );
+    }
+
+    /// `train.checkpoints.metric` names a metric on `data.val` or on one of
+    /// `data.eval_sets`; anything else is an error naming the key and the forms.
+    #[test]
+    fn a_metric_may_name_an_evaluation_set() {
+        let cfg = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &[
+                "train.checkpoints.metric=\"eval_sets.sketch.v2.loss\"".into(),
+                "train.early_stopping={metric=\"top5\"}".into(),
+            ],
+        )
+        .unwrap();
+        let m = &cfg.train.checkpoints.metric;
+        assert_eq!(
+            (m.set.as_deref(), m.kind),
+            (Some("sketch.v2"), Metric::Loss)
+        );
+        assert!(!m.maximize());
+        assert_eq!(m.name(), "eval_sets.sketch.v2.loss");
+        let es = cfg.train.early_stopping.as_ref().unwrap();
+        assert_eq!(es.metric, MetricChoice::val(Metric::Top5));
+        // Written back as configs write it.
+        let text = toml::to_string(&cfg).unwrap();
+        assert!(
+            text.contains("metric = \"eval_sets.sketch.v2.loss\""),
+            "{text}"
+        );
+        for bad in [
+            "eval_sets.sketch",
+            "eval_sets..accuracy",
+            "acc",
+            "eval_sets.x.recall",
+        ] {
+            let err = RunConfig::from_toml(
+                MINIMAL,
+                "t.toml",
+                &[format!("train.checkpoints.metric=\"{bad}\"")],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("train.checkpoints.metric") && err.contains("eval_sets.NAME.accuracy"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     /// Unknown keys and values of the wrong type: every one reported at once, each

@@ -423,12 +423,87 @@ impl Metric {
     }
 }
 
+/// What selects checkpoints or stops early: a [`Metric`] on `data.val`
+/// (`"accuracy"`) or on one of `data.eval_sets` (`"eval_sets.NAME.accuracy"`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricChoice {
+    /// The evaluation set; `None` for `data.val`.
+    pub set: Option<String>,
+    pub kind: Metric,
+}
+
+impl MetricChoice {
+    /// The metric on `data.val`.
+    pub fn val(kind: Metric) -> Self {
+        Self { set: None, kind }
+    }
+
+    /// As configs write it: `accuracy`, `eval_sets.sketch.accuracy`.
+    pub fn name(&self) -> String {
+        match &self.set {
+            Some(set) => format!("eval_sets.{set}.{}", self.kind.name()),
+            None => self.kind.name().into(),
+        }
+    }
+
+    /// Whether larger is better.
+    pub fn maximize(&self) -> bool {
+        self.kind.maximize()
+    }
+}
+
+impl std::str::FromStr for MetricChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let kinds = [
+            Metric::Accuracy,
+            Metric::Top5,
+            Metric::Loss,
+            Metric::MeanRecall,
+        ];
+        let kind = |name: &str| kinds.into_iter().find(|k| k.name() == name);
+        let set = text
+            .strip_prefix("eval_sets.")
+            .and_then(|rest| rest.rsplit_once('.'));
+        match set {
+            Some((set, k)) if !set.is_empty() => kind(k).map(|kind| Self {
+                set: Some(set.into()),
+                kind,
+            }),
+            Some(_) => None,
+            None => kind(text).map(Self::val),
+        }
+        .ok_or_else(|| {
+            format!(
+                "unknown metric {text:?}: expected \"accuracy\", \"top5\", \"loss\", \
+                 \"mean_recall\" (on data.val), or \"eval_sets.NAME.accuracy\" (\"top5\", \
+                 \"loss\") for one of data.eval_sets"
+            )
+        })
+    }
+}
+
+impl Serialize for MetricChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Early stopping: stop when `metric` has not improved by `min_delta` for
 /// `patience` evaluations.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EarlyStoppingConfig {
-    pub metric: Metric,
+    pub metric: MetricChoice,
     pub patience: u32,
     pub min_delta: f64,
 }
@@ -436,7 +511,7 @@ pub struct EarlyStoppingConfig {
 impl Default for EarlyStoppingConfig {
     fn default() -> Self {
         Self {
-            metric: Metric::Accuracy,
+            metric: MetricChoice::val(Metric::Accuracy),
             patience: 3,
             min_delta: 0.0,
         }
@@ -444,14 +519,14 @@ impl Default for EarlyStoppingConfig {
 }
 
 /// Which checkpoints are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
     /// The most recent N checkpoints (at least 1: resuming needs it).
     pub keep_last: usize,
     /// The best K by `metric`.
     pub keep_best: usize,
-    pub metric: Metric,
+    pub metric: MetricChoice,
     /// Also write a checkpoint every N optimizer steps (besides each epoch's end).
     pub every_steps: Option<u64>,
     /// Write a checkpoint at every evaluation, mid-epoch ones
@@ -465,7 +540,7 @@ impl Default for CheckpointConfig {
         Self {
             keep_last: 2,
             keep_best: 1,
-            metric: Metric::Accuracy,
+            metric: MetricChoice::val(Metric::Accuracy),
             every_steps: None,
             at_every_evaluation: true,
         }

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 use clip_data::{Batch, DeviceBatch, DeviceBatches, Loader, Replaced};
 use clip_model::{ClipClassifier, ClipTokenizer, Pass};
 
-use crate::config::Metric;
+use crate::config::{Metric, MetricChoice};
 use crate::error::{Result, TrainError};
 use crate::precision::Precision;
 
@@ -55,7 +55,19 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    pub fn metric(&self, m: Metric) -> f64 {
+    /// The figure `m` names: on this report, or on one of its eval sets (NaN
+    /// when that set was not measured).
+    pub fn metric(&self, m: &MetricChoice) -> f64 {
+        match &m.set {
+            Some(set) => self
+                .eval_sets
+                .get(set)
+                .map_or(f64::NAN, |r| r.figure(m.kind)),
+            None => self.figure(m.kind),
+        }
+    }
+
+    fn figure(&self, m: Metric) -> f64 {
         match m {
             Metric::Accuracy => self.accuracy,
             Metric::Top5 => self.top5,

@@ -17,7 +17,7 @@ use clip_data::{DeviceBatches, Loader};
 use clip_model::{ClipClassifier, ClipTokenizer, Tower};
 use clip_optim::{AdamW, GroupReport, LrSchedule};
 
-use crate::config::{Metric, RunConfig};
+use crate::config::RunConfig;
 use crate::corrupt::CorruptImages;
 use crate::device::{peak_memory, reset_peak_memory};
 use crate::ema::Ema;
@@ -275,12 +275,12 @@ impl Trainer {
             ema,
         };
         Self::emit(observers, Event::Eval(&record))?;
-        let metric = record.val.metric(self.cfg.train.checkpoints.metric);
+        let metric = record.val.metric(&self.cfg.train.checkpoints.metric);
         let decision = match &self.cfg.train.early_stopping {
             Some(es) => self
                 .state
                 .early_stopping
-                .observe(es, record.val.metric(es.metric)),
+                .observe(es, record.val.metric(&es.metric)),
             None => Decision::Continue,
         };
         if decision == Decision::Stop {
@@ -409,9 +409,9 @@ impl Trainer {
     }
 
     fn report(&self, interrupted: bool) -> FitReport {
-        let metric: Metric = self.cfg.train.checkpoints.metric;
-        let best = best_entry(metric, &self.state.checkpoints).map(|e| Best {
-            metric: metric.name().into(),
+        let metric = &self.cfg.train.checkpoints.metric;
+        let best = best_entry(metric.kind, &self.state.checkpoints).map(|e| Best {
+            metric: metric.name(),
             value: e.metric.unwrap_or(f64::NAN),
             step: e.step,
             checkpoint: self.folder.checkpoints().path(&e.name),

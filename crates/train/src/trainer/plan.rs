@@ -159,21 +159,50 @@ pub(super) fn retrieval(
             ),
         ));
     }
+    let early = cfg.train.early_stopping.as_ref().map(|e| &e.metric);
     for (key, metric) in [
-        ("train.checkpoints.metric", cfg.train.checkpoints.metric),
         (
-            "train.early_stopping.metric",
-            cfg.train
-                .early_stopping
-                .map_or(Metric::Accuracy, |e| e.metric),
+            "train.checkpoints.metric",
+            Some(&cfg.train.checkpoints.metric),
         ),
+        ("train.early_stopping.metric", early),
     ] {
-        if metric == Metric::MeanRecall && !retrieval {
-            return Err(TrainError::config(
-                key,
-                "\"mean_recall\" is image <-> text retrieval: it needs data.retrieval, or \
-                 data.val with captions (e.g. a CSV with caption_column)",
-            ));
+        let Some(metric) = metric else { continue };
+        match &metric.set {
+            Some(set) if !cfg.data.eval_sets.contains_key(set) => {
+                let names: Vec<&str> = cfg.data.eval_sets.keys().map(String::as_str).collect();
+                return Err(TrainError::config(
+                    key,
+                    format!(
+                        "{:?} names the evaluation set {set:?}, which data.eval_sets does \
+                         not have ({})",
+                        metric.name(),
+                        if names.is_empty() {
+                            "it has none".to_string()
+                        } else {
+                            format!("it has {}", names.join(", "))
+                        }
+                    ),
+                ));
+            }
+            Some(_) if metric.kind == Metric::MeanRecall => {
+                return Err(TrainError::config(
+                    key,
+                    format!(
+                        "{:?}: evaluation sets measure classification only; \"mean_recall\" \
+                         is measured on data.retrieval or data.val with captions",
+                        metric.name()
+                    ),
+                ));
+            }
+            None if metric.kind == Metric::MeanRecall && !retrieval => {
+                return Err(TrainError::config(
+                    key,
+                    "\"mean_recall\" is image <-> text retrieval: it needs data.retrieval, or \
+                     data.val with captions (e.g. a CSV with caption_column)",
+                ));
+            }
+            _ => {}
         }
     }
     Ok(retrieval)
