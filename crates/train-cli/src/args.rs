@@ -297,6 +297,11 @@ pub struct SweepArgs {
     /// (refused otherwise).
     #[arg(long)]
     pub rerun: bool,
+    /// Points trained at a time, each as its own process with its console in
+    /// `logs/<point>.log` of the sweep folder (they share the configured device:
+    /// fit N runs in its memory).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
     /// Held-out data: soup the sweep's runs at the end (`soup/` in the sweep folder).
     #[arg(long, value_name = "DATA")]
     pub soup: Option<PathBuf>,

@@ -261,32 +261,30 @@ fn dataset_from(path: &Path) -> anyhow::Result<(SourceConfig, Dataset)> {
 /// digits, `_` and `-` before the first `=`, unless the whole text is a path
 /// that exists (a folder may be called `a=b`) or a source table (`{ kind = ... }`).
 fn named_source(text: &str) -> (Option<String>, PathBuf) {
-    if !Path::new(text).exists() {
-        if let Some((name, source)) = text.split_once('=') {
-            let name = name.trim();
-            if !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                return (Some(name.to_string()), PathBuf::from(source.trim()));
-            }
+    let named = text.split_once('=').filter(|(name, _)| {
+        let name = name.trim();
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    match named {
+        Some((name, source)) if !Path::new(text).exists() => {
+            (Some(name.trim().to_string()), PathBuf::from(source.trim()))
         }
+        _ => (None, PathBuf::from(text)),
     }
-    (None, PathBuf::from(text))
 }
 
 /// The sets of `eval --data`: one unnamed source, or named ones (unique names).
 fn eval_sets(data: &[String]) -> anyhow::Result<Vec<(Option<String>, PathBuf)>> {
     let sets: Vec<_> = data.iter().map(|d| named_source(d)).collect();
-    if sets.len() > 1 {
-        if let Some(d) = data.iter().zip(&sets).find(|(_, s)| s.0.is_none()) {
-            bail!(
-                "--data {:?}: with several --data each needs a name, as NAME=SOURCE \
-                 (e.g. --data id=val/ --data shifted=sketch/)",
-                d.0
-            );
-        }
+    let unnamed = data.iter().zip(&sets).find(|(_, s)| s.0.is_none());
+    if let (true, Some((d, _))) = (sets.len() > 1, unnamed) {
+        bail!(
+            "--data {d:?}: with several --data each needs a name, as NAME=SOURCE \
+             (e.g. --data id=val/ --data shifted=sketch/)"
+        );
     }
     let mut seen = std::collections::BTreeSet::new();
     for name in sets.iter().filter_map(|s| s.0.as_deref()) {
@@ -753,11 +751,12 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs a training job of `compare` or `sweep` (`who`) as this program's own
-/// `train` in a child process, with this process's console flags; a failure
-/// says to rerun `who` to resume it.
+/// `train` in a child process, with this process's console flags (its console
+/// into the job's log file when it has one); a failure says to rerun `who` to
+/// resume it.
 fn job_runner(
     who: &'static str,
-) -> anyhow::Result<impl FnMut(&clip_train::TrainJob) -> clip_train::Result<()>> {
+) -> anyhow::Result<impl Fn(&clip_train::TrainJob) -> clip_train::Result<()> + Sync> {
     let exe = std::env::current_exe().context("cannot find the train-cli executable")?;
     Ok(
         move |job: &clip_train::TrainJob| -> clip_train::Result<()> {
@@ -780,23 +779,46 @@ fn job_runner(
                 }
                 clip_train::Console::Human => {}
             }
-            console::keep(&format!(
+            let mut started = format!(
                 "{who}: {} {}",
                 if job.resume { "resuming" } else { "training" },
                 job.run_dir.display()
-            ));
+            );
+            if let Some(log) = &job.log {
+                let io = |source| clip_train::TrainError::Io {
+                    action: "cannot write",
+                    path: log.clone(),
+                    source,
+                };
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .map_err(io)?;
+                let copy = file.try_clone().map_err(io)?;
+                cmd.stdout(copy).stderr(file);
+                started.push_str(&format!(" (console: {})", log.display()));
+            }
+            console::keep(&started);
             let status = cmd.status().map_err(|e| clip_train::TrainError::Io {
                 action: "cannot start",
                 path: exe.clone(),
                 source: e,
             })?;
             if status.success() {
+                if job.log.is_some() {
+                    console::keep(&format!("{who}: finished {}", job.run_dir.display()));
+                }
                 Ok(())
             } else {
                 Err(clip_train::TrainError::Resume {
                     path: job.run_dir.clone(),
                     reason: format!(
-                        "the training job exited with {status}; rerun {who} to resume it"
+                        "the training job exited with {status}{}; rerun {who} to resume it",
+                        job.log.as_ref().map_or(String::new(), |l| format!(
+                            " (its console: {})",
+                            l.display()
+                        ))
                     ),
                 })
             }
@@ -806,9 +828,7 @@ fn job_runner(
 
 pub fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
     if clip_train::DataParallel::launched()? {
-        bail!(
-            "sweep runs its points one after another in one process: start it without torchrun/srun"
-        );
+        bail!("sweep starts its points' trainings itself: start it without torchrun/srun");
     }
     let config = clip_train::find_config(&a.config)?;
     let grid = a
@@ -816,14 +836,15 @@ pub fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|g| clip_train::GridAxis::parse(g))
         .collect::<clip_train::Result<Vec<_>>>()?;
-    let mut run_job = job_runner("sweep")?;
+    let run_job = job_runner("sweep")?;
     let report = clip_train::sweep(
         &config,
         &a.overrides,
         &grid,
         &a.output,
         a.rerun,
-        &mut run_job,
+        usize::from(a.jobs),
+        &run_job,
     )?;
     println!("{}", clip_train::sweep_markdown(&report));
     say!(

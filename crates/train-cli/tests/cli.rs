@@ -3288,6 +3288,67 @@ fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
     );
 }
 
+/// `sweep --jobs 2` trains points side by side, each with its console in
+/// `logs/<point>.log`; a failed point stops the sweep with an error naming its
+/// run and log, after the running points finish (they are tabled); with one job
+/// at a time, no point starts after a failure.
+#[test]
+fn a_sweep_runs_jobs_side_by_side_and_stops_starting_them_after_a_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_folder(&data, 4);
+    // One unreadable image: fatal with on_corrupt = "error", skipped with "skip".
+    std::fs::write(data.join("cat/broken.png"), b"not a png").unwrap();
+    let out = tmp.path().join("sweep");
+    let sweep = |jobs: &str| {
+        run(bin()
+            .args(["sweep", "--config"])
+            .arg(smoke())
+            .args([
+                "--set",
+                &train_source(&data),
+                "--set",
+                "data.loader.max_corrupt_share=0.5",
+            ])
+            .args(["--grid", "data.loader.on_corrupt=\"error\",\"skip\""])
+            .args(["--jobs", jobs, "--output"])
+            .arg(&out))
+    };
+    let o = sweep("1");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("000-on_corrupt=_error_"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !out.join("001-on_corrupt=_skip_").exists(),
+        "a point started after a failure"
+    );
+    let o = sweep("2");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let log = out.join("logs/000-on_corrupt=_error_.log");
+    assert!(
+        err.contains("000-on_corrupt=_error_") && err.contains(&log.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("broken.png"),
+        "the failed job's console is in its log"
+    );
+    let done = out.join("logs/001-on_corrupt=_skip_.log");
+    assert!(std::fs::metadata(&done).unwrap().len() > 0);
+    assert!(err.contains("sweep: finished"), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let points = report["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "{report}");
+    assert_eq!(points[0]["name"], "001-on_corrupt=_skip_", "{report}");
+}
+
 /// `train.checkpoints.metric = "eval_sets.NAME.accuracy"` selects the checkpoint
 /// with the best accuracy on that set (here a set whose cat and dog images carry
 /// each other's labels, so the set and `val` disagree); a set that is not in

@@ -37,6 +37,9 @@ pub struct TrainJob {
     pub overrides: Vec<String>,
     pub run_dir: PathBuf,
     pub resume: bool,
+    /// A file for the job's console output (jobs run side by side); `None`: the
+    /// runner's own console.
+    pub log: Option<PathBuf>,
 }
 
 /// One row of the report.
@@ -436,12 +439,27 @@ fn changed_keys(run_dir: &Path, want: &RunConfig) -> Vec<String> {
 /// again with `rerun`. The finished run's summary.
 pub(crate) fn run_or_reuse(
     config_path: &Path,
-    mut o: Vec<String>,
+    o: Vec<String>,
     run_dir: &Path,
     rerun: bool,
     what: &str,
     train: &mut dyn FnMut(&TrainJob) -> Result<()>,
 ) -> Result<FitReport> {
+    if let Some(job) = job_for(config_path, o, run_dir, rerun, what)? {
+        train(&job)?;
+    }
+    finished_run(run_dir)
+}
+
+/// The job [`run_or_reuse`] runs for `run_dir`: a fresh run, a resumed one, or
+/// one trained again; `None` when the run there finished with this config.
+pub(crate) fn job_for(
+    config_path: &Path,
+    mut o: Vec<String>,
+    run_dir: &Path,
+    rerun: bool,
+    what: &str,
+) -> Result<Option<TrainJob>> {
     let (parent, name) = match (run_dir.parent(), run_dir.file_name()) {
         (Some(p), Some(n)) => (p, n.to_string_lossy().to_string()),
         _ => {
@@ -462,24 +480,31 @@ pub(crate) fn run_or_reuse(
             changed.join("; ")
         )));
     }
-    if !changed.is_empty() || finished(run_dir).is_none() {
-        let resume = changed.is_empty() && latest_checkpoint(run_dir).is_ok();
-        if !changed.is_empty() {
-            tracing::warn!(
-                "{what}: training again (its config changed: {})",
-                changed.join("; ")
-            );
-        }
-        if !resume {
-            o.push("run.overwrite=true".into());
-        }
-        train(&TrainJob {
-            config: config_path.to_path_buf(),
-            overrides: o,
-            run_dir: run_dir.to_path_buf(),
-            resume,
-        })?;
+    if changed.is_empty() && finished(run_dir).is_some() {
+        return Ok(None);
     }
+    let resume = changed.is_empty() && latest_checkpoint(run_dir).is_ok();
+    if !changed.is_empty() {
+        tracing::warn!(
+            "{what}: training again (its config changed: {})",
+            changed.join("; ")
+        );
+    }
+    if !resume {
+        o.push("run.overwrite=true".into());
+    }
+    Ok(Some(TrainJob {
+        config: config_path.to_path_buf(),
+        overrides: o,
+        run_dir: run_dir.to_path_buf(),
+        resume,
+        log: None,
+    }))
+}
+
+/// The summary of the finished run in `run_dir` (an error when its job ended
+/// without one).
+pub(crate) fn finished_run(run_dir: &Path) -> Result<FitReport> {
     finished(run_dir).ok_or_else(|| TrainError::Resume {
         path: run_dir.to_path_buf(),
         reason: "the job ended without a finished summary.json".into(),

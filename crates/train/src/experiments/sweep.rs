@@ -1,7 +1,7 @@
 //! `train-cli sweep`: the Cartesian product of a grid of config values, each
 //! point trained in a run folder of its own under one sweep folder, one after
-//! another; a finished point is reused (when its config is the same), an
-//! interrupted one resumes. Then a table (`sweep.md`, `sweep.json`) and a plot
+//! another or `--jobs` at a time; a finished point is reused (when its config
+//! is the same), an interrupted one resumes. Then a table (`sweep.md`, `sweep.json`) and a plot
 //! of each point's selected validation accuracy (`sweep.png`).
 
 use std::path::{Path, PathBuf};
@@ -10,12 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use clip_model::write_atomic;
 
-use crate::config::RunConfig;
 use crate::device::MemoryKind;
 use crate::error::{Result, TrainError};
-use crate::experiments::compare::{TrainJob, run_or_reuse};
+use crate::experiments::compare::{TrainJob, finished_run, job_for};
 use crate::observe::plots::{bar_chart, font};
-use crate::report::write_json;
+use crate::report::{FitReport, write_json};
 
 /// One key of the grid and its values (each as `--set` takes it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,14 +126,20 @@ fn points(grid: &[GridAxis]) -> Vec<Vec<(String, String)>> {
 pub const MAX_POINTS: usize = 1000;
 
 /// Runs the sweep of `grid` over `config_path` (with `overrides`) into
-/// `out_dir`; `train` runs one training job (as `compare`'s).
+/// `out_dir`; `train` runs one training job (as `compare`'s), `jobs` of them at
+/// a time (each then writes its console to `out_dir/logs/<point>.log`). Every
+/// point is checked before the first trains; after a failed job no new one
+/// starts, the running ones finish, the finished points are tabled and the
+/// error is returned.
+#[allow(clippy::too_many_arguments)]
 pub fn sweep(
     config_path: &Path,
     overrides: &[String],
     grid: &[GridAxis],
     out_dir: &Path,
     rerun: bool,
-    train: &mut dyn FnMut(&TrainJob) -> Result<()>,
+    jobs: usize,
+    train: &(dyn Fn(&TrainJob) -> Result<()> + Sync),
 ) -> Result<SweepReport> {
     if grid.is_empty() {
         return Err(TrainError::Usage(
@@ -148,30 +153,120 @@ pub fn sweep(
             all.len()
         )));
     }
-    // Every point's config must load before the first one trains.
-    for values in &all {
-        let mut o = overrides.to_vec();
-        o.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
-        RunConfig::load(config_path, &o)?;
-    }
-    std::fs::create_dir_all(out_dir).map_err(TrainError::io("cannot create", out_dir))?;
-    let mut report = SweepReport {
-        config: config_path.to_path_buf(),
-        grid: grid.to_vec(),
-        points: Vec::new(),
-        best: None,
-    };
+    // Every point's config must load, and every folder's earlier run agree with
+    // it, before the first one trains.
+    let mut planned = Vec::new();
     for (i, values) in all.into_iter().enumerate() {
         let name = point_name(i, &values);
         let run_dir = out_dir.join(&name);
         let mut o = overrides.to_vec();
         o.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
         let what = format!("sweep: point {name}");
-        let r = run_or_reuse(config_path, o, &run_dir, rerun, &what, train)?;
-        report.points.push(SweepPoint {
-            name,
-            values,
-            run_dir,
+        let job = job_for(config_path, o, &run_dir, rerun, &what)?;
+        planned.push((name, values, run_dir, job));
+    }
+    std::fs::create_dir_all(out_dir).map_err(TrainError::io("cannot create", out_dir))?;
+    let jobs = jobs.max(1);
+    let logs = out_dir.join("logs");
+    if jobs > 1 {
+        std::fs::create_dir_all(&logs).map_err(TrainError::io("cannot create", &logs))?;
+    }
+    let state = std::sync::Mutex::new(Progress {
+        report: SweepReport {
+            config: config_path.to_path_buf(),
+            grid: grid.to_vec(),
+            points: Vec::new(),
+            best: None,
+        },
+        done: vec![None; planned.len()],
+        failed: Vec::new(),
+    });
+    let finish = |i: usize, run_dir: &Path| -> Result<()> {
+        let r = finished_run(run_dir)?;
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let (name, values) = (&planned[i].0, &planned[i].1);
+        s.done[i] = Some(SweepPoint::of(name, values, run_dir, &r));
+        s.update();
+        write_outputs(out_dir, &s.report)
+    };
+    let mut queue = Vec::new();
+    for (i, (name, _, run_dir, job)) in planned.iter().enumerate() {
+        match job {
+            None => finish(i, run_dir)?,
+            Some(job) => {
+                let mut job = job.clone();
+                if jobs > 1 {
+                    job.log = Some(logs.join(format!("{name}.log")));
+                }
+                queue.push((i, job));
+            }
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let worker = || {
+        use std::sync::atomic::Ordering;
+        while !stop.load(Ordering::SeqCst) {
+            let Some((i, job)) = queue.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                break;
+            };
+            if let Err(e) = train(job).and_then(|()| finish(*i, &job.run_dir)) {
+                stop.store(true, Ordering::SeqCst);
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                s.failed.push(e);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(queue.len()) {
+            scope.spawn(worker);
+        }
+    });
+    let s = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut failed = s.failed.into_iter();
+    match failed.next() {
+        Some(first) => {
+            for other in failed {
+                tracing::error!("sweep: {other}");
+            }
+            Err(first)
+        }
+        None => Ok(s.report),
+    }
+}
+
+/// The sweep's state while jobs run: each point once finished, and the errors.
+struct Progress {
+    report: SweepReport,
+    done: Vec<Option<SweepPoint>>,
+    failed: Vec<TrainError>,
+}
+
+impl Progress {
+    /// The report's points (the finished ones, in grid order) and best point.
+    fn update(&mut self) {
+        self.report.points = self.done.iter().flatten().cloned().collect();
+        self.report.best = self
+            .report
+            .points
+            .iter()
+            .filter(|p| p.val_accuracy.is_some())
+            .max_by(|a, b| {
+                a.val_accuracy
+                    .partial_cmp(&b.val_accuracy)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .map(|p| p.name.clone());
+    }
+}
+
+impl SweepPoint {
+    /// The point `name` with `values`, trained in `run_dir`, from its summary.
+    fn of(name: &str, values: &[(String, String)], run_dir: &Path, r: &FitReport) -> Self {
+        SweepPoint {
+            name: name.to_string(),
+            values: values.to_vec(),
+            run_dir: run_dir.to_path_buf(),
             val_accuracy: r.best_eval.as_ref().map(|e| e.val.accuracy),
             val_loss: r.best_eval.as_ref().map(|e| e.val.loss),
             eval_sets: r
@@ -184,20 +279,8 @@ pub fn sweep(
             wall_s: r.wall_s,
             peak_memory_mib: r.peak_memory_mib,
             memory_kind: r.memory_kind,
-        });
-        report.best = report
-            .points
-            .iter()
-            .filter(|p| p.val_accuracy.is_some())
-            .max_by(|a, b| {
-                a.val_accuracy
-                    .partial_cmp(&b.val_accuracy)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-            .map(|p| p.name.clone());
-        write_outputs(out_dir, &report)?;
+        }
     }
-    Ok(report)
 }
 
 /// The report as a Markdown table.
