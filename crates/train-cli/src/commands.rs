@@ -698,7 +698,12 @@ pub fn wise(a: WiseFtArgs) -> anyhow::Result<ExitCode> {
 pub fn soup(a: SoupArgs) -> anyhow::Result<ExitCode> {
     let place = a.placement.resolve(&a.models[0])?;
     announce(place);
-    let mut soups = clip_train::soup(&a.models, &a.data, a.batch_size, place)?;
+    let mut soups = clip_train::soup(
+        &a.models,
+        clip_train::SoupData::Source(&a.data),
+        a.batch_size,
+        place,
+    )?;
     let r = &soups.report;
     for i in &r.ingredients {
         say!(
@@ -858,7 +863,7 @@ pub fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
             .map(|p| p.run_dir.display().to_string())
             .collect();
         let place = Placement::for_model(&models[0], None, None)?;
-        let mut soups = clip_train::soup(&models, data, 64, place)?;
+        let mut soups = clip_train::soup(&models, clip_train::SoupData::Source(data), 64, place)?;
         let dir = a.output.join("soup");
         soups.save(&dir, true)?;
         say!(

@@ -1172,6 +1172,8 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
             "train.epochs=2".into(),
             "--set".into(),
             "compare.wise_alphas=[0.0, 0.5, 1.0]".into(),
+            "--set".into(),
+            "compare.methods=[\"zero_shot\", \"linear_probe\", \"lora_r8\", \"lora_r16\", \"full\", \"wise_ft\", \"flyp\", \"soup\"]".into(),
         ]
     };
     let o = run(bin().args(args(&out)));
@@ -1189,9 +1191,25 @@ fn compare_produces_every_row_and_reuses_finished_runs() {
             "lora_r16",
             "full",
             "wise_ft",
-            "flyp"
+            "flyp",
+            "soup_uniform",
+            "soup_greedy"
         ]
     );
+    // The soups of the five trained rows, exported, with their figures in the rows.
+    let soup: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("soup/soup.json")).unwrap())
+            .unwrap();
+    assert_eq!(soup["ingredients"].as_array().unwrap().len(), 5, "{soup}");
+    assert_eq!(soup["images"], report["val_images"], "{soup}");
+    for kind in ["uniform", "greedy"] {
+        let row = rows
+            .iter()
+            .find(|r| r["method"] == format!("soup_{kind}"))
+            .unwrap();
+        assert_eq!(row["best_val_accuracy"], soup[kind]["accuracy"], "{row}");
+        assert!(out.join(format!("soup/{kind}/model.safetensors")).is_file());
+    }
     for r in rows {
         let acc = r["best_val_accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc), "{r}");

@@ -67,7 +67,7 @@ pub use eval::{
 pub use experiments::compare::{
     CompareReport, CompareRow, TrainJob, compare, markdown, method_overrides, zero_shot_model,
 };
-pub use experiments::soup::{Ingredient, SoupFigures, SoupReport, Soups, soup};
+pub use experiments::soup::{Ingredient, SoupData, SoupFigures, SoupReport, Soups, soup};
 pub use experiments::sweep::{GridAxis, SweepPoint, SweepReport, sweep, sweep_markdown};
 pub use experiments::wise_ft::{
     WisePoint, WiseReport, WiseSources, save_wise_ft, wise_ft, zero_shot_like,

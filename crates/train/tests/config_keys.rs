@@ -109,6 +109,7 @@ fn schema() -> BTreeSet<String> {
         "smoke.toml",
         "tutorial.toml",
         "captions.toml",
+        "robustness.toml",
     ] {
         add(RunConfig::load(&root().join("configs").join(name), &[]).unwrap());
     }

@@ -515,7 +515,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(
         "compare.methods",
         "[string]",
-        "The rows of `train-cli compare`, in order: `zero_shot`, `linear_probe`, `lora_r8`, `lora_r16`, `full`, `wise_ft` (after `full`), `flyp`.",
+        "The rows of `train-cli compare`, in order: `zero_shot`, `linear_probe`, `lora_r8`, `lora_r16`, `full`, `wise_ft` (after `full`), `flyp`, and `soup` (the uniform and greedy soups of the training rows before it; not in the default list).",
     ),
     k(
         "compare.lora_lr",

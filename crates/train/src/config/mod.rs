@@ -480,6 +480,15 @@ impl RunConfig {
                     .into(),
             );
         }
+        if let Some(w) = position(CompareMethod::Soup)
+            && methods[..w].iter().filter(|m| m.trains()).count() < 2
+        {
+            p.push(
+                "`compare.methods`: soup averages the training rows listed before it: list at \
+                 least two of linear_probe, lora_r8, lora_r16, full, flyp before it"
+                    .into(),
+            );
+        }
         for (i, m) in methods.iter().enumerate() {
             if methods[..i].contains(m) {
                 p.push(format!("`compare.methods` lists {} twice", m.name()));
@@ -834,6 +843,21 @@ train = { kind = "image_folder", path = "data/train" }
             MINIMAL,
             "t.toml",
             &["compare.methods=[\"full\", \"wise_ft\"]".into()],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        // A soup needs two training rows before it (zero_shot and wise_ft train nothing).
+        let err = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &["compare.methods=[\"zero_shot\", \"full\", \"wise_ft\", \"soup\", \"flyp\"]".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("soup averages the training rows"), "{err}");
+        let ok = RunConfig::from_toml(
+            MINIMAL,
+            "t.toml",
+            &["compare.methods=[\"full\", \"flyp\", \"soup\"]".into()],
         );
         assert!(ok.is_ok(), "{ok:?}");
     }

@@ -47,6 +47,10 @@ pub enum CompareMethod {
     /// FLYP: the config's recipe with `train.objective = "contrastive"` (both
     /// towers, captions from `compare.templates`).
     Flyp,
+    /// The uniform and greedy model soups (Wortsman et al. 2022) of the training
+    /// rows listed before it, selected on the validation split (two rows; not in
+    /// the default list).
+    Soup,
 }
 
 impl CompareMethod {
@@ -61,6 +65,18 @@ impl CompareMethod {
         CompareMethod::Flyp,
     ];
 
+    /// Whether the row trains a run of its own (in `<output>/<name>`).
+    pub fn trains(self) -> bool {
+        matches!(
+            self,
+            CompareMethod::LinearProbe
+                | CompareMethod::LoraR8
+                | CompareMethod::LoraR16
+                | CompareMethod::Full
+                | CompareMethod::Flyp
+        )
+    }
+
     /// The name in configs, reports and run folders.
     pub fn name(self) -> &'static str {
         match self {
@@ -71,6 +87,7 @@ impl CompareMethod {
             CompareMethod::Full => "full",
             CompareMethod::WiseFt => "wise_ft",
             CompareMethod::Flyp => "flyp",
+            CompareMethod::Soup => "soup",
         }
     }
 }

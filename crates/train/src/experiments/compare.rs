@@ -23,6 +23,7 @@ use crate::config::{CompareMethod, RunConfig};
 use crate::device::{MemoryKind, Placement};
 use crate::error::{Result, TrainError};
 use crate::eval::evaluate;
+use crate::experiments::soup::{SoupData, soup};
 use crate::experiments::wise_ft::{HF_HEAD_NO_WISE, WiseReport, wise_ft};
 use crate::observe::plots::{Series, bar_chart, font, line_chart};
 use crate::report::{FitReport, MetricsLine, read_metrics, read_summary};
@@ -111,7 +112,10 @@ pub fn method_overrides(cfg: &RunConfig, method: CompareMethod) -> Vec<String> {
                 serde_json::to_string(&cfg.compare.templates).unwrap_or_default()
             ),
         ],
-        CompareMethod::ZeroShot | CompareMethod::Full | CompareMethod::WiseFt => Vec::new(),
+        CompareMethod::ZeroShot
+        | CompareMethod::Full
+        | CompareMethod::WiseFt
+        | CompareMethod::Soup => Vec::new(),
     }
 }
 
@@ -545,6 +549,87 @@ fn training_row(
     })
 }
 
+/// The `soup` rows: the uniform and the greedy soup of the trained `rows` so
+/// far, selected and measured on the validation split, exported into
+/// `<output>/soup/` (uniform/, greedy/, soup.json); one skipped row when fewer
+/// than two trained or they cannot go into one soup.
+fn soup_rows(b: &Setup, rows: &[CompareRow]) -> Result<Vec<CompareRow>> {
+    let method = CompareMethod::Soup;
+    let t0 = Instant::now();
+    let trains = |r: &CompareRow| {
+        CompareMethod::ALL
+            .iter()
+            .any(|m| m.trains() && m.name() == r.method)
+    };
+    let trained: Vec<&CompareRow> = rows
+        .iter()
+        .filter(|r| trains(r) && r.run_dir.is_some() && r.best_val_accuracy.is_some())
+        .collect();
+    let models: Vec<String> = trained
+        .iter()
+        .filter_map(|r| r.run_dir.as_ref().map(|d| d.display().to_string()))
+        .collect();
+    if models.len() < 2 {
+        return Ok(vec![CompareRow::skipped(
+            method,
+            format!(
+                "a soup needs two trained rows, and {} trained",
+                models.len()
+            ),
+        )]);
+    }
+    let place = Placement::of_run(&b.cfg)?;
+    let batch = b
+        .cfg
+        .data
+        .eval_batch_size
+        .unwrap_or(b.cfg.data.loader.batch_size * 2);
+    let data = SoupData::Loaded {
+        data: b.val.clone(),
+        label: PathBuf::from("compare's validation split"),
+    };
+    let mut soups = match soup(&models, data, batch, place) {
+        Ok(s) => s,
+        // Rows of another architecture, head or classes (named in the error).
+        Err(e @ TrainError::Config { .. }) => {
+            return Ok(vec![CompareRow::skipped(method, e.to_string())]);
+        }
+        Err(e) => return Err(e),
+    };
+    let dir = b.out_dir.join("soup");
+    soups.save(&dir, true)?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let names = |of: &[String]| -> String {
+        trained
+            .iter()
+            .zip(&models)
+            .filter(|(_, m)| of.contains(m))
+            .map(|(r, _)| r.method.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let r = &soups.report;
+    Ok([("uniform", &r.uniform), ("greedy", &r.greedy)]
+        .into_iter()
+        .map(|(kind, figures)| CompareRow {
+            method: format!("soup_{kind}"),
+            wall_s: Some(wall_s),
+            peak_memory_mib: None,
+            memory_kind: None,
+            trainable_parameters: 0,
+            trainable_share: 0.0,
+            best_val_accuracy: Some(figures.accuracy),
+            accuracy_per_epoch: Vec::new(),
+            run_dir: Some(dir.join(kind)),
+            note: Some(format!(
+                "no training: the mean of the weights of {} (exported to {})",
+                names(&figures.ingredients),
+                dir.join(kind).display()
+            )),
+        })
+        .collect())
+}
+
 /// Runs the comparison into `out_dir`; `train` runs one training job.
 pub fn compare(
     config_path: &Path,
@@ -591,6 +676,12 @@ pub fn compare(
                 Some(why) => CompareRow::skipped(method, why),
                 None => training_row(&setup, method, train)?,
             },
+            CompareMethod::Soup => {
+                let rows = soup_rows(&setup, &report.rows)?;
+                report.rows.extend(rows);
+                write_outputs(out_dir, &report)?;
+                continue;
+            }
             CompareMethod::LinearProbe
             | CompareMethod::LoraR8
             | CompareMethod::LoraR16

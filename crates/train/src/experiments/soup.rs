@@ -161,12 +161,22 @@ fn difference(a: &ClipClassifier, b: &ClipClassifier) -> Option<String> {
     None
 }
 
+/// The held-out data a soup is selected and measured on.
+pub enum SoupData<'a> {
+    /// A source as `eval --data` takes it (its classes matched to the models' by
+    /// name).
+    Source(&'a Path),
+    /// Data already loaded with the models' classes (`compare`'s validation
+    /// split), and what reports call it.
+    Loaded { data: Dataset, label: PathBuf },
+}
+
 /// Makes the uniform and the greedy soup of `models` (exports, checkpoints or
 /// run folders), measuring every ingredient and soup on `data` (held-out,
-/// labelled; its classes matched by name).
+/// labelled).
 pub fn soup(
     models: &[String],
-    data: &Path,
+    data: SoupData<'_>,
     batch_size: usize,
     placement: Placement,
 ) -> Result<Soups> {
@@ -215,7 +225,14 @@ pub fn soup(
     }
     let size = model.clip.config().vision_config.image_size as usize;
     let pipeline = eval_pipeline_for(&dirs[0], size)?;
-    let ds = crate::eval::data_for(data, model.class_names())?;
+    let (ds, data_label, data_file) = match data {
+        SoupData::Source(path) => (
+            crate::eval::data_for(path, model.class_names())?,
+            path.to_path_buf(),
+            Some(path),
+        ),
+        SoupData::Loaded { data, label } => (data, label, None),
+    };
     // The evaluation sets (distribution shifts) of the first ingredient's run.
     let sets = match run_config_of(&dirs[0]).ok().flatten() {
         Some(cfg) => {
@@ -292,7 +309,7 @@ pub fn soup(
         eval_sets,
     };
     let report = SoupReport {
-        data: data.to_path_buf(),
+        data: data_label,
         images: ds.len(),
         uniform: figures(&uniform_eval, models.to_vec(), uniform_sets),
         greedy: figures(
@@ -304,7 +321,7 @@ pub fn soup(
     };
     let mut inputs: Vec<PathBuf> = models.iter().map(PathBuf::from).collect();
     inputs.extend(dirs.iter().cloned());
-    inputs.push(data.to_path_buf());
+    inputs.extend(data_file.map(Path::to_path_buf));
     Ok(Soups {
         report,
         model,
