@@ -3269,6 +3269,8 @@ fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
         serde_json::from_str(&std::fs::read_to_string(out.join("soup/soup.json")).unwrap())
             .unwrap();
     assert_eq!(soup["ingredients"].as_array().unwrap().len(), 2);
+    // The runs have an evaluation set: the held-out vs shifted picture.
+    assert!(out.join("soup/soup_robustness.png").is_file());
     // Again: the finished points are reused; a point killed after its checkpoint
     // (no summary) resumes.
     std::fs::remove_file(out.join("001-epochs=2/summary.json")).unwrap();

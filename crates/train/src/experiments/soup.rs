@@ -19,6 +19,7 @@ use clip_model::{ClipClassifier, Module};
 use crate::device::Placement;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalReport, evaluate_data};
+use crate::observe::plots::{Mark, font, line_chart};
 use crate::report::write_json;
 use crate::run::export::{Provenance, finish, tokenizer_for, write_export};
 use crate::run::locate::{classifier_dir, eval_pipeline_for, load_classifier_from, run_config_of};
@@ -259,9 +260,16 @@ pub fn soup(
             })
             .collect()
     };
+    let pct = |a: f64| format!("{:.2}%", a * 100.0);
     let mut ingredients = Vec::new();
-    for (spec, w) in models.iter().zip(&weights) {
+    for (i, (spec, w)) in models.iter().zip(&weights).enumerate() {
         let r = measure(&mut model, w)?;
+        tracing::info!(
+            "soup: ingredient {}/{}: {} on the held-out data: {spec}",
+            i + 1,
+            models.len(),
+            pct(r.accuracy)
+        );
         ingredients.push(Ingredient {
             model: spec.clone(),
             accuracy: r.accuracy,
@@ -274,6 +282,7 @@ pub fn soup(
     let uniform = Weights::mean(&all);
     let uniform_eval = measure(&mut model, &uniform)?;
     let uniform_sets = on_sets(&model)?;
+    tracing::info!("soup: the uniform soup: {}", pct(uniform_eval.accuracy));
     // Greedy (Algorithm 1): best first, each kept if the soup does not get worse.
     let mut order: Vec<usize> = (0..models.len()).collect();
     // Ties on accuracy go to the lower loss.
@@ -290,7 +299,15 @@ pub fn soup(
         let with: Vec<&Weights> = kept.iter().chain([&i]).map(|&k| &weights[k]).collect();
         let candidate = Weights::mean(&with);
         let r = measure(&mut model, &candidate)?;
-        if r.accuracy >= greedy_eval.accuracy {
+        let keep = r.accuracy >= greedy_eval.accuracy;
+        tracing::info!(
+            "soup: greedy: with {} {} ({} before): {}",
+            models[i],
+            pct(r.accuracy),
+            pct(greedy_eval.accuracy),
+            if keep { "kept" } else { "left out" }
+        );
+        if keep {
             kept.push(i);
             greedy = candidate;
             greedy_eval = r;
@@ -402,8 +419,67 @@ impl Soups {
             }
             write_json(&out.path().join("soup.json"), &self.report)?;
             written.push("soup.json".into());
+            if robustness_plot(&out.path().join("soup_robustness.png"), &self.report) {
+                written.push("soup_robustness.png".into());
+            }
             Ok(())
         })();
         finish(out, result.map(|()| written))
+    }
+}
+
+/// The mean of a figure's accuracies on the evaluation sets.
+fn shifted(sets: &BTreeMap<String, f64>) -> Option<f64> {
+    (!sets.is_empty()).then(|| sets.values().sum::<f64>() / sets.len() as f64)
+}
+
+/// The WiSE-FT / soups papers' picture: accuracy on the held-out data against
+/// the mean accuracy on the evaluation sets, each ingredient and both soups a
+/// point; whether it was drawn (not without evaluation sets).
+fn robustness_plot(path: &Path, r: &SoupReport) -> bool {
+    let point = |accuracy: f64, sets: &BTreeMap<String, f64>| {
+        shifted(sets).map(|y| (accuracy * 100.0, y * 100.0))
+    };
+    let mut marks: Vec<Mark> = r
+        .ingredients
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| {
+            Some(Mark {
+                label: format!("ingredient {}", i + 1),
+                at: point(g.accuracy, &g.eval_sets)?,
+                color: plotters::style::BLUE,
+            })
+        })
+        .collect();
+    for (label, f, color) in [
+        ("uniform soup", &r.uniform, plotters::style::RED),
+        ("greedy soup", &r.greedy, plotters::style::GREEN),
+    ] {
+        marks.extend(point(f.accuracy, &f.eval_sets).map(|at| Mark {
+            label: label.into(),
+            at,
+            color,
+        }));
+    }
+    if marks.is_empty() {
+        return false;
+    }
+    let drawn = font().and_then(|()| {
+        line_chart(
+            path,
+            "Soups: held-out vs shifted accuracy",
+            "accuracy on the held-out data %",
+            "mean accuracy on the evaluation sets %",
+            &[],
+            &marks,
+        )
+    });
+    match drawn {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("{} not drawn: {e}", path.display());
+            false
+        }
     }
 }

@@ -89,17 +89,29 @@ pub struct SweepReport {
 }
 
 /// A run folder name for a point: its number and values, in the characters a
-/// folder name keeps everywhere.
-fn point_name(i: usize, values: &[(String, String)]) -> String {
+/// folder name keeps everywhere; a value that is a table or an array, or
+/// longer than 24 characters, is named by its place in its axis (`transforms#2`
+/// for the axis's second value).
+fn point_name(i: usize, values: &[(String, String)], grid: &[GridAxis]) -> String {
     let text: String = values
         .iter()
-        .map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k)))
+        .map(|(k, v)| {
+            let short = k.rsplit('.').next().unwrap_or(k);
+            let structured = v.starts_with(['[', '{']) || v.chars().count() > 24;
+            match grid.iter().find(|a| &a.key == k) {
+                Some(axis) if structured => {
+                    let n = axis.values.iter().position(|x| x == v).unwrap_or(0) + 1;
+                    format!("{short}#{n}")
+                }
+                _ => format!("{short}={v}"),
+            }
+        })
         .collect::<Vec<_>>()
         .join(",");
     let clean: String = text
         .chars()
         .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '=' | ',' | '-' | '+' => c,
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '=' | ',' | '-' | '+' | '#' => c,
             _ => '_',
         })
         .take(80)
@@ -157,7 +169,7 @@ pub fn sweep(
     // it, before the first one trains.
     let mut planned = Vec::new();
     for (i, values) in all.into_iter().enumerate() {
-        let name = point_name(i, &values);
+        let name = point_name(i, &values, grid);
         let run_dir = out_dir.join(&name);
         let mut o = overrides.to_vec();
         o.extend(values.iter().map(|(k, v)| format!("{k}={v}")));
@@ -375,10 +387,17 @@ mod tests {
                 ("train.epochs".to_string(), "2".to_string())
             ]
         );
-        assert_eq!(point_name(1, &p[1]), "001-lr=1e-4,epochs=2");
+        let grid = [GridAxis::parse("optim.lr=1e-4,3e-4").unwrap()];
+        assert_eq!(point_name(1, &p[1], &grid), "001-lr=1e-4,epochs=2");
         assert_eq!(
-            point_name(7, &[("a".into(), "{x=\"/y\"}".into())]),
-            "007-a=_x=__y__"
+            point_name(7, &[("a".into(), "\"/y z\"".into())], &grid),
+            "007-a=__y_z_"
+        );
+        // Tables, arrays and long values are named by their place in the axis.
+        let grid = [GridAxis::parse(r#"data.train_transforms=[{op="normalize"}],[]"#).unwrap()];
+        assert_eq!(
+            point_name(3, &[("data.train_transforms".into(), "[]".into())], &grid),
+            "003-train_transforms#2"
         );
     }
 }
