@@ -9,7 +9,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 # Pinned: fixtures are generated with these versions; torch must be the one tch expects.
-requirements=(torch==2.13.0 torchvision==0.28.0 transformers==5.24.0 safetensors==0.8.0 peft==0.21.2 tensorboard==2.21.0 pyarrow==25.0.1 datasets==5.0.1 mlflow-skinny==3.18.0)
+# flask, sqlalchemy and alembic let the tests run MLflow's own tracking server
+# (scripts/mlflow_test_server.py) beside mlflow-skinny's client.
+requirements=(torch==2.13.0 torchvision==0.28.0 transformers==5.24.0 safetensors==0.8.0 peft==0.21.2 tensorboard==2.21.0 pyarrow==25.0.1 datasets==5.0.1 mlflow-skinny==3.18.0 flask==3.1.3 sqlalchemy==2.1.9 alembic==1.20.1)
 stamp="$venv/.setup-complete"
 want="${requirements[*]}"
 fmnist=/usr/share/datasets/fashion-mnist

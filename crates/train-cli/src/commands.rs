@@ -166,13 +166,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(m) = &observers.mlflow {
-        say!(
-            "MLflow: run {} (view: MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {})",
-            m.display(),
-            m.parent()
-                .and_then(Path::parent)
-                .map_or_else(String::new, |s| s.display().to_string())
-        );
+        say!("MLflow: {m}");
     }
     let report = trainer.fit(&mut observers.observers)?;
     if let Some((e, selected)) = report.headline_eval() {

@@ -2757,16 +2757,147 @@ print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run
         serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9])
     );
     assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
-    // A tracking server is not written to: an error says so, before training.
-    args.extend(["--set".into(), "run.name=server".into()]);
+    // A database is not written to directly: an error says how, before training.
+    args.extend(["--set".into(), "run.name=\"db\"".into()]);
     let o = run(bin()
-        .env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+        .env("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
         .args(&args));
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("tracking servers and databases are not supported yet"),
+        stderr(&o)
+            .contains("serve it with `mlflow server --backend-store-uri sqlite:///mlflow.db`"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// MLflow's own tracking server (its Flask app and REST handlers, SQLite
+/// backend, artifact proxy: scripts/mlflow_test_server.py) gets the run through
+/// the REST API, and MLflow's client reads it back from the server: status,
+/// params, every step's loss and evaluation, the artifacts; a resume from an
+/// earlier checkpoint continues the same run without duplicate steps; a server
+/// that cannot be reached is an error before training, naming it.
+#[test]
+fn an_mlflow_tracking_server_gets_the_run_and_a_resume_adds_no_duplicate_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    let mut server = Command::new(&python)
+        .arg(root.join("scripts/mlflow_test_server.py"))
+        .arg(tmp.path().join("server"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let _server = Kill(server);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let port: u16 = line.trim().strip_prefix("port ").unwrap().parse().unwrap();
+    let uri = format!("http://127.0.0.1:{port}");
+    let data = tmp.path().join("data");
+    make_folder(&data, 8);
+    let mut args = train_args(tmp.path(), &data);
+    args.extend(["--set".into(), "train.report_to=[\"mlflow\"]".into()]);
+    let train = |c: &mut Command| {
+        let o = run(c
+            .env("MLFLOW_TRACKING_URI", &uri)
+            .env("MLFLOW_EXPERIMENT_NAME", "clip-server"));
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    train(bin().args(&args));
+    let read = || -> serde_json::Value {
+        let o = Command::new(&python)
+            .args([
+                "-c",
+                "import sys, json\n\
+from mlflow.tracking import MlflowClient\n\
+c = MlflowClient(tracking_uri=sys.argv[1])\n\
+e = c.get_experiment_by_name('clip-server')\n\
+runs = c.search_runs([e.experiment_id])\n\
+r = runs[0]\n\
+print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run_name,\n\
+  'params': r.data.params, 'loss': [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, 'train/loss')],\n\
+  'acc_steps': [m.step for m in c.get_metric_history(r.info.run_id, 'val/accuracy')],\n\
+  'artifacts': sorted(a.path for a in c.list_artifacts(r.info.run_id))}))\n",
+            ])
+            .arg(&uri)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let r = read();
+    assert_eq!(r["runs"], 1, "{r}");
+    assert_eq!(r["status"], "FINISHED");
+    assert_eq!(r["name"], "smoke");
+    assert_eq!(r["params"]["optim.lr"], "0.003");
+    assert_eq!(r["params"]["train.epochs"], "3");
+    let steps = |r: &serde_json::Value| -> Vec<u64> {
+        r["loss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(steps(&r), (1..=9).collect::<Vec<u64>>());
+    // The values are metrics.jsonl's.
+    let jsonl = std::fs::read_to_string(tmp.path().join("smoke/metrics.jsonl")).unwrap();
+    let first: Vec<f64> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "step" && v["step"] == 1)
+        .filter_map(|v| v["loss"].as_f64())
+        .collect();
+    assert!(
+        (r["loss"][0][1].as_f64().unwrap() - first[0]).abs() < 1e-9,
+        "{r} vs {first:?}"
+    );
+    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
+    for a in ["accuracy.png", "config.resolved.toml", "summary.json"] {
+        assert!(
+            r["artifacts"].as_array().unwrap().iter().any(|x| x == a),
+            "{a} not among {}",
+            r["artifacts"]
+        );
+    }
+    // Back to the step-6 checkpoint: the server keeps steps 7-9, logged once.
+    std::fs::remove_dir_all(tmp.path().join("smoke/checkpoints/step-00000009")).unwrap();
+    train(
+        bin()
+            .arg("--resume")
+            .arg(tmp.path().join("smoke"))
+            .arg("--quiet"),
+    );
+    let r = read();
+    assert_eq!(r["runs"], 1, "{r}");
+    assert_eq!(r["status"], "FINISHED");
+    assert_eq!(steps(&r), (1..=9).collect::<Vec<u64>>());
+    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
+    // Nothing listens: an error naming the server, before training.
+    drop(_server);
+    args.extend(["--set".into(), "run.name=\"gone\"".into()]);
+    let o = run(bin().env("MLFLOW_TRACKING_URI", &uri).args(&args));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!(
+            "MLflow tracking server {uri}: experiments/get-by-name"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let checkpoints = tmp.path().join("gone/checkpoints");
+    assert!(
+        !checkpoints.exists() || std::fs::read_dir(&checkpoints).unwrap().next().is_none(),
+        "it trained"
     );
 }
 

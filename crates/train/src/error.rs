@@ -38,6 +38,14 @@ pub enum TrainError {
     /// A checkpoint or run folder that cannot be resumed from.
     #[error("cannot resume from {path}: {reason}")]
     Resume { path: PathBuf, reason: String },
+
+    /// An MLflow tracking server refused a request or cannot be reached.
+    #[error("MLflow tracking server {server}: {what}: {reason}")]
+    Tracker {
+        server: String,
+        what: String,
+        reason: String,
+    },
     /// Another process trains in (or resumes) this run folder.
     #[error(
         "the run folder {} is in use by process {holder} (a training or resume still running): wait for it to end or stop it",

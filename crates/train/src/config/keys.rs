@@ -504,7 +504,7 @@ pub const KEYS: &[KeyDoc] = &[
     k(
         "train.report_to",
         "[\"tensorboard\" | \"mlflow\"]",
-        "Trackers that get the step and evaluation figures besides metrics.jsonl: TensorBoard event files in the run folder; an MLflow run in the file store `MLFLOW_TRACKING_URI` names (default `./mlruns`; experiment `MLFLOW_EXPERIMENT_NAME`).",
+        "Trackers that get the step and evaluation figures besides metrics.jsonl: TensorBoard event files in the run folder; an MLflow run in the file store or on the tracking server `MLFLOW_TRACKING_URI` names (default `./mlruns`; `http://host:5000` through the REST API; experiment `MLFLOW_EXPERIMENT_NAME`).",
     ),
     k(
         "train.objective",

@@ -86,8 +86,8 @@ pub struct RunObservers {
     pub observers: Vec<Box<dyn Observer>>,
     /// The TensorBoard event file, when one is written.
     pub tensorboard: Option<PathBuf>,
-    /// The MLflow run's folder in its file store, when one is written.
-    pub mlflow: Option<PathBuf>,
+    /// Where the MLflow run is (its store folder or server page), when one is written.
+    pub mlflow: Option<String>,
 }
 
 /// See [`RunObservers`].
@@ -113,7 +113,7 @@ pub fn run_observers(
             }
             ReportTo::Mlflow => {
                 let m = Mlflow::open(run_dir, cfg, resumed_step)?;
-                mlflow = Some(m.dir().to_path_buf());
+                mlflow = Some(m.describe());
                 observers.push(Box::new(m));
             }
         }
