@@ -445,8 +445,12 @@ fn robustness_plot(path: &Path, r: &SoupReport) -> bool {
         .iter()
         .enumerate()
         .filter_map(|(i, g)| {
+            let name = Path::new(&g.model)
+                .file_name()
+                .map_or(g.model.clone(), |n| n.to_string_lossy().into_owned());
+            let name: String = name.chars().take(36).collect();
             Some(Mark {
-                label: format!("ingredient {}", i + 1),
+                label: format!("{}: {name}", i + 1),
                 at: point(g.accuracy, &g.eval_sets)?,
                 color: plotters::style::BLUE,
             })

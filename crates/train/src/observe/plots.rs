@@ -81,8 +81,13 @@ pub(crate) fn line_chart(
     if x0 > x1 {
         return Ok(());
     }
-    // One point (or one x, or one y) still gets axes around it.
-    let x_pad = if x1 > x0 { 0.0 } else { 0.5 };
+    // One point (or one x, or one y) still gets axes around it; a chart of
+    // marks alone (a scatter) keeps the outermost ones inside its frame.
+    let x_pad = match (x1 > x0, series.is_empty()) {
+        (false, _) => 0.5,
+        (true, true) => (x1 - x0) * 0.05,
+        (true, false) => 0.0,
+    };
     let y_pad = ((y1 - y0) * 0.05)
         .max(y1.abs().max(y0.abs()) * 0.05)
         .max(1e-9);
