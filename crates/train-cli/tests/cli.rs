@@ -3215,10 +3215,11 @@ fn run_cmd_resume(dir: &Path) -> Output {
         .args(["--quiet", "--set", "train.epochs=1"]))
 }
 
-/// Model soups: two runs of different seeds give a uniform soup whose every
-/// weight is the mean of theirs, and a greedy soup whose ingredients include
-/// the best one; both are exports `eval` measures as soup.json says; models of
-/// other classes are refused, naming the difference.
+/// Model soups: two runs of different seeds and a third model made to hurt (one
+/// run's export with its head negated) give a uniform soup whose every weight
+/// is the mean of the three, and a greedy soup that starts from the best and
+/// leaves the third out (Algorithm 1); both are exports `eval` measures as
+/// soup.json says; models of other classes are refused, naming the difference.
 #[test]
 fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
     let tmp = tempfile::tempdir().unwrap();
@@ -3241,11 +3242,33 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
         out.join("smoke/checkpoints/step-00000006")
     };
     let (a, b) = (step(1), step(2));
+    // A third ingredient made to be rejected: a's export with its head negated
+    // and scaled by 100 (it predicts the least likely class; any soup with it
+    // is dominated by that head).
+    let c = tmp.path().join("negated");
+    export_run(&a, &c);
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let o = Command::new(&python)
+        .args([
+            "-c",
+            "import sys\n\
+from safetensors.numpy import load_file, save_file\n\
+p = sys.argv[1] + '/model.safetensors'\n\
+w = load_file(p)\n\
+w.update({k: w[k] * -100.0 for k in ('classification_head.weight', 'classification_head.bias')})\n\
+save_file(w, p, metadata={'format': 'pt'})\n",
+        ])
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = tmp.path().join("soup");
     let o = run(bin()
-        .args(["soup", "--quiet", "--models"])
+        .env("RUST_LOG", "info")
+        .args(["soup", "--models"])
         .arg(&a)
         .arg(&b)
+        .arg(&c)
         .arg("--data")
         .arg(&data)
         .arg("--output")
@@ -3254,7 +3277,27 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("soup.json")).unwrap()).unwrap();
     let ingredients = report["ingredients"].as_array().unwrap();
-    assert_eq!(ingredients.len(), 2);
+    assert_eq!(ingredients.len(), 3);
+    // Algorithm 1: the negated model is tried last (the lowest accuracy) and left
+    // out (the soup's accuracy would drop); the uniform soup pays for it.
+    assert_eq!(ingredients[2]["in_greedy"], false, "{report}");
+    assert!(
+        !report["greedy"]["ingredients"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(c.display().to_string())),
+        "{report}"
+    );
+    assert!(
+        stderr(&o).contains(&format!("soup: greedy: with {}", c.display()))
+            && stderr(&o).contains("left out"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        report["uniform"]["accuracy"].as_f64() < report["greedy"]["accuracy"].as_f64(),
+        "{report}"
+    );
     // The runs' evaluation sets, for every ingredient and soup.
     for figures in ingredients
         .iter()
@@ -3264,7 +3307,7 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
     }
     assert_eq!(
         report["uniform"]["ingredients"].as_array().unwrap().len(),
-        2
+        3
     );
     // The best: the highest accuracy, ties to the lower loss.
     let key = |x: &serde_json::Value| {
@@ -3288,14 +3331,16 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
     );
     // The uniform soup's weights are the mean of the ingredients'.
     let read = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
-    let (wa, wb, wu) = (
+    let (wa, wb, wc, wu) = (
         read(&a.join("model")),
         read(&b.join("model")),
+        read(&c),
         read(&out.join("uniform")),
     );
-    let (ta, tb, tu) = (
+    let (ta, tb, tc, tu) = (
         safetensors::SafeTensors::deserialize(&wa).unwrap(),
         safetensors::SafeTensors::deserialize(&wb).unwrap(),
+        safetensors::SafeTensors::deserialize(&wc).unwrap(),
         safetensors::SafeTensors::deserialize(&wu).unwrap(),
     );
     let floats = |t: &safetensors::tensor::TensorView| -> Vec<f32> {
@@ -3306,16 +3351,18 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
     };
     let mut compared = 0;
     for (name, u) in tu.tensors() {
-        let (Ok(x), Ok(y)) = (ta.tensor(&name), tb.tensor(&name)) else {
+        let (Ok(x), Ok(y), Ok(z)) = (ta.tensor(&name), tb.tensor(&name), tc.tensor(&name)) else {
             continue;
         };
         if u.dtype() != safetensors::Dtype::F32 {
             continue;
         }
-        for ((u, x), y) in floats(&u).iter().zip(floats(&x)).zip(floats(&y)) {
+        let (x, y, z) = (floats(&x), floats(&y), floats(&z));
+        for (i, u) in floats(&u).iter().enumerate() {
+            let mean = (x[i] + y[i] + z[i]) / 3.0;
             assert!(
-                (u - (x + y) / 2.0).abs() <= 1e-6 * (1.0 + u.abs()),
-                "{name}"
+                (u - mean).abs() <= 1e-5 * (1.0 + mean.abs()),
+                "{name}: {u} vs {mean}"
             );
         }
         compared += 1;
