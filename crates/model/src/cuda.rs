@@ -78,6 +78,45 @@ pub fn cuda_device_count() -> usize {
     tch::Cuda::device_count().max(0) as usize
 }
 
+/// The total memory of CUDA device `device` (an ordinal among the visible
+/// devices), bytes, from the NVIDIA driver (`cuDeviceTotalMem_v2`); `None`
+/// without a driver or when it does not answer.
+pub fn cuda_total_memory(device: usize) -> Option<u64> {
+    if !nvidia_driver_present() {
+        return None;
+    }
+    type Init = unsafe extern "C" fn(u32) -> c_int;
+    type Get = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;
+    type Total = unsafe extern "C" fn(*mut usize, c_int) -> c_int;
+    // SAFETY: the driver library stays loaded (libtorch's CUDA library holds it
+    // too); each symbol is cast to the driver API's documented signature, and
+    // every out-pointer is a live local.
+    unsafe {
+        let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+        if lib.is_null() {
+            return None;
+        }
+        let sym = |name: &CStr| {
+            let p = libc::dlsym(lib, name.as_ptr());
+            (!p.is_null()).then_some(p)
+        };
+        let (init, get, total) = (
+            sym(c"cuInit")?,
+            sym(c"cuDeviceGet")?,
+            sym(c"cuDeviceTotalMem_v2")?,
+        );
+        let init: Init = std::mem::transmute(init);
+        let get: Get = std::mem::transmute(get);
+        let total: Total = std::mem::transmute(total);
+        let mut dev: c_int = 0;
+        let mut bytes: usize = 0;
+        let ok = init(0) == 0
+            && get(&mut dev, c_int::try_from(device).ok()?) == 0
+            && total(&mut bytes, dev) == 0;
+        ok.then_some(bytes as u64)
+    }
+}
+
 /// The caching allocator's figures for one CUDA device, bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CudaMemory {

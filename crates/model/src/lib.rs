@@ -50,8 +50,8 @@ pub use classifier::{ClipClassifier, HeadConfig, HeadInit, HeadKind, zero_shot_w
 pub use clip::{ClipModel, ClipOutput, l2_normalize};
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
 pub use cuda::{
-    CudaMemory, cuda_device_count, cuda_memory, load_cuda, nvidia_driver_present, reset_cuda_peak,
-    set_tf32_matmul, tf32_matmul,
+    CudaMemory, cuda_device_count, cuda_memory, cuda_total_memory, load_cuda,
+    nvidia_driver_present, reset_cuda_peak, set_tf32_matmul, tf32_matmul,
 };
 pub use encoder::Regularization;
 pub use error::{ModelError, Result};

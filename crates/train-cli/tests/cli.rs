@@ -2493,6 +2493,8 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         "data: 18 training and 6 validation images, 3 classes",
         "global batch: 16 images per optimizer step (batch_size 8 x 1 rank(s) x grad_accum 2)",
         "length: 2 optimizer steps per epoch, 3 epoch(s), 6 steps in all; warmup 1 steps",
+        "memory per rank (estimate, ",
+        "activations of a batch of 8 ",
         "head",
     ] {
         assert!(out.contains(want), "{want:?} not in:\n{out}");

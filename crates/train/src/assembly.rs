@@ -536,6 +536,8 @@ pub struct Inspection {
     pub parameters: ParamReport,
     pub groups: GroupReport,
     pub tensors: Vec<TensorRow>,
+    /// What a training step would keep in device memory (per rank).
+    pub memory: crate::memory_estimate::MemoryEstimate,
 }
 
 /// Builds the model and groups a config would train, without training.
@@ -565,6 +567,13 @@ pub(crate) fn inspect_with_data(
         parameters: model.report(),
         groups: GroupReport::new(&groups, &lrs),
         tensors: TensorRow::list(model.params(), &groups, &lrs),
+        memory: crate::memory_estimate::for_run(
+            cfg,
+            &model,
+            &groups,
+            &trained,
+            cfg.train.gradient_checkpointing,
+        ),
     };
     let size = model.clip.config().vision_config.image_size as usize;
     Ok((inspection, train, val, size))

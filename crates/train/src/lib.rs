@@ -35,6 +35,7 @@ mod ema;
 mod error;
 mod eval;
 mod experiments;
+mod memory_estimate;
 mod mixed_precision;
 mod objective;
 mod observe;

@@ -78,8 +78,8 @@ pub const KEYS: &[KeyDoc] = &[
     ),
     k(
         "run.silence_advice",
-        "[\"small_data\" | \"high_lr\"]",
-        "Advice not to warn about at the start of a run: full fine-tuning on under ~1,000 images, a learning rate above ~1e-4 on a pretrained vision tower.",
+        "[\"small_data\" | \"high_lr\" | \"gpu_memory\"]",
+        "Advice not to warn about at the start of a run: full fine-tuning on under ~1,000 images, a learning rate above ~1e-4 on a pretrained vision tower, no gradient checkpointing on a GPU whose memory the run's estimate (`--dry-run` prints it) exceeds.",
     ),
     // [model]
     k(

@@ -195,6 +195,9 @@ pub enum Advice {
     SmallData,
     /// A learning rate above [`Advice::HIGH_LR`] on a pretrained vision tower.
     HighLr,
+    /// No gradient checkpointing on a GPU whose memory the run's estimate
+    /// (nearly) exceeds.
+    GpuMemory,
 }
 
 impl Advice {
@@ -208,6 +211,7 @@ impl Advice {
         match self {
             Advice::SmallData => "small_data",
             Advice::HighLr => "high_lr",
+            Advice::GpuMemory => "gpu_memory",
         }
     }
 }

@@ -226,6 +226,10 @@ pub struct DryRun {
     pub epochs: u64,
     pub total_steps: u64,
     pub warmup_steps: u64,
+    /// What a training step would keep in device memory per rank (estimate).
+    pub memory: crate::memory_estimate::MemoryEstimate,
+    pub precision: crate::precision::Precision,
+    pub gradient_checkpointing: bool,
     #[serde(skip)]
     pub inspection: crate::assembly::Inspection,
 }
@@ -284,6 +288,9 @@ fn plan_run(cfg: &RunConfig, world: usize) -> Result<DryRun> {
         epochs: steps.epochs,
         total_steps: steps.total,
         warmup_steps: schedule.warmup_steps(),
+        memory: inspection.memory,
+        precision: cfg.train.precision,
+        gradient_checkpointing: cfg.train.gradient_checkpointing,
         inspection,
     })
 }
@@ -313,6 +320,23 @@ impl std::fmt::Display for DryRun {
             f,
             "length: {} optimizer steps per epoch, {} epoch(s), {} steps in all; warmup {} steps",
             self.steps_per_epoch, self.epochs, self.total_steps, self.warmup_steps
+        )?;
+        let gib = crate::memory_estimate::gib;
+        writeln!(
+            f,
+            "memory per rank (estimate, {}, gradient checkpointing {}): {:.2} GiB = weights and \
+             optimizer states {:.2} + activations of a batch of {} {:.2}, plus the CUDA context \
+             (~0.5-1 GiB) on a GPU",
+            self.precision,
+            if self.gradient_checkpointing {
+                "on"
+            } else {
+                "off"
+            },
+            gib(self.memory.total()),
+            gib(self.memory.states),
+            self.batch_size,
+            gib(self.memory.activations)
         )?;
         writeln!(f, "{}", self.inspection.parameters)?;
         write!(f, "{}", self.inspection.groups)
