@@ -2680,6 +2680,59 @@ fn raising_the_length_on_resume_continues_a_finished_or_early_stopped_run() {
     );
 }
 
+/// The one run of `experiment` at `tracking_uri` as MLflow's own client reads
+/// it: how many runs, status, name, params, `train/loss` as `[step, value]`
+/// pairs, the steps of `val/accuracy`, the artifacts.
+fn mlflow_run(tracking_uri: &str, experiment: &str) -> serde_json::Value {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let o = Command::new(&python)
+        .env("MLFLOW_ALLOW_FILE_STORE", "true")
+        .args([
+            "-c",
+            "import sys, json\n\
+from mlflow.tracking import MlflowClient\n\
+c = MlflowClient(tracking_uri=sys.argv[1])\n\
+e = c.get_experiment_by_name(sys.argv[2])\n\
+runs = c.search_runs([e.experiment_id])\n\
+r = runs[0]\n\
+print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run_name,\n\
+  'params': r.data.params, 'loss': [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, 'train/loss')],\n\
+  'acc_steps': [m.step for m in c.get_metric_history(r.info.run_id, 'val/accuracy')],\n\
+  'artifacts': sorted(a.path for a in c.list_artifacts(r.info.run_id))}))\n",
+        ])
+        .args([tracking_uri, experiment])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// What [`mlflow_run`] must say of the smoke run (18 training images in batches
+/// of 8, a step line every step: 9 steps, an evaluation every 3): one finished
+/// run, its config as params, each step once, the plots and summary.
+fn mlflow_run_is_complete(r: &serde_json::Value) {
+    assert_eq!(r["runs"], 1, "{r}");
+    assert_eq!(r["status"], "FINISHED");
+    assert_eq!(r["name"], "smoke");
+    assert_eq!(r["params"]["optim.lr"], "0.003");
+    assert_eq!(r["params"]["train.epochs"], "3");
+    let steps: Vec<u64> = r["loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=9).collect::<Vec<u64>>());
+    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
+    for a in ["accuracy.png", "config.resolved.toml", "summary.json"] {
+        assert!(
+            r["artifacts"].as_array().unwrap().iter().any(|x| x == a),
+            "{a} not among {}",
+            r["artifacts"]
+        );
+    }
+}
+
 /// MLflow's own client reads back what `train.report_to = ["mlflow"]` writes to a
 /// file store: the run, its status, the resolved config as params, every step's
 /// loss and every evaluation, the plots and summary as artifacts; a resume from
@@ -2700,48 +2753,9 @@ fn mlflow_reads_the_run_back_and_a_resume_adds_no_duplicate_steps() {
     with_store(&mut c);
     let o = run(c.args(&args));
     assert!(o.status.success());
-    let read = || -> serde_json::Value {
-        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-        let o = Command::new(&python)
-            .env("MLFLOW_ALLOW_FILE_STORE", "true")
-            .args([
-                "-c",
-                "import sys, json\n\
-from mlflow.tracking import MlflowClient\n\
-c = MlflowClient(tracking_uri='file:' + sys.argv[1])\n\
-e = c.get_experiment_by_name('clip-test')\n\
-runs = c.search_runs([e.experiment_id])\n\
-r = runs[0]\n\
-print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run_name,\n\
-  'params': r.data.params, 'loss_steps': [m.step for m in c.get_metric_history(r.info.run_id, 'train/loss')],\n\
-  'acc_steps': [m.step for m in c.get_metric_history(r.info.run_id, 'val/accuracy')],\n\
-  'artifacts': sorted(a.path for a in c.list_artifacts(r.info.run_id))}))\n",
-            ])
-            .arg(&store)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice(&o.stdout).unwrap()
-    };
-    let r = read();
-    assert_eq!(r["runs"], 1);
-    assert_eq!(r["status"], "FINISHED");
-    assert_eq!(r["name"], "smoke");
-    assert_eq!(r["params"]["optim.lr"], "0.003");
-    assert_eq!(r["params"]["train.epochs"], "3");
-    // smoke.toml logs every step: 18 training images in batches of 8, 9 steps.
-    assert_eq!(
-        r["loss_steps"],
-        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9])
-    );
-    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
-    for a in ["accuracy.png", "config.resolved.toml", "summary.json"] {
-        assert!(
-            r["artifacts"].as_array().unwrap().iter().any(|x| x == a),
-            "{a} not among {}",
-            r["artifacts"]
-        );
-    }
+    let tracking = format!("file:{}", store.display());
+    let read = || mlflow_run(&tracking, "clip-test");
+    mlflow_run_is_complete(&read());
     // Back to the step-6 checkpoint: steps 7-9 are logged again, once.
     std::fs::remove_dir_all(tmp.path().join("smoke/checkpoints/step-00000009")).unwrap();
     let mut c = bin();
@@ -2751,14 +2765,7 @@ print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run
         .arg(tmp.path().join("smoke"))
         .arg("--quiet"));
     assert!(o.status.success());
-    let r = read();
-    assert_eq!(r["runs"], 1);
-    assert_eq!(r["status"], "FINISHED");
-    assert_eq!(
-        r["loss_steps"],
-        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9])
-    );
-    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
+    mlflow_run_is_complete(&read());
     // A database is not written to directly: an error says how, before training.
     args.extend(["--set".into(), "run.name=\"db\"".into()]);
     let o = run(bin()
@@ -2815,42 +2822,9 @@ fn an_mlflow_tracking_server_gets_the_run_and_a_resume_adds_no_duplicate_steps()
         assert!(o.status.success(), "{}", stderr(&o));
     };
     train(bin().args(&args));
-    let read = || -> serde_json::Value {
-        let o = Command::new(&python)
-            .args([
-                "-c",
-                "import sys, json\n\
-from mlflow.tracking import MlflowClient\n\
-c = MlflowClient(tracking_uri=sys.argv[1])\n\
-e = c.get_experiment_by_name('clip-server')\n\
-runs = c.search_runs([e.experiment_id])\n\
-r = runs[0]\n\
-print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run_name,\n\
-  'params': r.data.params, 'loss': [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, 'train/loss')],\n\
-  'acc_steps': [m.step for m in c.get_metric_history(r.info.run_id, 'val/accuracy')],\n\
-  'artifacts': sorted(a.path for a in c.list_artifacts(r.info.run_id))}))\n",
-            ])
-            .arg(&uri)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice(&o.stdout).unwrap()
-    };
+    let read = || mlflow_run(&uri, "clip-server");
     let r = read();
-    assert_eq!(r["runs"], 1, "{r}");
-    assert_eq!(r["status"], "FINISHED");
-    assert_eq!(r["name"], "smoke");
-    assert_eq!(r["params"]["optim.lr"], "0.003");
-    assert_eq!(r["params"]["train.epochs"], "3");
-    let steps = |r: &serde_json::Value| -> Vec<u64> {
-        r["loss"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p[0].as_u64().unwrap())
-            .collect()
-    };
-    assert_eq!(steps(&r), (1..=9).collect::<Vec<u64>>());
+    mlflow_run_is_complete(&r);
     // The values are metrics.jsonl's.
     let jsonl = std::fs::read_to_string(tmp.path().join("smoke/metrics.jsonl")).unwrap();
     let first: Vec<f64> = jsonl
@@ -2863,14 +2837,6 @@ print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run
         (r["loss"][0][1].as_f64().unwrap() - first[0]).abs() < 1e-9,
         "{r} vs {first:?}"
     );
-    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
-    for a in ["accuracy.png", "config.resolved.toml", "summary.json"] {
-        assert!(
-            r["artifacts"].as_array().unwrap().iter().any(|x| x == a),
-            "{a} not among {}",
-            r["artifacts"]
-        );
-    }
     // Back to the step-6 checkpoint: the server keeps steps 7-9, logged once.
     std::fs::remove_dir_all(tmp.path().join("smoke/checkpoints/step-00000009")).unwrap();
     train(
@@ -2879,11 +2845,7 @@ print(json.dumps({'runs': len(runs), 'status': r.info.status, 'name': r.info.run
             .arg(tmp.path().join("smoke"))
             .arg("--quiet"),
     );
-    let r = read();
-    assert_eq!(r["runs"], 1, "{r}");
-    assert_eq!(r["status"], "FINISHED");
-    assert_eq!(steps(&r), (1..=9).collect::<Vec<u64>>());
-    assert_eq!(r["acc_steps"], serde_json::json!([3, 6, 9]));
+    mlflow_run_is_complete(&read());
     // Nothing listens: an error naming the server, before training.
     drop(_server);
     args.extend(["--set".into(), "run.name=\"gone\"".into()]);
