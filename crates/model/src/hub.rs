@@ -101,15 +101,17 @@ impl ModelFiles {
             model: id.into(),
             reason: "no config.json".into(),
         })?;
-        let weights = match fetch("model.safetensors", false)? {
-            Some(w) => vec![w],
-            None => {
-                let index = fetch("model.safetensors.index.json", true)?.ok_or_else(|| {
-                    ModelError::NotFound {
-                        model: id.into(),
-                        reason: "neither model.safetensors nor model.safetensors.index.json".into(),
-                    }
-                })?;
+        // safetensors first; PyTorch's `.bin` (older repositories) otherwise.
+        let mut weights = None;
+        for (single, index) in [
+            ("model.safetensors", "model.safetensors.index.json"),
+            ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+        ] {
+            if let Some(w) = fetch(single, false)? {
+                weights = Some(vec![w]);
+                break;
+            }
+            if let Some(index) = fetch(index, false)? {
                 let dir = index.parent().map(Path::to_path_buf).unwrap_or_default();
                 let shards = weight_files(&dir)?;
                 for shard in &shards {
@@ -117,9 +119,16 @@ impl ModelFiles {
                         fetch(name, true)?;
                     }
                 }
-                shards
+                weights = Some(shards);
+                break;
             }
-        };
+        }
+        let weights = weights.ok_or_else(|| ModelError::NotFound {
+            model: id.into(),
+            reason: "none of model.safetensors, model.safetensors.index.json, pytorch_model.bin, \
+                     pytorch_model.bin.index.json"
+                .into(),
+        })?;
         let tokenizer = fetch("tokenizer.json", false)?;
         let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(Self {

@@ -41,6 +41,7 @@ mod memory;
 mod tags;
 mod text;
 mod tokenizer;
+mod torch_pickle;
 mod vision;
 mod weights;
 

@@ -44,50 +44,66 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
-/// The weight files of a model folder: `model.safetensors`, or the shards listed in
-/// `model.safetensors.index.json`.
+/// The files of a sharded checkpoint: every shard its index (`*.index.json`)
+/// names, once each.
+fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
+    let text =
+        std::fs::read_to_string(index).map_err(|e| ModelError::io("cannot read", index, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ModelError::ConfigParse {
+            path: index.to_path_buf(),
+            source,
+        })?;
+    let map = json["weight_map"]
+        .as_object()
+        .ok_or_else(|| ModelError::Checkpoint {
+            path: index.to_path_buf(),
+            reason: "no `weight_map` object".into(),
+        })?;
+    let mut shards: Vec<PathBuf> = map
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(|f| dir.join(f))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}
+
+/// The weight files of a model folder: `model.safetensors` or the shards listed
+/// in `model.safetensors.index.json`; without them, PyTorch's
+/// `pytorch_model.bin` or the shards of `pytorch_model.bin.index.json`
+/// (safetensors is preferred when both are there).
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
-        let text = std::fs::read_to_string(&index)
-            .map_err(|e| ModelError::io("cannot read", &index, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| ModelError::ConfigParse {
-                path: index.clone(),
-                source,
-            })?;
-        let map = json["weight_map"]
-            .as_object()
-            .ok_or_else(|| ModelError::Checkpoint {
-                path: index.clone(),
-                reason: "no `weight_map` object".into(),
-            })?;
-        let mut shards: Vec<PathBuf> = map
-            .values()
-            .filter_map(|v| v.as_str())
-            .map(|f| dir.join(f))
-            .collect();
-        shards.sort();
-        shards.dedup();
-        return Ok(shards);
+    for (single, index) in [
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ] {
+        if dir.join(single).is_file() {
+            return Ok(vec![dir.join(single)]);
+        }
+        if dir.join(index).is_file() {
+            return shards(dir, &dir.join(index));
+        }
     }
     Err(ModelError::NotFound {
         model: dir.display().to_string(),
-        reason: "no model.safetensors or model.safetensors.index.json in the folder (PyTorch .bin checkpoints are not read: \
-                 convert with `model.save_pretrained(dir, safe_serialization=True)`)"
+        reason: "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or \
+                 pytorch_model.bin.index.json in the folder"
             .into(),
     })
 }
 
-/// Reads weight files (a checkpoint and its shards) into one map.
+/// Reads weight files (a checkpoint and its shards; safetensors, or PyTorch's
+/// `.bin`) into one map.
 pub fn read_weights(files: &[PathBuf]) -> Result<HashMap<String, Tensor>> {
     let mut all = HashMap::new();
     for file in files {
-        all.extend(read_safetensors(file)?);
+        if file.extension().is_some_and(|e| e == "safetensors") {
+            all.extend(read_safetensors(file)?);
+        } else {
+            all.extend(crate::torch_pickle::read_torch_pickle(file)?);
+        }
     }
     Ok(all)
 }

@@ -1365,6 +1365,74 @@ fn zero_shot_matches_transformers(images: &str, reference: &str, count: usize, t
 /// `zero-shot` on a CLIP folder gives transformers' logits on images of every
 /// aspect ratio, including those where torchvision's centre crop would be a pixel
 /// off.
+/// PyTorch checkpoints (`pytorch_model.bin`, what `torch.save` writes, as
+/// transformers 4 saved them: the state dict as an `OrderedDict` with its
+/// `_metadata`; sharded with `pytorch_model.bin.index.json`; in fp16) load as
+/// the same model's safetensors: zero-shot gives the same logits; a pickle that
+/// names anything else (here `os.system`) is refused by name and never runs.
+#[test]
+fn pytorch_bin_checkpoints_load_as_their_safetensors_and_code_never_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tiny = root.join("tests/fixtures/model/tiny-a");
+    let marker = tmp.path().join("executed");
+    let o = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/make_bin_checkpoints.py"))
+        .arg(&tiny)
+        .arg(tmp.path())
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let logits = |model: &Path| -> Vec<Vec<f64>> {
+        let preds = tmp.path().join("preds.jsonl");
+        let o = run(bin()
+            .args(["zero-shot", "--quiet", "--model"])
+            .arg(model)
+            .arg("--data")
+            .arg(root.join("tests/fixtures/eval/images"))
+            .arg("--output")
+            .arg(&preds));
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(&preds)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["logits"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let want = logits(&tiny);
+    assert!(!want.is_empty());
+    assert_eq!(logits(&tmp.path().join("bin")), want);
+    assert_eq!(logits(&tmp.path().join("sharded")), want);
+    let fp16 = logits(&tmp.path().join("fp16"));
+    for (a, b) in fp16.iter().flatten().zip(want.iter().flatten()) {
+        assert!((a - b).abs() < 0.05, "fp16 weights: {a} vs {b}");
+    }
+    let o = run(bin()
+        .env_remove("RUST_BACKTRACE")
+        .args(["zero-shot", "--model"])
+        .arg(tmp.path().join("evil"))
+        .arg("--data")
+        .arg(root.join("tests/fixtures/eval/images")));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("evil/pytorch_model.bin")
+            && stderr(&o).contains("it names `posix.system`")
+            && stderr(&o).contains("refused"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!marker.exists(), "the pickle's code ran");
+}
+
 #[test]
 fn zero_shot_logits_match_transformers_on_non_square_images() {
     // A one-pixel crop shift moves these noisy images' logits by 0.1-0.4: the
