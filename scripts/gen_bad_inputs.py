@@ -44,18 +44,22 @@ tests/fixtures/bad_inputs/
                                        truncated, garbage header, a tensor missing, a
                                        tensor of the wrong shape, config.json not JSON,
                                        no config.json; huge_dims (a config.json whose
-                                       dimensions make 10^14 parameters)
+                                       dimensions make 10^14 parameters); bin_* (PyTorch
+                                       .bin: a raw pickle, a zip cut short, a pickle
+                                       calling os.system)
   runs/damaged/                        a run whose only checkpoint is damaged
 
 Cases git cannot hold portably (a class folder whose name is not UTF-8) are made by
 the test on its copy. Run with the setup venv:
     .venv/bin/python scripts/gen_bad_inputs.py
 """
+import io
 import json
 import os
 import random
 import shutil
 import struct
+import zipfile
 import zlib
 
 import numpy as np
@@ -364,6 +368,23 @@ def models():
         config = json.load(f)
     config["text_config"].update(hidden_size=4000000, num_attention_heads=1)
     write(os.path.join(d, "config.json"), json.dumps(config, indent=2))
+    # PyTorch .bin checkpoints: a legacy raw pickle (not the zip torch.save writes
+    # since 1.6), a zip cut short, and a pickle that calls os.system when Python
+    # loads it (refused by name; it never runs).
+    def bin_model(name, blob):
+        d = os.path.join(m, name)
+        os.makedirs(d, exist_ok=True)
+        shutil.copy(cfg, os.path.join(d, "config.json"))
+        write(os.path.join(d, "pytorch_model.bin"), blob)
+
+    bin_model("bin_raw_pickle", b"\x80\x02}q\x00.")
+    evil = b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03."
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        info = zipfile.ZipInfo("archive/data.pkl", date_time=(1980, 1, 1, 0, 0, 0))
+        z.writestr(info, evil)
+    bin_model("bin_foreign_global", buf.getvalue())
+    bin_model("bin_truncated", buf.getvalue()[:40])
 
 
 def runs():

@@ -334,8 +334,8 @@ pub fn read_torch_pickle(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let file = std::fs::File::open(path).map_err(|e| ModelError::io("cannot open", path, e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| {
         bad(format!(
-            "not a zip as `torch.save` writes since PyTorch 1.6 ({e}); re-save it with a \
-             current PyTorch or as safetensors"
+            "not the zip `torch.save` writes since PyTorch 1.6 ({e}): a file cut short, or \
+             one an older PyTorch saved (re-save it with a current PyTorch, or as safetensors)"
         ))
     })?;
     let pkl = (0..zip.len())
