@@ -151,7 +151,19 @@ fn keys_in(text: &str) -> Vec<String> {
         }
         let key = key.trim_end_matches('.').to_string();
         let last = key.rsplit('.').next().unwrap_or("");
-        if !["safetensors", "json", "jsonl", "toml", "csv", "png", "txt"].contains(&last) {
+        if ![
+            "safetensors",
+            "json",
+            "jsonl",
+            "toml",
+            "csv",
+            "png",
+            "txt",
+            "pkl",
+            "bin",
+        ]
+        .contains(&last)
+        {
             keys.push(key);
         }
     }
