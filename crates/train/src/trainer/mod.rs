@@ -221,7 +221,7 @@ impl Trainer {
         let checkpoints = self.folder.checkpoints();
         let dir = if main {
             self.folder.check_present()?;
-            checkpoints.write(
+            let written = checkpoints.write(
                 &name,
                 &Contents {
                     model: &self.model,
@@ -231,7 +231,13 @@ impl Trainer {
                     ema: self.ema.as_ref(),
                     state: &state,
                 },
-            )?
+            );
+            // A folder deleted or moved while the checkpoint was written: say that,
+            // not which of its files could not be written.
+            if written.is_err() {
+                self.folder.check_present()?;
+            }
+            written?
         } else {
             checkpoints.path(&name)
         };
