@@ -428,17 +428,12 @@ impl Soups {
     }
 }
 
-/// The mean of a figure's accuracies on the evaluation sets.
-fn shifted(sets: &BTreeMap<String, f64>) -> Option<f64> {
-    (!sets.is_empty()).then(|| sets.values().sum::<f64>() / sets.len() as f64)
-}
-
 /// The WiSE-FT / soups papers' picture: accuracy on the held-out data against
 /// the mean accuracy on the evaluation sets, each ingredient and both soups a
 /// point; whether it was drawn (not without evaluation sets).
 fn robustness_plot(path: &Path, r: &SoupReport) -> bool {
     let point = |accuracy: f64, sets: &BTreeMap<String, f64>| {
-        shifted(sets).map(|y| (accuracy * 100.0, y * 100.0))
+        super::mean_accuracy(sets).map(|y| (accuracy * 100.0, y * 100.0))
     };
     let mut marks: Vec<Mark> = r
         .ingredients

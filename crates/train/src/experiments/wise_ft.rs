@@ -41,8 +41,7 @@ pub struct WisePoint {
 impl WisePoint {
     /// The mean accuracy over the evaluation sets (`None` without sets).
     pub fn shifted_accuracy(&self) -> Option<f64> {
-        (!self.eval_sets.is_empty())
-            .then(|| self.eval_sets.values().sum::<f64>() / self.eval_sets.len() as f64)
+        super::mean_accuracy(&self.eval_sets)
     }
 }
 
