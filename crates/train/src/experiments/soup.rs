@@ -19,7 +19,7 @@ use clip_model::{ClipClassifier, Module};
 use crate::device::Placement;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalReport, evaluate_data};
-use crate::observe::plots::{Mark, font, line_chart};
+use crate::observe::plots::{Mark, draw, line_chart};
 use crate::report::write_json;
 use crate::run::export::{Provenance, finish, tokenizer_for, write_export};
 use crate::run::locate::{classifier_dir, eval_pipeline_for, load_classifier_from, run_config_of};
@@ -464,7 +464,7 @@ fn robustness_plot(path: &Path, r: &SoupReport) -> bool {
     if marks.is_empty() {
         return false;
     }
-    let drawn = font().and_then(|()| {
+    draw(path, |path| {
         line_chart(
             path,
             "Soups: held-out vs shifted accuracy",
@@ -473,12 +473,5 @@ fn robustness_plot(path: &Path, r: &SoupReport) -> bool {
             &[],
             &marks,
         )
-    });
-    match drawn {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!("{} not drawn: {e}", path.display());
-            false
-        }
-    }
+    })
 }

@@ -13,7 +13,7 @@ use clip_model::write_atomic;
 use crate::device::MemoryKind;
 use crate::error::{Result, TrainError};
 use crate::experiments::compare::{TrainJob, finished_run, job_for};
-use crate::observe::plots::{bar_chart, font};
+use crate::observe::plots::{bar_chart, draw};
 use crate::report::{FitReport, write_json};
 
 /// One key of the grid and its values (each as `--set` takes it).
@@ -349,16 +349,14 @@ fn write_outputs(dir: &Path, report: &SweepReport) -> Result<()> {
         .iter()
         .filter_map(|p| Some((p.name.clone(), p.val_accuracy? * 100.0)))
         .collect();
-    if let Err(e) = font().and_then(|()| {
+    draw(&dir.join("sweep.png"), |path| {
         bar_chart(
-            &dir.join("sweep.png"),
+            path,
             "Sweep: validation accuracy of each point's selected checkpoint",
             "accuracy %",
             &bars,
         )
-    }) {
-        tracing::warn!("sweep.png not drawn: {e}");
-    }
+    });
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use crate::assembly::{ordered_loader, zero_shot_classifier};
 use crate::device::Placement;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalReport, evaluate};
-use crate::observe::plots::{Mark, Series, font, line_chart};
+use crate::observe::plots::{Mark, Series, draw, line_chart};
 use crate::run::export::{Provenance, finish, write_export};
 use crate::run::locate::{classifier_dir, run_config_of};
 use crate::run::output::OutputDir;
@@ -301,9 +301,9 @@ fn write_curve(dir: &Path, report: &WiseReport) -> Result<Vec<String>> {
         at: (report.best_alpha, report.best_accuracy * 100.0),
         color: plotters::style::RED,
     };
-    let drawn = font().and_then(|()| {
+    let drawn = draw(&dir.join("wise_ft.png"), |path| {
         line_chart(
-            &dir.join("wise_ft.png"),
+            path,
             "WiSE-FT: accuracy against alpha (0 = zero-shot, 1 = fine-tuned)",
             "alpha",
             "accuracy %",
@@ -311,9 +311,8 @@ fn write_curve(dir: &Path, report: &WiseReport) -> Result<Vec<String>> {
             std::slice::from_ref(&best),
         )
     });
-    match drawn {
-        Ok(()) => written.push("wise_ft.png".into()),
-        Err(e) => tracing::warn!("wise_ft.png not drawn: {e}"),
+    if drawn {
+        written.push("wise_ft.png".into());
     }
     // The WiSE-FT paper's picture: in-distribution against shifted accuracy,
     // one point per alpha, the zero-shot and fine-tuned ends labelled.
@@ -340,9 +339,9 @@ fn write_curve(dir: &Path, report: &WiseReport) -> Result<Vec<String>> {
                 },
             })
             .collect();
-        let drawn = font().and_then(|()| {
+        let drawn = draw(&dir.join("wise_ft_robustness.png"), |path| {
             line_chart(
-                &dir.join("wise_ft_robustness.png"),
+                path,
                 "WiSE-FT: in-distribution vs shifted accuracy, one point per alpha",
                 "accuracy on the data %",
                 "mean accuracy on the evaluation sets %",
@@ -350,9 +349,8 @@ fn write_curve(dir: &Path, report: &WiseReport) -> Result<Vec<String>> {
                 &ends,
             )
         });
-        match drawn {
-            Ok(()) => written.push("wise_ft_robustness.png".into()),
-            Err(e) => tracing::warn!("wise_ft_robustness.png not drawn: {e}"),
+        if drawn {
+            written.push("wise_ft_robustness.png".into());
         }
     }
     Ok(written)

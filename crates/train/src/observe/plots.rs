@@ -54,6 +54,26 @@ pub(crate) struct Mark {
     pub color: RGBColor,
 }
 
+/// Draws a chart into `path` with `chart` once the font is loaded; whether it
+/// was drawn. A failure is a warning naming the file, never an error: no result
+/// depends on its picture.
+pub(crate) fn draw(
+    path: &Path,
+    chart: impl FnOnce(&Path) -> std::result::Result<(), String>,
+) -> bool {
+    match font().and_then(|()| chart(path)) {
+        Ok(()) => true,
+        Err(e) => {
+            let name = path
+                .file_name()
+                .unwrap_or(path.as_os_str())
+                .to_string_lossy();
+            tracing::warn!("{name} not drawn: {e}");
+            false
+        }
+    }
+}
+
 /// A line chart; every point carries a marker, so a series of one evaluation is
 /// visible, and `marks` stand out as larger filled points.
 pub(crate) fn line_chart(
