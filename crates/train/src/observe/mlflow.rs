@@ -94,6 +94,12 @@ enum Target {
     Server(Server),
 }
 
+/// The path of a `file:` URI (`file:///a/b`, `file:/a/b`).
+fn file_uri_path(uri: &str) -> Option<&str> {
+    uri.strip_prefix("file://")
+        .or_else(|| uri.strip_prefix("file:"))
+}
+
 /// The file store or tracking server `MLFLOW_TRACKING_URI` names (default
 /// `./mlruns`).
 fn target_from_env() -> Result<Target> {
@@ -101,9 +107,7 @@ fn target_from_env() -> Result<Target> {
     if uri.starts_with("http://") || uri.starts_with("https://") {
         return Ok(Target::Server(Server::new(&uri)));
     }
-    let path = if let Some(rest) = uri.strip_prefix("file://") {
-        rest.to_string()
-    } else if let Some(rest) = uri.strip_prefix("file:") {
+    let path = if let Some(rest) = file_uri_path(&uri) {
         rest.to_string()
     } else if uri.contains("://") || uri.starts_with("sqlite:") || uri.starts_with("databricks") {
         return Err(TrainError::config(
@@ -263,16 +267,16 @@ impl Server {
                 .map(|_| ())
                 .map_err(|(_, why)| why);
         }
-        let local = artifact_uri
-            .strip_prefix("file://")
-            .or_else(|| artifact_uri.strip_prefix("file:"))
-            .unwrap_or(artifact_uri);
-        if artifact_uri.contains("://") && !artifact_uri.starts_with("file:") {
-            return Err(format!(
-                "the run's artifact location {artifact_uri} is not one this tool writes to \
-                 (the server's proxy, `mlflow server --serve-artifacts`, or a local folder)"
-            ));
-        }
+        let local = match file_uri_path(artifact_uri) {
+            Some(path) => path,
+            None if !artifact_uri.contains("://") => artifact_uri,
+            None => {
+                return Err(format!(
+                    "the run's artifact location {artifact_uri} is not one this tool writes to \
+                     (the server's proxy, `mlflow server --serve-artifacts`, or a local folder)"
+                ));
+            }
+        };
         let dst = Path::new(local).join(name);
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
@@ -414,6 +418,14 @@ fn tags<'a>(cfg: &'a RunConfig, user: &'a str) -> [(&'static str, &'a str); 4] {
     ]
 }
 
+/// Pairs as MLflow's REST API lists tags and params: `[{"key": k, "value": v}]`.
+fn key_values<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<serde_json::Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| serde_json::json!({ "key": k, "value": v }))
+        .collect()
+}
+
 /// MLflow's limits per `runs/log-batch` request.
 const BATCH_PARAMS: usize = 100;
 const BATCH_METRICS: usize = 1000;
@@ -444,8 +456,8 @@ impl Mlflow {
         };
         let sink = match target {
             Target::Files(store) => {
-                let (link, start_time) = match (earlier, resumed_step) {
-                    (Some(link), Some(step)) => {
+                let (link, start_time) = match earlier.zip(resumed_step) {
+                    Some((link, step)) => {
                         let dir = store.join(&link.experiment_id).join(&link.run_id);
                         cut_metrics(&dir.join("metrics"), step)?;
                         let start = std::fs::read_to_string(dir.join("meta.yaml"))
@@ -458,7 +470,7 @@ impl Mlflow {
                             .unwrap_or_else(now_ms);
                         (link, start)
                     }
-                    _ => {
+                    None => {
                         let link = Link {
                             experiment_id: experiment(&store, &experiment_name)?,
                             run_id: new_run_id(),
@@ -599,10 +611,7 @@ impl ServerRun {
     /// config's params and MLflow's tags.
     fn create(server: Server, name: &str, cfg: &RunConfig, user: &str) -> Result<Self> {
         let experiment_id = server.experiment(name)?;
-        let tags: Vec<serde_json::Value> = tags(cfg, user)
-            .iter()
-            .map(|(k, v)| serde_json::json!({ "key": k, "value": v }))
-            .collect();
+        let tags = key_values(tags(cfg, user));
         let v = server
             .post(
                 "runs/create",
@@ -623,10 +632,7 @@ impl ServerRun {
         };
         let params = params(cfg);
         for chunk in params.chunks(BATCH_PARAMS) {
-            let params: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|(k, v)| serde_json::json!({ "key": k, "value": v }))
-                .collect();
+            let params = key_values(chunk.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             server
                 .post(
                     "runs/log-batch",
@@ -655,30 +661,19 @@ impl ServerRun {
             .as_str()
             .unwrap_or("")
             .to_string();
-        let mut held = std::collections::HashMap::new();
-        for m in run["data"]["metrics"].as_array().into_iter().flatten() {
-            let key = m["key"].as_str().unwrap_or_default();
-            // The latest value's step is the largest the run holds for the key.
-            let history = server
-                .get(
-                    "metrics/get-history",
-                    &[("run_id", &link.run_id), ("metric_key", key)],
-                )
-                .map_err(|e| server.error("metrics/get-history", e))?;
-            let last = history["metrics"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| {
-                    m["step"]
-                        .as_u64()
-                        .or_else(|| m["step"].as_str()?.parse().ok())
-                })
-                .max();
-            if let Some(step) = last {
-                held.insert(key.to_string(), step);
-            }
-        }
+        // A run's latest value of a metric is the one of its largest step
+        // (MLflow orders by step, then time): the last step it holds.
+        let held = run["data"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                let step = m["step"]
+                    .as_u64()
+                    .or_else(|| m["step"].as_str()?.parse().ok())?;
+                Some((m["key"].as_str()?.to_string(), step))
+            })
+            .collect();
         server
             .post(
                 "runs/update",
