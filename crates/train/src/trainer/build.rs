@@ -16,7 +16,7 @@ use crate::assembly::{
     build_model, eval_loader, load_datasets, load_eval_sets, load_retrieval, param_groups,
     pipelines, run_classes, run_tokenizer,
 };
-use crate::config::{Advice, RunConfig};
+use crate::config::RunConfig;
 use crate::corrupt::CorruptImages;
 use crate::ema::Ema;
 use crate::error::Result;
@@ -146,23 +146,20 @@ impl Trainer {
         let (groups, trained_towers) = param_groups(&cfg, &model)?;
         if resume.is_none() && parallel.is_main() {
             let mut advice = plan::advice(&cfg, train.dataset().len(), &groups);
-            if let tch::Device::Cuda(i) = device
-                && !cfg.train.gradient_checkpointing
-                && !cfg.run.silence_advice.contains(&Advice::GpuMemory)
-                && let Some(total) = clip_model::cuda_total_memory(i)
-            {
-                let estimate = |ckpt| {
-                    crate::memory_estimate::for_run(&cfg, &model, &groups, &trained_towers, ckpt)
-                };
-                advice.extend(
-                    crate::memory_estimate::gpu_advice(
-                        estimate(false),
-                        estimate(true),
-                        total,
-                        cfg.data.loader.batch_size,
-                    )
-                    .map(|a| format!("{a} (silence: `run.silence_advice = [\"gpu_memory\"]`)")),
-                );
+            if let tch::Device::Cuda(i) = device {
+                advice.extend(plan::gpu_memory_advice(
+                    &cfg,
+                    || clip_model::cuda_total_memory(i),
+                    |ckpt| {
+                        crate::memory_estimate::for_run(
+                            &cfg,
+                            &model,
+                            &groups,
+                            &trained_towers,
+                            ckpt,
+                        )
+                    },
+                ));
             }
             for a in advice {
                 tracing::warn!("{a}");

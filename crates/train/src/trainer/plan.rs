@@ -343,6 +343,11 @@ impl std::fmt::Display for DryRun {
     }
 }
 
+/// How a warning of the tutorial's guidance says it can be silenced.
+fn silence(a: Advice) -> String {
+    format!("(silence: `run.silence_advice = [\"{}\"]`)", a.name())
+}
+
 /// The tutorial's guidance for this run, as warnings that say what to do and how
 /// to silence them: full fine-tuning on few images (LoRA or LP-FT instead), a
 /// learning rate too high for a pretrained vision tower.
@@ -352,7 +357,6 @@ pub(super) fn advice(
     groups: &[clip_optim::ParamGroup],
 ) -> Vec<String> {
     use clip_model::Tower;
-    let silence = |a: Advice| format!("(silence: `run.silence_advice = [\"{}\"]`)", a.name());
     let vision_trained = groups.iter().any(|g| g.tower == Tower::Vision);
     // Both concern a pretrained CLIP (a model trained from random weights has no
     // features to lose).
@@ -395,6 +399,27 @@ pub(super) fn advice(
     out
 }
 
+/// The memory advice for a run on a GPU of `device_total()` bytes, unless it
+/// checkpoints gradients or silences it: `estimate(checkpointing)` is the run's
+/// memory estimate with or without gradient checkpointing.
+pub(super) fn gpu_memory_advice(
+    cfg: &RunConfig,
+    device_total: impl FnOnce() -> Option<u64>,
+    estimate: impl Fn(bool) -> crate::memory_estimate::MemoryEstimate,
+) -> Option<String> {
+    if cfg.train.gradient_checkpointing || cfg.run.silence_advice.contains(&Advice::GpuMemory) {
+        return None;
+    }
+    let total = device_total()?;
+    let advice = crate::memory_estimate::gpu_advice(
+        estimate(false),
+        estimate(true),
+        total,
+        cfg.data.loader.batch_size,
+    )?;
+    Some(format!("{advice} {}", silence(Advice::GpuMemory)))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -410,6 +435,38 @@ mod tests {
             weight_decay: 0.01,
             params: Vec::new(),
         }
+    }
+
+    /// The GPU memory advice says how to silence it, and is not given without a
+    /// device figure, to a run that checkpoints gradients, or once silenced.
+    #[test]
+    fn gpu_memory_advice_names_its_silence_and_skips_checkpointed_or_silenced_runs() {
+        use crate::memory_estimate::MemoryEstimate;
+        let vit = clip_model::ClipConfig::preset("vit-b-32").unwrap();
+        let estimate = |ckpt| {
+            MemoryEstimate::of(
+                &vit,
+                151_277_313,
+                87_854_346,
+                &[clip_model::Tower::Vision],
+                1024,
+                crate::precision::Precision::Bf16,
+                ckpt,
+            )
+        };
+        let mut cfg = RunConfig::default();
+        let a = gpu_memory_advice(&cfg, || Some(16 << 30), estimate).unwrap();
+        assert!(
+            a.contains("train.gradient_checkpointing = true")
+                && a.ends_with("(silence: `run.silence_advice = [\"gpu_memory\"]`)"),
+            "{a}"
+        );
+        assert_eq!(gpu_memory_advice(&cfg, || None, estimate), None);
+        cfg.train.gradient_checkpointing = true;
+        assert_eq!(gpu_memory_advice(&cfg, || Some(16 << 30), estimate), None);
+        cfg.train.gradient_checkpointing = false;
+        cfg.run.silence_advice = vec![Advice::GpuMemory];
+        assert_eq!(gpu_memory_advice(&cfg, || Some(16 << 30), estimate), None);
     }
 
     /// The seed's guidance: full fine-tuning on few images and a high LR on a
