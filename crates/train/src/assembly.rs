@@ -299,9 +299,8 @@ pub fn pipelines(cfg: &RunConfig, image_size: usize) -> Result<(Pipeline, Pipeli
 /// The evaluation loader for `dataset` under a run config (its loader settings,
 /// `data.eval_batch_size` or twice the training batch).
 pub fn eval_loader(cfg: &RunConfig, dataset: Dataset, pipeline: Pipeline) -> Result<Loader> {
-    let l = &cfg.data.loader;
-    let batch = cfg.data.eval_batch_size.unwrap_or(l.batch_size * 2);
-    ordered_loader(l, dataset, pipeline, batch, cfg.run.seed)
+    let batch = cfg.data.eval_batch();
+    ordered_loader(&cfg.data.loader, dataset, pipeline, batch, cfg.run.seed)
 }
 
 /// An in-order loader without shuffling, balancing or mixing, batches of

@@ -383,6 +383,13 @@ impl Default for DataSection {
     }
 }
 
+impl DataSection {
+    /// Images per evaluation batch: `eval_batch_size`, or twice the training batch.
+    pub fn eval_batch(&self) -> usize {
+        self.eval_batch_size.unwrap_or(self.loader.batch_size * 2)
+    }
+}
+
 /// Which parameters train when.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

@@ -387,11 +387,7 @@ fn wise_ft_row(b: &Setup) -> Result<(CompareRow, Option<WiseReport>)> {
     })?;
     let vs_ft = nn::VarStore::new(place.device);
     let mut ft = load_classifier(&vs_ft, &full_dir.display().to_string())?;
-    let batch = b
-        .cfg
-        .data
-        .eval_batch_size
-        .unwrap_or(b.cfg.data.loader.batch_size * 2);
+    let batch = b.cfg.data.eval_batch();
     let w = wise_ft(
         &zs,
         &mut ft,
@@ -579,11 +575,7 @@ fn soup_rows(b: &Setup, rows: &[CompareRow]) -> Result<Vec<CompareRow>> {
         )]);
     }
     let place = Placement::of_run(&b.cfg)?;
-    let batch = b
-        .cfg
-        .data
-        .eval_batch_size
-        .unwrap_or(b.cfg.data.loader.batch_size * 2);
+    let batch = b.cfg.data.eval_batch();
     let data = SoupData::Loaded {
         data: b.val.clone(),
         label: PathBuf::from("compare's validation split"),
