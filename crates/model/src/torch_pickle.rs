@@ -44,23 +44,15 @@ struct TensorRef {
     stride: Vec<i64>,
 }
 
-/// The globals a state dict may name.
+/// The functions a state dict may name (besides the storage types of
+/// [`storage_kind`]).
 const KNOWN: &[&str] = &[
     "collections.OrderedDict",
     "torch._utils._rebuild_tensor_v2",
     "torch._utils._rebuild_parameter",
-    "torch.FloatStorage",
-    "torch.HalfStorage",
-    "torch.BFloat16Storage",
-    "torch.DoubleStorage",
-    "torch.LongStorage",
-    "torch.IntStorage",
-    "torch.ShortStorage",
-    "torch.CharStorage",
-    "torch.ByteStorage",
-    "torch.BoolStorage",
 ];
 
+/// The element kind of a storage type (`torch.FloatStorage`, ...).
 fn storage_kind(global: &str) -> Option<Kind> {
     Some(match global {
         "torch.FloatStorage" => Kind::Float,
@@ -251,7 +243,7 @@ fn unpickle(data: &[u8]) -> std::result::Result<Value, String> {
                 let module = line(&mut pos)?;
                 let name = line(&mut pos)?;
                 let global = format!("{module}.{name}");
-                if !KNOWN.contains(&global.as_str()) {
+                if !KNOWN.contains(&global.as_str()) && storage_kind(&global).is_none() {
                     return Err(format!(
                         "it names `{global}`, which a state dict of tensors does not hold \
                          (refused: nothing in the file is executed)"
