@@ -380,15 +380,7 @@ pub fn read_torch_pickle(path: &Path) -> Result<Vec<(String, Tensor)>> {
             .f_as_strided(&t.size, &t.stride, t.offset)
             .and_then(|x| x.f_contiguous())
             .map_err(|e| bad(format!("`{name}`: {e}")))?;
-        let widen = matches!(t.kind, Kind::Half | Kind::BFloat16);
-        out.push((
-            name,
-            if widen {
-                tensor.to_kind(Kind::Float)
-            } else {
-                tensor
-            },
-        ));
+        out.push((name, crate::weights::widened(tensor)));
     }
     Ok(out)
 }

@@ -21,15 +21,15 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {
-        let (kind, widen) = match view.dtype() {
-            Dtype::F32 => (Kind::Float, false),
-            Dtype::F16 => (Kind::Half, true),
-            Dtype::BF16 => (Kind::BFloat16, true),
-            Dtype::F64 => (Kind::Double, false),
-            Dtype::I64 => (Kind::Int64, false),
-            Dtype::I32 => (Kind::Int, false),
-            Dtype::U8 => (Kind::Uint8, false),
-            Dtype::BOOL => (Kind::Bool, false),
+        let kind = match view.dtype() {
+            Dtype::F32 => Kind::Float,
+            Dtype::F16 => Kind::Half,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F64 => Kind::Double,
+            Dtype::I64 => Kind::Int64,
+            Dtype::I32 => Kind::Int,
+            Dtype::U8 => Kind::Uint8,
+            Dtype::BOOL => Kind::Bool,
             other => {
                 return Err(bad(format!(
                     "tensor `{name}` has unsupported dtype {other:?}"
@@ -39,9 +39,18 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
             .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-        out.push((name, if widen { t.to_kind(Kind::Float) } else { t }));
+        out.push((name, widened(t)));
     }
     Ok(out)
+}
+
+/// fp16 and bf16 weights as fp32 (the model's master weights); others as they are.
+pub(crate) fn widened(t: Tensor) -> Tensor {
+    if matches!(t.kind(), Kind::Half | Kind::BFloat16) {
+        t.to_kind(Kind::Float)
+    } else {
+        t
+    }
 }
 
 /// The files of a sharded checkpoint: every shard its index (`*.index.json`)
