@@ -42,6 +42,14 @@ fn train_source(data: &Path) -> String {
     )
 }
 
+/// `--set` value making the image folder `path` the evaluation set `name`.
+fn eval_set(name: &str, path: &Path) -> String {
+    format!(
+        "data.eval_sets={{ {name} = {{ kind = \"image_folder\", path = {:?} }} }}",
+        path.display().to_string()
+    )
+}
+
 /// The tiny preset's text tower for the test tokenizer (its vocabulary and
 /// end-of-text id).
 const TEST_TEXT_TOWER: &str = "model.architecture.text={hidden_size=32, intermediate_size=64, \
@@ -3263,13 +3271,7 @@ fn soups_average_runs_and_the_greedy_soup_keeps_the_best_ingredient() {
         let out = tmp.path().join(format!("seed{seed}"));
         let mut args = train_args(&out, &data);
         args.extend(["--set".into(), format!("run.seed={seed}")]);
-        args.extend([
-            "--set".into(),
-            format!(
-                "data.eval_sets={{ shifted = {{ kind = \"image_folder\", path = {:?} }} }}",
-                shifted.display().to_string()
-            ),
-        ]);
+        args.extend(["--set".into(), eval_set("shifted", &shifted)]);
         assert!(run(bin().args(&args)).status.success());
         out.join("smoke/checkpoints/step-00000006")
     };
@@ -3442,10 +3444,7 @@ fn a_sweep_trains_every_point_reuses_finished_ones_and_resumes_a_killed_one() {
     let out = tmp.path().join("sweep");
     let shifted = tmp.path().join("shifted");
     image_folder::make_folder(&shifted, &["cat", "dog"], 5);
-    let sets = format!(
-        "data.eval_sets={{ shifted = {{ kind = \"image_folder\", path = {:?} }} }}",
-        shifted.display().to_string()
-    );
+    let sets = eval_set("shifted", &shifted);
     let sweep = |extra: &[&str]| {
         run(bin()
             .args(["sweep", "--quiet", "--config"])
@@ -3590,10 +3589,7 @@ fn checkpoints_can_be_selected_by_an_eval_set() {
     make_folder(&data, 4);
     let swapped = tmp.path().join("swapped");
     image_folder::make_folder(&swapped, &["dog", "cat", "fox"], 4);
-    let set = format!(
-        "data.eval_sets={{ swapped = {{ kind = \"image_folder\", path = {:?} }} }}",
-        swapped.display().to_string()
-    );
+    let set = eval_set("swapped", &swapped);
     let mut args = train_args(tmp.path(), &data);
     args.extend([
         "--set".into(),
@@ -3673,13 +3669,7 @@ fn eval_sets_are_measured_at_every_evaluation_as_eval_measures_them() {
     image_folder::make_folder(&shifted, &["cat", "dog"], 7);
     let mut args = train_args(tmp.path(), &data);
     args.retain(|a| a != "--quiet");
-    args.extend([
-        "--set".into(),
-        format!(
-            "data.eval_sets={{ shifted = {{ kind = \"image_folder\", path = {:?} }} }}",
-            shifted.display().to_string()
-        ),
-    ]);
+    args.extend(["--set".into(), eval_set("shifted", &shifted)]);
     let o = run(bin().args(&args));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("| shifted acc "), "{}", stderr(&o));
@@ -3752,13 +3742,7 @@ fn eval_sets_are_measured_at_every_evaluation_as_eval_measures_them() {
     let other = tmp.path().join("other");
     image_folder::make_folder(&other, &["ant"], 2);
     let mut args = train_args(&tmp.path().join("o"), &data);
-    args.extend([
-        "--set".into(),
-        format!(
-            "data.eval_sets={{ ants = {{ kind = \"image_folder\", path = {:?} }} }}",
-            other.display().to_string()
-        ),
-    ]);
+    args.extend(["--set".into(), eval_set("ants", &other)]);
     let o = run(bin().args(&args));
     assert_eq!(o.status.code(), Some(1));
     assert!(
